@@ -1,0 +1,34 @@
+"""Shared fixtures: one Ray instance for the whole session, and the location of the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FLUXNET_DIR = SHARED / "data" / "fluxnet-ch4"
+XMW_PRESETS_DIR = SHARED / "data" / "x-methanewet"
+
+
+@pytest.fixture(scope="session")
+def fluxnet_dir() -> Path:
+    """The real FLUXNET-CH4 site files; tests that need them skip on a fresh clone without ../shared."""
+    if not FLUXNET_DIR.is_dir():
+        pytest.skip(f"real FLUXNET-CH4 files not found at {FLUXNET_DIR} (../shared is absent in a fresh clone)")
+    return FLUXNET_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance per test session: 4 logical CPUs (fine on 2 cores), no GPU."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=512 * 1024 * 1024)
+    yield ray
+    ray.shutdown()
