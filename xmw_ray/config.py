@@ -1,0 +1,139 @@
+"""One typed experiment configuration, validated up front (YAML file + ``--set key=value`` overrides).
+
+Every later room (train, transfer, tune) reads the same object, so a typo is caught before any Ray work starts:
+an unknown key or a wrong type is a single line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xmw_ray.data.splits import SplitSpec
+from xmw_ray.errors import XmwInputError
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSection(Strict):
+    source: Literal["grid", "sites"] = "grid"
+    store: str = Field(description="Grid store (Zarr) or Site store (Parquet) path or URL")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    batch_size: int = Field(64, gt=0)
+    shuffle_buffer: int = Field(256, ge=0, description="local shuffle buffer in samples (0: no shuffle)")
+
+
+class ModelSection(Strict):
+    name: str = "lstm"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimSection(Strict):
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(10, gt=0)
+    grad_clip: float = Field(1.0, gt=0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    patience: int = Field(5, gt=0, description="early stopping on the validation loss, in epochs")
+    amp: bool = Field(True, description="bfloat16 autocast when training on GPU (ignored on CPU)")
+
+
+class ResourcesSection(Strict):
+    num_workers: int = Field(0, ge=0, description="0 = Ray Train local mode (in the driver process)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class RunSection(Strict):
+    name: str = "xmw"
+    output_dir: str = "runs"
+    seed: int = 0
+    max_failures: int = Field(1, ge=0, description="worker failures a run recovers from via its last checkpoint")
+    keep_checkpoints: int = Field(2, gt=0)
+
+
+class TrainConfig(Strict):
+    data: DataSection
+    model: ModelSection = Field(default_factory=ModelSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: ModelSection) -> ModelSection:
+        from xmw_ray.models import MODELS
+
+        if v.name not in MODELS:
+            raise ValueError(f"unknown model {v.name!r}; known: {', '.join(sorted(MODELS))}")
+        return v
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise XmwInputError(f"--set {dotted}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["optim.lr=0.001", "model.name=gru"]`` → nested dict; values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise XmwInputError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else "")
+    return tree
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of ``over`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate(raw: dict[str, Any], cls: type[C], source: str = "config") -> C:
+    """Validate a raw dict into ``cls``; the first error becomes one line naming the dotted key."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise XmwInputError(f"{source}: {key}: {kind}") from None
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
+                cls: type[C] = TrainConfig) -> C:  # type: ignore[assignment]
+    """Read a YAML config, apply ``--set`` overrides, validate into ``cls``."""
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise XmwInputError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise XmwInputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise XmwInputError(f"{p}: top level must be a mapping")
+    return validate(merge(raw, parse_overrides(overrides)), cls, source)

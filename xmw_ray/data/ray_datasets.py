@@ -1,0 +1,231 @@
+"""Ray Data over the prepared stores, in the one sample schema (``schema.py``).
+
+- Grid store: :class:`GridDatasource`, one read task per (year, chunk) holding samples of the wanted part; the
+  split is evaluated in the driver from entity ids and years alone, so unneeded chunks are never read and a task
+  reads exactly one chunk. Nothing materialises the dataset.
+- Site store: ``ray.data.read_parquet`` (partitioned by site) and a batch transform to the sample schema.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray.data
+from ray.data.block import BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from xmw_ray.data import schema
+from xmw_ray.data.contract import DAYS_PER_YEAR
+from xmw_ray.data.grid_store import GridStore, is_url
+from xmw_ray.data.normstats import NormStats, grid_normstats, site_normstats
+from xmw_ray.data.site_store import SiteStore
+from xmw_ray.data.splits import PART_CODES, SplitPlan, SplitSpec
+from xmw_ray.errors import XmwInputError
+
+PARTS = ("train", "val", "test", "all")
+
+
+@functools.lru_cache(maxsize=8)
+def _open_grid(path: str) -> GridStore:
+    """One open store per worker process and path (zarr metadata is read once)."""
+    return GridStore.open(path)
+
+
+def _read_grid_chunk(path: str, year_index: int, chunk: int, rows: np.ndarray | None) -> list[Any]:
+    block = _open_grid(path).read_block(year_index, chunk)
+    if rows is not None:
+        block = {k: v[rows] for k, v in block.items()}
+    return [BlockAccessor.batch_to_block(block)]
+
+
+def grid_selection(store: GridStore, plan: SplitPlan | None, part: str,
+                   years: list[int] | None = None) -> list[tuple[int, int, np.ndarray | None]]:
+    """(year_index, chunk, rows-within-chunk or None for all) of every chunk holding samples of ``part``."""
+    if part not in PARTS:
+        raise XmwInputError(f"split part must be one of {', '.join(PARTS)}, got {part!r}")
+    wanted = set(store.years if years is None else years)
+    if plan is not None and part != "all":
+        wanted &= set(plan.years_needed(part))
+    missing = set(years or ()) - set(store.years)
+    if missing:
+        raise XmwInputError(f"{store.path}: years {sorted(missing)} not in the store ({store.years[0]}-{store.years[-1]})")
+    cell_idx = np.arange(store.n_cells)
+    out = []
+    for yi, year in enumerate(store.years):
+        if year not in wanted:
+            continue
+        if plan is None or part == "all":
+            codes = None
+        else:
+            codes = plan.parts(cell_idx, np.full(store.n_cells, year)) == PART_CODES[part]
+        for ci in range(store.n_chunks):
+            c0, c1 = store.chunk_cells(ci)
+            if codes is None:
+                out.append((yi, ci, None))
+                continue
+            rows = np.flatnonzero(codes[c0:c1])
+            if len(rows):
+                out.append((yi, ci, None if len(rows) == c1 - c0 else rows))
+    return out
+
+
+class GridDatasource(Datasource):
+    """The Grid store as a Ray Data source: one read task per selected (year, chunk)."""
+
+    def __init__(self, path: str, selection: list[tuple[int, int, np.ndarray | None]], n_dynamic: int,
+                 n_static: int, cells_per_chunk: int):
+        super().__init__()
+        self._path = path
+        self._selection = selection
+        self._row_bytes = 4 * (DAYS_PER_YEAR * (n_dynamic + 1) + n_static) + 32
+        self._cpc = cells_per_chunk
+
+    def _rows(self, sel: tuple[int, int, np.ndarray | None]) -> int:
+        return self._cpc if sel[2] is None else len(sel[2])
+
+    def estimate_inmemory_data_size(self) -> int:
+        return sum(self._rows(s) for s in self._selection) * self._row_bytes
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        tasks = []
+        for sel in self._selection:
+            n = self._rows(sel)
+            meta = BlockMetadata(num_rows=n, size_bytes=n * self._row_bytes, exec_stats=None, input_files=None)
+            tasks.append(ReadTask(functools.partial(_read_grid_chunk, self._path, *sel), meta,
+                                  per_task_row_limit=per_task_row_limit))
+        return tasks
+
+    def get_name(self) -> str:
+        return "XmwGrid"
+
+
+def _site_rows_to_samples(batch: Any, n_dynamic: int, n_static: int, plan: SplitPlan | None,
+                          part: str) -> dict[str, np.ndarray]:
+    """Parquet rows (fixed-size lists) → sample schema, keeping the rows of ``part``."""
+    from xmw_ray.data.site_store import _from_fixed_list
+
+    out = {
+        schema.DYNAMIC: _from_fixed_list(batch.column("dynamic"), (DAYS_PER_YEAR, n_dynamic)),
+        schema.STATIC: _from_fixed_list(batch.column("static"), (n_static,)),
+        schema.TARGET: _from_fixed_list(batch.column("target"), (DAYS_PER_YEAR,)),
+        schema.ENTITY: np.asarray(batch.column("site").to_pylist(), dtype=str),
+        schema.YEAR: batch.column("year").to_numpy().astype(np.int64),
+    }
+    if plan is not None and part != "all":
+        keep = plan.parts(plan.entity_index(out[schema.ENTITY]), out[schema.YEAR]) == PART_CODES[part]
+        out = {k: v[keep] for k, v in out.items()}
+    return out
+
+
+@dataclass
+class StoreInfo:
+    """What a store offers a model: its kind, variable names, entities and years."""
+
+    kind: str  # "grid" | "sites"
+    path: str
+    dynamic_vars: tuple[str, ...]
+    static_vars: tuple[str, ...]
+    entities: list[str]
+    years_of: dict[str, tuple[int, ...]] | None
+    all_years: list[int]
+
+    def plan(self, spec: SplitSpec) -> SplitPlan:
+        return SplitPlan(spec, self.entities, self.years_of, self.all_years)
+
+
+def store_info(path: str, kind: str | None = None) -> StoreInfo:
+    """Open a store (kind detected unless given) and describe it."""
+    if kind is None:
+        kind = "sites" if _looks_like_site_store(path) else "grid"
+    if kind == "grid":
+        g = _open_grid(str(path))
+        return StoreInfo("grid", str(path), g.dynamic_vars, g.static_vars, list(g.entities), None, list(g.years))
+    s = SiteStore.open(path)
+    years_of = {site: s.years_of(site) for site in s.sites}
+    all_years = sorted({y for ys in years_of.values() for y in ys})
+    return StoreInfo("sites", str(path), s.dynamic_vars, s.static_vars, list(s.sites), years_of, all_years)
+
+
+def _looks_like_site_store(path: str) -> bool:
+    from xmw_ray.data.site_store import COMMON_METADATA
+
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(path))
+        return fs.exists(f"{root}/{COMMON_METADATA}")
+    from pathlib import Path
+
+    return (Path(path) / COMMON_METADATA).exists()
+
+
+def sample_dataset(info: StoreInfo, spec: SplitSpec | None, part: str,
+                   years: list[int] | None = None) -> ray.data.Dataset:
+    """The samples of one split part (or ``"all"``) as a Ray Dataset, streamed from the store."""
+    plan = info.plan(spec) if spec is not None else None
+    if info.kind == "grid":
+        g = _open_grid(info.path)
+        sel = grid_selection(g, plan, part, years)
+        if not sel:
+            raise XmwInputError(f"{info.path}: split part {part!r} holds no sample")
+        src = GridDatasource(info.path, sel, len(info.dynamic_vars), len(info.static_vars), g.cells_per_chunk)
+        return ray.data.read_datasource(src, override_num_blocks=len(sel))
+    from ray.data.datasource.partitioning import Partitioning
+
+    ds = ray.data.read_parquet(info.path, partitioning=Partitioning("hive"),
+                               columns=["dynamic", "static", "target", "site", "year"],
+                               file_extensions=["parquet"])
+    return ds.map_batches(_site_rows_to_samples, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
+                          fn_kwargs={"n_dynamic": len(info.dynamic_vars), "n_static": len(info.static_vars),
+                                     "plan": plan, "part": part})
+
+
+def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:
+    """Training-split statistics, cached beside the store (computed once per split)."""
+    try:
+        return NormStats.load(info.path, spec.key())
+    except (FileNotFoundError, OSError):
+        pass
+    if info.kind == "grid":
+        stats = grid_normstats(_open_grid(info.path), spec)
+    else:
+        stats = site_normstats(SiteStore.open(info.path), spec)
+    try:
+        stats.save(info.path)
+    except OSError:  # a read-only store still trains; the statistics travel in the checkpoint anyway
+        pass
+    return stats
+
+
+@dataclass
+class SampleDatasets:
+    """Train and validation datasets of one experiment, with the statistics the model carries."""
+
+    train: ray.data.Dataset
+    val: ray.data.Dataset
+    info: StoreInfo
+    norm: dict[str, Any]
+
+    @property
+    def n_dynamic(self) -> int:
+        return len(self.info.dynamic_vars)
+
+    @property
+    def n_static(self) -> int:
+        return len(self.info.static_vars)
+
+
+def build_datasets(data_cfg: Any) -> SampleDatasets:
+    """Datasets for a config's ``data`` section (``source``, ``store``, ``split``)."""
+    info = store_info(data_cfg.store, data_cfg.source)
+    spec = data_cfg.split
+    if spec.val_fraction <= 0:
+        raise XmwInputError(f"{data_cfg.store}: data.split.val_fraction must be > 0 (early stopping needs a "
+                            "validation split carved from training)")
+    stats = norm_stats(info, spec)
+    return SampleDatasets(sample_dataset(info, spec, "train"), sample_dataset(info, spec, "val"), info,
+                          stats.to_dict())

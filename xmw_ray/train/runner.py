@@ -1,0 +1,136 @@
+"""Driver side of one training run: datasets, normalisation statistics, resource check, ``TorchTrainer.fit``.
+
+``xmw train``, ``jobs/train.py``, transfer strategies and Tune trials all call :func:`run_training`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from xmw_ray.config import TrainConfig
+from xmw_ray.data import schema
+from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
+from xmw_ray.train.checkpoint import load_train_state
+from xmw_ray.train.loop import train_loop_per_worker
+from xmw_ray.train.resources import check_fits
+
+BEST_DIR = "best"
+#: The tensor columns a training worker consumes (ids stay behind: torch cannot collate strings).
+TRAIN_COLUMNS = [schema.DYNAMIC, schema.STATIC, schema.TARGET]
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run leaves: the best checkpoint (copied to ``<run>/best``) and its metrics."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.run.output_dir).resolve() / cfg.run.name
+
+
+def ensure_ray() -> None:
+    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+
+
+def _latest_local_checkpoint(root: Path) -> str | None:
+    found = sorted(p for p in root.glob("epoch_*") if (p / "model.pt").is_file() and (p / "train_state.pt").is_file())
+    return str(found[-1]) if found else None
+
+
+def _best_of(history: list[dict[str, Any]]) -> int:
+    scored = [(h["val_loss"], i) for i, h in enumerate(history) if h.get("val_loss") == h.get("val_loss")]
+    return min(scored)[1] if scored else len(history) - 1
+
+
+def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
+                 init_state: dict[str, Any] | None = None, freeze: list[str] | None = None,
+                 callbacks: list[Any] | None = None, fail_at_epoch: int | None = None) -> TrainOutcome:
+    """Train one model as configured; resumes when ``<output_dir>/<name>`` holds an earlier run's checkpoints."""
+    ensure_ray()
+    res = cfg.resources
+    check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)
+    ds = datasets or build_datasets(cfg.data)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    local = res.num_workers == 0
+    loop_config: dict[str, Any] = {
+        "config": cfg.model_dump(mode="json"),
+        "n_dynamic": ds.n_dynamic,
+        "n_static": ds.n_static,
+        "norm": ds.norm,
+        "init_state": init_state,
+        "freeze": freeze or [],
+        "fail_at_epoch": fail_at_epoch,
+    }
+    if local:  # local mode keeps no checkpoints of its own: write them to the run folder and resume from there
+        ck_root = run_dir / "checkpoints"
+        ck_root.mkdir(exist_ok=True)
+        loop_config["local_checkpoint_root"] = str(ck_root)
+        loop_config["resume_dir"] = _latest_local_checkpoint(ck_root)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
+                                     resources_per_worker={"CPU": res.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=str(Path(cfg.run.output_dir).resolve()) if "://" not in cfg.run.output_dir
+            else cfg.run.output_dir,
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
+                                               checkpoint_score_attribute="val_loss",
+                                               checkpoint_score_order="min"),
+            callbacks=callbacks,
+        ),
+        datasets={"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)},
+        dataset_config=DataConfig(datasets_to_split="all"),
+    )
+    result = trainer.fit()
+    history = _history(result, run_dir, local)
+    best_src = _best_checkpoint_dir(result, run_dir, local, history)
+    best = run_dir / BEST_DIR
+    tmp = run_dir / (BEST_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(best_src, tmp)
+    shutil.rmtree(best, ignore_errors=True)
+    os.replace(tmp, best)
+    (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    metrics = history[_best_of(history)] if history else {}
+    return TrainOutcome(run_dir=run_dir, best_checkpoint=best, metrics=metrics, history=history)
+
+
+def _history(result: Any, run_dir: Path, local: bool) -> list[dict[str, Any]]:
+    """Every epoch's metrics, from the latest checkpoint's training state (it carries the whole history)."""
+    if local:
+        latest = _latest_local_checkpoint(run_dir / "checkpoints")
+    else:
+        latest = result.checkpoint.to_directory() if result.checkpoint is not None else None
+    state = load_train_state(latest) if latest else None
+    return list(state["history"]) if state else []
+
+
+def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool, history: list[dict[str, Any]]) -> str:
+    if local:
+        best_epoch = history[_best_of(history)]["epoch"]
+        keep = run_dir / "checkpoints" / f"epoch_{best_epoch:04d}"
+        return str(keep)
+    scored = [(m.get("val_loss", float("inf")), c) for c, m in (result.best_checkpoints or [])]
+    scored = [(v if v == v else float("inf"), c) for v, c in scored]
+    ckpt = min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+    return ckpt.path if "://" not in ckpt.path else ckpt.to_directory()
