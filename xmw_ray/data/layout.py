@@ -67,6 +67,17 @@ def write_static(root: Path, var: str, data: np.ndarray, res: float, units: str 
     _atomic_nc(static_path(root, var), var, data.astype(np.float32), ("lat", "lon"), res, units)
 
 
+#: Extra maps beyond the published layout (the simulator writes them; the grid store uses the wetland area).
+EXTRA_STATIC_VARS: tuple[str, ...] = ("landmask", "wetland_fraction")
+
+
+def write_extra_static(root: Path, var: str, data: np.ndarray, res: float, units: str = "") -> None:
+    """One extra map ``(nlat, nlon)`` (``TEM-MDM/landmask.nc``, ``TEM-MDM/wetland_fraction.nc``), named as the stem."""
+    if var not in EXTRA_STATIC_VARS:
+        raise ValueError(f"unknown extra static variable {var!r}")
+    _atomic_nc(static_path(root, var), var, data.astype(np.float32), ("lat", "lon"), res, units)
+
+
 def write_daily(root: Path, var: str, year: int, slots: np.ndarray, res: float, units: str = "") -> None:
     """One year of a daily driver as ``(nlat, nlon, 12, 31)`` month×day slots (invalid slots NaN)."""
     if var not in DAILY_VARS:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -43,9 +44,12 @@ def run_dir_of(cfg: TrainConfig) -> Path:
 
 
 def ensure_ray() -> None:
-    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance."""
+    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance; quiet logs."""
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for name in ("ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _latest_local_checkpoint(root: Path) -> str | None:

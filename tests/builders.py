@@ -1,0 +1,113 @@
+"""Synthetic TEM-MDM files in the published layout, written through ``xmw_ray.data.layout``, for tests and benches.
+
+The writer also returns the truth the readers must give back: which cells are valid (land, wetland, finite
+drivers in every year) and every array it wrote, so tests compare cell by cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xmw_ray.data import layout
+from xmw_ray.data.contract import DAILY_VARS, STATIC_VARS, days_to_slots, grid_shape
+
+_DAILY_RANGE = {"PREC": (0.0, 20.0), "SOLR": (0.0, 350.0), "TAIR": (-30.0, 30.0), "VAPR": (1.0, 30.0)}
+
+
+def write_tiny_temmdm(
+    root: Path,
+    res: float = 10.0,
+    years: tuple[int, ...] = (2000, 2001),
+    seed: int = 0,
+    land_fraction: float = 0.4,
+    wetland_fraction: float = 0.5,
+    spoil_cells: int = 1,
+    keep_arrays: bool = True,
+) -> dict:
+    """Write a small TEM-MDM world under ``root/TEM-MDM``.
+
+    Land cells get finite drivers; wetlands (``wetlandtype > 0``) are a share of land. ``spoil_cells`` wetland
+    cells get one NaN driver day in the last year, so they must be invalid. Ocean cells are NaN everywhere except
+    the static maps' own NaN. Returns ``{"res", "years", "valid" (nlat, nlon) bool, "static": {var: map},
+    "daily": {(var, year): (nlat, nlon, 365)}, "npp": {year: (nlat, nlon, 12)}, "target": {year: (nlat, nlon, 365)},
+    "annual": {var: (years, values)}}`` (arrays only when ``keep_arrays``).
+    """
+    rng = np.random.default_rng(seed)
+    nlat, nlon = grid_shape(res)
+    land = rng.random((nlat, nlon)) < land_fraction
+    wet = land & (rng.random((nlat, nlon)) < wetland_fraction)
+    out: dict = {"res": res, "years": tuple(years), "static": {}, "daily": {}, "npp": {}, "target": {}}
+
+    for var in STATIC_VARS:
+        if var == "wetlandtype":
+            values = np.where(wet, rng.integers(1, 5, size=(nlat, nlon)), 0).astype(np.float32)
+        else:
+            values = rng.uniform(0.0, 10.0, size=(nlat, nlon)).astype(np.float32)
+        values[~land] = np.nan
+        layout.write_static(root, var, values, res)
+        if keep_arrays:
+            out["static"][var] = values
+
+    wet_idx = np.flatnonzero(wet)
+    spoiled = rng.choice(wet_idx, size=min(spoil_cells, len(wet_idx)), replace=False)
+    for yi, year in enumerate(years):
+        for var in DAILY_VARS:
+            lo, hi = _DAILY_RANGE[var]
+            days = rng.uniform(lo, hi, size=(nlat, nlon, 365)).astype(np.float32)
+            days[~land] = np.nan
+            if yi == len(years) - 1 and var == DAILY_VARS[0]:
+                days.reshape(-1, 365)[spoiled, 100] = np.nan
+            layout.write_daily(root, var, year, days_to_slots(days), res)
+            if keep_arrays:
+                out["daily"][(var, year)] = days
+        npp = rng.uniform(0.0, 60.0, size=(nlat, nlon, 12)).astype(np.float32)
+        npp[~land] = np.nan
+        layout.write_npp(root, year, npp, res)
+        target = rng.gamma(2.0, 20.0, size=(nlat, nlon, 365)).astype(np.float32)
+        target[~land] = np.nan
+        layout.write_target(root, year, days_to_slots(target), res)
+        if keep_arrays:
+            out["npp"][year] = npp
+            out["target"][year] = target
+
+    span = np.arange(min(years) - 1, max(years) + 2)
+    annual = {"CH4": 1700.0 + 5.0 * (span - span[0]), "CO2": 360.0 + 2.0 * (span - span[0])}
+    for var, values in annual.items():
+        layout.write_annual(root, var, span, values)
+    out["annual"] = {var: (span, values) for var, values in annual.items()}
+    valid = wet.copy()
+    valid.reshape(-1)[spoiled] = False
+    out["valid"] = valid
+    return out
+
+
+FLUX_COLUMNS = ("FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", "P_F", "TA_F", "SW_IN_F", "VPD_F", "GPP_NT")
+META_HEADER = "SITE_ID,SITE_NAME,LAT,LON,SITE_CLASSIFICATION,IGBP,KOPPEN,TREE"
+
+
+def write_tiny_fluxnet(folder: Path, sites: dict[str, tuple[float, float]], start: str = "2015-01-01",
+                       end: str = "2016-12-31", seed: int = 0) -> dict:
+    """FLUXNET-CH4 release-format files (one DD file per tower + a BOM-headed META file) with random values.
+
+    Returns ``site → pandas.DataFrame`` of what was written (``-9999`` already in place of missing values).
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    dates = pd.date_range(start, end, freq="D")
+    out = {}
+    for site in sites:
+        df = pd.DataFrame({"TIMESTAMP": dates.strftime("%Y%m%d").astype(int)})
+        for col in FLUX_COLUMNS:
+            df[col] = rng.uniform(1.0, 20.0, len(dates))
+        df.loc[rng.random(len(dates)) < 0.2, "FCH4"] = -9999
+        years = f"{dates[0].year}-{dates[-1].year}"
+        df.to_csv(folder / f"FLX_{site}_FLUXNET-CH4_DD_{years}_1-1.csv", index=False)
+        out[site] = df
+    rows = [f"{s},{s} name,{lat},{lon},Bog,WET,Dfb,0" for s, (lat, lon) in sites.items()]
+    (folder / "FLX_AA-Flx_CH4-META_1.csv").write_text("\ufeff" + "\n".join([META_HEADER, *rows]) + "\n",
+                                                       encoding="utf-8")
+    return out

@@ -1,0 +1,146 @@
+"""FLUXNET-CH4 readers and the Site store, on the real tower files and on small synthetic ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from builders import write_tiny_fluxnet, write_tiny_temmdm
+
+from xmw_ray.data import schema
+from xmw_ray.data.contract import STATIC_VARS, site_cell
+from xmw_ray.data.fluxnet import find_site_sources, iter_site_years, read_site_metadata
+from xmw_ray.data.grid_store import GridStore, prepare_grid
+from xmw_ray.data.site_store import SiteStore, prepare_sites
+
+REAL_SITES = ("BW-Gum", "CA-SCB", "DE-Hte", "DE-SfN", "DE-Zrk", "FI-Hyy", "FI-Lom", "FI-Si2", "FR-LGt", "RU-Ch2",
+              "RU-Che", "US-Atq", "US-BZF", "US-EDN", "US-ICs")
+JUL15 = 31 + 28 + 31 + 30 + 31 + 30 + 14  # day index of 15 July in a 365-day year
+
+
+@pytest.fixture(scope="module")
+def real_store(fluxnet_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sites") / "sites"
+    summary = prepare_sites(fluxnet_dir, out)
+    return summary, SiteStore.open(out)
+
+
+def test_all_real_site_files_ingest(fluxnet_dir, real_store):
+    sources = find_site_sources(fluxnet_dir)
+    assert tuple(sorted(sources.daily_paths)) == REAL_SITES
+    metas = read_site_metadata(sources.meta_path)  # BOM-headed header: SITE_ID must still be found
+    assert metas["US-Atq"].lat == pytest.approx(70.4696) and metas["US-Atq"].koppen == "ET"
+    seen = {sy.site: sy for sy in iter_site_years(sources, ["FCH4", "TA_F", "GPP_NT"])}
+    assert tuple(sorted(seen)) == REAL_SITES
+    assert list(seen["DE-Hte"].years) == list(range(2011, 2019))
+    summary, store = real_store
+    dropped = sum(summary["dropped"].values())
+    assert summary["samples"] + dropped == sum(len(sy.years) for sy in seen.values())
+    assert store.table().num_rows == summary["samples"] > 0
+    s = store.samples()
+    assert s[schema.DYNAMIC].shape == (summary["samples"], 365, 5)
+    assert np.isfinite(s[schema.DYNAMIC]).all() and np.isfinite(s[schema.STATIC]).all()
+
+
+def test_unit_conversion_against_a_hand_worked_real_row(real_store):
+    # FLX_DE-Hte_..._DD_2011-2018: TIMESTAMP 20120715, FCH4 = 150.486 nmol m-2 s-1, TA_F 15.2576 degC, VPD_F 4.19752 hPa
+    # → 150.486 × 1.3859 = 208.5585 mg CH4 m-2 d-1; VAPR = 6.1094·exp(17.625·15.2576/(15.2576+243.04)) − 4.1975 = 13.106
+    _, store = real_store
+    s = store.samples((pc.field("site") == "DE-Hte") & (pc.field("year") == 2012))
+    assert s[schema.TARGET][0, JUL15] == pytest.approx(208.5585, abs=1e-3)
+    assert s[schema.DYNAMIC][0, JUL15, 3] == pytest.approx(13.106, abs=1e-3)
+    assert s[schema.DYNAMIC][0, JUL15, 2] == pytest.approx(15.2576, abs=1e-3)
+
+
+def test_missing_markers_and_huge_values_become_nan(fluxnet_dir):
+    sources = find_site_sources(fluxnet_dir)
+    one = type(sources)(sources.meta_path, {"RU-Ch2": sources.daily_paths["RU-Ch2"]})
+    sy = next(iter_site_years(one, ["FCH4", "RECO_NT", "GPP_NT"]))
+    y14, y15 = list(sy.years).index(2014), list(sy.years).index(2015)
+    assert np.isnan(sy.columns["RECO_NT"][y14, 16])  # 20140117: 'inf' in the file
+    assert np.isnan(sy.columns["GPP_NT"][y15, 31 + 28 + 2])  # 20150303: 1.56e142 in the file
+    assert np.isnan(sy.columns["FCH4"][y14, 0])  # 20140101: -9999 in the file
+    assert np.nanmax(np.abs(sy.columns["GPP_NT"])) < 1e3
+
+
+def test_feb29_is_dropped_and_partial_years_keep_nan_target(tmp_path):
+    frames = write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": (50.0, 10.0)}, start="2016-01-01",
+                                end="2016-12-31")
+    df = frames["XX-Aaa"]
+    sy = next(iter_site_years(find_site_sources(tmp_path / "flux"), ["TA_F"]))
+    mar1 = df.loc[df.TIMESTAMP == 20160301, "TA_F"].item()
+    feb28 = df.loc[df.TIMESTAMP == 20160228, "TA_F"].item()
+    assert sy.columns["TA_F"].shape == (1, 365)
+    assert sy.columns["TA_F"][0, 58] == feb28 and sy.columns["TA_F"][0, 59] == mar1
+    prepare_sites(tmp_path / "flux", tmp_path / "store")
+    s = SiteStore.open(tmp_path / "store").samples()
+    missing = (df.loc[df.TIMESTAMP != 20160229, "FCH4"] == -9999).to_numpy()
+    np.testing.assert_array_equal(np.isnan(s[schema.TARGET][0]), missing)
+
+
+def test_combined_xmethanewet_files_give_the_same_samples(tmp_path):
+    import pandas as pd
+
+    sites = {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (-20.0, 130.0)}
+    frames = write_tiny_fluxnet(tmp_path / "release", sites)
+    prepare_sites(tmp_path / "release", tmp_path / "a")
+    combined = tmp_path / "xmw" / "FLUXNET-CH4"
+    combined.mkdir(parents=True)
+    pd.concat([f.assign(Site=s) for s, f in frames.items()]).to_csv(combined / "FLUXNET_T1_DD.csv", index=False)
+    meta = pd.DataFrame({"SITE_ID": list(sites), "LOCATION_LAT": [v[0] for v in sites.values()],
+                         "LOCATION_LONG": [v[1] for v in sites.values()], "LOCATION_ELEV": [12.0, 3.0],
+                         "IGBP": ["WET", "WET"], "SITE_CLASSIFICATION": ["Bog", "Bog"], "KOPPEN": ["Dfb", "Dfb"]})
+    meta.to_csv(combined / "FLUXNET_CH4_2024.csv", index=False)
+    prepare_sites(tmp_path / "xmw", tmp_path / "b")
+    a, b = SiteStore.open(tmp_path / "a").samples(), SiteStore.open(tmp_path / "b").samples()
+    np.testing.assert_array_equal(a[schema.DYNAMIC], b[schema.DYNAMIC])
+    np.testing.assert_array_equal(a[schema.TARGET], b[schema.TARGET])
+    np.testing.assert_array_equal(a[schema.ENTITY], b[schema.ENTITY])
+    # the combined metadata gives an elevation; the release META has none (slot holds 0)
+    assert b[schema.STATIC][0, STATIC_VARS.index("clelev")] == 12.0
+    assert a[schema.STATIC][0, STATIC_VARS.index("clelev")] == 0.0
+
+
+def test_target_choices(fluxnet_dir, real_store, tmp_path):
+    prepare_sites(fluxnet_dir, tmp_path / "fill", target="xmw-fill")
+    filled = SiteStore.open(tmp_path / "fill").samples()
+    missing = ~np.isfinite(filled[schema.TARGET])
+    # FCH4_F_ANNOPTLM fills every day in the files; US-ICs has no row for 2014-01-01 (input gap filled, target not)
+    rows = np.flatnonzero(missing.any(axis=1))
+    assert [(filled[schema.ENTITY][r], filled[schema.YEAR][r]) for r in rows] == [("US-ICs", 2014)]
+    assert np.flatnonzero(missing[rows[0]]).tolist() == [0]
+    measured = real_store[1].samples()
+    assert np.isnan(measured[schema.TARGET]).sum() > 1000  # measured FCH4 has real gaps
+
+
+def test_grid_gives_npp_statics_and_annual_at_the_site_cell(tmp_path):
+    truth = write_tiny_temmdm(tmp_path / "tem", res=10.0, years=(2015, 2016), land_fraction=1.0,
+                              wetland_fraction=1.0, spoil_cells=0, seed=3)
+    prepare_grid(tmp_path / "tem", tmp_path / "grid.zarr", cells_per_chunk=64)
+    write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": (47.3, 2.28)}, start="2015-01-01", end="2017-12-31")
+    summary = prepare_sites(tmp_path / "flux", tmp_path / "s", grid=tmp_path / "grid.zarr",
+                            wetland_types={"XX-Aaa": 4})
+    assert summary["samples"] == 2 and summary["dropped"]["year_not_in_grid"] == 1
+    store = SiteStore.open(tmp_path / "s")
+    s = store.samples()
+    ilat, ilon = site_cell(47.3, 2.28, 10.0)
+    assert store.site_cell("XX-Aaa", 10.0) == (ilat, ilon)
+    np.testing.assert_array_equal(s[schema.DYNAMIC][1, 31:59, 4], truth["npp"][2016][ilat, ilon, 1])
+    assert s[schema.STATIC][0, 0] == truth["static"]["clelev"][ilat, ilon]
+    assert s[schema.STATIC][0, STATIC_VARS.index("wetlandtype")] == 4
+    ch4 = dict(zip(*truth["annual"]["CH4"], strict=True))
+    assert s[schema.STATIC][1, len(STATIC_VARS)] == pytest.approx(ch4[2016])
+    assert GridStore.open(tmp_path / "grid.zarr").years == (2015, 2016)
+
+
+def test_sites_rerun_is_identical(tmp_path):
+    write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (60.0, 20.0)})
+    prepare_sites(tmp_path / "flux", tmp_path / "a")
+    prepare_sites(tmp_path / "flux", tmp_path / "b")
+    prepare_sites(tmp_path / "flux", tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    store = SiteStore.open(tmp_path / "a")
+    assert store.sites == ("XX-Aaa", "XX-Bbb") and store.years_of("XX-Bbb") == (2015, 2016)

@@ -1,0 +1,115 @@
+"""Ray Train: local-mode training learns, resumes, evaluates; a real 2-worker run; a worker failure recovered from
+its checkpoint; the resource check fails fast; configs reject bad keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from train_world import make_grid_store
+
+from xmw_ray.config import TrainConfig, load_config, validate
+from xmw_ray.errors import XmwInputError
+from xmw_ray.train.runner import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def grid_store(tmp_path_factory) -> Path:
+    return make_grid_store(tmp_path_factory.mktemp("train_world"))
+
+
+def make_cfg(store: Path, out: Path, name: str, **over) -> TrainConfig:
+    raw = {
+        "data": {"source": "grid", "store": str(store), "batch_size": 32,
+                 "split": {"kind": "temporal", "train_years": [2000, 2002], "test_years": [2003, 2003],
+                           "val_fraction": 0.2, "seed": 0}},
+        "model": {"name": "lstm", "params": {"hidden_size": 16, "num_layers": 1, "dropout": 0.0}},
+        "optim": {"lr": 0.01, "epochs": 6, "patience": 10},
+        "resources": {"num_workers": 0},
+        "run": {"output_dir": str(out), "name": name, "seed": 0},
+    }
+    for key, value in over.items():
+        section, field = key.split("__")
+        raw[section][field] = value
+    return validate(raw, TrainConfig)
+
+
+def test_local_mode_training_learns_and_keeps_best(ray_session, grid_store, tmp_path):
+    out = run_training(make_cfg(grid_store, tmp_path, "learn"))
+    losses = [h["val_loss"] for h in out.history]
+    assert len(out.history) == 6
+    assert min(losses) < 0.5 * losses[0]
+    assert out.metrics["val_nse"] > 0.5
+    assert out.metrics["val_loss"] == min(losses)  # best = lowest validation loss, never test
+    assert (out.best_checkpoint / "model.pt").is_file()
+    cfg = json.loads((out.best_checkpoint / "config.json").read_text())
+    assert cfg["model"]["name"] == "lstm" and cfg["data"]["split"]["test_years"] == [2003, 2003]
+
+
+def test_rerun_with_same_name_resumes(ray_session, grid_store, tmp_path):
+    first = run_training(make_cfg(grid_store, tmp_path, "resume", optim__epochs=2))
+    second = run_training(make_cfg(grid_store, tmp_path, "resume", optim__epochs=4))
+    assert [h["epoch"] for h in second.history] == [0, 1, 2, 3]
+    assert second.history[:2] == first.history  # the first two epochs were not trained again
+
+
+def test_evaluate_in_fresh_process(ray_session, grid_store, tmp_path):
+    out = run_training(make_cfg(grid_store, tmp_path, "evaluate", optim__epochs=3))
+    proc = subprocess.run([sys.executable, "-m", "xmw_ray.cli", "evaluate", "--checkpoint", str(out.best_checkpoint),
+                           "--store", str(grid_store), "--split", "test", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert set(report) >= {"pooled", "median", "per_entity"}
+    assert set(report["pooled"]) == {"nse", "rmse", "nrmse", "pearson_r2", "kge", "bias", "n"}
+    assert report["pooled"]["n"] > 0 and report["pooled"]["nse"] > 0.0
+    # the test split is the held-out year only: 365 days per cell
+    assert all(m["n"] == 365 for m in report["per_entity"].values())
+
+
+def test_request_larger_than_cluster_fails_fast(ray_session, grid_store, tmp_path):
+    cfg = make_cfg(grid_store, tmp_path, "toobig", resources__num_workers=16)
+    with pytest.raises(XmwInputError, match=r"asked for 17 CPU .* cluster has 4 CPU"):
+        run_training(cfg)
+
+
+def test_config_errors_name_the_key(tmp_path, grid_store):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  store: {grid_store}\noptim:\n  lrr: 0.1\n")
+    with pytest.raises(XmwInputError, match=r"optim\.lrr: unknown key"):
+        load_config(path)
+    with pytest.raises(XmwInputError, match=r"optim\.epochs: .*integer"):
+        load_config(None, [f"data.store={grid_store}", "optim.epochs=many"])
+    with pytest.raises(XmwInputError, match=r"model: .*unknown model 'lstmx'"):
+        load_config(None, [f"data.store={grid_store}", "model.name=lstmx"])
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "xmw_ray.cli", "train", "--config", str(tmp_path / "none.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "none.yaml: config file not found" in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_data_parallel(ray_session, grid_store, tmp_path):
+    out = run_training(make_cfg(grid_store, tmp_path, "ddp", resources__num_workers=2, optim__epochs=3))
+    assert len(out.history) == 3
+    assert (out.best_checkpoint / "model.pt").is_file()
+    # the checkpoint holds the bare model (no DDP "module." prefix) and loads back
+    from xmw_ray.train.checkpoint import load_checkpoint_model
+
+    model = load_checkpoint_model(out.best_checkpoint)
+    assert model.n_dynamic == 5
+
+
+@pytest.mark.slow
+def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_path):
+    cfg = make_cfg(grid_store, tmp_path, "faulty", resources__num_workers=1, optim__epochs=4)
+    out = run_training(cfg, fail_at_epoch=2)
+    assert [h["epoch"] for h in out.history] == [0, 1, 2, 3]

@@ -1,0 +1,88 @@
+"""``xmw prepare grid|sites`` and ``xmw inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xmw_ray.errors import XmwInputError
+
+
+def parse_years(text: str | None) -> tuple[int, int] | None:
+    """``"1979-1998"`` or ``"2001"`` → (first, last)."""
+    if text is None:
+        return None
+    parts = text.split("-")
+    try:
+        if len(parts) == 1:
+            return int(parts[0]), int(parts[0])
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    raise XmwInputError(f"--years {text}: expected Y0-Y1, e.g. 1979-2018")
+
+
+def _progress(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def _prepare_grid(args: argparse.Namespace) -> int:
+    from xmw_ray.data.grid_store import prepare_grid
+
+    summary = prepare_grid(args.src, args.out, years=parse_years(args.years), cells_per_chunk=args.cells_per_chunk,
+                           chunks_per_shard=args.chunks_per_shard, progress=_progress)
+    print(f"grid store {args.out}: {summary['cells']} valid cells x {len(summary['years'])} years "
+          f"at {summary['res']} deg")
+    return 0
+
+
+def _prepare_sites(args: argparse.Namespace) -> int:
+    from xmw_ray.data.presets import resolve_site_ints
+    from xmw_ray.data.site_store import prepare_sites
+
+    overrides = resolve_site_ints(args.wetland_types, "wetlandtype") if args.wetland_types else None
+    summary = prepare_sites(args.src, args.out, grid=args.grid, target=args.target, wetland_types=overrides,
+                            max_input_gap=args.max_input_gap, progress=_progress)
+    print(f"site store {args.out}: {summary['samples']} site-years from {summary['sites']} sites")
+    dropped = {k: v for k, v in summary["dropped"].items() if v}
+    print("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from xmw_ray.data.inspect_store import inspect_store
+
+    print(inspect_store(args.store))
+    return 0
+
+
+def register(subparsers) -> None:
+    from xmw_ray.data.fluxnet import TARGET_CHOICES
+    from xmw_ray.data.grid_store import DEFAULT_CELLS_PER_CHUNK, DEFAULT_CHUNKS_PER_SHARD
+    from xmw_ray.data.site_store import DEFAULT_MAX_INPUT_GAP
+
+    prep = subparsers.add_parser("prepare", help="build a Grid (TEM-MDM) or Site (FLUXNET-CH4) store")
+    kinds = prep.add_subparsers(dest="kind", required=True)
+
+    g = kinds.add_parser("grid", help="TEM-MDM files -> Zarr Grid store (valid cells only)")
+    g.add_argument("--src", required=True, help="X-MethaneWet dataset root (with TEM-MDM/) or the TEM-MDM folder")
+    g.add_argument("--out", required=True, help="store path or URL")
+    g.add_argument("--years", help="Y0-Y1 (default: every year with a full set of files)")
+    g.add_argument("--cells-per-chunk", type=int, default=DEFAULT_CELLS_PER_CHUNK)
+    g.add_argument("--chunks-per-shard", type=int, default=DEFAULT_CHUNKS_PER_SHARD)
+    g.set_defaults(func=_prepare_grid)
+
+    s = kinds.add_parser("sites", help="FLUXNET-CH4 daily files -> Parquet Site store")
+    s.add_argument("--src", required=True, help="folder with FLX_*_DD_*.csv + META, or FLUXNET_T1_DD.csv")
+    s.add_argument("--out", required=True)
+    s.add_argument("--grid", help="Grid store giving NPP, static maps and CH4/CO2 at each tower's cell")
+    s.add_argument("--target", choices=TARGET_CHOICES, default="FCH4")
+    s.add_argument("--wetland-types", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
+    s.add_argument("--max-input-gap", type=int, default=DEFAULT_MAX_INPUT_GAP,
+                   help="fill driver gaps of at most this many days by interpolation (0: none)")
+    s.set_defaults(func=_prepare_sites)
+
+    i = subparsers.add_parser("inspect", help="describe a Grid or Site store")
+    i.add_argument("store")
+    i.set_defaults(func=_inspect)

@@ -1,0 +1,352 @@
+"""The Grid store: TEM-MDM simulations as a Zarr v3 "compressed land-cell" store, and its block reader.
+
+Layout (DESIGN.md): ``dynamic (year, cell, day, var)`` chunked ``(1, C, 365, n_var)``, ``target (year, cell, day)``
+chunked ``(1, C, 365)``, ``static (cell, var)``, ``annual (year, var)``, ``cell_ilat``, ``cell_ilon``, ``cell_area``
+(m²), ``wetland_fraction``. Chunks are grouped into shards (sharding codec) of ``chunks_per_shard`` chunks along
+the cell axis. One chunk of one year is one block of samples (one Ray Data read task).
+
+Valid cells (the only cells stored): every static map finite, ``wetlandtype > 0`` (and wetland fraction > 0
+when the source has a ``wetland_fraction.nc`` map), and in every prepared year the daily drivers and monthly NPP
+finite on every day/month and the target finite on at least one day (NaN target days stay NaN and are masked).
+
+Preparation streams: pass 1 builds the valid-cell mask one variable-year at a time in bands of latitude rows;
+pass 2 writes one year at a time, one shard of cells at a time. Peak memory does not depend on the number of
+years. The store is written aside and renamed (local paths) and carries ``complete: true`` only once finished.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from xmw_ray.data import schema
+from xmw_ray.data.atomic import directory_aside
+from xmw_ray.data.contract import (
+    ANNUAL_VARS,
+    DAILY_VARS,
+    DAYS_PER_YEAR,
+    DYNAMIC_VARS,
+    STATIC_VARS,
+    TARGET_VAR,
+    UNITS,
+    cell_area_m2,
+    grid_coords,
+    monthly_to_days,
+)
+from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
+from xmw_ray.errors import XmwInputError
+
+GRID_FORMAT = "xmw-grid-v1"
+DEFAULT_CELLS_PER_CHUNK = 256
+DEFAULT_CHUNKS_PER_SHARD = 16
+#: Bytes of one latitude band read at a time during the validity pass.
+_BAND_BYTES = 64 * 2**20
+VALID_RULE = (
+    "statics finite; wetlandtype > 0 (and wetland_fraction > 0 if given); every year: daily drivers and "
+    "NPP finite on all days, target finite on at least one day"
+)
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def _band_rows(nlon: int) -> int:
+    return max(1, _BAND_BYTES // (nlon * 372 * 4))
+
+
+def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(nlat, nlon) bool mask of valid cells, and the wetland fraction map if the source has one."""
+    mask = np.ones((src.nlat, src.nlon), dtype=bool)
+    for var in STATIC_VARS:
+        with src.static(var) as r:
+            values = r.rows(0, src.nlat)
+        mask &= np.isfinite(values)
+        if var == "wetlandtype":
+            mask &= np.nan_to_num(values, nan=0.0) > 0
+    frac = None
+    fr = src.wetland_fraction()
+    if fr is not None:
+        with fr:
+            frac = fr.rows(0, src.nlat)
+        mask &= np.nan_to_num(frac, nan=0.0) > 0
+    band = _band_rows(src.nlon)
+    for year in src.years:
+        progress(f"checking {year}")
+        for var in DAILY_VARS:
+            reader = src.daily(var, year)
+            for r0 in range(0, src.nlat, band):
+                r1 = min(src.nlat, r0 + band)
+                mask[r0:r1] &= np.isfinite(reader.rows(r0, r1)).all(axis=-1)
+            reader.close()
+        with src.npp(year) as reader:
+            for r0 in range(0, src.nlat, band):
+                r1 = min(src.nlat, r0 + band)
+                mask[r0:r1] &= np.isfinite(reader.rows(r0, r1)).all(axis=-1)
+        reader = src.target(year)
+        for r0 in range(0, src.nlat, band):
+            r1 = min(src.nlat, r0 + band)
+            mask[r0:r1] &= np.isfinite(reader.rows(r0, r1)).any(axis=-1)
+        reader.close()
+    return mask, frac
+
+
+def _compressor():
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def _write_store(
+    src: TemMdmSource,
+    target: str,
+    mask: np.ndarray,
+    frac: np.ndarray | None,
+    cells_per_chunk: int,
+    chunks_per_shard: int,
+    progress: Callable[[str], None],
+) -> None:
+    import zarr
+
+    ilat, ilon = np.nonzero(mask)  # row-major: a shard covers a contiguous band of rows
+    n = len(ilat)
+    years = src.years
+    nv = len(DYNAMIC_VARS)
+    c, shard = cells_per_chunk, cells_per_chunk * chunks_per_shard
+    root = zarr.open_group(store=target, mode="w", zarr_format=3)
+    comp = _compressor()
+    dyn = root.create_array("dynamic", shape=(len(years), n, DAYS_PER_YEAR, nv), chunks=(1, c, DAYS_PER_YEAR, nv),
+                            shards=(1, shard, DAYS_PER_YEAR, nv), dtype="float32", compressors=comp,
+                            fill_value=np.nan)
+    tgt = root.create_array("target", shape=(len(years), n, DAYS_PER_YEAR), chunks=(1, c, DAYS_PER_YEAR),
+                            shards=(1, shard, DAYS_PER_YEAR), dtype="float32", compressors=comp, fill_value=np.nan)
+    static = np.empty((n, len(STATIC_VARS)), dtype=np.float32)
+    for j, var in enumerate(STATIC_VARS):
+        with src.static(var) as r:
+            static[:, j] = r.rows(0, src.nlat)[ilat, ilon]
+    root.create_array("static", data=static, compressors=comp)
+    root.create_array("annual", data=src.annual_values(years), compressors=comp)
+    root.create_array("cell_ilat", data=ilat.astype(np.int32), compressors=comp)
+    root.create_array("cell_ilon", data=ilon.astype(np.int32), compressors=comp)
+    lat, _ = grid_coords(src.res)
+    root.create_array("cell_area", data=cell_area_m2(lat[ilat], src.res).astype(np.float64), compressors=comp)
+    wf = np.ones(n, dtype=np.float32) if frac is None else frac[ilat, ilon].astype(np.float32)
+    root.create_array("wetland_fraction", data=wf, compressors=comp)
+
+    for yi, year in enumerate(years):
+        progress(f"writing {year} ({n} cells)")
+        daily = [src.daily(var, year) for var in DAILY_VARS]
+        npp = src.npp(year)
+        tr = src.target(year)
+        try:
+            for c0 in range(0, n, shard):
+                c1 = min(n, c0 + shard)
+                r0, r1 = int(ilat[c0]), int(ilat[c1 - 1]) + 1
+                rows, cols = ilat[c0:c1] - r0, ilon[c0:c1]
+                block = np.empty((c1 - c0, DAYS_PER_YEAR, nv), dtype=np.float32)
+                for j, reader in enumerate(daily):
+                    block[:, :, j] = reader.rows(r0, r1)[rows, cols]
+                block[:, :, len(DAILY_VARS)] = monthly_to_days(npp.rows(r0, r1)[rows, cols])
+                dyn[yi, c0:c1] = block
+                tgt[yi, c0:c1] = tr.rows(r0, r1)[rows, cols]
+        finally:
+            for reader in (*daily, npp, tr):
+                reader.close()
+
+    root.attrs.update({
+        "format": GRID_FORMAT,
+        "dynamic_vars": list(DYNAMIC_VARS),
+        "static_vars": list(STATIC_VARS),
+        "annual_vars": list(ANNUAL_VARS),
+        "target_var": TARGET_VAR,
+        "units": {v: UNITS[v] for v in (*DYNAMIC_VARS, *STATIC_VARS, *ANNUAL_VARS, TARGET_VAR)},
+        "grid": {"res": src.res, "nlat": src.nlat, "nlon": src.nlon},
+        "years": list(years),
+        "cells_per_chunk": c,
+        "chunks_per_shard": chunks_per_shard,
+        "valid_rule": VALID_RULE,
+        "wetland_fraction_source": "wetland_fraction.nc" if frac is not None
+        else "none in source: 1.0 for every valid cell",
+        "complete": True,
+    })
+
+
+def prepare_grid(
+    src: str | Path,
+    out: str | Path,
+    years: tuple[int, int] | None = None,
+    cells_per_chunk: int = DEFAULT_CELLS_PER_CHUNK,
+    chunks_per_shard: int = DEFAULT_CHUNKS_PER_SHARD,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """Build the Grid store at ``out`` from TEM-MDM files in ``src``; returns a short summary."""
+    if cells_per_chunk < 1 or chunks_per_shard < 1:
+        raise XmwInputError("--cells-per-chunk and chunks per shard must be positive")
+    source = open_temmdm(src, years)
+    mask, frac = _valid_mask(source, progress)
+    n = int(mask.sum())
+    if n == 0:
+        raise XmwInputError(f"{source.tem_dir}: no valid cell ({VALID_RULE})")
+    if is_url(out):
+        _write_store(source, str(out), mask, frac, cells_per_chunk, chunks_per_shard, progress)
+    else:
+        with directory_aside(out) as tmp:
+            _write_store(source, str(tmp), mask, frac, cells_per_chunk, chunks_per_shard, progress)
+    return {"cells": n, "years": list(source.years), "res": source.res, "cell_years": n * len(source.years)}
+
+
+class GridStore:
+    """Read side of the Grid store (local path or any URL zarr/fsspec understands)."""
+
+    def __init__(self, root, path: str, attrs: dict):
+        self.root = root  # zarr.Group
+        self.path = path
+        self._attrs = attrs
+        self._ilat = np.asarray(root["cell_ilat"][:], dtype=np.int64)
+        self._ilon = np.asarray(root["cell_ilon"][:], dtype=np.int64)
+        self._annual = np.asarray(root["annual"][:], dtype=np.float32)
+        self._entities: np.ndarray | None = None
+        self._static: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, storage_options: dict | None = None) -> GridStore:
+        import zarr
+
+        try:
+            root = zarr.open_group(store=str(path), mode="r", storage_options=storage_options)
+        except Exception as exc:
+            raise XmwInputError(f"{path}: not a Grid store ({type(exc).__name__})") from exc
+        attrs = root.attrs.asdict()
+        if attrs.get("format") != GRID_FORMAT:
+            raise XmwInputError(f"{path}: not a Grid store (format attribute missing)")
+        if not attrs.get("complete"):
+            raise XmwInputError(f"{path}: Grid store is incomplete (preparation did not finish)")
+        return cls(root, str(path), attrs)
+
+    # --- description ------------------------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        return self._attrs
+
+    @property
+    def years(self) -> tuple[int, ...]:
+        return tuple(int(y) for y in self._attrs["years"])
+
+    @property
+    def n_cells(self) -> int:
+        return len(self._ilat)
+
+    @property
+    def cells_per_chunk(self) -> int:
+        return int(self._attrs["cells_per_chunk"])
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_cells // self.cells_per_chunk)
+
+    @property
+    def dynamic_vars(self) -> tuple[str, ...]:
+        return tuple(self._attrs["dynamic_vars"])
+
+    @property
+    def static_vars(self) -> tuple[str, ...]:
+        """Names of the ``static`` sample vector: static maps, then the annual concentrations."""
+        return tuple(self._attrs["static_vars"]) + tuple(self._attrs["annual_vars"])
+
+    @property
+    def units(self) -> dict[str, str]:
+        return dict(self._attrs["units"])
+
+    @property
+    def res(self) -> float:
+        return float(self._attrs["grid"]["res"])
+
+    @property
+    def nlat(self) -> int:
+        return int(self._attrs["grid"]["nlat"])
+
+    @property
+    def nlon(self) -> int:
+        return int(self._attrs["grid"]["nlon"])
+
+    @property
+    def cell_ilat(self) -> np.ndarray:
+        return self._ilat
+
+    @property
+    def cell_ilon(self) -> np.ndarray:
+        return self._ilon
+
+    @property
+    def cell_area(self) -> np.ndarray:
+        return np.asarray(self.root["cell_area"][:])
+
+    @property
+    def wetland_fraction(self) -> np.ndarray:
+        return np.asarray(self.root["wetland_fraction"][:])
+
+    @property
+    def entities(self) -> np.ndarray:
+        """Entity id of every cell (``c<ilat>_<ilon>``), in cell order."""
+        if self._entities is None:
+            self._entities = np.array([schema.cell_entity(a, b) for a, b in zip(self._ilat, self._ilon, strict=True)])
+        return self._entities
+
+    def cell_index(self, ilat: np.ndarray, ilon: np.ndarray) -> np.ndarray:
+        """Store cell index of grid cells ``(ilat, ilon)``; -1 where the cell is not a valid (stored) cell."""
+        key = self._ilat * self.nlon + self._ilon  # sorted: cells are stored row-major
+        want = np.asarray(ilat, dtype=np.int64) * self.nlon + np.asarray(ilon, dtype=np.int64)
+        pos = np.clip(np.searchsorted(key, want), 0, max(len(key) - 1, 0))
+        return np.where(key[pos] == want, pos, -1)
+
+    def chunk_cells(self, chunk_index: int) -> tuple[int, int]:
+        if not 0 <= chunk_index < self.n_chunks:
+            raise IndexError(f"chunk {chunk_index} out of range (0..{self.n_chunks - 1})")
+        c0 = chunk_index * self.cells_per_chunk
+        return c0, min(self.n_cells, c0 + self.cells_per_chunk)
+
+    # --- data -------------------------------------------------------------------------------------------------
+    def read_block(self, year_index: int, chunk_index: int) -> dict[str, np.ndarray]:
+        """One chunk of one year in the sample schema (``xmw_ray.data.schema``)."""
+        c0, c1 = self.chunk_cells(chunk_index)
+        n = c1 - c0
+        static = np.concatenate(
+            [np.asarray(self.root["static"][c0:c1], dtype=np.float32),
+             np.broadcast_to(self._annual[year_index], (n, self._annual.shape[1]))], axis=1)
+        return {
+            schema.DYNAMIC: np.asarray(self.root["dynamic"][year_index, c0:c1]),
+            schema.STATIC: static,
+            schema.TARGET: np.asarray(self.root["target"][year_index, c0:c1]),
+            schema.ENTITY: self.entities[c0:c1],
+            schema.YEAR: np.full(n, self.years[year_index], dtype=np.int64),
+        }
+
+    def read_samples(self, year_index: np.ndarray, cell_index: np.ndarray) -> dict[str, np.ndarray]:
+        """Arbitrary samples ``(year_index[i], cell_index[i])`` in the sample schema (random access).
+
+        One orthogonal selection per distinct year: zarr fetches and decodes each needed chunk once, concurrently.
+        """
+        yi = np.asarray(year_index, dtype=np.int64)
+        ci = np.asarray(cell_index, dtype=np.int64)
+        n = len(yi)
+        dyn_arr, tgt_arr = self.root["dynamic"], self.root["target"]
+        dynamic = np.empty((n, DAYS_PER_YEAR, dyn_arr.shape[-1]), dtype=np.float32)
+        target = np.empty((n, DAYS_PER_YEAR), dtype=np.float32)
+        for y in np.unique(yi):
+            sel = np.flatnonzero(yi == y)
+            cells, inverse = np.unique(ci[sel], return_inverse=True)
+            dynamic[sel] = dyn_arr.oindex[int(y), cells][inverse]
+            target[sel] = tgt_arr.oindex[int(y), cells][inverse]
+        if self._static is None:
+            self._static = np.asarray(self.root["static"][:], dtype=np.float32)
+        static = self._static[ci]
+        return {
+            schema.DYNAMIC: dynamic,
+            schema.STATIC: np.concatenate([static, self._annual[yi]], axis=1),
+            schema.TARGET: target,
+            schema.ENTITY: self.entities[ci],
+            schema.YEAR: np.asarray(self.years, dtype=np.int64)[yi],
+        }

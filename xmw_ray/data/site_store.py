@@ -1,0 +1,324 @@
+"""The Site store: FLUXNET-CH4 towers as Parquet, one row per (site, year), partitioned by site.
+
+Columns: ``year`` int64, ``lat``/``lon`` float64, ``n_target_days`` int32, ``dynamic`` fixed-size list
+``[365][n_dynamic]`` float32, ``static`` ``[n_static]`` float32 (static slots, then CH4 and CO2), ``target`` ``[365]``
+float32 (mg CH4 m-2 d-1, NaN where not observed); the ``site`` column comes from the ``site=<ID>/`` partition.
+The schema metadata key ``xmw`` holds the var names, units, static slot meanings, target choice and drop counts.
+
+Sample rules (``fluxnet.py`` holds the unit and driver formulas): a site-year is dropped, and counted, when it has
+no target day (``no_target``), its drivers still have a gap after the ``_F`` columns and the short-gap fill
+(``input_gap``), its NPP has a gap (``npp_gap``; no ``GPP_NT`` column counts here too), or, with ``--grid``,
+the tower's cell is not a valid cell of the Grid store (``cell_not_in_grid``) or the year is not in it
+(``year_not_in_grid``). With ``--grid`` NPP, the static maps and CH4/CO2 come from the Grid store at the tower's
+cell (``contract.site_cell``, X-MethaneWet's behaviour); without it they come from the tower itself
+(``fluxnet.SITE_STATIC_SOURCES``) and ``atmosphere.annual_concentrations``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from xmw_ray.data import schema
+from xmw_ray.data.atmosphere import annual_concentrations
+from xmw_ray.data.atomic import directory_aside
+from xmw_ray.data.contract import (
+    ANNUAL_VARS,
+    DAILY_VARS,
+    DAYS_PER_YEAR,
+    DYNAMIC_VARS,
+    STATIC_VARS,
+    TARGET_VAR,
+    UNITS,
+    monthly_to_days,
+    site_cell,
+)
+from xmw_ray.data.fluxnet import (
+    DRIVER_COLUMNS,
+    GPP_COLUMN,
+    SITE_STATIC_SOURCES,
+    TARGET_CHOICES,
+    VPD_COLUMN,
+    SiteMeta,
+    SiteYears,
+    fill_short_gaps,
+    find_site_sources,
+    iter_site_years,
+    npp_from_gpp,
+    read_site_metadata,
+    target_days,
+    vapour_pressure_hpa,
+)
+from xmw_ray.errors import XmwInputError
+
+SITE_FORMAT = "xmw-sites-v1"
+META_KEY = b"xmw"
+DEFAULT_MAX_INPUT_GAP = 3
+COMMON_METADATA = "_common_metadata"
+DROP_REASONS = ("no_target", "cell_not_in_grid", "year_not_in_grid", "input_gap", "npp_gap")
+
+
+def _schema(meta: dict):
+    import pyarrow as pa
+
+    fields = [
+        ("year", pa.int64()),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("n_target_days", pa.int32()),
+        ("dynamic", pa.list_(pa.list_(pa.float32(), len(meta["dynamic_vars"])), DAYS_PER_YEAR)),
+        ("static", pa.list_(pa.float32(), len(meta["static_vars"]))),
+        ("target", pa.list_(pa.float32(), DAYS_PER_YEAR)),
+    ]
+    return pa.schema(fields, metadata={META_KEY: json.dumps(meta, sort_keys=True).encode()})
+
+
+def _fixed_list(arr: np.ndarray):
+    """``(n, a[, b])`` float32 → (nested) fixed-size list array."""
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(arr, dtype=np.float32).reshape(-1))
+    for size in reversed(arr.shape[1:]):
+        flat = pa.FixedSizeListArray.from_arrays(flat, size)
+    return flat
+
+
+def _from_fixed_list(col, shape: tuple[int, ...]) -> np.ndarray:
+    import pyarrow as pa
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    for _ in shape:
+        arr = arr.flatten()
+    return arr.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, *shape)
+
+
+class _GridLookup:
+    """NPP, static maps and annual concentrations at a tower's cell from a Grid store."""
+
+    def __init__(self, path: str | Path):
+        from xmw_ray.data.grid_store import GridStore
+
+        self.store = GridStore.open(path)
+        self.path = str(path)
+        self.year_index = {y: i for i, y in enumerate(self.store.years)}
+        self.npp_slot = self.store.dynamic_vars.index("NPP")
+
+    def cell(self, meta: SiteMeta) -> int:
+        ilat, ilon = site_cell(meta.lat, meta.lon, self.store.res)
+        return int(self.store.cell_index(np.atleast_1d(ilat), np.atleast_1d(ilon))[0])
+
+    def samples(self, cell: int, years: np.ndarray) -> dict:
+        yi = np.array([self.year_index[int(y)] for y in years], dtype=np.int64)
+        return self.store.read_samples(yi, np.full(len(yi), cell, dtype=np.int64))
+
+
+def _site_samples(
+    sy: SiteYears,
+    meta: SiteMeta,
+    target: str,
+    grid: _GridLookup | None,
+    wetland_type: int | None,
+    max_input_gap: int,
+    drops: Counter,
+) -> dict | None:
+    """Kept samples of one tower as arrays, counting every dropped site-year by reason."""
+    for col in (*DRIVER_COLUMNS.values(), VPD_COLUMN):
+        if not sy.has(col):
+            raise XmwInputError(f"{sy.path}: column {col} not found (site {sy.site})")
+    tgt = target_days(sy, target)
+    n = len(sy.years)
+    drivers = {var: fill_short_gaps(sy.columns[col], max_input_gap) for var, col in DRIVER_COLUMNS.items()}
+    drivers["VAPR"] = vapour_pressure_hpa(fill_short_gaps(sy.columns["TA_F"], max_input_gap),
+                                          fill_short_gaps(sy.columns[VPD_COLUMN], max_input_gap))
+    drivers["VAPR"][~np.isfinite(drivers["VAPR"])] = np.nan
+    daily = np.stack([drivers[v] for v in DAILY_VARS], axis=-1)  # (n, 365, 4)
+
+    reason = np.full(n, "", dtype=object)
+    reason[~np.isfinite(tgt).any(axis=1)] = "no_target"
+    static = np.empty((n, len(STATIC_VARS) + len(ANNUAL_VARS)), dtype=np.float32)
+    npp = np.full((n, DAYS_PER_YEAR), np.nan)
+    if grid is not None:
+        cell = grid.cell(meta)
+        in_grid = np.array([int(y) in grid.year_index for y in sy.years])
+        if cell < 0:
+            reason[reason == ""] = "cell_not_in_grid"
+        else:
+            reason[(reason == "") & ~in_grid] = "year_not_in_grid"
+            if in_grid.any():
+                got = grid.samples(cell, sy.years[in_grid])
+                npp[in_grid] = got[schema.DYNAMIC][:, :, grid.npp_slot]
+                static[in_grid] = got[schema.STATIC]
+                if wetland_type is not None:
+                    static[:, STATIC_VARS.index("wetlandtype")] = wetland_type
+    else:
+        static[:, : len(STATIC_VARS)] = meta.static_vector(wetland_type)
+        annual = annual_concentrations(sy.years)
+        static[:, len(STATIC_VARS):] = np.stack([annual[v] for v in ANNUAL_VARS], axis=1)
+        if sy.has(GPP_COLUMN):
+            npp = monthly_to_days(npp_from_gpp(sy.columns[GPP_COLUMN]))
+    reason[(reason == "") & ~np.isfinite(daily).all(axis=(1, 2))] = "input_gap"
+    reason[(reason == "") & ~np.isfinite(npp).all(axis=1)] = "npp_gap"
+    drops.update(r for r in reason if r)
+    keep = reason == ""
+    if not keep.any():
+        return None
+    dynamic = np.concatenate([daily, npp[:, :, None]], axis=-1)[keep].astype(np.float32)
+    return {
+        "year": sy.years[keep],
+        "dynamic": dynamic,
+        "static": static[keep],
+        "target": tgt[keep].astype(np.float32),
+    }
+
+
+def prepare_sites(
+    src: str | Path,
+    out: str | Path,
+    grid: str | Path | None = None,
+    target: str = "FCH4",
+    wetland_types: Mapping[str, int] | None = None,
+    max_input_gap: int = DEFAULT_MAX_INPUT_GAP,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}}``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if target not in TARGET_CHOICES:
+        raise XmwInputError(f"--target {target}: expected one of {', '.join(TARGET_CHOICES)}")
+    if max_input_gap < 0:
+        raise XmwInputError(f"--max-input-gap {max_input_gap}: must be >= 0")
+    sources = find_site_sources(src)
+    metas = read_site_metadata(sources.meta_path)
+    lookup = _GridLookup(grid) if grid is not None else None
+    wetland_types = dict(wetland_types or {})
+    meta = {
+        "format": SITE_FORMAT,
+        "dynamic_vars": list(DYNAMIC_VARS),
+        "static_vars": list(STATIC_VARS) + list(ANNUAL_VARS),
+        "units": {v: UNITS[v] for v in (*DYNAMIC_VARS, *STATIC_VARS, *ANNUAL_VARS, TARGET_VAR)},
+        "target": target,
+        "grid": None if lookup is None else {"res": lookup.store.res, "nlat": lookup.store.nlat,
+                                             "nlon": lookup.store.nlon},
+        "static_sources": "grid store at the site's cell" if lookup else SITE_STATIC_SOURCES,
+        "wetland_type_override": sorted(wetland_types),
+        "max_input_gap_days": max_input_gap,
+    }
+    if lookup is None:  # static slots hold tower metadata (fluxnet.SITE_STATIC_SOURCES)
+        meta["units"].update(clelev="m", cltveg="IGBP class", vegetation_type_11="degrees_north",
+                             wetlandtype="class", climatetype="Koppen class")
+    columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN]
+    drops: Counter = Counter()
+    kept: dict[str, dict] = {}
+    site_info: dict[str, SiteMeta] = {}
+    for sy in iter_site_years(sources, columns):
+        if sy.site not in metas:
+            raise XmwInputError(f"{sources.meta_path}: site {sy.site} is missing from the metadata (data in {sy.path.name})")
+        progress(f"{sy.site}: {len(sy.years)} years")
+        got = _site_samples(sy, metas[sy.site], target, lookup, wetland_types.get(sy.site), max_input_gap, drops)
+        if got is not None:
+            kept[sy.site] = got
+            site_info[sy.site] = metas[sy.site]
+    if not kept:
+        raise XmwInputError(f"{src}: no site-year kept (dropped: {dict(drops) or 'no daily rows'})")
+    meta["dropped"] = {r: int(drops.get(r, 0)) for r in DROP_REASONS}
+    pa_schema = _schema(meta)
+    with directory_aside(out) as tmp:
+        tmp.mkdir(parents=True)
+        for site, got in sorted(kept.items()):
+            n = len(got["year"])
+            table = pa.Table.from_arrays([
+                pa.array(got["year"], pa.int64()),
+                pa.array(np.full(n, site_info[site].lat), pa.float64()),
+                pa.array(np.full(n, site_info[site].lon), pa.float64()),
+                pa.array(np.isfinite(got["target"]).sum(axis=1).astype(np.int32)),
+                _fixed_list(got["dynamic"]),
+                _fixed_list(got["static"]),
+                _fixed_list(got["target"]),
+            ], schema=pa_schema)
+            (tmp / f"site={site}").mkdir()
+            pq.write_table(table, tmp / f"site={site}" / "part-0.parquet")
+        pq.write_metadata(pa_schema, tmp / COMMON_METADATA)
+    return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"]}
+
+
+class SiteStore:
+    """Read side of the Site store."""
+
+    def __init__(self, path: str, meta: dict, table):
+        self.path = path
+        self.meta = meta
+        self._table = table
+        self._site_of_row = np.asarray(table.column("site").to_pylist(), dtype=str)
+
+    @classmethod
+    def open(cls, path: str | Path) -> SiteStore:
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+        from pyarrow import fs
+
+        path = str(path)
+        try:
+            filesystem, root = fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
+            schema_ = pq.read_schema(f"{root}/{COMMON_METADATA}", filesystem=filesystem)
+        except Exception as exc:
+            raise XmwInputError(f"{path}: not a Site store ({type(exc).__name__})") from exc
+        meta = json.loads(schema_.metadata[META_KEY])
+        if meta.get("format") != SITE_FORMAT:
+            raise XmwInputError(f"{path}: not a Site store (format {meta.get('format')!r})")
+        dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive",
+                             exclude_invalid_files=True, ignore_prefixes=["_", "."])
+        table = dataset.to_table().sort_by([("site", "ascending"), ("year", "ascending")])
+        return cls(path, meta, table)
+
+    @property
+    def dynamic_vars(self) -> tuple[str, ...]:
+        return tuple(self.meta["dynamic_vars"])
+
+    @property
+    def static_vars(self) -> tuple[str, ...]:
+        return tuple(self.meta["static_vars"])
+
+    @property
+    def units(self) -> dict[str, str]:
+        return dict(self.meta["units"])
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self._site_of_row.tolist())))
+
+    def years_of(self, site: str) -> tuple[int, ...]:
+        return tuple(int(y) for y in self._table.column("year").to_numpy()[self._site_of_row == site])
+
+    def site_meta(self, site: str) -> dict:
+        """``{"lat", "lon"}`` of a tower."""
+        rows = np.flatnonzero(self._site_of_row == site)
+        if not len(rows):
+            raise KeyError(site)
+        i = int(rows[0])
+        return {"lat": float(self._table.column("lat")[i].as_py()), "lon": float(self._table.column("lon")[i].as_py())}
+
+    def site_cell(self, site: str, res: float) -> tuple[int, int]:
+        """The tower's grid cell ``(ilat, ilon)`` at ``res`` degrees (``contract.site_cell``)."""
+        m = self.site_meta(site)
+        ilat, ilon = site_cell(m["lat"], m["lon"], res)
+        return int(ilat), int(ilon)
+
+    def table(self, filter=None):
+        """The whole store (or the rows matching a ``pyarrow.dataset`` expression) as a pyarrow Table."""
+        return self._table if filter is None else self._table.filter(filter)
+
+    def samples(self, filter=None) -> dict[str, np.ndarray]:
+        """Rows (optionally filtered, e.g. ``pc.field("site") == "US-Atq"``) in the sample schema."""
+        t = self.table(filter)
+        return {
+            schema.DYNAMIC: _from_fixed_list(t.column("dynamic"), (DAYS_PER_YEAR, len(self.dynamic_vars))),
+            schema.STATIC: _from_fixed_list(t.column("static"), (len(self.static_vars),)),
+            schema.TARGET: _from_fixed_list(t.column("target"), (DAYS_PER_YEAR,)),
+            schema.ENTITY: np.asarray(t.column("site").to_pylist(), dtype=str),
+            schema.YEAR: t.column("year").to_numpy().astype(np.int64),
+        }
