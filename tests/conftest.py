@@ -23,12 +23,13 @@ def fluxnet_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance per test session: 4 logical CPUs (fine on 2 cores), no GPU."""
+    """One local Ray instance per test session: 4 logical CPUs (fine on 2 cores), no GPU, with the dashboard
+    (its state API lets Train/Tune clean up stopped runs)."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=4, num_gpus=0, include_dashboard=True, log_to_driver=False,
                  object_store_memory=512 * 1024 * 1024)
     yield ray
     ray.shutdown()

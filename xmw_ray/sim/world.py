@@ -1,0 +1,129 @@
+"""``xmw simulate``: the built-in world run one year at a time, written in the X-MethaneWet layout.
+
+Only one year of weather and the model state of the previous day are held at a time (plus the few towers'
+forcing), so memory stays flat and time grows linearly with land cells × years. The first year is run once as
+spin-up so that soil temperature, water table and substrate start in balance; the state then carries across
+years.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xmw_ray.data import layout
+from xmw_ray.data.atmosphere import annual_concentrations
+from xmw_ray.data.contract import DAYS_IN_MONTH, UNITS, days_to_slots
+from xmw_ray.sim.process import SIMULATOR, TRUE_WORLD, Forcing, run, spin_up
+from xmw_ray.sim.statics import StaticWorld, build_world, write_statics
+from xmw_ray.sim.towers import TowerRecorder, plan_towers, write_towers
+from xmw_ray.sim.weather import Weather, WeatherGenerator
+
+TRUTH_FILE = "truth.json"
+_MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    out: Path
+    res: float
+    years: tuple[int, int]
+    sites: int
+    seed: int
+
+
+def global_budget_tg(world: StaticWorld, ch4: np.ndarray) -> float:
+    """Σ flux × wetland area over the year, Tg CH4 (``ch4`` is ``(days, n)`` mg m⁻² d⁻¹)."""
+    wetland_area = world.wetland_fraction * world.area
+    return float(ch4.sum(axis=0, dtype=np.float64) @ wetland_area) * 1e-15
+
+
+def _forcing(weather: Weather, co2: float) -> Forcing:
+    return Forcing(tair=weather.tair, prec=weather.prec, solr=weather.solr, vapr=weather.vapr,
+                   co2=np.full(weather.tair.shape[0], co2))
+
+
+def _write_year(root: Path, world: StaticWorld, year: int, weather: Weather, ch4: np.ndarray, npp: np.ndarray) -> None:
+    for var, values in (("PREC", weather.prec), ("SOLR", weather.solr), ("TAIR", weather.tair),
+                        ("VAPR", weather.vapr)):
+        layout.write_daily(root, var, year, world.to_grid(days_to_slots(values.T)), world.res, UNITS[var])
+    monthly = np.add.reduceat(npp, _MONTH_STARTS, axis=0).T  # (n, 12) g C m-2 month-1
+    layout.write_npp(root, year, world.to_grid(monthly), world.res)
+    layout.write_target(root, year, world.to_grid(days_to_slots(ch4.T)), world.res)
+
+
+_YEAR_FILE = re.compile(r"(daily_ecmwf_[A-Z]+|monthly_NPP|CH4_emission_intensity)_(\d{4})\.nc")
+
+
+def remove_stale_years(root: Path, years: range) -> None:
+    """Drop yearly files of an earlier run outside this run's span, so the folder holds exactly one world."""
+    tem = Path(root) / layout.TEM_DIR
+    if tem.is_dir():
+        for path in tem.iterdir():
+            m = _YEAR_FILE.fullmatch(path.name)
+            if m and int(m.group(2)) not in years:
+                path.unlink()
+
+
+def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> dict:
+    """Write ``spec.out/TEM-MDM``, ``spec.out/FLUXNET-CH4`` and ``spec.out/truth.json``; returns the summary
+    (``truth.json``'s content plus the wall time of each simulated year and the number of land cells)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    y0, y1 = spec.years
+    root = Path(spec.out)
+    t_start = time.perf_counter()
+    world = build_world(spec.seed, spec.res)
+    plan = plan_towers(world, spec.sites, spec.years, spec.seed)  # fails early when towers do not fit
+    remove_stale_years(root, range(y0, y1 + 1))
+    write_statics(world, root)
+    years = np.arange(y0, y1 + 1)
+    conc = annual_concentrations(years)
+    for var in ("CH4", "CO2"):
+        layout.write_annual(root, var, years, conc[var])
+    log(f"world: {world.n} land cells at {spec.res} deg, {(world.wetland_fraction > 0).sum()} with wetland "
+        f"({time.perf_counter() - t_start:.1f} s)")
+
+    recorder = TowerRecorder(plan)
+    gen = WeatherGenerator(spec.seed, world.clim, world.xyz, world.cont, world.elev)
+    props = world.props()
+    first = gen.year(y0)
+    state = spin_up(_forcing(first, float(conc["CO2"][0])), props, SIMULATOR)
+    budgets: dict[int, float] = {}
+    seconds: dict[int, float] = {}
+    for i, year in enumerate(years):
+        t0 = time.perf_counter()
+        weather = first if i == 0 else gen.year(int(year))
+        result, state = run(_forcing(weather, float(conc["CO2"][i])), props, SIMULATOR, state)
+        _write_year(root, world, int(year), weather, result.ch4, result.npp)
+        recorder.collect(int(year), weather)
+        budgets[int(year)] = global_budget_tg(world, result.ch4)
+        seconds[int(year)] = time.perf_counter() - t0
+        log(f"year {year}: wetland budget {budgets[int(year)]:.1f} Tg CH4, {seconds[int(year)]:.1f} s")
+        del weather, result
+    first = None
+
+    effects = write_towers(root, world, plan, recorder, spec.seed)
+    summary = {
+        "seed": spec.seed,
+        "res": spec.res,
+        "years": [y0, y1],
+        "simulator_parameters": SIMULATOR.to_dict(),
+        "true_parameters": TRUE_WORLD.to_dict(),
+        "towers": effects,
+        "global_wetland_budget_Tg_per_year": budgets,
+        "wetland_area_km2": float((world.wetland_fraction * world.area).sum() / 1e6),
+    }
+    path = root / TRUTH_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, path)
+    log(f"done in {time.perf_counter() - t_start:.1f} s: {root}")
+    return {**summary, "seconds_per_year": seconds, "land_cells": world.n}
