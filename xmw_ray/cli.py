@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "xmw_ray.tune.commands",
     "xmw_ray.infer.commands",
     "xmw_ray.report.commands",
+    "xmw_ray.pipeline.commands",
 )
 
 

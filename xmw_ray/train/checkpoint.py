@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models import build_model
+from xmw_ray.models import load_model
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
@@ -35,8 +35,7 @@ def write_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, confi
     """Write one checkpoint directory (every file written aside and renamed)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    bare = unwrap(model)
-    _atomic_torch_save({"model_config": bare.config(), "state_dict": bare.state_dict()}, d / MODEL_FILE)
+    unwrap(model).save_checkpoint(d / MODEL_FILE)
     if train_state is not None:
         _atomic_torch_save(train_state, d / STATE_FILE)
     for name, obj in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
@@ -51,10 +50,7 @@ def load_checkpoint_model(directory: str | os.PathLike, map_location: str | torc
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise XmwInputError(f"{directory}: not a checkpoint ({MODEL_FILE} missing)")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    cfg = dict(blob["model_config"])
-    model = build_model(**cfg)
-    model.load_state_dict(blob["state_dict"])
+    model = load_model(path, map_location=map_location)
     model.eval()
     return model
 

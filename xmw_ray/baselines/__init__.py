@@ -1,0 +1,1 @@
+"""Non-deep baselines that every results table reports next to the sequence models."""

@@ -1,0 +1,234 @@
+"""The base class every sequence model derives from: normalisation buffers, named parts, config and checkpoints.
+
+A model takes RAW drivers and returns flux in mg CH4 m-2 d-1, normalising inside with buffers that travel in
+the ``state_dict``, so a checkpoint alone is enough for inference (DESIGN.md, "Data contract"). Every model is
+``encoder`` (drivers → per-day embedding ``(B, 365, H)``) followed by ``head`` (``Linear(H, 1)``), so transfer
+learning can take the embedding and fine-tuning can freeze a part by its name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from xmw_ray.data.contract import DAYS_PER_YEAR
+from xmw_ray.errors import XmwInputError
+
+if TYPE_CHECKING:
+    from xmw_ray.data.normstats import NormStats
+
+#: A std below this is treated as a constant feature: its std becomes 1 so it normalises to ``x - mean``.
+STD_EPSILON = 1e-6
+CHECKPOINT_FORMAT = 1
+
+
+class MomentStats(TypedDict):
+    mean: list[float] | float
+    std: list[float] | float
+
+
+class NormDict(TypedDict):
+    """Normalisation statistics of the training split as a plain nested dict."""
+
+    dynamic: MomentStats
+    static: MomentStats
+    target: MomentStats
+
+
+def as_norm_dict(stats: NormStats | Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept the nested ``NormDict``, the data room's ``NormStats`` object, or its flat ``to_dict()`` form."""
+    if hasattr(stats, "to_dict"):
+        stats = stats.to_dict()
+    if isinstance(stats, Mapping) and "dynamic_mean" in stats:
+        return {
+            "dynamic": {"mean": stats["dynamic_mean"], "std": stats["dynamic_std"]},
+            "static": {"mean": stats["static_mean"], "std": stats["static_std"]},
+            "target": {"mean": stats["target_mean"], "std": stats["target_std"]},
+        }
+    if not isinstance(stats, Mapping):
+        raise XmwInputError(f"normalisation stats: expected a dict or NormStats, got {type(stats).__name__}")
+    return stats
+
+
+class HParams(BaseModel):
+    """Base of every model's hyper-parameters: unknown keys are an error, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_hparams(params_cls: type[HParams], hparams: dict[str, Any], model_name: str) -> HParams:
+    """Validate ``hparams`` into ``params_cls``; the first problem becomes a one-line ``XmwInputError``."""
+    try:
+        return params_cls(**hparams)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(params_cls.model_fields)
+            raise XmwInputError(
+                f"model {model_name!r}: unknown hyper-parameter {key!r} (known: {known})"
+            ) from None
+        msg = err["msg"].removeprefix("Value error, ")
+        where = f"hyper-parameter {key!r}: " if key else ""
+        raise XmwInputError(f"model {model_name!r}: {where}{msg}") from None
+
+
+def concat_static(dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+    """Broadcast ``static (B, S)`` along the days and append it to ``dynamic (B, T, D)`` → ``(B, T, D + S)``."""
+    return torch.cat([dynamic, static.unsqueeze(1).expand(-1, dynamic.shape[1], -1)], dim=-1)
+
+
+def _std_tensor(values: Any, n: int, field: str) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.as_tensor(values["mean"], dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(values["std"], dtype=torch.float32).reshape(-1)
+    if mean.numel() != n or std.numel() != n:
+        raise XmwInputError(
+            f"normalisation stats {field!r}: expected {n} mean/std values, got {mean.numel()}/{std.numel()}"
+        )
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise XmwInputError(f"normalisation stats {field!r}: mean/std must be finite")
+    std = torch.where(std.abs() < STD_EPSILON, torch.ones_like(std), std.abs())
+    return mean, std
+
+
+class XmwModel(nn.Module):
+    """Drivers ``(B, 365, D)`` + static ``(B, S)`` → daily flux ``(B, 365)``; subclasses build the encoder."""
+
+    #: Set by ``@register``: the name ``build_model`` knows this class by.
+    registry_name: ClassVar[str] = ""
+    #: The pydantic hyper-parameter model (its fields, defaults and bounds are what a tuner may vary).
+    Params: ClassVar[type[HParams]] = HParams
+    #: Tiny hyper-parameters for the conformance suite (fast, dropout off).
+    test_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, n_dynamic: int, n_static: int, **hparams: Any) -> None:
+        super().__init__()
+        if int(n_dynamic) < 1 or int(n_static) < 0:
+            raise XmwInputError(f"model: need n_dynamic >= 1 and n_static >= 0, got {n_dynamic}, {n_static}")
+        self.n_dynamic = int(n_dynamic)
+        self.n_static = int(n_static)
+        self.hp = validate_hparams(self.Params, hparams, self.registry_name or type(self).__name__)
+        self.register_buffer("dyn_mean", torch.zeros(self.n_dynamic))
+        self.register_buffer("dyn_std", torch.ones(self.n_dynamic))
+        self.register_buffer("stat_mean", torch.zeros(self.n_static))
+        self.register_buffer("stat_std", torch.ones(self.n_static))
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+        self.encoder, self.embedding_size = self.build_encoder()
+        self.head = nn.Linear(self.embedding_size, 1)
+
+    # --- what a subclass provides ------------------------------------------------------------------------------
+    def build_encoder(self) -> tuple[nn.Module, int]:
+        """Return ``(encoder, H)``: ``encoder(dyn_norm, stat_norm) -> (B, 365, H)``."""
+        raise NotImplementedError
+
+    # --- hyper-parameters and config ---------------------------------------------------------------------------
+    @classmethod
+    def hparam_fields(cls) -> dict[str, dict[str, Any]]:
+        """Each hyper-parameter's type, default and description (what a tuner may search over)."""
+        return {
+            name: {"type": f.annotation, "default": f.default, "description": f.description}
+            for name, f in cls.Params.model_fields.items()
+        }
+
+    def config(self) -> dict[str, Any]:
+        """Everything ``build_model(**config)`` needs to rebuild this architecture."""
+        return {
+            "name": self.registry_name,
+            "n_dynamic": self.n_dynamic,
+            "n_static": self.n_static,
+            **self.hp.model_dump(),
+        }
+
+    # --- normalisation ------------------------------------------------------------------------------------------
+    def set_normalization(self, stats: NormStats | Mapping[str, Any]) -> None:
+        """Copy training-split statistics into the buffers (constant features get std 1, see ``STD_EPSILON``)."""
+        stats = as_norm_dict(stats)
+        for key in ("dynamic", "static", "target"):
+            if key not in stats:
+                raise XmwInputError(f"normalisation stats: missing {key!r}")
+        d_mean, d_std = _std_tensor(stats["dynamic"], self.n_dynamic, "dynamic")
+        s_mean, s_std = _std_tensor(stats["static"], self.n_static, "static")
+        t_mean, t_std = _std_tensor(stats["target"], 1, "target")
+        with torch.no_grad():
+            for buf, val in (
+                (self.dyn_mean, d_mean),
+                (self.dyn_std, d_std),
+                (self.stat_mean, s_mean),
+                (self.stat_std, s_std),
+                (self.target_mean, t_mean[0]),
+                (self.target_std, t_std[0]),
+            ):
+                buf.copy_(val)
+
+    def normalization(self) -> dict[str, dict[str, Any]]:
+        """The statistics in the buffers, in the ``NormDict`` form ``set_normalization`` takes."""
+        return {
+            "dynamic": {"mean": self.dyn_mean.tolist(), "std": self.dyn_std.tolist()},
+            "static": {"mean": self.stat_mean.tolist(), "std": self.stat_std.tolist()},
+            "target": {"mean": float(self.target_mean), "std": float(self.target_std)},
+        }
+
+    def normalize_target(self, target: torch.Tensor) -> torch.Tensor:
+        """Flux (mg CH4 m-2 d-1) → the normalised space ``forward_normalized`` predicts in (NaN stays NaN)."""
+        return (target - self.target_mean) / self.target_std
+
+    def _check_inputs(self, dynamic: torch.Tensor, static: torch.Tensor) -> None:
+        if dynamic.ndim != 3 or dynamic.shape[1] != DAYS_PER_YEAR or dynamic.shape[2] != self.n_dynamic:
+            raise XmwInputError(
+                f"{self.registry_name}: dynamic must be (B, {DAYS_PER_YEAR}, {self.n_dynamic}), "
+                f"got {tuple(dynamic.shape)}"
+            )
+        if static.ndim != 2 or static.shape != (dynamic.shape[0], self.n_static):
+            raise XmwInputError(
+                f"{self.registry_name}: static must be ({dynamic.shape[0]}, {self.n_static}), "
+                f"got {tuple(static.shape)}"
+            )
+
+    # --- the three views of one computation ----------------------------------------------------------------------
+    def embed(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Raw drivers → per-day embedding ``(B, 365, H)`` before the head."""
+        self._check_inputs(dynamic, static)
+        dyn = (dynamic - self.dyn_mean) / self.dyn_std
+        stat = (static - self.stat_mean) / self.stat_std
+        return self.encoder(dyn, stat)
+
+    def forward_normalized(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Raw drivers → prediction ``(B, 365)`` in normalised target space (what losses compare)."""
+        return self.head(self.embed(dynamic, static)).squeeze(-1)
+
+    def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Raw drivers → daily flux ``(B, 365)`` in mg CH4 m-2 d-1."""
+        return self.target_mean + self.target_std * self.forward_normalized(dynamic, static)
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Write ``{"config", "state_dict"[, "extra"]}`` atomically (temp file + rename); returns the path.
+
+        ``extra`` must hold only plain values and tensors so ``torch.load(weights_only=True)`` can read it.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        if extra is not None:
+            payload["extra"] = extra
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
