@@ -7,13 +7,13 @@ import copy
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import ray.autoscaler
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
