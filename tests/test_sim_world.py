@@ -150,3 +150,21 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("xmw: error: ") for line in err)
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*.nc"))
+
+
+def test_combined_files_alone_prepare_the_same_site_store(sim_dir, tmp_path):
+    """X-MethaneWet's combined FLUXNET_T1_DD.csv (dotted ids) gives the same samples as the per-site files."""
+    import shutil
+
+    from xmw_ray.data.site_store import SiteStore, prepare_sites
+
+    combined = tmp_path / "combined" / "FLUXNET-CH4"
+    combined.mkdir(parents=True)
+    for name in ("FLUXNET_T1_DD.csv", "FLUXNET_CH4_2024.csv"):
+        shutil.copy(sim_dir / "FLUXNET-CH4" / name, combined / name)
+    prepare_sites(sim_dir, tmp_path / "per_site")
+    prepare_sites(combined.parent, tmp_path / "from_combined")
+    a, b = SiteStore.open(tmp_path / "per_site"), SiteStore.open(tmp_path / "from_combined")
+    assert a.sites == b.sites and all("-" in s for s in b.sites)
+    sa, sb = a.samples(), b.samples()
+    np.testing.assert_allclose(sa["target"], sb["target"], rtol=1e-5, equal_nan=True)

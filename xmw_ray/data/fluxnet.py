@@ -272,7 +272,9 @@ def iter_site_years(sources: SiteSources, columns: list[str]) -> Iterator[SiteYe
         site_col = _first(df.columns, _SITE_COLUMNS)
         if site_col is None:
             raise XmwInputError(f"{path}: no Site column")
-        for site, group in df.groupby(df[site_col].astype(str).str.strip(), sort=True):
+        # X-MethaneWet writes ids as ``SITE_ID.replace('-', '.')`` (``US.Atq``); FLUXNET ids always use a dash.
+        ids = df[site_col].astype(str).str.strip().str.replace(".", "-", regex=False)
+        for site, group in df.groupby(ids, sort=True):
             yield to_site_years(str(site), group.reset_index(drop=True), path, columns)
 
 
