@@ -1,0 +1,226 @@
+"""Global inference: maps equal the model applied directly to the same cells; a crash after the first year then a
+rerun gives the uninterrupted run's store; the budget of a constant flux equals the hand computation; xarray opens
+the maps with CF coordinates; bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from builders import write_tiny_temmdm
+
+from xmw_ray.cli import main
+from xmw_ray.data.contract import DAYS_IN_MONTH, FLUX_UNIT, grid_coords
+from xmw_ray.data.grid_store import GridStore, prepare_grid
+from xmw_ray.infer.budget import CSV_COLUMNS, LAT_BANDS, BudgetAccumulator, band_of_lat
+from xmw_ray.infer.run import run_inference
+from xmw_ray.models import build_model
+from xmw_ray.train.checkpoint import write_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+YEARS = (2000, 2001)
+NORM = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 17.0, 8.0, 17.0]},
+        "static": {"mean": [5.0] * 8 + [1705.0, 362.0], "std": [3.0] * 10},
+        "target": {"mean": 40.0, "std": 10.0}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """A 10° Grid store of two years (9 chunks of 16 cells per year) and a tiny LSTM checkpoint."""
+    root = tmp_path_factory.mktemp("infer_world")
+    write_tiny_temmdm(root / "src", res=10.0, years=YEARS, seed=3, spoil_cells=0, keep_arrays=False)
+    prepare_grid(root / "src", root / "grid.zarr", cells_per_chunk=16)
+    torch.manual_seed(0)
+    model = build_model("lstm", 5, 10, norm=NORM, hidden_size=4, num_layers=1, dropout=0.0).eval()
+    write_checkpoint(root / "ckpt", model, {"model": {"name": "lstm"}}, {})
+    return {"root": root, "grid": root / "grid.zarr", "ckpt": root / "ckpt", "model": model}
+
+
+@pytest.fixture(scope="module")
+def mapped(ray_session, world) -> dict:
+    """One uninterrupted run; batches of 40 straddle chunks and the year boundary."""
+    out = world["root"] / "maps.zarr"
+    res = run_inference(world["ckpt"], world["grid"], out, YEARS, batch_size=40, actors=1)
+    return {"out": out, "result": res}
+
+
+def _direct(world: dict) -> dict[int, np.ndarray]:
+    """The model applied directly to every cell of each year, in store cell order."""
+    store = GridStore.open(world["grid"])
+    out = {}
+    for yi, year in enumerate(store.years):
+        parts = []
+        for ci in range(store.n_chunks):
+            block = store.read_block(yi, ci)
+            with torch.inference_mode():
+                parts.append(world["model"](torch.from_numpy(block["dynamic"]), torch.from_numpy(block["static"]))
+                             .numpy())
+        out[year] = np.concatenate(parts)
+    return out
+
+
+def _read_budget(path: Path) -> dict[int, dict[str, float]]:
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    return {int(r["year"]): {k: float(v) for k, v in r.items() if k != "year"} for r in rows}
+
+
+def test_maps_match_the_model_applied_directly(mapped, world):
+    store = GridStore.open(world["grid"])
+    ilat, ilon = store.cell_ilat, store.cell_ilon
+    root = zarr.open_group(str(mapped["out"]), mode="r")
+    daily, monthly, annual = root["ch4_flux"], root["ch4_flux_monthly"], root["ch4_flux_annual"]
+    expected = _direct(world)
+    off = np.ones((store.nlat, store.nlon), dtype=bool)
+    off[ilat, ilon] = False
+    area = store.cell_area * store.wetland_fraction
+    budget = _read_budget(mapped["out"] / "budget.csv")
+    for yi, year in enumerate(YEARS):
+        want = expected[year]
+        assert np.ptp(want) > 1.0  # the model's output varies over cells and days
+        year_map = daily[yi * 365:(yi + 1) * 365]
+        np.testing.assert_allclose(year_map[:, ilat, ilon].T, want, rtol=1e-5, atol=1e-4)
+        assert np.isnan(year_map[:, off]).all()  # NaN off wetland
+        month_means = np.add.reduceat(want, np.r_[0, np.cumsum(DAYS_IN_MONTH)[:-1]], axis=1) / DAYS_IN_MONTH
+        np.testing.assert_allclose(monthly[yi * 12:(yi + 1) * 12][:, ilat, ilon].T, month_means, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(annual[yi][ilat, ilon], want.mean(axis=1), rtol=1e-5, atol=1e-4)
+        assert np.isnan(annual[yi][off]).all()
+        hand_tg = float((want.sum(axis=1, dtype=np.float64) * area).sum()) / 1e15
+        assert budget[year]["global"] == pytest.approx(hand_tg, rel=1e-6)
+        assert sum(budget[year][b] for b, _, _ in LAT_BANDS) == pytest.approx(budget[year]["global"], rel=1e-12)
+    res = mapped["result"]
+    assert res.computed == list(YEARS) and res.cells == store.n_cells
+    for png in ("annual_mean_2000.png", "annual_mean_2001.png", "budget.png"):
+        assert (mapped["out"] / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_xarray_opens_the_maps_with_cf_coordinates(mapped, world):
+    import xarray as xr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(mapped["out"], decode_times=False)
+    lat, lon = grid_coords(10.0)
+    assert ds["ch4_flux"].dims == ("time", "lat", "lon") and ds["ch4_flux"].shape == (730, 18, 36)
+    assert ds["ch4_flux_monthly"].dims == ("month_time", "lat", "lon") and ds.sizes["month_time"] == 24
+    assert ds["ch4_flux_annual"].dims == ("year_time", "lat", "lon") and ds.sizes["year_time"] == 2
+    np.testing.assert_array_equal(ds["lat"].values, lat)
+    np.testing.assert_array_equal(ds["lon"].values, lon)
+    assert ds["lat"].attrs["units"] == "degrees_north" and ds["lat"].attrs["standard_name"] == "latitude"
+    assert ds["lon"].attrs["units"] == "degrees_east" and ds["lon"].attrs["standard_name"] == "longitude"
+    assert ds["time"].attrs["units"] == "days since 2000-01-01" and ds["time"].attrs["calendar"] == "noleap"
+    np.testing.assert_array_equal(ds["time"].values, np.arange(730))
+    assert ds["month_time"].values[12] == 365 and ds["month_time"].values[2] == 59  # 1 March, no leap day
+    for var in ("ch4_flux", "ch4_flux_monthly", "ch4_flux_annual"):
+        assert ds[var].attrs["units"] == FLUX_UNIT
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["complete"] is True
+    assert ds.attrs["source_checkpoint"] == str(world["ckpt"].resolve())
+    assert ds.attrs["source_grid_store"] == str(world["grid"].resolve())
+    assert json.loads(ds.attrs["model"])["name"] == "lstm"
+
+
+def test_time_axis_decodes_to_a_noleap_calendar(mapped):
+    cftime = pytest.importorskip("cftime", reason="xarray needs cftime to decode the CF 'noleap' calendar")
+    import xarray as xr
+
+    ds = xr.open_zarr(mapped["out"])
+    assert ds["time"].values[0] == cftime.DatetimeNoLeap(2000, 1, 1)
+    assert ds["time"].values[365] == cftime.DatetimeNoLeap(2001, 1, 1)  # 365-day years
+    assert ds["month_time"].values[13] == cftime.DatetimeNoLeap(2001, 2, 1)
+    assert ds["year_time"].values[1] == cftime.DatetimeNoLeap(2001, 1, 1)
+    day = ds["ch4_flux"].sel(time=cftime.DatetimeNoLeap(2001, 12, 31))
+    np.testing.assert_array_equal(day.values, ds["ch4_flux"].isel(time=729).values)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_after_first_year_then_rerun_gives_the_same_store(mapped, world):
+    out = world["root"] / "resumed.zarr"
+
+    def crash(year: int, budget: dict) -> None:
+        raise _Crash(year)
+
+    with pytest.raises(_Crash):
+        run_inference(world["ckpt"], world["grid"], out, YEARS, batch_size=40, actors=1, on_year_done=crash)
+    assert (out / "_done" / "2000.json").is_file() and not (out / "_done" / "2001.json").exists()
+    root = zarr.open_group(str(out), mode="r+")
+    assert root.attrs["complete"] is False
+    root["ch4_flux"][365:730] = 999.0  # a half-written, uncommitted year must be rewritten
+
+    res = run_inference(world["ckpt"], world["grid"], out, YEARS, batch_size=40, actors=1)
+    assert res.computed == [2001]  # only what was missing
+    done, ref = zarr.open_group(str(out), mode="r"), zarr.open_group(str(mapped["out"]), mode="r")
+    for var in ("ch4_flux", "ch4_flux_monthly", "ch4_flux_annual", "wetland_area", "time", "lat", "lon"):
+        np.testing.assert_allclose(done[var][:], ref[var][:], rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=var)
+    assert done.attrs["complete"] is True
+    resumed, uninterrupted = _read_budget(out / "budget.csv"), _read_budget(mapped["out"] / "budget.csv")
+    for year in YEARS:
+        for key in CSV_COLUMNS[1:]:
+            assert resumed[year][key] == pytest.approx(uninterrupted[year][key], rel=1e-9)
+
+    again = run_inference(world["ckpt"], world["grid"], out, YEARS, batch_size=40, actors=1)
+    assert again.computed == [] and again.budget == res.budget  # a complete store is left as it is
+
+
+def test_budget_of_a_constant_flux_equals_the_hand_computation():
+    res, radius, flux = 10.0, 6_371_000.0, 2.5
+    lat, _ = grid_coords(res)
+    rows = np.array([0, 7, 9, 12, 17, 16])  # one cell in each band (-85, -15, 5, 35, 85) and a second at 75N
+    fraction = np.array([1.0, 0.5, 0.25, 1.0, 0.1, 0.3])
+    south, north = np.deg2rad(lat[rows] - 5.0), np.deg2rad(lat[rows] + 5.0)
+    area = radius**2 * np.deg2rad(res) * (np.sin(north) - np.sin(south)) * fraction  # spherical-zone cell area
+    acc = BudgetAccumulator(area, band_of_lat(lat[rows]))
+    daily = np.full((len(rows), 365), flux, dtype=np.float32)
+    acc.add(np.array([0, 2, 4]), daily[[0, 2, 4]])  # streamed in two blocks
+    acc.add(np.array([1, 3, 5]), daily[[1, 3, 5]])
+    tg = acc.tg()
+    hand = flux * 365 * area / 1e15
+    names = [name for name, _, _ in LAT_BANDS]
+    assert [tg[n] for n in names] == pytest.approx([hand[0], hand[1], hand[2], hand[3], hand[4] + hand[5]],
+                                                   rel=1e-12)
+    assert tg["global"] == pytest.approx(hand.sum(), rel=1e-12)
+
+
+def _one_line_error(capsys, argv: list[str], *needles: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xmw: error:") and "\n" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_bad_input_is_a_one_line_error(capsys, mapped, world, tmp_path):
+    args = ["infer", "--grid", str(world["grid"]), "--out", str(tmp_path / "m.zarr")]
+    _one_line_error(capsys, [*args, "--checkpoint", str(tmp_path / "nope")], "nope", "not a checkpoint")
+    ckpt = ["--checkpoint", str(world["ckpt"])]
+    _one_line_error(capsys, [*args, *ckpt, "--years", "1990-2000"], "--years 1990-2000", "2000-2001")
+    _one_line_error(capsys, [*args, *ckpt, "--years", "20x0"], "--years 20x0")
+    _one_line_error(capsys, [*args, *ckpt, "--batch-size", "0"], "--batch-size")
+    _one_line_error(capsys, ["infer", *ckpt, "--grid", str(tmp_path), "--out", str(tmp_path / "m.zarr")],
+                    "not a Grid store")
+    # an existing store from another run (other years) is never mixed into
+    _one_line_error(capsys, ["infer", *ckpt, "--grid", str(world["grid"]), "--years", "2000-2000",
+                             "--out", str(mapped["out"])], "another run", "years")
+    (tmp_path / "file.txt").write_text("x")
+    _one_line_error(capsys, ["infer", *ckpt, "--grid", str(world["grid"]), "--out", str(tmp_path / "file.txt")],
+                    "not a flux-map store")
+    assert not (tmp_path / "m.zarr").exists()
+
+
+def test_job_entry_point_runs_the_same_command(world, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "infer.py"), "--checkpoint", str(tmp_path / "none"),
+                           "--grid", str(world["grid"]), "--out", str(tmp_path / "m.zarr")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("xmw: error:") and "not a checkpoint" in proc.stderr

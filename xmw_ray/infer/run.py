@@ -1,0 +1,215 @@
+"""Global batch inference: Grid store → Ray Data actor pool → CF flux maps, budget CSV and PNG figures.
+
+The driver streams the predictions in store order (``preserve_order``), keeps one year's ``(cells, 365)`` buffer
+(two while a batch straddles a year boundary), accumulates that year's budget block by block, and once every
+cell of the year has arrived writes the year and commits it (``maps.FluxMaps``). A rerun computes only the
+years without a commit marker, so a crashed run resumes and ends with the same store as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xmw_ray.data.contract import DAYS_PER_YEAR, grid_coords
+from xmw_ray.data.grid_store import GridStore, is_url
+from xmw_ray.errors import XmwInputError
+from xmw_ray.infer.budget import BudgetAccumulator, band_of_lat, budget_csv
+from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
+from xmw_ray.infer.predictor import FLUX, ILAT, ILON, FluxPredictor
+
+DEFAULT_BATCH_SIZE = 2048
+BUDGET_FILE = "budget.csv"
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class InferResult:
+    """What one ``run_inference`` call did."""
+
+    out: str
+    years: list[int]
+    computed: list[int]
+    cells: int
+    budget: dict[int, dict[str, float]] = field(default_factory=dict)
+    budget_csv: str = ""
+    plots: list[str] = field(default_factory=list)
+
+
+def _local_abs(path: str | Path) -> str:
+    """Local paths made absolute (Ray workers may run elsewhere in the tree); URLs unchanged."""
+    return str(path) if is_url(path) else str(Path(path).resolve())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def select_years(store: GridStore, years: tuple[int, int] | None) -> tuple[int, ...]:
+    """The years ``Y0..Y1`` to map (default: every year of the store); all must be in the store."""
+    if years is None:
+        return store.years
+    y0, y1 = years
+    if y0 > y1:
+        raise XmwInputError(f"--years {y0}-{y1}: the first year is after the last")
+    missing = [y for y in range(y0, y1 + 1) if y not in store.years]
+    if missing:
+        raise XmwInputError(f"--years {y0}-{y1}: {store.path} holds {store.years[0]}-{store.years[-1]} only "
+                            f"(missing {missing[0]}{'…' if len(missing) > 1 else ''})")
+    return tuple(range(y0, y1 + 1))
+
+
+def wetland_area_cells(store: GridStore) -> np.ndarray:
+    """Wetland area (m²) of each store cell: cell area × wetland fraction."""
+    return store.cell_area.astype(np.float64) * store.wetland_fraction.astype(np.float64)
+
+
+def _actor_count(actors: int | None, use_gpu: bool) -> int:
+    """Actors to start, checked against the cluster (Ray waits forever on a request that cannot fit)."""
+    import ray
+
+    from xmw_ray.train.resources import DATA_CPUS
+
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if actors is None:
+        actors = max(1, int(gpus)) if use_gpu else max(1, int(cpus - DATA_CPUS))
+    need_cpu = actors + DATA_CPUS
+    if cpus + 1e-9 < need_cpu or (use_gpu and gpus + 1e-9 < actors):
+        raise XmwInputError(f"--actors {actors}: needs {need_cpu:g} CPU{f' and {actors} GPU' if use_gpu else ''} "
+                            f"(1 CPU per actor + {DATA_CPUS:g} for reading) but the cluster has {cpus:g} CPU "
+                            f"and {gpus:g} GPU")
+    return actors
+
+
+class _YearBuffer:
+    """One year's predictions in store cell order, filled block by block, with its streamed budget."""
+
+    def __init__(self, n_cells: int, budget: BudgetAccumulator):
+        self.flux = np.full((n_cells, DAYS_PER_YEAR), np.nan, dtype=np.float32)
+        self.seen = np.zeros(n_cells, dtype=bool)
+        self.budget = budget
+
+    def add(self, cells: np.ndarray, flux: np.ndarray) -> None:
+        if self.seen[cells].any():
+            raise RuntimeError("a cell was predicted twice for one year")
+        self.flux[cells] = flux
+        self.seen[cells] = True
+        self.budget.add(cells, flux)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.seen.all())
+
+
+def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, years: tuple[int, int] | None = None,
+                  *, batch_size: int = DEFAULT_BATCH_SIZE, actors: int | None = None, use_gpu: bool = False,
+                  on_year_done: Callable[[int, dict[str, float]], None] | None = None) -> InferResult:
+    """Map ``checkpoint``'s flux over ``grid`` for ``years`` into ``out``; resumes a store left by a crashed run.
+
+    ``on_year_done(year, budget_tg)`` is called after each year is committed (progress reporting).
+    """
+    from xmw_ray.train.checkpoint import MODEL_FILE, load_checkpoint_model
+
+    if batch_size < 1:
+        raise XmwInputError(f"--batch-size {batch_size}: must be at least 1")
+    if actors is not None and actors < 1:
+        raise XmwInputError(f"--actors {actors}: must be at least 1")
+    if is_url(checkpoint):
+        raise XmwInputError(f"{checkpoint}: the checkpoint must be a local (or shared-filesystem) directory")
+    checkpoint = _local_abs(checkpoint)
+    model = load_checkpoint_model(checkpoint)
+    grid, out = _local_abs(grid), _local_abs(out)
+    store = GridStore.open(grid)
+    if (len(store.dynamic_vars), len(store.static_vars)) != (model.n_dynamic, model.n_static):
+        raise XmwInputError(f"{grid}: {len(store.dynamic_vars)} dynamic / {len(store.static_vars)} static inputs, "
+                            f"the checkpoint expects {model.n_dynamic} / {model.n_static}")
+    wanted = select_years(store, years)
+    spec = MapSpec(res=store.res, years=wanted, checkpoint=checkpoint,
+                   checkpoint_sha256=_sha256(Path(checkpoint) / MODEL_FILE), grid_store=grid,
+                   grid_cells=store.n_cells, model=model.config())
+    area = wetland_area_cells(store)
+    area_map = np.full((store.nlat, store.nlon), np.nan)
+    area_map[store.cell_ilat, store.cell_ilon] = area
+    maps = FluxMaps.open_or_create(out, spec, store.cell_ilat, store.cell_ilon, area_map)
+
+    missing = [y for y in wanted if y not in set(maps.years_done())]
+    if missing:
+        _predict_years(maps, store, checkpoint, missing, area, batch_size, actors, use_gpu, on_year_done)
+    maps.finalize()
+
+    budget = {y: maps.year_budget(y) for y in wanted}
+    budget = {y: b for y, b in budget.items() if b is not None}
+    csv_path = join(out, BUDGET_FILE)
+    put_bytes(csv_path, budget_csv(budget.items()).encode())
+    plots = _write_plots(maps, budget, set(missing))
+    return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, budget=budget,
+                       budget_csv=csv_path, plots=plots)
+
+
+def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: list[int], area: np.ndarray,
+                   batch_size: int, actors: int | None, use_gpu: bool,
+                   on_year_done: Callable[[int, dict[str, float]], None] | None) -> None:
+    """Run the actor pool over ``years`` and commit each year as soon as all its cells have arrived."""
+    import ray.data
+
+    from xmw_ray.data import schema
+    from xmw_ray.data.ray_datasets import sample_dataset, store_info
+    from xmw_ray.train.runner import ensure_ray
+
+    ensure_ray()
+    n_actors = _actor_count(actors, use_gpu)
+    ds = sample_dataset(store_info(store.path, "grid"), None, "all", years=years)
+    ds.context.execution_options.preserve_order = True  # one year at a time reaches the driver
+    preds = ds.map_batches(FluxPredictor, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
+                           compute=ray.data.ActorPoolStrategy(size=n_actors), batch_size=batch_size,
+                           batch_format="numpy", num_cpus=1, num_gpus=1 if use_gpu else 0)
+    lat, _ = grid_coords(store.res)
+    bands = band_of_lat(lat[store.cell_ilat])
+    pending: dict[int, _YearBuffer] = {}
+    left = set(years)
+    for batch in preds.iter_batches(batch_size=None, batch_format="numpy"):
+        cells = store.cell_index(batch[ILAT], batch[ILON])
+        if (cells < 0).any():
+            raise RuntimeError("prediction for a cell that is not in the Grid store")
+        for year in np.unique(batch[schema.YEAR]).tolist():
+            sel = batch[schema.YEAR] == year
+            buf = pending.get(year)
+            if buf is None:
+                buf = pending[year] = _YearBuffer(store.n_cells, BudgetAccumulator(area, bands))
+            buf.add(cells[sel], batch[FLUX][sel])
+            if buf.complete:
+                maps.write_year(year, buf.flux)
+                tg = buf.budget.tg()
+                maps.commit_year(year, tg)
+                del pending[year]
+                left.discard(year)
+                if on_year_done is not None:
+                    on_year_done(year, tg)
+    if left:
+        raise RuntimeError(f"inference stream ended before years {sorted(left)} were complete")
+
+
+def _write_plots(maps: FluxMaps, budget: dict[int, dict[str, float]], computed: set[int]) -> list[str]:
+    """Annual-mean PNG of each done year (redrawn when computed by this run or missing) and the budget plot."""
+    from xmw_ray.infer.plots import annual_map_png, budget_png
+
+    written = []
+    for year in budget:
+        path = join(maps.path, PLOTS_DIR, f"annual_mean_{year}.png")
+        if year in computed or get_bytes(path) is None:
+            annual_map_png(maps.annual_mean(year), year, path)
+        written.append(path)
+    if budget:
+        path = join(maps.path, PLOTS_DIR, "budget.png")
+        budget_png(list(budget.items()), path)
+        written.append(path)
+    return written

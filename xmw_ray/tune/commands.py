@@ -1,0 +1,34 @@
+"""``xmw tune`` (``jobs/tune.py`` calls the same function)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from xmw_ray.config import load_config
+    from xmw_ray.tune.config import TuneConfig
+    from xmw_ray.tune.search import run_search
+
+    cfg = load_config(args.config, args.overrides, TuneConfig)
+    out = run_search(cfg)
+    done = sum(r.get("status") == "completed" for r in out.rows)
+    stopped = sum(r.get("status") == "stopped" for r in out.rows)
+    failed = sum(r.get("status") in ("error", "no report") for r in out.rows)
+    print(f"search {cfg.run.name!r}: {len(out.rows)} trials ({done} completed, {stopped} stopped early, "
+          f"{failed} failed) in {out.wall_s:.0f} s")
+    if out.rows and out.best_checkpoint:
+        b = out.rows[0]
+        print(f"best: trial {b['trial']} {b['model']} / {b['strategy']}: val_loss {b['val_loss']:.4f}"
+              + (f", test NSE {b['test_nse']:.3f}" if "test_nse" in b else ""))
+    print(f"leaderboard: {out.files['markdown']}")
+    print(f"best checkpoint: {out.best_checkpoint}")
+    return 0 if out.best_checkpoint else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from xmw_ray.train.commands import add_config_args
+
+    p = sub.add_parser("tune", help="Ray Tune search (Optuna + ASHA) over models, strategies, hyper-parameters")
+    add_config_args(p)
+    p.set_defaults(func=cmd_tune)

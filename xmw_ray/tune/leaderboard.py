@@ -1,0 +1,214 @@
+"""The evidence a search leaves: a leaderboard (every trial's config, validation and test metrics; CSV and
+Markdown), plots of the search, and the best trial's checkpoint copied to ``<search>/best``.
+
+Trials are ranked by their best validation loss, never by a test metric; the test split is only reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from xmw_ray.data.atomic import directory_aside, write_text_atomic
+from xmw_ray.errors import XmwInputError
+from xmw_ray.tune.config import TuneConfig
+from xmw_ray.tune.space import model_params, strategy_params
+
+CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds to a report that carried a checkpoint
+TEST_KEYS = ("nse", "rmse", "kge", "pearson_r2", "bias", "n")
+COLUMNS = ["rank", "trial", "trial_id", "model", "strategy", "status", "epochs", "best_epoch", "val_loss", "val_nse",
+           *[f"test_{k}" for k in TEST_KEYS], "test_median_nse", "lr", "weight_decay", "params", "checkpoint", "test_error"]
+FILES = {"csv": "leaderboard.csv", "markdown": "leaderboard.md", "plot_trials": "search_trials.png",
+         "plot_groups": "search_by_model_strategy.png", "summary": "best.json"}
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
+    """One leaderboard row from a Tune ``Result``: its config and the epoch with the lowest validation loss."""
+    params = dict(result.config or {})
+    df = result.metrics_dataframe
+    trial_id = (result.metrics or {}).get("trial_id") or Path(str(result.path)).name
+    row: dict[str, Any] = {"trial_id": trial_id, "model": params.get("model"), "strategy": params.get("strategy"),
+                           "lr": params.get("lr"), "weight_decay": params.get("weight_decay")}
+    try:
+        hp = {"model": model_params(params, cfg.search), "strategy": strategy_params(params)}
+    except KeyError:
+        hp = {}
+    row["params"] = json.dumps(hp, sort_keys=True)
+    if df is None or df.empty or "val_loss" not in df:
+        row.update(status="error" if result.error else "no report", epochs=0, started=math.inf)
+        return row
+    row["started"] = float(df["timestamp"].min()) if "timestamp" in df else math.inf
+    scored = df[df["val_loss"].notna()]
+    best = scored.loc[scored["val_loss"].idxmin()] if len(scored) else df.iloc[-1]
+    last = df.iloc[-1]
+    # Tune overwrites the loop's own ``done`` flag, so completion is read from the epochs run: fewer than
+    # configured means ASHA, the time budget or early stopping on patience ended the trial.
+    epochs = int(last["epoch"]) + 1
+    row.update(status="error" if result.error else ("completed" if epochs >= cfg.optim.epochs else "stopped"),
+               epochs=epochs, best_epoch=int(best["epoch"]),
+               val_loss=float(best["val_loss"]), val_nse=float(best.get("val_nse", math.nan)))
+    ckpt = best.get(CHECKPOINT_KEY)
+    if isinstance(ckpt, str) and ckpt and ("://" in ckpt or Path(ckpt).is_dir()):
+        row["checkpoint"] = ckpt
+    return row
+
+
+def add_test_metrics(row: dict[str, Any], store: str) -> None:
+    """Score the row's checkpoint on the test split of ``store`` (the checkpoint's own split rule); a checkpoint
+    that cannot be scored gets its one-line reason in ``test_error`` instead of sinking the whole leaderboard."""
+    from xmw_ray.train.evaluate import evaluate_checkpoint
+
+    if not row.get("checkpoint"):
+        return
+    try:
+        report = evaluate_checkpoint(row["checkpoint"], store, split="test")
+    except XmwInputError as exc:
+        row["test_error"] = str(exc)
+        return
+    for key in TEST_KEYS:
+        row[f"test_{key}"] = report["pooled"][key]
+    row["test_median_nse"] = report["median"]["nse"]
+
+
+def collect_rows(grid: Any, cfg: TuneConfig) -> list[dict[str, Any]]:
+    """Every trial of the ResultGrid as a row, numbered in start order, ranked by validation loss."""
+    rows = [trial_row(result, cfg) for result in grid]
+    for i, row in enumerate(sorted(rows, key=lambda r: r["started"]), start=1):
+        row["trial"] = i
+    if cfg.search.evaluate_test:
+        for row in rows:
+            add_test_metrics(row, cfg.data.store)
+    rows.sort(key=lambda r: r["val_loss"] if _finite(r.get("val_loss")) else math.inf)
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+        row.pop("started", None)
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in COLUMNS})
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
+    cols = [c for c in COLUMNS if c not in ("checkpoint", "trial_id", "test_error")]
+    lines = [f"# Search {title}: {len(rows)} trials, ranked by validation loss", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = [_fmt(row.get(c)).replace("|", "\\|") for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = rows[0] if rows and _finite(rows[0].get("val_loss")) else None
+    if best is not None:
+        lines += ["", f"Best: trial {best['trial']} ({best['model']}, strategy {best['strategy']}), "
+                      f"val_loss {_fmt(best['val_loss'])}, test NSE {_fmt(best.get('test_nse'))}; "
+                      f"checkpoint `{best.get('checkpoint', '')}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_trials(rows: list[dict[str, Any]], path: Path) -> None:
+    """Best validation loss of each trial in start order, coloured by model, with the running best."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = sorted((r for r in rows if _finite(r.get("val_loss"))), key=lambda r: r["trial"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model in sorted({r["model"] for r in scored}):
+        pts = [r for r in scored if r["model"] == model]
+        ax.scatter([r["trial"] for r in pts], [r["val_loss"] for r in pts], label=model, s=30)
+    run, best = [], math.inf
+    for r in scored:
+        best = min(best, r["val_loss"])
+        run.append(best)
+    ax.step([r["trial"] for r in scored], run, where="post", color="k", lw=1, label="best so far")
+    ax.set_xlabel("trial (start order)")
+    ax.set_ylabel("best validation loss (MSE / target variance)")
+    ax.legend(fontsize=8)
+    _save_fig(fig, path)
+    plt.close(fig)
+
+
+def plot_groups(rows: list[dict[str, Any]], path: Path) -> None:
+    """Best validation loss of every trial, grouped by model x strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if _finite(r.get("val_loss"))]
+    groups = sorted({(r["model"], r["strategy"]) for r in scored})
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) + 2), 4))
+    for i, key in enumerate(groups):
+        vals = [r["val_loss"] for r in scored if (r["model"], r["strategy"]) == key]
+        ax.scatter([i] * len(vals), vals, s=30)
+        ax.hlines(min(vals), i - 0.3, i + 0.3, color="k", lw=1)
+    ax.set_xticks(range(len(groups)), [f"{m}\n{s}" for m, s in groups], fontsize=8)
+    ax.set_ylabel("best validation loss")
+    ax.set_title("trials per model and strategy (bar: best)")
+    _save_fig(fig, path)
+    plt.close(fig)
+
+
+def _copy_best(checkpoint: str, dest: Path) -> str:
+    if "://" in checkpoint:
+        return checkpoint
+    with directory_aside(dest) as tmp:
+        shutil.copytree(checkpoint, tmp)
+    return str(dest)
+
+
+def write_results(rows: list[dict[str, Any]], cfg: TuneConfig, path: str) -> tuple[dict[str, str], str | None]:
+    """Write the leaderboard, plots and summary into the search folder (a local path or an fsspec URL);
+    returns the files and the best checkpoint's path."""
+    remote = "://" in path
+    local = Path(tempfile.mkdtemp(prefix="xmw_tune_results_")) if remote else Path(path)
+    local.mkdir(parents=True, exist_ok=True)
+    best = next((r for r in rows if _finite(r.get("val_loss")) and r.get("checkpoint")), None)
+    best_path = _copy_best(best["checkpoint"], local / "best") if best and not remote else (
+        best["checkpoint"] if best else None)
+    write_text_atomic(local / FILES["csv"], to_csv(rows))
+    write_text_atomic(local / FILES["markdown"], to_markdown(rows, cfg.run.name))
+    plot_trials(rows, local / FILES["plot_trials"])
+    plot_groups(rows, local / FILES["plot_groups"])
+    summary = {"search": cfg.run.name, "best_checkpoint": best_path, "best": best, "n_trials": len(rows)}
+    write_text_atomic(local / FILES["summary"], json.dumps(summary, indent=1, default=str))
+    files = {k: str(local / v) for k, v in FILES.items()}
+    if remote:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path)
+        for key, name in FILES.items():
+            fs.put_file(str(local / name), f"{root.rstrip('/')}/{name}")
+            files[key] = f"{path.rstrip('/')}/{name}"
+        shutil.rmtree(local, ignore_errors=True)
+    return files, best_path

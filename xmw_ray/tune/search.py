@@ -1,0 +1,142 @@
+"""Tuner setup: resource arithmetic, OptunaSearch + ASHA, time budget, two-level fault tolerance, resume,
+and the search's results (leaderboard, plots, best checkpoint).
+
+Resources: a trial is a small driver (``search.driver_cpus``) that starts a TorchTrainer whose workers are
+scheduled outside the trial's own reservation, so Tune alone would start as many trials as driver slots fit and
+their workers would then wait forever. The concurrency is therefore derived here from the whole footprint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xmw_ray.errors import XmwInputError
+from xmw_ray.train.resources import DATA_CPUS
+from xmw_ray.tune.cleanup import WorkerGroupSweeper
+from xmw_ray.tune.config import TuneConfig
+from xmw_ray.tune.space import DefineByRun
+
+METRIC, MODE = "val_loss", "min"
+
+
+def trial_footprint(cfg: TuneConfig) -> dict[str, float]:
+    """What one running trial holds: its driver plus its TorchTrainer workers."""
+    res = cfg.resources
+    need = {"CPU": cfg.search.driver_cpus + res.num_workers * res.cpus_per_worker}
+    if res.use_gpu:
+        need["GPU"] = float(res.num_workers)
+    return need
+
+
+def max_concurrent_trials(cfg: TuneConfig, cluster: dict[str, float]) -> int:
+    """How many trials run at once: every footprint fits, with ``DATA_CPUS`` left for Ray Data's tasks.
+    Raises ``XmwInputError`` (never waits) when not even one trial fits."""
+    need = trial_footprint(cfg)
+    fits = []
+    for key, amount in need.items():
+        have = float(cluster.get(key, 0.0)) - (DATA_CPUS if key == "CPU" else 0.0)
+        fits.append(math.floor(have / amount + 1e-9))
+    n = min(fits)
+    if n < 1:
+        res = cfg.resources
+        asked = ", ".join(f"{v:g} {k}" for k, v in need.items())
+        have = ", ".join(f"{cluster.get(k, 0.0):g} {k}" for k in need)
+        raise XmwInputError(
+            f"resources: one trial needs {asked} ({cfg.search.driver_cpus:g} CPU driver + {res.num_workers} "
+            f"worker(s) x {res.cpus_per_worker:g} CPU{' + 1 GPU' if res.use_gpu else ''}) plus {DATA_CPUS:g} CPU "
+            f"for Ray Data, but the cluster has {have}; lower resources.num_workers / resources.cpus_per_worker / "
+            f"search.driver_cpus, or add nodes (search.cluster for an autoscaling cluster)")
+    n = min(n, cfg.search.num_samples)
+    if cfg.search.max_concurrent_trials is not None:
+        n = min(n, cfg.search.max_concurrent_trials)
+    return n
+
+
+def experiment_path(cfg: TuneConfig) -> str:
+    out = cfg.run.output_dir
+    return f"{out.rstrip('/')}/{cfg.run.name}" if "://" in out else str(Path(out).resolve() / cfg.run.name)
+
+
+def _storage_path(cfg: TuneConfig) -> str:
+    out = cfg.run.output_dir
+    return out if "://" in out else str(Path(out).resolve())
+
+
+def _trainable(cfg: TuneConfig) -> Any:
+    from ray import tune
+
+    from xmw_ray.tune.trial import run_trial
+
+    fn = tune.with_parameters(run_trial, settings=cfg.model_dump(mode="json"))
+    return tune.with_resources(fn, {"CPU": cfg.search.driver_cpus})
+
+
+def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
+    """A fresh Tuner: OptunaSearch (define-by-run) + ASHA on the validation loss, budget, retries."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = cfg.search
+    searcher = OptunaSearch(space=DefineByRun(s), metric=METRIC, mode=MODE, seed=s.seed)
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.optim.epochs,
+                              grace_period=min(s.grace_period, cfg.optim.epochs), reduction_factor=s.reduction_factor)
+    return tune.Tuner(
+        _trainable(cfg),
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=s.num_samples, max_concurrent_trials=concurrency,
+                                    time_budget_s=s.time_budget_s),
+        run_config=tune.RunConfig(name=cfg.run.name, storage_path=_storage_path(cfg),
+                                  failure_config=tune.FailureConfig(max_failures=s.max_trial_failures),
+                                  callbacks=[WorkerGroupSweeper()], verbose=1),
+    )
+
+
+def restore_or_build(cfg: TuneConfig, concurrency: int) -> tuple[Any, bool]:
+    """Resume the search stored under ``run.name`` if there is one (finished trials are kept, unfinished and
+    errored ones continue from their checkpoints), else start it."""
+    from ray import tune
+
+    path = experiment_path(cfg)
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=_trainable(cfg), resume_unfinished=True,
+                                  resume_errored=True), True
+    return build_tuner(cfg, concurrency), False
+
+
+@dataclass
+class SearchOutcome:
+    """What a search leaves: the leaderboard rows (best first), its files, and the best checkpoint."""
+
+    path: str
+    rows: list[dict[str, Any]]
+    files: dict[str, str]
+    best_checkpoint: str | None
+    resumed: bool
+    wall_s: float
+
+
+def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> SearchOutcome:
+    """Run (or resume) the search, then write the leaderboard, plots and ``best`` checkpoint."""
+    import ray
+
+    from xmw_ray.train.runner import ensure_ray
+    from xmw_ray.tune.leaderboard import collect_rows, write_results
+
+    ensure_ray()
+    have = cluster or cfg.search.cluster or ray.cluster_resources()
+    concurrency = max_concurrent_trials(cfg, have)
+    t0 = time.perf_counter()
+    tuner, resumed = restore_or_build(cfg, concurrency)
+    print(f"xmw tune: {'resuming' if resumed else 'starting'} search {cfg.run.name!r} at {experiment_path(cfg)} "
+          f"({cfg.search.num_samples} trials, up to {concurrency} at once)", flush=True)
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    rows = collect_rows(grid, cfg)
+    files, best = write_results(rows, cfg, experiment_path(cfg))
+    return SearchOutcome(path=experiment_path(cfg), rows=rows, files=files, best_checkpoint=best,
+                         resumed=resumed, wall_s=wall)

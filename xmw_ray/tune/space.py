@@ -1,0 +1,146 @@
+"""Define-by-run Optuna search spaces: each model suggests its own hyper-parameters, each strategy its own.
+
+A space is a function of an Optuna trial; :func:`define_by_run` picks the model and strategy first and then asks
+only that model's and that strategy's questions, so an LSTM trial never carries attention heads. Parameter names
+are ``hp/<model>/<name>`` and ``sp/<strategy>/<name>`` (Ray's OptunaSearch unflattens ``/`` into nested dicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from xmw_ray.tune.config import NO_TRANSFER, SearchSection
+
+
+@dataclass(frozen=True)
+class SizeRanges:
+    """Ranges of the size hyper-parameters: ``small`` for laptops and tests, ``full`` for a GPU cluster
+    (it brackets X-MethaneWet's own sizes: hidden/d_model 8, 3 layers, dropout 0.2)."""
+
+    widths: tuple[int, ...]
+    max_layers: int
+    max_dropout: float
+    heads: tuple[int, ...]
+
+
+SIZES = {
+    "small": SizeRanges(widths=(4, 8), max_layers=1, max_dropout=0.1, heads=(2,)),
+    "full": SizeRanges(widths=(8, 16, 32, 64), max_layers=3, max_dropout=0.3, heads=(2, 4)),
+}
+
+ModelSpace = Callable[[Any, str, SizeRanges], dict[str, Any]]
+
+
+def _recurrent(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
+            "num_layers": t.suggest_int(p + "num_layers", 1, s.max_layers),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+
+
+def _ealstm(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+
+
+def _tcn(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
+            "kernel_size": t.suggest_categorical(p + "kernel_size", [3, 5]),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+
+
+def _attention(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    d_model = t.suggest_categorical(p + "d_model", [w for w in s.widths if w % max(s.heads) == 0])
+    return {"d_model": d_model,
+            "n_heads": t.suggest_categorical(p + "n_heads", list(s.heads)),
+            "d_ff": d_model * t.suggest_categorical(p + "ff_mult", [2, 4]),
+            "num_layers": t.suggest_int(p + "num_layers", 1, s.max_layers),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+
+
+def _pyraformer(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    return {**_attention(t, p, s), "inner_size": t.suggest_categorical(p + "inner_size", [3, 5])}
+
+
+#: Each registered model's own questions.
+MODEL_SPACES: dict[str, ModelSpace] = {
+    "lstm": _recurrent, "gru": _recurrent, "ealstm": _ealstm, "tcn": _tcn,
+    "transformer": _attention, "itransformer": _attention, "pyraformer": _pyraformer,
+}
+
+StrategySpace = Callable[[Any, str], dict[str, Any]]
+
+def _finetune(t: Any, p: str) -> dict[str, Any]:
+    frozen = t.suggest_categorical(p + "freeze", ["none", "encoder"])
+    return {"freeze": [] if frozen == "none" else [frozen],
+            "lr_scale": t.suggest_float(p + "lr_scale", 0.1, 1.0, log=True)}
+
+
+def _adversarial(t: Any, p: str) -> dict[str, Any]:
+    return {**_finetune(t, p), "lambda_max": t.suggest_float(p + "lambda_max", 0.1, 1.0, log=True)}
+
+
+def _reweight(t: Any, p: str) -> dict[str, Any]:
+    return {"decay": t.suggest_float(p + "decay", 0.5, 1.0)}
+
+
+#: Each transfer strategy's own questions (xmw_ray/transfer's parameter names; scratch and residual have none).
+STRATEGY_SPACES: dict[str, StrategySpace] = {"finetune": _finetune, "adversarial": _adversarial,
+                                             "reweight": _reweight}
+
+
+class DefineByRun:
+    """The OptunaSearch ``space`` (a picklable callable: the searcher's state is saved with the search)."""
+
+    def __init__(self, search: SearchSection) -> None:
+        missing = [m for m in search.models if m not in MODEL_SPACES]
+        if missing:
+            raise ValueError(f"model {missing[0]!r} has no search space in xmw_ray/tune/space.py")
+        self.search = search
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        search = self.search
+        model = trial.suggest_categorical("model", list(search.models))
+        strategy = trial.suggest_categorical("strategy", list(search.strategies))
+        lo, hi = search.lr
+        trial.suggest_float("lr", lo, hi, log=lo > 0 and hi > lo)
+        wlo, whi = search.weight_decay
+        trial.suggest_float("weight_decay", wlo, whi)
+        MODEL_SPACES[model](trial, f"hp/{model}/", SIZES[search.space])
+        if strategy != NO_TRANSFER and strategy in STRATEGY_SPACES:
+            STRATEGY_SPACES[strategy](trial, f"sp/{strategy}/")
+        return {}
+
+
+def model_params(config: dict[str, Any], search: SearchSection) -> dict[str, Any]:
+    """The model hyper-parameters of a trial's (unflattened) config, in the model's own names."""
+    model = config["model"]
+    raw = dict(config.get("hp", {}).get(model, {}))
+    return _rebuild(model, raw, search)
+
+
+def _rebuild(model: str, raw: dict[str, Any], search: SearchSection) -> dict[str, Any]:
+    """Replay the model's space on recorded answers (e.g. ``ff_mult`` → ``d_ff``) without Optuna."""
+    return MODEL_SPACES[model](_Replay(raw), "", SIZES[search.space])
+
+
+def strategy_params(config: dict[str, Any]) -> dict[str, Any]:
+    strategy = config["strategy"]
+    if strategy == NO_TRANSFER or strategy not in STRATEGY_SPACES:
+        return {}
+    return STRATEGY_SPACES[strategy](_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
+
+
+class _Replay:
+    """An object with Optuna's ``suggest_*`` methods that answers from a dict of recorded values."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def _get(self, name: str, *_: Any, **__: Any) -> Any:
+        if name not in self._values:
+            raise KeyError(f"trial config has no value for {name!r}")
+        return self._values[name]
+
+    suggest_categorical = suggest_int = suggest_float = _get
