@@ -27,25 +27,21 @@ class Stage:
 
 def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed: int) -> list[Stage]:
     y0, y1 = years
-    split_year = y0 + (y1 - y0 + 1) * 2 // 3 - 1  # first two thirds train, last third test
     world, grid, site_store, runs = out / "world", out / "grid.zarr", out / "sites", out / "runs"
-    exp = REPO_CONFIGS / "experiments"
-    common = ["--set", f"run.output_dir={runs}"]
     return [
         Stage("simulate", ["simulate", "--out", str(world), "--res", str(res), "--years", f"{y0}-{y1}",
                            "--sites", str(sites), "--seed", str(seed)], world / "truth.json"),
         Stage("prepare grid", ["prepare", "grid", "--src", str(world), "--out", str(grid)], grid),
         Stage("prepare sites", ["prepare", "sites", "--src", str(world), "--grid", str(grid), "--out", str(site_store)],
               site_store),
-        Stage("train sim-temporal", ["train", "--config", str(exp / "sim-temporal.yaml"), *common,
-                                     "--set", f"data.store={grid}",
-                                     "--set", f"data.split.train_years=[{y0},{split_year}]",
-                                     "--set", f"data.split.test_years=[{split_year + 1},{y1}]",
-                                     "--set", "optim.epochs=4"],
-              runs / "sim-temporal" / "best"),
-        Stage("train obs-spatial", ["train", "--config", str(exp / "obs-spatial.yaml"), *common,
-                                    "--set", f"data.store={site_store}", "--set", "optim.epochs=15"],
-              runs / "obs-spatial" / "best"),
+        Stage("tune (smoke preset)", ["tune", "--config", str(REPO_CONFIGS / "tune" / "smoke.yaml"),
+                                      "--set", f"data.store={grid}", "--set", f"run.output_dir={runs / 'tune'}"],
+              runs / "tune" / "tune-smoke" / "best"),
+        Stage("infer", ["infer", "--checkpoint", str(runs / "tune" / "tune-smoke" / "best"), "--grid", str(grid),
+                        "--years", f"{y0}-{y1}", "--out", str(out / "maps")],
+              out / "maps" / "budget.csv"),
+        Stage("report", ["report", str(runs), str(out / "maps"), "--out", str(out / "report.html")],
+              out / "report.html"),
     ]
 
 

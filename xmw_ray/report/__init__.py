@@ -1,0 +1,1 @@
+"""One HTML page gathering what a pipeline run left behind."""
