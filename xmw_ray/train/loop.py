@@ -3,6 +3,11 @@ bfloat16 autocast on GPU, early stopping on the validation split, a report (and 
 
 The loss is the masked MSE divided by the target variance (``target_std``² from the training split), so learning
 rates mean the same thing whatever the flux magnitude; predictions stay in mg CH4 m-2 d-1.
+
+Transfer hooks (general, used by ``xmw_ray/transfer``): a ``"source"`` dataset shard streams alongside the
+training shard (one epoch = one pass over the source, the training shard cycled) and an ``objective`` (see
+:class:`Objective`) replaces the plain loss with its own terms and may add trainable modules (a discriminator),
+whose weights travel in the training state for resuming.
 """
 
 from __future__ import annotations
@@ -33,6 +38,58 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+#: Optional per-sample loss weight column of a training dataset (``masked_mse``'s ``weight``).
+WEIGHT_COLUMN = "weight"
+
+
+class Objective:
+    """A training loss a strategy provides instead of the plain masked MSE (picklable: it crosses to workers).
+
+    ``modules`` returns extra trainable modules (optimised with the model, not part of the saved model);
+    ``loss`` gets the DDP-wrapped ``model`` (call it, so gradients synchronise), its bare module, the extra
+    modules (also wrapped), the training batch and the paired source batch (dicts of tensors, or None),
+    the training progress in [0, 1] and the epoch; it returns the loss and scalars to log.
+    """
+
+    def modules(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        return {}
+
+    def loss(self, model: torch.nn.Module, bare: torch.nn.Module, extras: dict[str, torch.nn.Module],
+             batch: dict[str, torch.Tensor], source: dict[str, torch.Tensor] | None, progress: float,
+             epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0):
+    """Batches as dicts of float tensors (every column the shard carries, e.g. a per-sample ``weight``)."""
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "prefetch_batches": 2,
+                              "dtypes": torch.float32, "drop_last": False}
+    if shuffle_buffer:
+        kwargs["local_shuffle_buffer_size"] = shuffle_buffer
+    yield from shard.iter_torch_batches(**kwargs)
+
+
+def _paired_steps(train_shard: Any, source_shard: Any | None, batch_size: int, device: torch.device,
+                  shuffle_buffer: int):
+    """``(batch, source_batch)`` pairs: the source drives the epoch, the training shard is cycled beside it.
+
+    The cycled shard is the small side (observations): it is read once per epoch BEFORE the source streams (two
+    pipelines at once starve each other of CPUs) and its batches are replayed in a fresh random order.
+    """
+    if source_shard is None:
+        for batch in batch_dicts(train_shard, batch_size, device, shuffle_buffer):
+            yield batch, None
+        return
+    kept = list(batch_dicts(train_shard, batch_size, device, shuffle_buffer))
+    if not kept:
+        return
+    replay: list[int] = []
+    for src in batch_dicts(source_shard, batch_size, device, shuffle_buffer):
+        if not replay:
+            replay = torch.randperm(len(kept)).tolist()
+        yield kept[replay.pop()], src
 
 
 def _batches(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0):
@@ -85,8 +142,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for p in getattr(model, part).parameters():
             p.requires_grad_(False)
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=optim_cfg["lr"],
-                            weight_decay=optim_cfg["weight_decay"])
+    objective: Objective | None = loop_config.get("objective")
+    extras = objective.modules(model) if objective is not None else {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
     epochs = optim_cfg["epochs"]
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
              if optim_cfg["scheduler"] == "cosine" else None)
@@ -108,36 +168,52 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 sched.load_state_dict(state["scheduler"])
             start_epoch, best, stale = state["epoch"] + 1, state["best_val_loss"], state["stale"]
             history = list(state.get("history", []))
+            for name, m in extras.items():
+                m.load_state_dict(state["extras"][name])
 
     model = ray.train.torch.prepare_model(model)
+    extras = {name: ray.train.torch.prepare_model(m) for name, m in extras.items()}
     bare = unwrap(model)
     target_var = float(bare.target_std) ** 2
     use_amp = bool(optim_cfg["amp"]) and device.type == "cuda"
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
+    source_shard = ray.train.get_dataset_shard("source") if loop_config.get("paired") else None
     fail_at = loop_config.get("fail_at_epoch")  # fault injection (tests): raise once, before any resume
 
     for epoch in range(start_epoch, epochs):
         if fail_at is not None and epoch == fail_at and resume_dir is None:
             raise RuntimeError(f"injected worker failure at epoch {epoch}")
         model.train()
+        for m in extras.values():
+            m.train()
         tot, nb = 0.0, 0
-        for dyn, stat, y in _batches(train_shard, data_cfg["batch_size"], device, data_cfg["shuffle_buffer"]):
+        terms: dict[str, float] = {}
+        for batch, src in _paired_steps(train_shard, source_shard, data_cfg["batch_size"], device,
+                                        data_cfg["shuffle_buffer"]):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = model(dyn, stat)
-            loss = masked_mse(pred.float(), y) / target_var
+                if objective is None:
+                    y = batch[schema.TARGET]
+                    pred = model(batch[schema.DYNAMIC], batch[schema.STATIC])
+                    loss = masked_mse(pred.float(), y, batch.get(WEIGHT_COLUMN)) / target_var
+                    logged: dict[str, float] = {}
+                else:
+                    loss, logged = objective.loss(model, bare, extras, batch, src, epoch / max(epochs, 1), epoch)
             if not torch.isfinite(loss):  # a batch with no observed day: nothing to learn from
                 continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(params, optim_cfg["grad_clip"])
             opt.step()
             tot += float(loss.detach())
             nb += 1
+            for k, v in logged.items():
+                terms[k] = terms.get(k, 0.0) + float(v)
         if sched is not None:
             sched.step()
         train_loss = _all_reduce([tot, float(nb)], device)
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss[0] / max(train_loss[1], 1.0)}
+        metrics.update({k: v / max(nb, 1) for k, v in terms.items()})
         metrics.update(evaluate_shard(model, val_shard, data_cfg["batch_size"] * 4, device, target_var))
         val = metrics["val_loss"]
         improved = math.isfinite(val) and val < best
@@ -150,7 +226,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics["done"] = should_stop
         history.append(dict(metrics))
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
-                       "epoch": epoch, "best_val_loss": best, "stale": stale, "history": history}
+                       "epoch": epoch, "best_val_loss": best, "stale": stale, "history": history,
+                       "extras": {name: unwrap(m).state_dict() for name, m in extras.items()}}
         if rank == 0:
             # Local mode persists nothing itself, so checkpoints go straight to the run folder; on workers
             # they go to a temporary folder that Ray uploads to run storage before report returns.

@@ -21,7 +21,7 @@ from xmw_ray.config import TrainConfig
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.train.checkpoint import load_train_state
-from xmw_ray.train.loop import train_loop_per_worker
+from xmw_ray.train.loop import Objective, train_loop_per_worker
 from xmw_ray.train.resources import check_fits
 
 BEST_DIR = "best"
@@ -43,10 +43,17 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.run.output_dir).resolve() / cfg.run.name
 
 
+LOCAL_MIN_CPUS = 4
+
+
 def ensure_ray() -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance; quiet logs."""
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level=logging.WARNING)
+        address = os.environ.get("RAY_ADDRESS")
+        # A new local instance gets logical CPUs (at least LOCAL_MIN_CPUS): a trial's driver, its worker and
+        # Ray Data then fit on a 2-core laptop; the OS shares the cores. XMW_NUM_CPUS overrides.
+        cpus = None if address else int(os.environ.get("XMW_NUM_CPUS", max(os.cpu_count() or 1, LOCAL_MIN_CPUS)))
+        ray.init(address=address, num_cpus=cpus, log_to_driver=False, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -64,8 +71,16 @@ def _best_of(history: list[dict[str, Any]]) -> int:
 
 def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                  init_state: dict[str, Any] | None = None, freeze: list[str] | None = None,
-                 callbacks: list[Any] | None = None, fail_at_epoch: int | None = None) -> TrainOutcome:
-    """Train one model as configured; resumes when ``<output_dir>/<name>`` holds an earlier run's checkpoints."""
+                 callbacks: list[Any] | None = None, fail_at_epoch: int | None = None,
+                 source: ray.data.Dataset | None = None, objective: Objective | None = None,
+                 norm: dict[str, Any] | None = None) -> TrainOutcome:
+    """Train one model as configured; resumes when ``<output_dir>/<name>`` holds an earlier run's checkpoints.
+
+    Transfer hooks: ``source`` is a second training dataset streamed beside ``train`` (``TRAIN_COLUMNS`` and
+    optionally ``loop.WEIGHT_COLUMN``); ``objective`` replaces the plain loss (see ``loop.Objective``); ``norm`` overrides the
+    normalisation statistics the model is built with (default: the training split's). Validation, and so the
+    best checkpoint, always uses the ``val`` split of ``cfg.data``.
+    """
     ensure_ray()
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)
@@ -77,11 +92,16 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         "config": cfg.model_dump(mode="json"),
         "n_dynamic": ds.n_dynamic,
         "n_static": ds.n_static,
-        "norm": ds.norm,
+        "norm": norm if norm is not None else ds.norm,
         "init_state": init_state,
         "freeze": freeze or [],
         "fail_at_epoch": fail_at_epoch,
+        "objective": objective,
+        "paired": source is not None,
     }
+    datasets = {"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)}
+    if source is not None:  # tensor columns only: TRAIN_COLUMNS, optionally WEIGHT_COLUMN
+        datasets["source"] = source
     if local:  # local mode keeps no checkpoints of its own: write them to the run folder and resume from there
         ck_root = run_dir / "checkpoints"
         ck_root.mkdir(exist_ok=True)
@@ -102,7 +122,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                                                checkpoint_score_order="min"),
             callbacks=callbacks,
         ),
-        datasets={"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)},
+        datasets=datasets,
         dataset_config=DataConfig(datasets_to_split="all"),
     )
     result = trainer.fit()

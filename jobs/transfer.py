@@ -1,0 +1,8 @@
+"""``ray job submit -- python jobs/transfer.py --config FILE [--set k=v ...]``: the same code path as ``xmw transfer``."""
+
+import sys
+
+from xmw_ray.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["transfer", *sys.argv[1:]]))

@@ -1,0 +1,105 @@
+"""Transfer strategies as Ray Train runs on a tiny built-in world: pretraining is cached and reused, fine-tuning
+starts from the pretrained weights and keeps frozen parts fixed, selection uses the target validation split only,
+and ``xmw transfer`` writes the results table, the plot and a ``best`` checkpoint that ``xmw evaluate`` reads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from xmw_ray.config import validate
+from xmw_ray.data.ray_datasets import StoreInfo
+from xmw_ray.errors import XmwInputError
+from xmw_ray.transfer import TransferJob, get_strategy
+from xmw_ray.transfer.base import DONE_FILE, check_layouts, model_state, pretrain_key
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = {"name": "lstm", "params": {"hidden_size": 8, "num_layers": 1, "dropout": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    from xmw_ray.data.grid_store import prepare_grid
+    from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.sim.world import SimulationSpec, simulate
+
+    root = tmp_path_factory.mktemp("transfer_world")
+    simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0), log=lambda m: None)
+    prepare_grid(root / "world", root / "grid.zarr", cells_per_chunk=64)
+    prepare_sites(root / "world" / "FLUXNET-CH4", root / "sites", grid=root / "grid.zarr")
+    return {"grid": root / "grid.zarr", "sites": root / "sites"}
+
+
+def raw_job(world: dict[str, Path], out: Path, name: str, **params) -> dict:
+    return {
+        "source": {"source": "grid", "store": str(world["grid"]), "batch_size": 64,
+                   "split": {"kind": "temporal", "train_years": [2000, 2003], "test_years": [2004, 2004],
+                             "val_fraction": 0.2}},
+        "target": {"source": "sites", "store": str(world["sites"]), "batch_size": 16,
+                   "split": {"kind": "site_temporal", "val_fraction": 0.3}},
+        "model": MODEL, "optim": {"lr": 0.01, "epochs": 2}, "pretrain_optim": {"lr": 0.01, "epochs": 1},
+        "run": {"output_dir": str(out), "name": name, "seed": 0}, "params": params,
+    }
+
+
+def test_finetune_starts_from_cached_pretraining_and_keeps_frozen_encoder(ray_session, world, tmp_path):
+    job = validate(raw_job(world, tmp_path, "ft", freeze=["encoder"]), TransferJob)
+    out = get_strategy("finetune").run(job)
+    pre = tmp_path / "pretrain" / pretrain_key(job)
+    done_mtime = (pre / DONE_FILE).stat().st_mtime_ns
+    pretrained, tuned = model_state(pre / "best"), model_state(out.best_checkpoint)
+    enc = [k for k in pretrained if k.startswith("encoder.")]
+    assert enc and all(torch.equal(pretrained[k], tuned[k]) for k in enc)  # frozen part unchanged
+    assert not torch.equal(pretrained["head.weight"], tuned["head.weight"])  # the head trained
+    assert torch.equal(pretrained["target_std"], tuned["target_std"])  # one set of statistics: the pretrained one
+    # selection on the target's validation split: the best epoch has the lowest target val_loss
+    assert out.metrics["val_loss"] == min(h["val_loss"] for h in out.history)
+    assert json.loads((out.best_checkpoint / "config.json").read_text())["data"]["store"] == str(world["sites"])
+    # a second strategy with the same source, model and seed reuses the pretraining
+    res = get_strategy("residual").run(validate(raw_job(world, tmp_path, "res"), TransferJob))
+    assert (pre / DONE_FILE).stat().st_mtime_ns == done_mtime
+    resid = model_state(res.best_checkpoint)
+    assert all(torch.equal(pretrained[k], resid["sim." + k]) for k in pretrained)  # the simulation part is frozen
+
+
+def test_layout_mismatch_and_missing_source_are_one_line_errors(world, tmp_path):
+    a = StoreInfo("grid", "g", ("PREC", "TAIR"), ("clelev",), [], None, [])
+    b = StoreInfo("sites", "s", ("PREC", "SOLR"), ("clelev",), [], None, [])
+    with pytest.raises(XmwInputError, match="dynamic variables"):
+        check_layouts(a, b)
+    raw = raw_job(world, tmp_path, "x")
+    raw["source"] = None
+    with pytest.raises(XmwInputError, match="needs a source"):
+        get_strategy("finetune").run(validate(raw, TransferJob))
+
+
+def test_xmw_transfer_writes_tables_plot_and_evaluable_best(ray_session, world, tmp_path):
+    raw = raw_job(world, tmp_path, "unused")
+    cfg = {"output_dir": str(tmp_path / "exp"), "source": raw["source"], "target": raw["target"],
+           "settings": {"spatial": {"kind": "spatial", "n_folds": 3, "test_fold": 0, "val_fraction": 0.25}},
+           "strategies": ["scratch", "reweight"], "models": [MODEL], "fractions": [1.0], "seeds": [0],
+           "optim": {"lr": 0.01, "epochs": 1}, "pretrain_optim": {"lr": 0.01, "epochs": 1},
+           "baseline": {"max_iter": 10}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "xmw_ray.cli", "transfer", "--config", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "exp"
+    rows = list(csv.DictReader((exp / "summary.csv").open()))
+    assert {r["strategy"] for r in rows} == {"scratch", "reweight", "gbt"}
+    assert "| gbt |" in (exp / "summary.md").read_text() and (exp / "skill_vs_fraction.png").stat().st_size > 0
+    ev = subprocess.run([sys.executable, "-m", "xmw_ray.cli", "evaluate", "--checkpoint", str(exp / "best"),
+                         "--store", str(world["sites"]), "--split", "all", "--json"],
+                        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout)["pooled"]["n"] > 0
+    bad = subprocess.run(cmd + ["--set", "strategies=[nope]"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert bad.returncode == 2 and "strategies" in bad.stderr

@@ -1,0 +1,28 @@
+"""``xmw transfer --config FILE [--set k=v ...]`` (``jobs/transfer.py`` calls the same function)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from xmw_ray.config import load_config
+    from xmw_ray.train.runner import ensure_ray
+    from xmw_ray.transfer.experiment import ExperimentConfig, run_experiment
+
+    cfg = load_config(args.config, args.overrides, cls=ExperimentConfig)
+    ensure_ray()
+    paths = run_experiment(cfg)
+    print(paths["summary_md"].read_text(), end="")
+    for name in ("results", "summary_csv", "summary_md", "plot", "best"):
+        print(f"{name}: {paths[name]}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from xmw_ray.train.commands import add_config_args
+
+    p = sub.add_parser("transfer", help="transfer-learning experiment: strategies x models x settings x "
+                                        "fractions x seeds, results table and plot")
+    add_config_args(p)
+    p.set_defaults(func=cmd_transfer)

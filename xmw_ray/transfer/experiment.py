@@ -1,0 +1,210 @@
+"""The transfer experiment: strategies × models × settings × data fractions × seeds, each a Ray Train run,
+scored on the observations' TEST split (never used for selection), plus the gradient-boosted-tree baseline.
+
+Re-running is safe: finished runs are listed in ``results.jsonl`` and skipped; an interrupted run resumes from
+its checkpoints; source pretrainings are cached by hash and shared by every strategy/fraction/setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from xmw_ray.baselines.gbt import GBTBaseline
+from xmw_ray.config import DataSection, ModelSection, OptimSection, ResourcesSection, RunSection, Strict
+from xmw_ray.data import schema
+from xmw_ray.data.ray_datasets import sample_dataset, store_info
+from xmw_ray.data.splits import SplitSpec
+from xmw_ray.errors import XmwInputError
+from xmw_ray.train.evaluate import evaluate_checkpoint
+from xmw_ray.train.metrics import MetricAccumulator
+from xmw_ray.transfer.base import TransferJob
+from xmw_ray.transfer.registry import STRATEGIES, get_strategy
+from xmw_ray.transfer.table import write_results
+
+RESULTS_FILE = "results.jsonl"
+BEST_DIR = "best"
+OUTPUT_DIR_TOKEN = "{output_dir}"
+
+
+class PrepareSection(Strict):
+    """Build the stores when they do not exist: simulate at ``forcing``'s towers → source; its observations →
+    target (both ``xmw prepare sites``, so their feature layouts match)."""
+
+    forcing: str = Field(description="folder of FLUXNET-CH4 site files (with the META file)")
+
+
+class ExperimentConfig(Strict):
+    output_dir: str = "runs/transfer"
+    source: DataSection
+    target: DataSection
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
+    strategy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: list[ModelSection] = Field(default_factory=lambda: [ModelSection()])
+    settings: dict[str, SplitSpec] = Field(description="observation splits by name, e.g. temporal / spatial")
+    fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    optim: OptimSection = Field(default_factory=OptimSection)
+    pretrain_optim: OptimSection = Field(default_factory=OptimSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    baseline: dict[str, Any] | None = Field(default_factory=dict, description="GBT parameters; null: no GBT row")
+    prepare: PrepareSection | None = None
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in STRATEGIES]
+        if bad:
+            raise ValueError(f"unknown strategies {bad}; known: {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < f <= 1 for f in v):
+            raise ValueError("fractions must be in (0, 1]")
+        return v
+
+    def resolved(self) -> ExperimentConfig:
+        """Store paths with ``{output_dir}`` filled in."""
+        out = self.output_dir
+        return self.model_copy(update={
+            "source": self.source.model_copy(update={"store": self.source.store.replace(OUTPUT_DIR_TOKEN, out)}),
+            "target": self.target.model_copy(update={"store": self.target.store.replace(OUTPUT_DIR_TOKEN, out)}),
+        })
+
+
+def _log(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> None:
+    """Run ``simulate sites`` and ``prepare sites`` for the stores that are missing (``prepare`` section)."""
+    from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.sim.site_forcing import simulate_sites
+
+    if cfg.prepare is None:
+        for sec in (cfg.source, cfg.target):
+            if not Path(sec.store).exists() and "://" not in sec.store:
+                raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
+                                    "config's header)")
+        return
+    forcing = Path(cfg.prepare.forcing)
+    if not forcing.is_dir():
+        raise XmwInputError(f"{forcing}: prepare.forcing folder not found")
+    if not Path(cfg.source.store).exists():
+        sim_files = Path(cfg.output_dir) / "prepared" / "simulated-sites"
+        log(f"simulating towers at {forcing}'s forcing -> {sim_files}")
+        simulate_sites(forcing, sim_files, log=log)
+        prepare_sites(sim_files, cfg.source.store, progress=log)
+    if not Path(cfg.target.store).exists():
+        log(f"preparing observations {forcing} -> {cfg.target.store}")
+        prepare_sites(forcing, cfg.target.store, progress=log)
+
+
+def run_key(strategy: str, model: str, setting: str, fraction: float, seed: int) -> str:
+    return f"{strategy}-{model}-{setting}-f{fraction:g}-s{seed}"
+
+
+def _load_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _arrays(info, spec: SplitSpec, part: str) -> dict[str, np.ndarray]:
+    batches = list(sample_dataset(info, spec, part).iter_batches(batch_size=None, batch_format="numpy"))
+    if not batches:
+        raise XmwInputError(f"{info.path}: split part {part!r} holds no sample")
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> dict[str, Any]:
+    """Fit the trees on the observations' training split (training + validation parts), score on test."""
+    info = store_info(cfg.target.store, cfg.target.source)
+    train = [_arrays(info, spec, p) for p in ("train", "val")]
+    dyn = np.concatenate([t[schema.DYNAMIC] for t in train])
+    stat = np.concatenate([t[schema.STATIC] for t in train])
+    y = np.concatenate([t[schema.TARGET] for t in train])
+    model = GBTBaseline(**{"random_state": seed, **(cfg.baseline or {})}).fit(dyn, stat, y)
+    test = _arrays(info, spec, "test")
+    acc = MetricAccumulator("daily")
+    acc.update(model.predict(test[schema.DYNAMIC], test[schema.STATIC]), test[schema.TARGET], test[schema.ENTITY])
+    return {"model": "gbt", "setting": setting, "fraction": fraction, "seed": seed, "strategy": "gbt",
+            **acc.result()["pooled"], "val_nse": float("nan"), "checkpoint": ""}
+
+
+def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> dict[str, Path]:
+    """Run every missing combination, then write the tables, the plot and ``<output_dir>/best``."""
+    cfg = cfg.resolved()
+    out = Path(cfg.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    prepare_stores(cfg, log)
+    results = out / RESULTS_FILE
+    rows = _load_rows(results)
+    done = {r["key"] for r in rows}
+    for model in cfg.models:
+        for setting, base_spec in cfg.settings.items():
+            for fraction in cfg.fractions:
+                for seed in cfg.seeds:
+                    spec = base_spec.model_copy(update={"fraction": fraction, "seed": seed})
+                    if cfg.baseline is not None:
+                        key = run_key("gbt", "gbt", setting, fraction, seed)
+                        if key not in done:
+                            row = {"key": key, **gbt_row(cfg, setting, spec, fraction, seed)}
+                            _append_row(results, row)
+                            rows.append(row)
+                            done.add(key)
+                    for strategy in cfg.strategies:
+                        key = run_key(strategy, model.name, setting, fraction, seed)
+                        if key in done:
+                            continue
+                        log(f"run {key}")
+                        job = TransferJob(
+                            source=cfg.source, target=cfg.target.model_copy(update={"split": spec}), model=model,
+                            optim=cfg.optim, pretrain_optim=cfg.pretrain_optim, resources=cfg.resources,
+                            run=RunSection(name=key, output_dir=str(out / "runs"), seed=seed),
+                            params=cfg.strategy_params.get(strategy, {}))
+                        outcome = get_strategy(strategy).run(job)
+                        report = evaluate_checkpoint(str(outcome.best_checkpoint), cfg.target.store, "test")
+                        row = {"key": key, "model": model.name, "setting": setting, "fraction": fraction,
+                               "seed": seed, "strategy": strategy, **report["pooled"],
+                               "val_nse": outcome.metrics.get("val_nse", float("nan")),
+                               "checkpoint": str(outcome.best_checkpoint)}
+                        _append_row(results, row)
+                        rows.append(row)
+                        done.add(key)
+                        log(f"  test NSE {row['nse']:.3f} (val NSE {row['val_nse']:.3f})")
+    paths = write_results([{k: v for k, v in r.items() if k != "key"} for r in rows], out)
+    paths["best"] = _copy_best(rows, out)
+    return paths
+
+
+def _copy_best(rows: list[dict[str, Any]], out: Path) -> Path:
+    """The run with the highest VALIDATION NSE (never test) → ``<output_dir>/best`` (copied aside, renamed)."""
+    scored = [r for r in rows if r.get("checkpoint") and r.get("val_nse") == r.get("val_nse")]
+    best = out / BEST_DIR
+    if not scored:
+        return best
+    src = max(scored, key=lambda r: r["val_nse"])["checkpoint"]
+    tmp = out / (BEST_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(best, ignore_errors=True)
+    os.replace(tmp, best)
+    return best

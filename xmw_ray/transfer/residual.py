@@ -1,0 +1,47 @@
+"""``residual``: a frozen simulation model plus a model trained on the observation residual; prediction = sum.
+
+The simulation model is the cached source pretraining; the saved model is the registered ``residual`` wrapper
+(``xmw_ray/models/residual.py``), so evaluation and inference load it like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from xmw_ray.config import ModelSection
+from xmw_ray.data.ray_datasets import build_datasets
+from xmw_ray.models import build_model
+from xmw_ray.train.runner import TrainOutcome, run_training
+from xmw_ray.transfer.base import (
+    StrategyParams,
+    TransferJob,
+    model_state,
+    pretrain_source,
+    require_source,
+    target_config,
+    validate_params,
+)
+
+
+class ResidualParams(StrategyParams):
+    residual_model: dict[str, Any] | None = Field(
+        None, description="{'name': ..., **hyper-parameters} of the residual model (default: the job's model)")
+
+
+class Residual:
+    name = "residual"
+
+    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
+        params = validate_params(ResidualParams, job.params, self.name)
+        require_source(job, self.name)
+        sim_ckpt = pretrain_source(job)
+        base = {"name": job.model.name, **job.model.params}
+        res = params.residual_model or base
+        section = ModelSection(name="residual", params={"base": base, "residual": res})
+        ds = build_datasets(job.target)
+        model = build_model("residual", ds.n_dynamic, ds.n_static, norm=ds.norm, **section.params)
+        model.sim.load_state_dict(model_state(sim_ckpt))
+        return run_training(target_config(job, model=section), datasets=ds, init_state=model.state_dict(),
+                            freeze=["sim"], callbacks=callbacks)

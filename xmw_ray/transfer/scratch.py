@@ -1,0 +1,18 @@
+"""``scratch``: observations only (the reference every transfer strategy must beat)."""
+
+from __future__ import annotations
+
+from xmw_ray.train.runner import TrainOutcome, run_training
+from xmw_ray.transfer.base import StrategyParams, TransferJob, target_config, validate_params
+
+
+class ScratchParams(StrategyParams):
+    """No hyper-parameters: the model, optimiser and split say everything."""
+
+
+class Scratch:
+    name = "scratch"
+
+    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
+        validate_params(ScratchParams, job.params, self.name)
+        return run_training(target_config(job), callbacks=callbacks)
