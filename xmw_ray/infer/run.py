@@ -80,8 +80,9 @@ def _actor_count(actors: int | None, use_gpu: bool) -> int:
 
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
-    if actors is None:
-        actors = max(1, int(gpus)) if use_gpu else max(1, int(cpus - DATA_CPUS))
+    if actors is None:  # size the pool by what is free now: earlier work in this driver may still hold some
+        free = ray.available_resources()
+        actors = max(1, int(free.get("GPU", 0.0))) if use_gpu else max(1, int(free.get("CPU", 0.0) - DATA_CPUS))
     need_cpu = actors + DATA_CPUS
     if cpus + 1e-9 < need_cpu or (use_gpu and gpus + 1e-9 < actors):
         raise XmwInputError(f"--actors {actors}: needs {need_cpu:g} CPU{f' and {actors} GPU' if use_gpu else ''} "
