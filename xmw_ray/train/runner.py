@@ -19,12 +19,16 @@ from ray.train.torch import TorchTrainer
 
 from xmw_ray.config import TrainConfig
 from xmw_ray.data import schema
+from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.train.checkpoint import load_train_state
 from xmw_ray.train.loop import Objective, train_loop_per_worker
 from xmw_ray.train.resources import check_fits
 
 BEST_DIR = "best"
+HISTORY_FILE = "history.json"
+#: Where runs stored at a URL keep their local copy (best checkpoint, history): ``$XMW_CACHE_DIR/runs/<url>``.
+CACHE_ENV = "XMW_CACHE_DIR"
 #: The tensor columns a training worker consumes (ids stay behind: torch cannot collate strings).
 TRAIN_COLUMNS = [schema.DYNAMIC, schema.STATIC, schema.TARGET]
 
@@ -40,7 +44,29 @@ class TrainOutcome:
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:
-    return Path(cfg.run.output_dir).resolve() / cfg.run.name
+    """Local folder of a run: the run itself, or for a URL ``output_dir`` its local copy (``run_url_of``)."""
+    out = cfg.run.output_dir
+    if is_url(out):
+        cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmw")
+        return cache / "runs" / out.replace("://", "/", 1).rstrip("/") / cfg.run.name
+    return Path(out).resolve() / cfg.run.name
+
+
+def run_url_of(cfg: TrainConfig) -> str | None:
+    """``<output_dir>/<name>`` when run storage is an object store (``s3://``, ``gs://``), else None."""
+    out = cfg.run.output_dir
+    return f"{out.rstrip('/')}/{cfg.run.name}" if is_url(out) else None
+
+
+def _publish(run_dir: Path, url: str) -> None:
+    """Copy the best checkpoint and the history to run storage, history last (whole objects, no partial file)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    best = run_dir / BEST_DIR
+    for f in sorted(p for p in best.rglob("*") if p.is_file()):
+        fs.put_file(str(f), f"{root}/{BEST_DIR}/{f.relative_to(best).as_posix()}")
+    fs.put_file(str(run_dir / HISTORY_FILE), f"{root}/{HISTORY_FILE}")
 
 
 LOCAL_MIN_CPUS = 4
@@ -114,8 +140,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                                      resources_per_worker={"CPU": res.cpus_per_worker}),
         run_config=RunConfig(
             name=cfg.run.name,
-            storage_path=str(Path(cfg.run.output_dir).resolve()) if "://" not in cfg.run.output_dir
-            else cfg.run.output_dir,
+            storage_path=cfg.run.output_dir if is_url(cfg.run.output_dir)
+            else str(Path(cfg.run.output_dir).resolve()),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
                                                checkpoint_score_attribute="val_loss",
@@ -134,7 +160,10 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     shutil.copytree(best_src, tmp)
     shutil.rmtree(best, ignore_errors=True)
     os.replace(tmp, best)
-    (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
+    url = run_url_of(cfg)
+    if url is not None:
+        _publish(run_dir, url)
     metrics = history[_best_of(history)] if history else {}
     return TrainOutcome(run_dir=run_dir, best_checkpoint=best, metrics=metrics, history=history)
 
@@ -157,4 +186,7 @@ def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool, history: list[
     scored = [(m.get("val_loss", float("inf")), c) for c, m in (result.best_checkpoints or [])]
     scored = [(v if v == v else float("inf"), c) for v, c in scored]
     ckpt = min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
-    return ckpt.path if "://" not in ckpt.path else ckpt.to_directory()
+    from pyarrow.fs import LocalFileSystem
+
+    # on an object store the path has no scheme (it is relative to the checkpoint's filesystem): download it
+    return ckpt.path if isinstance(ckpt.filesystem, LocalFileSystem) else ckpt.to_directory()
