@@ -43,7 +43,7 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
             "--set", f"target.store={site_store}",
             "--set", f"source.split.train_years=[{max(y0, y1 - 19)},{y1 - 5}]",
             "--set", f"source.split.test_years=[{y1 - 4},{y1}]",
-            "--set", "strategies=[scratch,finetune,residual]", "--set", "fractions=[0.25]",
+            "--set", "strategies=[scratch,finetune]", "--set", "fractions=[0.25]",
             "--set", "seeds=[0]"],
               runs / "transfer" / "summary.md"),
         Stage("infer", ["infer", "--checkpoint", str(runs / "tune" / "tune-smoke" / "best"), "--grid", str(grid),
