@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.models.base import XmwModel, concat_static
 from xmw_ray.models.registry import register
-from xmw_ray.models.transformer import AttentionParams, encoder_stack
+from xmw_ray.models.transformer import ATTENTION_TEST_PARAMS, AttentionParams, encoder_stack
 
 
 class InvertedEncoder(nn.Module):
@@ -43,13 +43,7 @@ class ITransformerModel(XmwModel):
     """iTransformer with X-MethaneWet's attention sizes by default."""
 
     Params = AttentionParams
-    test_params: ClassVar[dict[str, Any]] = {
-        "d_model": 8,
-        "n_heads": 2,
-        "d_ff": 16,
-        "num_layers": 1,
-        "dropout": 0.0,
-    }
+    test_params: ClassVar[dict[str, Any]] = ATTENTION_TEST_PARAMS
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: AttentionParams = self.hp  # type: ignore[assignment]

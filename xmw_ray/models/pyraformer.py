@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.models.base import XmwModel, concat_static
 from xmw_ray.models.registry import register
-from xmw_ray.models.transformer import AttentionParams, sinusoidal_positions
+from xmw_ray.models.transformer import ATTENTION_TEST_PARAMS, AttentionParams, sinusoidal_positions
 
 
 def scale_sizes(length: int, window_sizes: list[int]) -> list[int]:
@@ -171,11 +171,7 @@ class PyraformerModel(XmwModel):
 
     Params = PyraformerParams
     test_params: ClassVar[dict[str, Any]] = {
-        "d_model": 8,
-        "n_heads": 2,
-        "d_ff": 16,
-        "num_layers": 1,
-        "dropout": 0.0,
+        **ATTENTION_TEST_PARAMS,
         "window_sizes": [4, 4],
         "inner_size": 3,
     }

@@ -37,6 +37,10 @@ class AttentionParams(HParams):
         return self
 
 
+#: Tiny attention sizes for the conformance suite (shared by every attention model).
+ATTENTION_TEST_PARAMS: dict[str, Any] = {"d_model": 8, "n_heads": 2, "d_ff": 16, "num_layers": 1, "dropout": 0.0}
+
+
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     """Vaswani et al. (2017) position encodings ``(length, d_model)``."""
     pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
@@ -75,13 +79,7 @@ class TransformerModel(XmwModel):
     """Transformer encoder (Vaswani et al. 2017) with days as tokens."""
 
     Params = AttentionParams
-    test_params: ClassVar[dict[str, Any]] = {
-        "d_model": 8,
-        "n_heads": 2,
-        "d_ff": 16,
-        "num_layers": 1,
-        "dropout": 0.0,
-    }
+    test_params: ClassVar[dict[str, Any]] = ATTENTION_TEST_PARAMS
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: AttentionParams = self.hp  # type: ignore[assignment]
