@@ -23,6 +23,8 @@ from xmw_ray.data.contract import ANNUAL_VARS, DYNAMIC_VARS, STATIC_VARS
 from xmw_ray.models import MODELS, build_model
 from xmw_ray.train.losses import masked_mse
 
+#: Registered models that wrap another model (their cost is the wrapped models'): not benchmarked alone.
+WRAPPERS = {"residual"}
 N_DYN, N_STAT = len(DYNAMIC_VARS), len(STATIC_VARS) + len(ANNUAL_VARS)
 
 
@@ -95,7 +97,7 @@ def main() -> None:
             rnn.zero_grad()
             masked_mse(head(rnn(x)[0]).squeeze(-1), target).backward()
 
-        for name in sorted(MODELS):
+        for name in sorted(n for n in MODELS if n not in WRAPPERS):
             hp = {} if hidden == 8 else size_hparams(name, hidden)
             model = build_model(name, N_DYN, N_STAT, **hp).to(device).train()
 
