@@ -70,11 +70,20 @@ class TrainConfig(Strict):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: ModelSection) -> ModelSection:
-        from xmw_ray.models import MODELS
-
-        if v.name not in MODELS:
-            raise ValueError(f"unknown model {v.name!r}; known: {', '.join(sorted(MODELS))}")
+        require_models([v.name])
         return v
+
+
+def require_models(names: list[str]) -> None:
+    """Inside a validator: the registry's one-line error for an unknown model, as the ValueError pydantic
+    reports under the config key."""
+    from xmw_ray.models import model_class
+
+    for name in names:
+        try:
+            model_class(name)
+        except XmwInputError as exc:
+            raise ValueError(str(exc)) from None
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from xmw_ray.config import DataSection, OptimSection, ResourcesSection, RunSection, Strict
+from xmw_ray.config import DataSection, OptimSection, ResourcesSection, RunSection, Strict, require_models
 
 #: The strategy name that means "no transfer": plain ``run_training`` on ``data``.
 NO_TRANSFER = "none"
@@ -44,11 +44,7 @@ class SearchSection(Strict):
     @field_validator("models")
     @classmethod
     def _known_models(cls, v: list[str]) -> list[str]:
-        from xmw_ray.models import MODELS
-
-        unknown = [m for m in v if m not in MODELS]
-        if unknown:
-            raise ValueError(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}")
+        require_models(v)
         return v
 
     @field_validator("strategies")
@@ -57,10 +53,8 @@ class SearchSection(Strict):
         wanted = [s for s in v if s != NO_TRANSFER]
         if not wanted:
             return v
-        try:
-            from xmw_ray.transfer.registry import STRATEGIES
-        except ModuleNotFoundError:
-            raise ValueError("transfer strategies need xmw_ray.transfer, which is not installed") from None
+        from xmw_ray.transfer.registry import STRATEGIES
+
         unknown = [s for s in wanted if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join([NO_TRANSFER, *sorted(STRATEGIES)])}")
