@@ -199,7 +199,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     logged: dict[str, float] = {}
                 else:
                     loss, logged = objective.loss(model, bare, extras, batch, src, epoch / max(epochs, 1), epoch)
-            if not torch.isfinite(loss):  # a batch with no observed day: nothing to learn from
+            if not torch.isfinite(loss):  # diverged (masked_mse gives 0, not NaN, for a batch with no observed day)
                 continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
