@@ -25,7 +25,7 @@ import numpy as np
 
 from xmw_ray.data import schema
 from xmw_ray.data.atmosphere import annual_concentrations
-from xmw_ray.data.atomic import directory_aside
+from xmw_ray.data.atomic import directory_aside, upload_aside
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
@@ -53,6 +53,8 @@ from xmw_ray.data.fluxnet import (
     target_days,
     vapour_pressure_hpa,
 )
+from xmw_ray.data.grid_store import is_url
+from xmw_ray.data.normstats import NORMSTATS_DIR
 from xmw_ray.errors import XmwInputError
 
 SITE_FORMAT = "xmw-sites-v1"
@@ -175,6 +177,32 @@ def _site_samples(
     }
 
 
+def _site_store_key(key: str) -> bool:
+    """Whether ``key`` (relative to the store) is an object a Site store owns: replacing the store may delete it."""
+    return key == COMMON_METADATA or key.startswith(("site=", f"{NORMSTATS_DIR}/"))
+
+
+def _write_parquet(folder: Path, kept: dict[str, dict], site_info: dict[str, SiteMeta], pa_schema) -> None:
+    """One ``site=<ID>/part-0.parquet`` per tower, then ``_common_metadata`` (the store's commit file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for site, got in sorted(kept.items()):
+        n = len(got["year"])
+        table = pa.Table.from_arrays([
+            pa.array(got["year"], pa.int64()),
+            pa.array(np.full(n, site_info[site].lat), pa.float64()),
+            pa.array(np.full(n, site_info[site].lon), pa.float64()),
+            pa.array(np.isfinite(got["target"]).sum(axis=1).astype(np.int32)),
+            _fixed_list(got["dynamic"]),
+            _fixed_list(got["static"]),
+            _fixed_list(got["target"]),
+        ], schema=pa_schema)
+        (folder / f"site={site}").mkdir()
+        pq.write_table(table, folder / f"site={site}" / "part-0.parquet")
+    pq.write_metadata(pa_schema, folder / COMMON_METADATA)
+
+
 def prepare_sites(
     src: str | Path,
     out: str | Path,
@@ -184,10 +212,12 @@ def prepare_sites(
     max_input_gap: int = DEFAULT_MAX_INPUT_GAP,
     progress: Callable[[str], None] = lambda msg: None,
 ) -> dict:
-    """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}}``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}}``.
 
+    A local ``out`` is written aside and renamed. An ``s3://`` / ``gs://`` ``out`` is written to a local temporary
+    folder and uploaded with ``_common_metadata`` last (``atomic.upload_aside``): that object is the commit point,
+    and ``SiteStore.open`` refuses a store without it, so a reader never sees a half-written store.
+    """
     if target not in TARGET_CHOICES:
         raise XmwInputError(f"--target {target}: expected one of {', '.join(TARGET_CHOICES)}")
     if max_input_gap < 0:
@@ -227,22 +257,13 @@ def prepare_sites(
         raise XmwInputError(f"{src}: no site-year kept (dropped: {dict(drops) or 'no daily rows'})")
     meta["dropped"] = {r: int(drops.get(r, 0)) for r in DROP_REASONS}
     pa_schema = _schema(meta)
-    with directory_aside(out) as tmp:
-        tmp.mkdir(parents=True)
-        for site, got in sorted(kept.items()):
-            n = len(got["year"])
-            table = pa.Table.from_arrays([
-                pa.array(got["year"], pa.int64()),
-                pa.array(np.full(n, site_info[site].lat), pa.float64()),
-                pa.array(np.full(n, site_info[site].lon), pa.float64()),
-                pa.array(np.isfinite(got["target"]).sum(axis=1).astype(np.int32)),
-                _fixed_list(got["dynamic"]),
-                _fixed_list(got["static"]),
-                _fixed_list(got["target"]),
-            ], schema=pa_schema)
-            (tmp / f"site={site}").mkdir()
-            pq.write_table(table, tmp / f"site={site}" / "part-0.parquet")
-        pq.write_metadata(pa_schema, tmp / COMMON_METADATA)
+    if is_url(out):
+        with upload_aside(str(out), COMMON_METADATA, _site_store_key) as tmp:
+            _write_parquet(tmp, kept, site_info, pa_schema)
+    else:
+        with directory_aside(out) as tmp:
+            tmp.mkdir(parents=True)
+            _write_parquet(tmp, kept, site_info, pa_schema)
     return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"]}
 
 
@@ -266,7 +287,8 @@ class SiteStore:
             filesystem, root = fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
             schema_ = pq.read_schema(f"{root}/{COMMON_METADATA}", filesystem=filesystem)
         except Exception as exc:
-            raise XmwInputError(f"{path}: not a Site store ({type(exc).__name__})") from exc
+            raise XmwInputError(f"{path}: not a Site store, or one whose writing did not finish (no readable "
+                                f"{COMMON_METADATA}: {type(exc).__name__})") from exc
         meta = json.loads(schema_.metadata[META_KEY])
         if meta.get("format") != SITE_FORMAT:
             raise XmwInputError(f"{path}: not a Site store (format {meta.get('format')!r})")

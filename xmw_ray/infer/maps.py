@@ -14,6 +14,10 @@ Resuming: only the driver writes, one whole year at a time, so no two writers ev
 point of a year is its marker ``_done/<year>.json`` (holding that year's budget), written after every chunk of
 the year; a year without a marker is recomputed in full by the next run and overwrites its own chunks. The
 metadata is consolidated, so readers never list the store (``_done/``, ``budget.csv``, ``plots/`` are ignored).
+
+Local paths and ``s3://`` / ``gs://`` URLs alike: the empty store is created aside (a local folder renamed, or
+uploaded with its root ``zarr.json`` last), chunks are whole-object writes, and each marker is one PUT, so the
+per-year commit holds on object stores too.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from xmw_ray.data.atomic import directory_aside
+from xmw_ray.data.atomic import directory_aside, upload_aside
 from xmw_ray.data.contract import DAYS_IN_MONTH, DAYS_PER_YEAR, FLUX_UNIT, grid_coords, grid_shape
 from xmw_ray.data.grid_store import is_url
 from xmw_ray.errors import XmwInputError
@@ -40,6 +44,10 @@ DONE_DIR = "_done"
 #: Largest daily chunk (bytes, uncompressed): the number of latitude rows per chunk follows from it.
 MAX_CHUNK_BYTES = 32 * 2**20
 MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
+#: Arrays of an empty store as ``_create`` writes it; the root ``zarr.json`` (consolidated metadata) goes last.
+CREATED_ARRAYS = ("lat", "lon", "time", "month_time", "month_time_bnds", "year_time", "year_time_bnds", FLUX_VAR,
+                  MONTHLY_VAR, ANNUAL_VAR, AREA_VAR)
+ROOT_METADATA = "zarr.json"
 #: Attributes that must match for a rerun to resume an existing store.
 IDENTITY_KEYS = ("years", "source_checkpoint_sha256", "source_grid_store", "grid_cells", "grid_resolution_deg")
 
@@ -50,10 +58,14 @@ def join(base: str, *parts: str) -> str:
 
 
 def put_bytes(url: str, data: bytes) -> None:
-    """Write ``data`` to ``url`` through a temporary name and a move (a rename on local disks)."""
+    """Write ``data`` to ``url`` whole: one PUT on object stores (atomic there), a temporary file and a rename on
+    local disks."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
+    if is_url(url):
+        fs.pipe_file(path, data)
+        return
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp-{os.getpid()}"
@@ -175,6 +187,11 @@ def _consolidate(path: str) -> None:
         zarr.consolidate_metadata(path)
 
 
+def _created_key(key: str) -> bool:
+    """Whether ``key`` (relative to the store) is an object ``_create`` writes: a rerun may replace it."""
+    return key == ROOT_METADATA or key.split("/", 1)[0] in CREATED_ARRAYS
+
+
 def _exists(url: str) -> tuple[bool, bool]:
     """(something is at ``url``, it is a Zarr group)."""
     import fsspec
@@ -182,7 +199,7 @@ def _exists(url: str) -> tuple[bool, bool]:
     fs, path = fsspec.core.url_to_fs(url)
     if not fs.exists(path):
         return False, False
-    if fs.exists(f"{path}/zarr.json"):
+    if fs.exists(f"{path}/{ROOT_METADATA}"):
         return True, True
     empty_dir = fs.isdir(path) and not fs.ls(path)
     return not empty_dir, False
@@ -210,14 +227,14 @@ class FluxMaps:
         """Open the store at ``path`` for resuming (it must come from the same run), or create it."""
         path = str(path)
         present, is_group = _exists(path)
-        if present and not is_group:
+        if present and not is_group and not is_url(path):
             raise XmwInputError(f"{path}: exists and is not a flux-map store; choose another --out")
-        if not present:
-            if is_url(path):
-                _create(path, spec, wetland_area_map)
-            else:
-                with directory_aside(path) as tmp:
-                    _create(str(tmp), spec, wetland_area_map)
+        if is_url(path) and not is_group:  # what a creation that did not finish left is replaced
+            with upload_aside(path, ROOT_METADATA, _created_key) as tmp:
+                _create(str(tmp), spec, wetland_area_map)
+        elif not present:
+            with directory_aside(path) as tmp:
+                _create(str(tmp), spec, wetland_area_map)
         maps = cls(path, spec, cell_ilat, cell_ilon)
         attrs = maps._root.attrs.asdict()
         if attrs.get("xmw_format") != MAPS_FORMAT:

@@ -9,7 +9,9 @@ years without a commit marker, so a crashed run resumes and ends with the same s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,34 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextmanager
+def local_checkpoint(checkpoint: str) -> Iterator[str]:
+    """A local folder holding ``checkpoint``'s model file: the folder itself, or for an ``s3://`` / ``gs://`` URL
+    (e.g. a run's ``<output_dir>/<name>/best``) a temporary copy of its model file, removed on exit."""
+    if not is_url(checkpoint):
+        yield checkpoint
+        return
+    import fsspec
+
+    from xmw_ray.train.checkpoint import MODEL_FILE
+
+    fs, root = fsspec.core.url_to_fs(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="xmw-checkpoint-") as tmp:
+        try:
+            fs.get_file(f"{root.rstrip('/')}/{MODEL_FILE}", str(Path(tmp) / MODEL_FILE))
+        except FileNotFoundError as exc:
+            raise XmwInputError(f"{checkpoint}: not a checkpoint ({MODEL_FILE} missing)") from exc
+        yield tmp
+
+
+class _CheckpointPredictor(FluxPredictor):
+    """``FluxPredictor`` that also takes a checkpoint URL: each actor, on whichever node, fetches the model once."""
+
+    def __init__(self, checkpoint: str, use_gpu: bool = False):
+        with local_checkpoint(checkpoint) as local:
+            super().__init__(local, use_gpu)
 
 
 def select_years(store: GridStore, years: tuple[int, int] | None) -> tuple[int, ...]:
@@ -116,6 +146,9 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
                   on_year_done: Callable[[int, dict[str, float]], None] | None = None) -> InferResult:
     """Map ``checkpoint``'s flux over ``grid`` for ``years`` into ``out``; resumes a store left by a crashed run.
 
+    Each of the three may be a local path or an ``s3://`` / ``gs://`` URL (``maps.FluxMaps`` commits year by year
+    on object stores too).
+
     ``on_year_done(year, budget_tg)`` is called after each year is committed (progress reporting).
     """
     from xmw_ray.train.checkpoint import MODEL_FILE, load_checkpoint_model
@@ -124,10 +157,10 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
         raise XmwInputError(f"--batch-size {batch_size}: must be at least 1")
     if actors is not None and actors < 1:
         raise XmwInputError(f"--actors {actors}: must be at least 1")
-    if is_url(checkpoint):
-        raise XmwInputError(f"{checkpoint}: the checkpoint must be a local (or shared-filesystem) directory")
     checkpoint = _local_abs(checkpoint)
-    model = load_checkpoint_model(checkpoint)
+    with local_checkpoint(checkpoint) as local:
+        model = load_checkpoint_model(local)
+        model_sha256 = _sha256(Path(local) / MODEL_FILE)
     grid, out = _local_abs(grid), _local_abs(out)
     store = GridStore.open(grid)
     if (len(store.dynamic_vars), len(store.static_vars)) != (model.n_dynamic, model.n_static):
@@ -135,7 +168,7 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
                             f"the checkpoint expects {model.n_dynamic} / {model.n_static}")
     wanted = select_years(store, years)
     spec = MapSpec(res=store.res, years=wanted, checkpoint=checkpoint,
-                   checkpoint_sha256=_sha256(Path(checkpoint) / MODEL_FILE), grid_store=grid,
+                   checkpoint_sha256=model_sha256, grid_store=grid,
                    grid_cells=store.n_cells, model=model.config())
     area = wetland_area_cells(store)
     area_map = np.full((store.nlat, store.nlon), np.nan)
@@ -170,7 +203,7 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: lis
     n_actors = _actor_count(actors, use_gpu)
     ds = sample_dataset(store_info(store.path, "grid"), None, "all", years=years)
     ds.context.execution_options.preserve_order = True  # one year at a time reaches the driver
-    preds = ds.map_batches(FluxPredictor, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
+    preds = ds.map_batches(_CheckpointPredictor, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
                            compute=ray.data.ActorPoolStrategy(size=n_actors), batch_size=batch_size,
                            batch_format="numpy", num_cpus=1, num_gpus=1 if use_gpu else 0)
     lat, _ = grid_coords(store.res)
