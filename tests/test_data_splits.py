@@ -100,3 +100,15 @@ def test_bad_specs_are_rejected():
     with pytest.raises(ValidationError):
         SplitSpec(kind="spatial", n_folds=3, test_fold=3)
     assert SplitSpec().key() == SplitSpec().key() != SplitSpec(seed=1).key()
+
+
+def test_all_trains_on_every_sample_and_tests_none():
+    """The deployable fit: every tower-year trains (validation, when asked, still comes out of training)."""
+    years = np.array([2010, 2011, 2012, 2013] * 3)
+    ent = np.repeat(np.arange(3), 4)
+    plan = SplitPlan(SplitSpec(kind="all"), ["A", "B", "C"], all_years=range(2010, 2014))
+    assert (plan.parts(ent, years) == TRAIN).all()
+    assert plan.years_needed("test") == []
+    assert plan.years_needed("train") == [2010, 2011, 2012, 2013]
+    with_val = SplitPlan(SplitSpec(kind="all", val_fraction=0.5), ["A", "B", "C"]).parts(ent, years)
+    assert set(with_val.tolist()) == {TRAIN, VAL}

@@ -6,7 +6,10 @@ Kinds:
 - ``spatial``: entities are split into ``n_folds`` seeded folds (or the explicit ``folds`` mapping, e.g.
   X-MethaneWet's 5 tower folds, ``folds="xmw"``); fold ``test_fold`` tests, the others train; all years.
 - ``site_temporal``: X-MethaneWet's per-tower rule: of an entity's sorted years, those after
-  ``years[(n - 1) * 6 // 7]`` test, the others train.
+  ``years[(n - 1) * 6 // 7]`` test, the others train (for towers of up to 8 years: the last year of each
+  multi-year tower tests).
+- ``all``: every sample trains and none tests: the deployable model fitted on everything once model choices are
+  made elsewhere (validation, when asked for, is still carved out of training).
 
 ``fraction`` keeps a seeded share of the training ENTITIES (data-sparse experiments); ``val_fraction`` carves
 validation out of training only: by entity for ``spatial``, by a seeded per-sample draw otherwise. Every random
@@ -36,7 +39,7 @@ class SplitSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["temporal", "spatial", "site_temporal"] = "temporal"
+    kind: Literal["temporal", "spatial", "site_temporal", "all"] = "temporal"
     train_years: tuple[int, int] = (1979, 1998)
     test_years: tuple[int, int] = (1999, 2018)
     n_folds: int = Field(5, ge=2)
@@ -156,6 +159,9 @@ class SplitPlan:
         if spec.kind == "temporal":
             is_test = (y >= spec.test_years[0]) & (y <= spec.test_years[1])
             is_train = (y >= spec.train_years[0]) & (y <= spec.train_years[1]) & ~is_test
+        elif spec.kind == "all":
+            is_test = np.zeros(ei.shape, dtype=bool)
+            is_train = ~is_test
         else:
             is_test = y > self._cutoff[ei]
             is_train = ~is_test
@@ -180,6 +186,8 @@ class SplitPlan:
         spec = self.spec
         if spec.kind == "spatial":
             return years.tolist()
+        if spec.kind == "all":
+            return [] if part == "test" else years.tolist()
         if spec.kind == "temporal":
             lo, hi = spec.test_years if part == "test" else spec.train_years
             keep = (years >= lo) & (years <= hi)
