@@ -111,3 +111,16 @@ def write_tiny_fluxnet(folder: Path, sites: dict[str, tuple[float, float]], star
     (folder / "FLX_AA-Flx_CH4-META_1.csv").write_text("\ufeff" + "\n".join([META_HEADER, *rows]) + "\n",
                                                        encoding="utf-8")
     return out
+
+
+def write_fluxnet_meta(folder: Path, rows: list[dict[str, object]]) -> Path:
+    """Replace the tiny FLUXNET-CH4 folder's META file (BOM header) by ``rows``; columns are the union of the rows'
+    keys in first-seen order, an absent key an empty field (as in the release)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in rows]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "FLX_AA-Flx_CH4-META_1.csv"
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path

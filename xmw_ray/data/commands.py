@@ -43,7 +43,8 @@ def _prepare_sites(args: argparse.Namespace) -> int:
 
     overrides = resolve_site_ints(args.wetland_types, "wetlandtype") if args.wetland_types else None
     summary = prepare_sites(args.src, args.out, grid=args.grid, target=args.target, wetland_types=overrides,
-                            max_input_gap=args.max_input_gap, progress=_progress)
+                            max_input_gap=args.max_input_gap, progress=_progress, drivers=args.drivers,
+                            sim_sites=args.sim_sites)
     print(f"site store {args.out}: {summary['samples']} site-years from {summary['sites']} sites")
     dropped = {k: v for k, v in summary["dropped"].items() if v}
     print("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
@@ -61,6 +62,7 @@ def register(subparsers) -> None:
     from xmw_ray.data.fluxnet import TARGET_CHOICES
     from xmw_ray.data.grid_store import DEFAULT_CELLS_PER_CHUNK, DEFAULT_CHUNKS_PER_SHARD
     from xmw_ray.data.site_store import DEFAULT_MAX_INPUT_GAP
+    from xmw_ray.data.tower_features import DRIVER_SETS
 
     prep = subparsers.add_parser("prepare", help="build a Grid (TEM-MDM) or Site (FLUXNET-CH4) store")
     kinds = prep.add_subparsers(dest="kind", required=True)
@@ -80,7 +82,12 @@ def register(subparsers) -> None:
     s.add_argument("--target", choices=TARGET_CHOICES, default="FCH4")
     s.add_argument("--wetland-types", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
     s.add_argument("--max-input-gap", type=int, default=DEFAULT_MAX_INPUT_GAP,
-                   help="fill driver gaps of at most this many days by interpolation (0: none)")
+                   help="fill driver gaps of at most this many days by interpolation (0: none; xmw drivers only)")
+    s.add_argument("--drivers", choices=DRIVER_SETS, default="xmw",
+                   help="xmw: X-MethaneWet's 5 drivers (gap site-years dropped); tower: the towers' own columns, "
+                        "trailing means, gap flags (gaps kept as NaN) and metadata descriptors")
+    s.add_argument("--sim-sites", metavar="DIR",
+                   help="with --drivers tower: 'xmw simulate sites' output whose FCH4 becomes the SIM_FCH4 input")
     s.set_defaults(func=_prepare_sites)
 
     i = subparsers.add_parser("inspect", help="describe a Grid or Site store")

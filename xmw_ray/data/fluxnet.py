@@ -53,6 +53,9 @@ NPP_PER_GPP = 0.5
 #: µmol CO2 m-2 s-1 → g C m-2 d-1.
 UMOL_PER_S_TO_GC_PER_DAY = 12.011e-6 * 86_400
 MIN_GPP_DAYS = 7
+#: ``SiteMeta`` attribute ← META file column, for the vegetation flags (0 when the column or value is missing).
+VEGETATION_FLAG_COLUMNS = {"moss_brown": "MOSS_BROWN", "moss_sphagnum": "MOSS_SPHAGNUM",
+                           "aerenchymatous": "AERENCHYMATOUS", "eri_shrub": "ERI_SHRUB", "tree": "TREE"}
 DAILY_FILE_RE = re.compile(r"FLX_(?P<site>[A-Za-z]{2}-[A-Za-z0-9]{3})_FLUXNET-CH4_DD_.*\.csv")
 META_GLOB = "FLX_AA-Flx_CH4-META_*.csv"
 _DATE_COLUMNS = ("TIMESTAMP", "DATE", "Date", "date")
@@ -94,6 +97,10 @@ class SiteMeta:
     igbp: str = ""
     koppen: str = ""
     tree: int = 0
+    moss_brown: int = 0
+    moss_sphagnum: int = 0
+    aerenchymatous: int = 0
+    eri_shrub: int = 0
 
     def wetland_class(self) -> int:
         base = _WETLAND_CLASS.get(self.classification.strip().lower(), 0)
@@ -124,6 +131,12 @@ def _first(columns, names) -> str | None:
     return next((n for n in names if n in columns), None)
 
 
+def _flag(text: str) -> int:
+    """A 0/1 metadata flag; 0 when empty or not numeric."""
+    value = pd.to_numeric(text, errors="coerce")
+    return int(value) if pd.notna(value) else 0
+
+
 def read_site_metadata(path: str | Path) -> dict[str, SiteMeta]:
     """``site → SiteMeta`` from the product's META file or X-MethaneWet's ``FLUXNET_CH4_2024.csv``."""
     path = Path(path)
@@ -148,12 +161,12 @@ def read_site_metadata(path: str | Path) -> dict[str, SiteMeta]:
         if not (-90 <= lat <= 90 and -180 <= lon <= 360):
             raise XmwInputError(f"{path}: row {i + 2} ({site}): coordinates out of range ({lat}, {lon})")
         elev = pd.to_numeric(row[elev_col], errors="coerce") if elev_col else np.nan
-        tree = pd.to_numeric(row.get("TREE", ""), errors="coerce")
+        flags = {attr: _flag(row.get(col, "")) for attr, col in VEGETATION_FLAG_COLUMNS.items()}
         out[site] = SiteMeta(
             site=site, lat=lat, lon=lon, elev=float(elev) if pd.notna(elev) else float("nan"),
             classification=str(row.get("SITE_CLASSIFICATION", "")), igbp=str(row.get("IGBP", "")),
             koppen=str(row.get(_first(cols, ("KOPPEN", "CLIMATE_KOEPPEN")) or "KOPPEN", "")),
-            tree=int(tree) if pd.notna(tree) else 0,
+            **flags,
         )
     return out
 

@@ -12,6 +12,11 @@ the tower's cell is not a valid cell of the Grid store (``cell_not_in_grid``) or
 (``year_not_in_grid``). With ``--grid`` NPP, the static maps and CH4/CO2 come from the Grid store at the tower's
 cell (``contract.site_cell``, X-MethaneWet's behaviour); without it they come from the tower itself
 (``fluxnet.SITE_STATIC_SOURCES``) and ``atmosphere.annual_concentrations``.
+
+Driver sets (``drivers``): ``xmw`` (the rules above: X-MethaneWet's 5 drivers, 8 static slots + CH4/CO2) or
+``tower`` (``tower_features``: the towers' own columns, trailing means, gap flags, seasonal clock, optionally the
+simulated flux at the tower, and metadata descriptors). With ``tower`` input gaps stay NaN and only ``no_target``
+drops a site-year; the metadata records ``drivers`` and ``sim_source``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,17 @@ from xmw_ray.data.fluxnet import (
 )
 from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.normstats import NORMSTATS_DIR
+from xmw_ray.data.tower_features import (
+    DRIVER_SETS,
+    SIM_VAR,
+    TOWER_BASE_VARS,
+    TOWER_STATIC_VARS,
+    SimulatedFlux,
+    tower_dynamic,
+    tower_dynamic_vars,
+    tower_static,
+    tower_units,
+)
 from xmw_ray.errors import XmwInputError
 
 SITE_FORMAT = "xmw-sites-v1"
@@ -177,6 +193,26 @@ def _site_samples(
     }
 
 
+def _tower_samples(sy: SiteYears, meta: SiteMeta, target: str, sim: SimulatedFlux | None,
+                   drops: Counter) -> dict | None:
+    """Kept samples of one tower with the ``tower`` driver set: gaps stay NaN, only ``no_target`` drops."""
+    tgt = target_days(sy, target)
+    keep = np.isfinite(tgt).any(axis=1)
+    drops["no_target"] += int((~keep).sum())
+    if not keep.any():
+        return None
+    base = {v: (sy.years, sy.columns[v]) for v in TOWER_BASE_VARS if sy.has(v)}
+    if sim is not None:
+        base[SIM_VAR] = sim.days(sy.site)
+    years = sy.years[keep]
+    return {
+        "year": years,
+        "dynamic": tower_dynamic(years, base, with_sim=sim is not None).astype(np.float32),
+        "static": np.tile(tower_static(meta), (len(years), 1)),
+        "target": tgt[keep].astype(np.float32),
+    }
+
+
 def _site_store_key(key: str) -> bool:
     """Whether ``key`` (relative to the store) is an object a Site store owns: replacing the store may delete it."""
     return key == COMMON_METADATA or key.startswith(("site=", f"{NORMSTATS_DIR}/"))
@@ -211,8 +247,13 @@ def prepare_sites(
     wetland_types: Mapping[str, int] | None = None,
     max_input_gap: int = DEFAULT_MAX_INPUT_GAP,
     progress: Callable[[str], None] = lambda msg: None,
+    drivers: str = "xmw",
+    sim_sites: str | Path | None = None,
 ) -> dict:
     """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}}``.
+
+    ``drivers`` picks the driver set (``xmw`` or ``tower``, see the module docstring); ``sim_sites`` (tower set
+    only) is an ``xmw simulate sites`` folder whose FCH4 becomes the ``SIM_FCH4`` input.
 
     A local ``out`` is written aside and renamed. An ``s3://`` / ``gs://`` ``out`` is written to a local temporary
     folder and uploaded with ``_common_metadata`` last (``atomic.upload_aside``): that object is the commit point,
@@ -222,26 +263,53 @@ def prepare_sites(
         raise XmwInputError(f"--target {target}: expected one of {', '.join(TARGET_CHOICES)}")
     if max_input_gap < 0:
         raise XmwInputError(f"--max-input-gap {max_input_gap}: must be >= 0")
+    if drivers not in DRIVER_SETS:
+        raise XmwInputError(f"--drivers {drivers}: expected one of {', '.join(DRIVER_SETS)}")
+    tower = drivers == "tower"
+    if tower and grid is not None:
+        raise XmwInputError(f"--grid {grid}: not meaningful with --drivers tower (its drivers come from the towers)")
+    if tower and wetland_types:
+        raise XmwInputError("--wetland-types: not used with --drivers tower (its class one-hot comes from "
+                            "SITE_CLASSIFICATION)")
+    if not tower and sim_sites is not None:
+        raise XmwInputError(f"--sim-sites {sim_sites}: only used with --drivers tower")
     sources = find_site_sources(src)
     metas = read_site_metadata(sources.meta_path)
+    sim = SimulatedFlux(sim_sites) if sim_sites is not None else None
     lookup = _GridLookup(grid) if grid is not None else None
     wetland_types = dict(wetland_types or {})
-    meta = {
-        "format": SITE_FORMAT,
-        "dynamic_vars": list(DYNAMIC_VARS),
-        "static_vars": list(STATIC_VARS) + list(ANNUAL_VARS),
-        "units": {v: UNITS[v] for v in (*DYNAMIC_VARS, *STATIC_VARS, *ANNUAL_VARS, TARGET_VAR)},
-        "target": target,
-        "grid": None if lookup is None else {"res": lookup.store.res, "nlat": lookup.store.nlat,
-                                             "nlon": lookup.store.nlon},
-        "static_sources": "grid store at the site's cell" if lookup else SITE_STATIC_SOURCES,
-        "wetland_type_override": sorted(wetland_types),
-        "max_input_gap_days": max_input_gap,
-    }
-    if lookup is None:  # static slots hold tower metadata (fluxnet.SITE_STATIC_SOURCES)
-        meta["units"].update(clelev="m", cltveg="IGBP class", vegetation_type_11="degrees_north",
-                             wetlandtype="class", climatetype="Koppen class")
-    columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN]
+    if tower:
+        meta = {
+            "format": SITE_FORMAT,
+            "dynamic_vars": list(tower_dynamic_vars(with_sim=sim is not None)),
+            "static_vars": list(TOWER_STATIC_VARS),
+            "units": {**tower_units(with_sim=sim is not None), TARGET_VAR: UNITS[TARGET_VAR]},
+            "target": target,
+            "grid": None,
+            "static_sources": "tower metadata (xmw_ray.data.tower_features)",
+            "wetland_type_override": [],
+            "max_input_gap_days": None,  # gaps stay NaN with the tower set
+        }
+        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *TOWER_BASE_VARS]
+    else:
+        meta = {
+            "format": SITE_FORMAT,
+            "dynamic_vars": list(DYNAMIC_VARS),
+            "static_vars": list(STATIC_VARS) + list(ANNUAL_VARS),
+            "units": {v: UNITS[v] for v in (*DYNAMIC_VARS, *STATIC_VARS, *ANNUAL_VARS, TARGET_VAR)},
+            "target": target,
+            "grid": None if lookup is None else {"res": lookup.store.res, "nlat": lookup.store.nlat,
+                                                 "nlon": lookup.store.nlon},
+            "static_sources": "grid store at the site's cell" if lookup else SITE_STATIC_SOURCES,
+            "wetland_type_override": sorted(wetland_types),
+            "max_input_gap_days": max_input_gap,
+        }
+        if lookup is None:  # static slots hold tower metadata (fluxnet.SITE_STATIC_SOURCES)
+            meta["units"].update(clelev="m", cltveg="IGBP class", vegetation_type_11="degrees_north",
+                                 wetlandtype="class", climatetype="Koppen class")
+        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN]
+    meta["drivers"] = drivers
+    meta["sim_source"] = None if sim_sites is None else str(sim_sites)
     drops: Counter = Counter()
     kept: dict[str, dict] = {}
     site_info: dict[str, SiteMeta] = {}
@@ -249,7 +317,10 @@ def prepare_sites(
         if sy.site not in metas:
             raise XmwInputError(f"{sources.meta_path}: site {sy.site} is missing from the metadata (data in {sy.path.name})")
         progress(f"{sy.site}: {len(sy.years)} years")
-        got = _site_samples(sy, metas[sy.site], target, lookup, wetland_types.get(sy.site), max_input_gap, drops)
+        if tower:
+            got = _tower_samples(sy, metas[sy.site], target, sim, drops)
+        else:
+            got = _site_samples(sy, metas[sy.site], target, lookup, wetland_types.get(sy.site), max_input_gap, drops)
         if got is not None:
             kept[sy.site] = got
             site_info[sy.site] = metas[sy.site]

@@ -1,0 +1,250 @@
+"""`prepare sites --drivers tower`: the towers' own drivers, trailing means, gap flags, simulated flux and metadata
+descriptors, on small synthetic towers and on the 15 real ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pytest
+from builders import write_fluxnet_meta, write_tiny_fluxnet
+
+from xmw_ray.cli import main
+from xmw_ray.data import schema
+from xmw_ray.data.contract import DYNAMIC_VARS
+from xmw_ray.data.fluxnet import SiteMeta, find_site_sources, read_site_metadata
+from xmw_ray.data.normstats import site_normstats
+from xmw_ray.data.site_store import SiteStore, prepare_sites
+from xmw_ray.data.splits import SplitSpec
+from xmw_ray.data.tower_features import TOWER_STATIC_VARS, tower_dynamic_vars, tower_static
+from xmw_ray.sim.site_forcing import simulate_sites
+
+SITES = {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (-60.0, 20.0)}
+BASE = ["TA_F", "P_F", "LE_F", "GPP_NT", "TS_1"]
+
+
+def _day(stamp: int) -> tuple[int, int]:
+    """(year, day index on the 365-day calendar) of a YYYYMMDD date that is not Feb 29."""
+    d = pd.Timestamp(str(stamp))
+    leap_shift = int(d.is_leap_year and d.month > 2)
+    return d.year, d.day_of_year - 1 - leap_shift
+
+
+def _rewrite(folder, site: str, df: pd.DataFrame) -> None:
+    df.to_csv(next(folder.glob(f"FLX_{site}_*.csv")), index=False)
+
+
+def _column(store: SiteStore, site: str, var: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(years, (n_years, 365))`` of one dynamic var of one tower."""
+    s = store.samples(pc.field("site") == site)
+    return s[schema.YEAR], s[schema.DYNAMIC][:, :, store.dynamic_vars.index(var)]
+
+
+def _value(store: SiteStore, site: str, var: str, stamp: int) -> float:
+    years, values = _column(store, site, var)
+    year, day = _day(stamp)
+    return float(values[list(years).index(year), day])
+
+
+def _fails(capsys, argv: list[str], needle: str, out) -> None:
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("xmw: error: ") and sum(line.startswith("xmw:") for line in lines) == 1, lines
+    assert needle in lines[-1], lines[-1]
+    assert not out.exists()
+
+
+def test_var_lists_order_and_metadata(tmp_path):
+    means = [f"{v}_mean{w}" for v in BASE for w in (7, 30)]
+    flags = [f"{v}_missing" for v in BASE]
+    assert list(tower_dynamic_vars(with_sim=False)) == [*BASE, *means, *flags, "DOY_SIN", "DOY_COS"]
+    with_sim = list(tower_dynamic_vars(with_sim=True))
+    assert with_sim[:6] == [*BASE, "SIM_FCH4"] and with_sim[16:18] == ["SIM_FCH4_mean7", "SIM_FCH4_mean30"]
+    assert with_sim[-3:] == ["SIM_FCH4_missing", "DOY_SIN", "DOY_COS"] and len(with_sim) == 6 * 4 + 2
+    assert list(TOWER_STATIC_VARS) == ["class_bog", "class_fen", "class_tundra", "class_swamp", "class_marsh",
+                                       "class_other", "abs_lat", "igbp_wet", "moss_brown", "moss_sphagnum",
+                                       "aerenchymatous", "eri_shrub", "tree"]
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    prepare_sites(tmp_path / "flux", tmp_path / "store", drivers="tower")
+    store = SiteStore.open(tmp_path / "store")
+    assert store.dynamic_vars == tower_dynamic_vars(with_sim=False)
+    assert store.static_vars == TOWER_STATIC_VARS
+    assert set(store.units) == {*store.dynamic_vars, *store.static_vars, "CH4_emission"}
+    assert store.units["TA_F_mean30"] == "degC" and store.units["abs_lat"] == "degrees"
+    assert store.meta["drivers"] == "tower" and store.meta["sim_source"] is None
+    s = store.samples()
+    assert s[schema.DYNAMIC].shape == (4, 365, len(store.dynamic_vars)) and s[schema.STATIC].shape == (4, 13)
+    doy = np.arange(1, 366)
+    np.testing.assert_allclose(s[schema.DYNAMIC][0, :, -2], np.sin(2 * np.pi * doy / 365), atol=1e-6)
+    np.testing.assert_allclose(s[schema.DYNAMIC][0, :, -1], np.cos(2 * np.pi * doy / 365), atol=1e-6)
+
+
+def test_trailing_means_by_hand_across_the_year_boundary(tmp_path):
+    df = write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": SITES["XX-Aaa"]})["XX-Aaa"]
+    df.loc[df.TIMESTAMP == 20151230, "TA_F"] = -9999
+    df.loc[df.TIMESTAMP.between(20150601, 20150607), "TA_F"] = -9999
+    _rewrite(tmp_path / "flux", "XX-Aaa", df)
+    prepare_sites(tmp_path / "flux", tmp_path / "store", drivers="tower")
+    store = SiteStore.open(tmp_path / "store")
+    ta = df.set_index("TIMESTAMP")["TA_F"]
+
+    def mean(stamps):
+        values = ta.loc[stamps]
+        return values[values != -9999].mean()
+
+    # 3 Jan 2016: 7 days back reach 28 Dec 2015; 30 Dec 2015 is missing and skipped
+    week = [20151228, 20151229, 20151230, 20151231, 20160101, 20160102, 20160103]
+    assert _value(store, "XX-Aaa", "TA_F_mean7", 20160103) == pytest.approx(mean(week), rel=1e-6)
+    month = [int(d.strftime("%Y%m%d")) for d in pd.date_range("2015-12-05", "2016-01-03")]
+    assert _value(store, "XX-Aaa", "TA_F_mean30", 20160103) == pytest.approx(mean(month), rel=1e-6)
+    # 2 Mar 2016 on the 365-day calendar: 29 Feb is not a day, so the week starts on 24 Feb
+    leap_week = [20160224, 20160225, 20160226, 20160227, 20160228, 20160301, 20160302]
+    assert _value(store, "XX-Aaa", "TA_F_mean7", 20160302) == pytest.approx(mean(leap_week), rel=1e-6)
+    # the record's first days average what the record has; a window of missing days only is NaN
+    assert _value(store, "XX-Aaa", "TA_F_mean7", 20150103) == pytest.approx(mean([20150101, 20150102, 20150103]),
+                                                                            rel=1e-6)
+    assert np.isnan(_value(store, "XX-Aaa", "TA_F_mean7", 20150607))
+    assert _value(store, "XX-Aaa", "TA_F_mean7", 20150608) == pytest.approx(ta.loc[20150608], rel=1e-6)
+    assert _value(store, "XX-Aaa", "TA_F_mean30", 20150607) == pytest.approx(
+        mean([int(d.strftime("%Y%m%d")) for d in pd.date_range("2015-05-09", "2015-06-07")]), rel=1e-6)
+
+
+def test_gaps_are_kept_with_flags_and_only_targetless_years_drop(tmp_path):
+    frames = write_tiny_fluxnet(tmp_path / "flux", SITES)
+    a, b = frames["XX-Aaa"], frames["XX-Bbb"]
+    gap = a.TIMESTAMP.between(20150601, 20150610)
+    a.loc[gap, "TA_F"] = -9999
+    b.loc[b.TIMESTAMP >= 20160101, "FCH4"] = -9999
+    _rewrite(tmp_path / "flux", "XX-Aaa", a)
+    _rewrite(tmp_path / "flux", "XX-Bbb", b)
+
+    xmw = prepare_sites(tmp_path / "flux", tmp_path / "xmw")
+    assert xmw["dropped"]["input_gap"] == 1 and xmw["dropped"]["no_target"] == 1 and xmw["samples"] == 2
+    tower = prepare_sites(tmp_path / "flux", tmp_path / "tower", drivers="tower")
+    assert tower["samples"] == 3 and tower["dropped"] == {**xmw["dropped"], "input_gap": 0}
+    store = SiteStore.open(tmp_path / "tower")
+    assert store.years_of("XX-Aaa") == (2015, 2016) and store.years_of("XX-Bbb") == (2015,)
+
+    years, ta = _column(store, "XX-Aaa", "TA_F")
+    _, flag = _column(store, "XX-Aaa", "TA_F_missing")
+    gap_days = [_day(t)[1] for t in a.TIMESTAMP[gap]]
+    assert np.isnan(ta[0, gap_days]).all() and np.isfinite(np.delete(ta[0], gap_days)).all()
+    np.testing.assert_array_equal(flag, np.isnan(ta).astype(np.float32))
+    assert flag[0].sum() == 10 and flag[1].sum() == 0
+    for absent in ("LE_F", "TS_1"):  # not written by the tiny builder: all NaN, flag all 1
+        _, values = _column(store, "XX-Aaa", absent)
+        _, missing = _column(store, "XX-Aaa", f"{absent}_missing")
+        assert np.isnan(values).all() and (missing == 1).all()
+        assert np.isnan(_column(store, "XX-Aaa", f"{absent}_mean30")[1]).all()
+
+
+def test_sim_fch4_is_the_simulated_files_flux_in_mg(tmp_path):
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    simulate_sites(tmp_path / "flux", tmp_path / "sim", log=lambda msg: None)
+    prepare_sites(tmp_path / "flux", tmp_path / "store", drivers="tower", sim_sites=tmp_path / "sim")
+    store = SiteStore.open(tmp_path / "store")
+    assert store.dynamic_vars == tower_dynamic_vars(with_sim=True)
+    assert store.meta["sim_source"] == str(tmp_path / "sim") and store.units["SIM_FCH4"] == "mg CH4 m-2 d-1"
+    for site in SITES:
+        sim = pd.read_csv(next((tmp_path / "sim" / "FLUXNET-CH4").glob(f"FLX_{site}_*.csv")))
+        sim = sim[sim.TIMESTAMP % 10000 != 229]
+        nmol = sim["FCH4"].replace(-9999, np.nan).to_numpy()
+        years, got = _column(store, site, "SIM_FCH4")
+        assert list(years) == [2015, 2016] and np.isfinite(nmol).sum() > 700
+        np.testing.assert_allclose(got.reshape(-1), nmol * 1.3859, rtol=1e-6)
+        _, flag = _column(store, site, "SIM_FCH4_missing")
+        np.testing.assert_array_equal(flag.reshape(-1), np.isnan(nmol))
+
+
+def test_static_one_hot_and_flags_from_meta(tmp_path):
+    expected_class = {"Bog": "bog", "Fen": "fen", "Wet tundra": "tundra", "Drained": "tundra", "Swamp": "swamp",
+                      "Marsh": "marsh", "Salt marsh": "marsh", "Upland": "other", "": "other"}
+    classes = ["bog", "fen", "tundra", "swamp", "marsh", "other"]
+    for text, cls in expected_class.items():
+        onehot = tower_static(SiteMeta(site="XX-Aaa", lat=1.0, lon=0.0, classification=text))[:6]
+        np.testing.assert_array_equal(onehot, [float(c == cls) for c in classes], err_msg=text)
+
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    write_fluxnet_meta(tmp_path / "flux", [
+        {"SITE_ID": "XX-Aaa", "LAT": 50.0, "LON": 10.0, "SITE_CLASSIFICATION": "Salt marsh", "IGBP": "WET",
+         "MOSS_BROWN": 1, "MOSS_SPHAGNUM": "", "AERENCHYMATOUS": 1, "ERI_SHRUB": 0, "TREE": 1},
+        {"SITE_ID": "XX-Bbb", "LAT": -60.0, "LON": 20.0, "SITE_CLASSIFICATION": "Upland", "IGBP": "ENF",
+         "MOSS_BROWN": 0, "MOSS_SPHAGNUM": 1, "AERENCHYMATOUS": 0, "ERI_SHRUB": 1, "TREE": ""},
+    ])
+    prepare_sites(tmp_path / "flux", tmp_path / "store", drivers="tower")
+    s = SiteStore.open(tmp_path / "store").samples()
+    by_site = {site: s[schema.STATIC][list(s[schema.ENTITY]).index(site)] for site in SITES}
+    #                     bog fen tun swa mar oth |lat| wet brown sphag aer eri tree
+    np.testing.assert_array_equal(by_site["XX-Aaa"], [0, 0, 0, 0, 1, 0, 50, 1, 1, 0, 1, 0, 1])
+    np.testing.assert_array_equal(by_site["XX-Bbb"], [0, 0, 0, 0, 0, 1, 60, 0, 0, 1, 0, 1, 0])
+
+    bare = write_fluxnet_meta(tmp_path / "bare", [{"SITE_ID": "XX-Aaa", "LAT": 5, "LON": 5, "IGBP": "WET"}])
+    np.testing.assert_array_equal(tower_static(read_site_metadata(bare)["XX-Aaa"]),
+                                  [0, 0, 0, 0, 0, 1, 5, 1, 0, 0, 0, 0, 0])
+
+
+def test_tower_missing_from_the_sim_folder(tmp_path, capsys):
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    simulate_sites(tmp_path / "flux", tmp_path / "sim", log=lambda msg: None)
+    next((tmp_path / "sim" / "FLUXNET-CH4").glob("FLX_XX-Bbb_*.csv")).unlink()
+    out = tmp_path / "store"
+    _fails(capsys, ["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out), "--drivers", "tower",
+                    "--sim-sites", str(tmp_path / "sim")],
+           f"{tmp_path / 'sim'}: no simulated site file for tower XX-Bbb", out)
+
+
+def test_options_that_do_not_apply_are_errors(tmp_path, capsys):
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    out = tmp_path / "store"
+    base = ["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out)]
+    _fails(capsys, [*base, "--drivers", "tower", "--grid", str(tmp_path / "g")], "not meaningful with --drivers tower",
+           out)
+    _fails(capsys, [*base, "--sim-sites", str(tmp_path / "flux")], "only used with --drivers tower", out)
+
+
+def test_xmw_drivers_stay_the_default(tmp_path, capsys):
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    base = ["prepare", "sites", "--src", str(tmp_path / "flux")]
+    assert main([*base, "--out", str(tmp_path / "default")]) == 0
+    assert main([*base, "--out", str(tmp_path / "xmw"), "--drivers", "xmw"]) == 0
+    default, xmw = SiteStore.open(tmp_path / "default"), SiteStore.open(tmp_path / "xmw")
+    assert default.meta == xmw.meta
+    for key, values in default.samples().items():
+        np.testing.assert_array_equal(values, xmw.samples()[key], err_msg=key)
+    assert default.dynamic_vars == DYNAMIC_VARS and default.meta["drivers"] == "xmw"
+    assert np.isfinite(default.samples()[schema.DYNAMIC]).all()
+
+
+def test_normstats_skip_nan_inputs(tmp_path):
+    df = write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": SITES["XX-Aaa"]})["XX-Aaa"]
+    df.loc[df.TIMESTAMP.between(20150301, 20150320), "TA_F"] = -9999
+    _rewrite(tmp_path / "flux", "XX-Aaa", df)
+    prepare_sites(tmp_path / "flux", tmp_path / "store", drivers="tower")
+    store = SiteStore.open(tmp_path / "store")
+    stats = site_normstats(store, SplitSpec(train_years=(2015, 2015), test_years=(2016, 2016)))
+    train = store.samples(pc.field("year") == 2015)[schema.DYNAMIC].reshape(-1, len(store.dynamic_vars))
+    i = store.dynamic_vars.index("TA_F")
+    assert stats.dynamic_mean[i] == pytest.approx(np.nanmean(train[:, i]), rel=1e-5)
+    assert stats.dynamic_std[i] == pytest.approx(np.nanstd(train[:, i]), rel=1e-5)
+    le = store.dynamic_vars.index("LE_F")  # all NaN: no count, neutral statistics
+    assert stats.dynamic_mean[le] == 0.0 and stats.dynamic_std[le] == 1.0
+
+
+def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path):
+    prepare_sites(fluxnet_dir, tmp_path / "store", drivers="tower")
+    store = SiteStore.open(tmp_path / "store")
+    sources = find_site_sources(fluxnet_dir)
+    expected_samples = 0
+    for site, path in sources.daily_paths.items():
+        raw = pd.read_csv(path, usecols=["TIMESTAMP", "FCH4"])
+        raw = raw[raw.TIMESTAMP % 10000 != 229]
+        measured = raw[np.isfinite(raw.FCH4) & (raw.FCH4 != -9999)]
+        want = {_day(t) for t in measured.TIMESTAMP}
+        expected_samples += len({y for y, _ in want})
+        s = store.samples(pc.field("site") == site)
+        got = {(int(y), int(d)) for y, row in zip(s[schema.YEAR], s[schema.TARGET], strict=True)
+               for d in np.flatnonzero(np.isfinite(row))}
+        assert got == want, site
+        assert len(s[schema.YEAR]) == len({y for y, _ in want}), site
+    assert store.table().num_rows == expected_samples
+    assert len(store.sites) == 15
