@@ -12,7 +12,12 @@ from xmw_ray.models.tcn import receptive_field
 from xmw_ray.train.losses import masked_mse
 
 N_DYN, N_STAT = 3, 2
-NAMES = sorted(MODELS)
+#: Every registered model under its ``test_params``, plus options that add parts: case → (name, overrides).
+CASES = {name: (name, {}) for name in sorted(MODELS)} | {"lstm-skip": ("lstm", {"input_size": 6, "skip": True})}
+NAMES = sorted(CASES)
+#: The ensemble averages trained members' flux and is never trained: it has no ``embed``/``forward_normalized``
+#: (``test_models_ensemble.py`` covers what it has), so the tests of those views leave it out.
+TRAINABLE = [case for case in NAMES if CASES[case][0] != "ensemble"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,15 +53,20 @@ def stats_of(dyn: torch.Tensor, stat: torch.Tensor, target: torch.Tensor) -> dic
     }
 
 
-def tiny(name: str, seed: int = 0, **override) -> torch.nn.Module:
+def model_cls(case: str) -> type[XmwModel]:
+    return MODELS[CASES[case][0]]
+
+
+def tiny(case: str, seed: int = 0, **override) -> torch.nn.Module:
+    name, options = CASES.get(case, (case, {}))
     dyn, stat, target = make_batch()
     torch.manual_seed(seed)
     return build_model(
-        name, N_DYN, N_STAT, norm=stats_of(dyn, stat, target), **{**MODELS[name].test_params, **override}
+        name, N_DYN, N_STAT, norm=stats_of(dyn, stat, target), **{**MODELS[name].test_params, **options, **override}
     )
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_output_shapes_and_flux_units(name: str) -> None:
     model = tiny(name).eval()
     dyn, stat, _ = make_batch(b=3)
@@ -71,7 +81,7 @@ def test_output_shapes_and_flux_units(name: str) -> None:
     assert torch.isfinite(flux).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_masked_loss_backward_reaches_every_parameter(name: str) -> None:
     model = tiny(name).train()
     dyn, stat, target = make_batch()
@@ -86,7 +96,7 @@ def test_masked_loss_backward_reaches_every_parameter(name: str) -> None:
     assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.requires_grad) > 0
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_overfits_one_small_batch(name: str) -> None:
     model = tiny(name).train()
     dyn, stat, target = make_batch()
@@ -104,7 +114,7 @@ def test_overfits_one_small_batch(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_deterministic_under_a_seed(name: str) -> None:
-    drop = {"dropout": 0.3} if "dropout" in MODELS[name].Params.model_fields else {}
+    drop = {"dropout": 0.3} if "dropout" in model_cls(name).Params.model_fields else {}
     a, b = tiny(name, seed=7, **drop), tiny(name, seed=7, **drop)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb
@@ -115,7 +125,8 @@ def test_deterministic_under_a_seed(name: str) -> None:
         torch.manual_seed(3)
         outs.append(model(dyn, stat))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-    assert not torch.equal(tiny(name, seed=8).state_dict()["head.weight"], a.state_dict()["head.weight"])
+    head = next(k for k in a.state_dict() if k.endswith("head.weight"))  # an ensemble's members have the heads
+    assert not torch.equal(tiny(name, seed=8).state_dict()[head], a.state_dict()[head])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -133,7 +144,7 @@ def test_checkpoint_round_trip_is_self_contained(name: str, tmp_path) -> None:
         torch.testing.assert_close(loaded(dyn, stat), model(dyn, stat), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_nan_targets_are_ignored(name: str) -> None:
     model = tiny(name).eval()
     dyn, stat, target = make_batch()
@@ -160,7 +171,7 @@ def test_samples_in_a_batch_are_independent(name: str) -> None:
     torch.testing.assert_close(together[1:2], alone, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_normalisation_happens_inside_with_the_buffers(name: str) -> None:
     """Rescaling the raw inputs and the stored statistics alike leaves the prediction unchanged."""
     model = tiny(name).eval()
@@ -188,14 +199,66 @@ def test_normalisation_happens_inside_with_the_buffers(name: str) -> None:
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
 
 
+def same_statistics_everywhere(model: torch.nn.Module, stats: dict) -> None:
+    """Give every model inside (a residual model's simulation part, an ensemble's members) the same statistics."""
+    for part in model.modules():
+        if isinstance(part, XmwModel):
+            part.set_normalization(stats)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_inputs_predict_as_the_training_mean(name: str) -> None:
+    """A NaN driver (dynamic or static) gives the prediction of the training mean in its place, never NaN."""
+    model = tiny(name).eval()
+    dyn, stat, target = make_batch()
+    stats = stats_of(dyn, stat, target)
+    same_statistics_everywhere(model, stats)
+    gaps = torch.rand(dyn.shape, generator=torch.Generator().manual_seed(1)) < 0.2
+    filled_dyn = torch.where(gaps, torch.tensor(stats["dynamic"]["mean"]), dyn)
+    filled_stat = stat.clone()
+    filled_stat[1, 0] = stats["static"]["mean"][0]
+    gappy_stat = stat.clone()
+    gappy_stat[1, 0] = float("nan")
+    with torch.no_grad():
+        gappy = model(dyn.masked_fill(gaps, float("nan")), gappy_stat)
+        filled = model(filled_dyn, filled_stat)
+    assert torch.isfinite(gappy).all()
+    torch.testing.assert_close(gappy, filled, rtol=1e-6, atol=1e-6)
+
+
+def clip_options(name: str, clip: float) -> dict:
+    """``input_clip`` on the model, or on both parts of a residual model (its sim is a model of its own)."""
+    model_name = CASES[name][0]
+    if model_name != "residual":
+        return {"input_clip": clip}
+    params = MODELS[model_name].test_params
+    return {part: {**params[part], "input_clip": clip} for part in ("base", "residual")}
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_input_clip_bounds_extreme_inputs_and_leaves_normal_ones(name: str) -> None:
+    clipped, plain = tiny(name, **clip_options(name, 3.0)).eval(), tiny(name).eval()  # same seed: same weights
+    dyn, stat, target = make_batch()
+    for model in (clipped, plain):
+        same_statistics_everywhere(model, stats_of(dyn, stat, target))
+    assert ((dyn - clipped.dyn_mean).abs() < 3 * clipped.dyn_std).all()  # the batch itself is within ±3 std
+    extreme, edge = dyn.clone(), dyn.clone()
+    extreme[:, 100:130, 0] = clipped.dyn_mean[0] + 50 * clipped.dyn_std[0]
+    edge[:, 100:130, 0] = clipped.dyn_mean[0] + 3 * clipped.dyn_std[0]
+    with torch.no_grad():
+        torch.testing.assert_close(clipped(dyn, stat), plain(dyn, stat), rtol=0, atol=0)
+        assert (clipped(extreme, stat) - plain(extreme, stat)).abs().max() > 1e-4
+        torch.testing.assert_close(clipped(extreme, stat), clipped(edge, stat))  # beyond the clip = at the clip
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_config_rebuilds_and_defaults_build(name: str) -> None:
     model = tiny(name)
     again = build_model(**model.config())
     assert again.config() == model.config()
-    assert set(MODELS[name].hparam_fields()) == set(model.config()) - {"name", "n_dynamic", "n_static"}
-    if all(not f.is_required() for f in MODELS[name].Params.model_fields.values()):
-        default = build_model(name, 5, 10)  # X-MethaneWet's sizes
+    assert set(model_cls(name).hparam_fields()) == set(model.config()) - {"name", "n_dynamic", "n_static"}
+    if all(not f.is_required() for f in model_cls(name).Params.model_fields.values()):
+        default = build_model(CASES[name][0], 5, 10)  # X-MethaneWet's sizes
         assert default.embedding_size >= 8
         with torch.no_grad():
             assert default(torch.zeros(1, 365, 5), torch.zeros(1, 10)).shape == (1, 365)
@@ -231,6 +294,15 @@ def test_bad_names_and_hparams_are_one_line_errors() -> None:
         build_model("tcn", 3, 2, num_levels=3)
     with pytest.raises(XmwInputError, match="normalisation stats 'dynamic'"):
         build_model("lstm", 3, 2, norm={"dynamic": {"mean": [0], "std": [1]}, "static": {}, "target": {}})
+    with pytest.raises(XmwInputError, match="'input_clip'"):
+        build_model("lstm", 3, 2, input_clip=0)
+    with pytest.raises(XmwInputError, match="skip=True needs input_size > 0"):
+        build_model("lstm", 3, 2, skip=True)
+    with pytest.raises(XmwInputError, match="unknown hyper-parameter 'skip'"):  # an LSTM option only
+        build_model("gru", 3, 2, skip=True)
+    lstm = {"name": "lstm", "input_clip": 3.0}
+    with pytest.raises(XmwInputError, match="input_clip=2.0 disagrees with residual.input_clip=3.0"):
+        build_model("residual", 3, 2, input_clip=2.0, base=lstm, residual=lstm)
     model = tiny("lstm")
     with pytest.raises(XmwInputError, match=r"dynamic must be \(B, 365, 3\)"):
         model(torch.zeros(1, 365, 4), torch.zeros(1, 2))

@@ -4,6 +4,10 @@ A model takes RAW drivers and returns flux in mg CH4 m-2 d-1, normalising inside
 the ``state_dict``, so a checkpoint alone is enough for inference (DESIGN.md, "Data contract"). Every model is
 ``encoder`` (drivers → per-day embedding ``(B, 365, H)``) followed by ``head`` (``Linear(H, 1)``), so transfer
 learning can take the embedding and fine-tuning can freeze a part by its name.
+
+Normalised inputs are made safe before the encoder sees them: a missing driver (NaN) becomes 0, the training
+mean, and with ``input_clip`` set they are clamped to ``[-input_clip, input_clip]`` so a tower whose drivers lie
+far outside the training range cannot push the network into regions it never saw.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
@@ -61,6 +65,10 @@ class HParams(BaseModel):
     """Base of every model's hyper-parameters: unknown keys are an error, values are validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_clip: float | None = Field(
+        None, gt=0.0, description="clamp normalised inputs to [-input_clip, input_clip]; None: no clamp"
+    )
 
 
 def validate_hparams(params_cls: type[HParams], hparams: dict[str, Any], model_name: str) -> HParams:
@@ -115,6 +123,8 @@ class XmwModel(nn.Module):
         self.n_dynamic = int(n_dynamic)
         self.n_static = int(n_static)
         self.hp = validate_hparams(self.Params, hparams, self.registry_name or type(self).__name__)
+        #: The clamp ``normalize_inputs`` applies (a wrapper model may take it from the model it wraps).
+        self.input_clip: float | None = self.hp.input_clip
         self.register_buffer("dyn_mean", torch.zeros(self.n_dynamic))
         self.register_buffer("dyn_std", torch.ones(self.n_dynamic))
         self.register_buffer("stat_mean", torch.zeros(self.n_static))
@@ -192,13 +202,22 @@ class XmwModel(nn.Module):
                 f"got {tuple(static.shape)}"
             )
 
+    def normalize_inputs(self, dynamic: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw drivers → normalised drivers: NaN → 0 (the training mean), then the ``input_clip`` clamp if set."""
+        self._check_inputs(dynamic, static)
+        out = []
+        for x, mean, std in ((dynamic, self.dyn_mean, self.dyn_std), (static, self.stat_mean, self.stat_std)):
+            x = (x - mean) / std
+            x = x.masked_fill(torch.isnan(x), 0.0)
+            if self.input_clip is not None:
+                x = x.clamp(-self.input_clip, self.input_clip)
+            out.append(x)
+        return out[0], out[1]
+
     # --- the three views of one computation ----------------------------------------------------------------------
     def embed(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw drivers → per-day embedding ``(B, 365, H)`` before the head."""
-        self._check_inputs(dynamic, static)
-        dyn = (dynamic - self.dyn_mean) / self.dyn_std
-        stat = (static - self.stat_mean) / self.stat_std
-        return self.encoder(dyn, stat)
+        return self.encoder(*self.normalize_inputs(dynamic, static))
 
     def forward_normalized(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw drivers → prediction ``(B, 365)`` in normalised target space (what losses compare)."""

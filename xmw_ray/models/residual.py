@@ -4,6 +4,10 @@
 buffers (the source's training statistics), the residual part normalises with this model's buffers (the
 observations' training statistics) and is scaled by the observations' target std. Registered as ``residual``
 so a checkpoint of it loads, evaluates and infers like any other model.
+
+Both parts make missing and out-of-range inputs safe the same way (``XmwModel.normalize_inputs``): the simulation
+part with its own ``input_clip`` (in ``base``), the residual part with this model's ``input_clip``, or, when that is
+unset, the one in ``residual`` (where a transfer job's model parameters put it).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from xmw_ray.models.base import HParams, XmwModel
@@ -31,6 +35,13 @@ class ResidualModelParams(HParams):
             raise ValueError("cannot nest a residual model")
         return v
 
+    @model_validator(mode="after")
+    def _one_clip(self) -> ResidualModelParams:
+        inner = self.residual.get("input_clip")
+        if self.input_clip is not None and inner is not None and inner != self.input_clip:
+            raise ValueError(f"input_clip={self.input_clip} disagrees with residual.input_clip={inner}")
+        return self
+
 
 @register("residual")
 class ResidualModel(XmwModel):
@@ -49,6 +60,8 @@ class ResidualModel(XmwModel):
         for p in self.sim.parameters():
             p.requires_grad_(False)
         inner = build_model(res.pop("name"), self.n_dynamic, self.n_static, **res)
+        if self.input_clip is None:
+            self.input_clip = inner.input_clip
         return inner.encoder, inner.embedding_size
 
     def train(self, mode: bool = True) -> ResidualModel:

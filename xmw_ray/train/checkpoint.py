@@ -1,22 +1,30 @@
 """Checkpoint directories: the unwrapped model (with its normalisation buffers), the resolved config, the
-optimiser state for resuming, and the epoch's metrics. Self-contained: inference needs nothing else."""
+optimiser state for resuming, and the epoch's metrics. Self-contained: inference needs nothing else.
+
+An ensemble checkpoint (``write_ensemble_checkpoint``) is the same directory holding an ``ensemble`` model built
+from trained member checkpoints, so evaluation and inference load it like any other."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models import load_model
+from xmw_ray.models import ensemble_from_models, load_model
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+#: The ``config.json`` key listing an ensemble checkpoint's member directories.
+ENSEMBLE_MEMBERS_KEY = "ensemble_members"
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,3 +73,44 @@ def load_config_json(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise XmwInputError(f"{directory}: not a checkpoint ({CONFIG_FILE} missing)")
     return json.loads(path.read_text())
+
+
+def _replace_directory(new: Path, dest: Path) -> None:
+    """Put the finished directory ``new`` at ``dest``; an old ``dest`` is renamed aside first, then removed."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_ensemble_checkpoint(member_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,
+                              metrics: dict[str, Any]) -> Path:
+    """Average the models of ``member_dirs`` into one checkpoint directory ``out_dir``: ``model.pt`` (an
+    ``ensemble`` model), the first member's ``config.json`` (its ``model`` section now the ensemble's, plus the
+    member directories) and ``metrics``. Built in a sibling temporary directory and renamed into place; re-running
+    replaces it. Members must share one data split, else "evaluate --split test" would be ambiguous."""
+    if not member_dirs:
+        raise XmwInputError("ensemble: no member checkpoint directories given")
+    models = [load_checkpoint_model(d) for d in member_dirs]
+    configs = [load_config_json(d) for d in member_dirs]
+    split = configs[0].get("data", {}).get("split")
+    for d, cfg in zip(member_dirs[1:], configs[1:], strict=True):
+        if cfg.get("data", {}).get("split") != split:
+            raise XmwInputError(f"{d}: its data split differs from {member_dirs[0]}'s (ensemble members share one)")
+    ensemble = ensemble_from_models(models)
+    config = {**configs[0], "model": {"name": ensemble.registry_name, "params": ensemble.hp.model_dump()},
+              ENSEMBLE_MEMBERS_KEY: [str(d) for d in member_dirs]}
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is read by other processes and users
+        write_checkpoint(tmp, ensemble, config, metrics)
+        _replace_directory(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
