@@ -88,3 +88,13 @@ def test_bad_input_is_a_clear_error() -> None:
     model = GBTBaseline(**FAST).fit(dyn, stat, target)
     with pytest.raises(XmwInputError, match="features per day"):
         model.predict(dyn[..., :1], stat)
+
+
+def test_a_driver_no_training_sample_measures_is_left_out() -> None:
+    """Tower drivers may be missing at every training tower (NaN throughout): the trees fit on the others and
+    predict the same as without that column."""
+    dyn, stat, target = make_world(12, seed=2)
+    blank = np.concatenate([dyn, np.full((12, 365, 1), np.nan)], axis=-1)
+    a = GBTBaseline(**FAST).fit(blank, stat, target).predict(blank, stat)
+    b = GBTBaseline(**FAST).fit(dyn, stat, target).predict(dyn, stat)
+    np.testing.assert_allclose(a, b, rtol=1e-5)

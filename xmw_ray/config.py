@@ -29,6 +29,8 @@ class DataSection(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     batch_size: int = Field(64, gt=0)
     shuffle_buffer: int = Field(256, ge=0, description="local shuffle buffer in samples (0: no shuffle)")
+    in_memory: bool = Field(False, description="keep each worker's shard in memory after the first epoch (small "
+                            "stores such as the Site store; later epochs reshuffle it locally)")
 
 
 class ModelSection(Strict):
@@ -58,6 +60,8 @@ class RunSection(Strict):
     seed: int = 0
     max_failures: int = Field(1, ge=0, description="worker failures a run recovers from via its last checkpoint")
     keep_checkpoints: int = Field(2, gt=0)
+    checkpoint_every: int = Field(1, gt=0, description="epochs between resume checkpoints (a checkpoint is also "
+                                  "written whenever validation improves, and at the last epoch)")
 
 
 class TrainConfig(Strict):

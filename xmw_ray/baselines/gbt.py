@@ -69,6 +69,7 @@ class GBTBaseline:
         self.hp: GBTParams = validate_hparams(GBTParams, hparams, "gbt")  # type: ignore[assignment]
         self.regressor: HistGradientBoostingRegressor | None = None
         self.n_features: int | None = None
+        self.used = np.arange(0)
 
     def fit(self, dynamic: np.ndarray, static: np.ndarray, target: np.ndarray) -> GBTBaseline:
         """Fit on every observed day (NaN targets dropped), at most ``max_rows`` of them, seeded."""
@@ -94,7 +95,10 @@ class GBTBaseline:
             early_stopping=False,
             random_state=self.hp.random_state,
         )
-        self.regressor.fit(x[rows], y[rows])
+        # A feature with no value in the training rows (a driver no training tower measures) carries nothing,
+        # and scikit-learn's binning fails on it: it is left out, at fit and at predict alike.
+        self.used = np.flatnonzero(np.isfinite(x[rows]).any(axis=0))
+        self.regressor.fit(x[rows][:, self.used], y[rows])
         self.n_features = x.shape[1]
         return self
 
@@ -105,4 +109,4 @@ class GBTBaseline:
         x = day_features(dynamic, static)
         if x.shape[1] != self.n_features:
             raise XmwInputError(f"gbt: fitted on {self.n_features} features per day, got {x.shape[1]}")
-        return self.regressor.predict(x).reshape(-1, DAYS_PER_YEAR).astype(np.float32)
+        return self.regressor.predict(x[:, self.used]).reshape(-1, DAYS_PER_YEAR).astype(np.float32)

@@ -223,9 +223,7 @@ def build_datasets(data_cfg: Any) -> SampleDatasets:
     """Datasets for a config's ``data`` section (``source``, ``store``, ``split``)."""
     info = store_info(data_cfg.store, data_cfg.source)
     spec = data_cfg.split
-    if spec.val_fraction <= 0:
-        raise XmwInputError(f"{data_cfg.store}: data.split.val_fraction must be > 0 (early stopping needs a "
-                            "validation split carved from training)")
+    # val_fraction 0: no validation part, so no early stopping; the run trains every epoch and keeps the last
     stats = norm_stats(info, spec)
     return SampleDatasets(sample_dataset(info, spec, "train"), sample_dataset(info, spec, "val"), info,
                           stats.to_dict())

@@ -13,10 +13,10 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from xmw_ray.baselines.gbt import GBTBaseline
 from xmw_ray.config import DataSection, ModelSection, OptimSection, ResourcesSection, RunSection, Strict
@@ -25,26 +25,41 @@ from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
 from xmw_ray.train.evaluate import evaluate_checkpoint
-from xmw_ray.train.metrics import MetricAccumulator
+from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
 from xmw_ray.transfer.base import TransferJob
+from xmw_ray.transfer.ensemble import run_ensemble
 from xmw_ray.transfer.registry import STRATEGIES, get_strategy
 from xmw_ray.transfer.table import write_results
 
 RESULTS_FILE = "results.jsonl"
+#: Test metrics of a run whose setting holds no test part (``kind: all``).
+NO_TEST: dict[str, float] = {**dict.fromkeys(METRIC_KEYS[:-1], float("nan")), "n": 0}
 BEST_DIR = "best"
 OUTPUT_DIR_TOKEN = "{output_dir}"
 
 
 class PrepareSection(Strict):
     """Build the stores when they do not exist: simulate at ``forcing``'s towers → source; its observations →
-    target (both ``xmw prepare sites``, so their feature layouts match)."""
+    target (both ``xmw prepare sites`` with the same ``drivers``, so their feature layouts match).
+
+    ``sim_input``: the simulated flux at each tower becomes a driver of the target store (``SIM_FCH4``, tower
+    driver set only) instead of a pretraining source: a hybrid model that corrects the process model from the
+    towers' own drivers. The source store is then not built, and only ``scratch`` applies."""
 
     forcing: str = Field(description="folder of FLUXNET-CH4 site files (with the META file)")
+    drivers: Literal["xmw", "tower"] = Field("xmw", description="xmw prepare sites --drivers")
+    sim_input: bool = Field(False, description="simulated flux as a target-store driver (drivers: tower)")
+
+    @model_validator(mode="after")
+    def _sim_needs_tower(self) -> PrepareSection:
+        if self.sim_input and self.drivers != "tower":
+            raise ValueError("sim_input needs drivers: tower")
+        return self
 
 
 class ExperimentConfig(Strict):
     output_dir: str = "runs/transfer"
-    source: DataSection
+    source: DataSection | None = Field(None, description="simulations to pretrain on (every strategy but scratch)")
     target: DataSection
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
     strategy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -57,6 +72,22 @@ class ExperimentConfig(Strict):
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     baseline: dict[str, Any] | None = Field(default_factory=dict, description="GBT parameters; null: no GBT row")
     prepare: PrepareSection | None = None
+    checkpoint_every: int = Field(1, gt=0, description="epochs between resume checkpoints of each run")
+    ensemble: int = Field(1, ge=1, description="members per run (seeds differ), averaged into one checkpoint")
+    deploy_setting: str | None = Field(None, description="setting (e.g. kind: all) whose run becomes `best`; the "
+                                       "strategy, model and fraction are chosen by validation NSE elsewhere")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.deploy_setting is not None and self.deploy_setting not in self.settings:
+            raise ValueError(f"deploy_setting {self.deploy_setting!r} is not one of the settings "
+                             f"({', '.join(self.settings)})")
+        if self.source is None and set(self.strategies) != {"scratch"}:
+            raise ValueError("source: missing (every strategy but scratch pretrains on it)")
+        if self.prepare is not None and self.prepare.sim_input and set(self.strategies) != {"scratch"}:
+            raise ValueError("prepare.sim_input makes the simulation a driver, not a source: strategies must be "
+                             "[scratch]")
+        return self
 
     @field_validator("strategies")
     @classmethod
@@ -77,7 +108,8 @@ class ExperimentConfig(Strict):
         """Store paths with ``{output_dir}`` filled in."""
         out = self.output_dir
         return self.model_copy(update={
-            "source": self.source.model_copy(update={"store": self.source.store.replace(OUTPUT_DIR_TOKEN, out)}),
+            "source": None if self.source is None else
+            self.source.model_copy(update={"store": self.source.store.replace(OUTPUT_DIR_TOKEN, out)}),
             "target": self.target.model_copy(update={"store": self.target.store.replace(OUTPUT_DIR_TOKEN, out)}),
         })
 
@@ -92,22 +124,27 @@ def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     from xmw_ray.sim.site_forcing import simulate_sites
 
     if cfg.prepare is None:
-        for sec in (cfg.source, cfg.target):
+        for sec in (s for s in (cfg.source, cfg.target) if s is not None):
             if not Path(sec.store).exists() and "://" not in sec.store:
                 raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
                                     "config's header)")
         return
-    forcing = Path(cfg.prepare.forcing)
+    prep = cfg.prepare
+    forcing = Path(prep.forcing)
     if not forcing.is_dir():
         raise XmwInputError(f"{forcing}: prepare.forcing folder not found")
-    if not Path(cfg.source.store).exists():
-        sim_files = Path(cfg.output_dir) / "prepared" / "simulated-sites"
+    sim_files = Path(cfg.output_dir) / "prepared" / "simulated-sites"
+    need_source = cfg.source is not None and not prep.sim_input and not Path(cfg.source.store).exists()
+    need_target = not Path(cfg.target.store).exists()
+    if (need_source or (need_target and prep.sim_input)) and not (sim_files / "FLUXNET-CH4").is_dir():
         log(f"simulating towers at {forcing}'s forcing -> {sim_files}")
         simulate_sites(forcing, sim_files, log=log)
-        prepare_sites(sim_files, cfg.source.store, progress=log)
-    if not Path(cfg.target.store).exists():
+    if need_source:
+        prepare_sites(sim_files, cfg.source.store, drivers=prep.drivers, progress=log)
+    if need_target:
         log(f"preparing observations {forcing} -> {cfg.target.store}")
-        prepare_sites(forcing, cfg.target.store, progress=log)
+        prepare_sites(forcing, cfg.target.store, drivers=prep.drivers,
+                      sim_sites=sim_files if prep.sim_input else None, progress=log)
 
 
 def run_key(strategy: str, model: str, setting: str, fraction: float, seed: int) -> str:
@@ -137,7 +174,7 @@ def _arrays(info, spec: SplitSpec, part: str) -> dict[str, np.ndarray]:
 def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> dict[str, Any]:
     """Fit the trees on the observations' training split (training + validation parts), score on test."""
     info = store_info(cfg.target.store, cfg.target.source)
-    train = [_arrays(info, spec, p) for p in ("train", "val")]
+    train = [_arrays(info, spec, p) for p in (("train", "val") if spec.val_fraction > 0 else ("train",))]
     dyn = np.concatenate([t[schema.DYNAMIC] for t in train])
     stat = np.concatenate([t[schema.STATIC] for t in train])
     y = np.concatenate([t[schema.TARGET] for t in train])
@@ -163,7 +200,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
             for fraction in cfg.fractions:
                 for seed in cfg.seeds:
                     spec = base_spec.model_copy(update={"fraction": fraction, "seed": seed})
-                    if cfg.baseline is not None:
+                    has_test = spec.kind != "all"
+                    if cfg.baseline is not None and has_test:
                         key = run_key("gbt", "gbt", setting, fraction, seed)
                         if key not in done:
                             row = {"key": key, **gbt_row(cfg, setting, spec, fraction, seed)}
@@ -178,30 +216,54 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                         job = TransferJob(
                             source=cfg.source, target=cfg.target.model_copy(update={"split": spec}), model=model,
                             optim=cfg.optim, pretrain_optim=cfg.pretrain_optim, resources=cfg.resources,
-                            run=RunSection(name=key, output_dir=str(out / "runs"), seed=seed),
+                            run=RunSection(name=key, output_dir=str(out / "runs"), seed=seed,
+                                           checkpoint_every=cfg.checkpoint_every),
                             params=cfg.strategy_params.get(strategy, {}))
-                        outcome = get_strategy(strategy).run(job)
-                        report = evaluate_checkpoint(str(outcome.best_checkpoint), cfg.target.store, "test")
+                        outcome = run_ensemble(get_strategy(strategy), job, cfg.ensemble)
+                        pooled = (evaluate_checkpoint(str(outcome.best_checkpoint), cfg.target.store, "test")["pooled"]
+                                  if has_test else NO_TEST)
                         row = {"key": key, "model": model.name, "setting": setting, "fraction": fraction,
-                               "seed": seed, "strategy": strategy, **report["pooled"],
+                               "seed": seed, "strategy": strategy, **pooled,
                                "val_nse": outcome.metrics.get("val_nse", float("nan")),
                                "checkpoint": str(outcome.best_checkpoint)}
                         _append_row(results, row)
                         rows.append(row)
                         done.add(key)
                         log(f"  test NSE {row['nse']:.3f} (val NSE {row['val_nse']:.3f})")
-    paths = write_results([{k: v for k, v in r.items() if k != "key"} for r in rows], out)
-    paths["best"] = _copy_best(rows, out)
+    scored = [{k: v for k, v in r.items() if k != "key"} for r in rows if r.get("setting") != cfg.deploy_setting]
+    paths = write_results(scored, out)
+    paths["best"] = _copy_best(rows, out, cfg.deploy_setting)
     return paths
 
 
-def _copy_best(rows: list[dict[str, Any]], out: Path) -> Path:
-    """The run with the highest VALIDATION NSE (never test) → ``<output_dir>/best`` (copied aside, renamed)."""
-    scored = [r for r in rows if r.get("checkpoint") and r.get("val_nse") == r.get("val_nse")]
+def best_row(rows: list[dict[str, Any]], deploy_setting: str | None = None) -> dict[str, Any] | None:
+    """The run with the highest VALIDATION NSE (never test); with ``deploy_setting``, that run's strategy, model
+    and fraction as trained in the deploy setting (same seed when there, else its first seed). A lone
+    candidate (one strategy, model and fraction) needs no validation score."""
+    runs = [r for r in rows if r.get("checkpoint")]
+    pool = [r for r in runs if r.get("setting") != deploy_setting] if deploy_setting else runs
+    scored = [r for r in pool if r.get("val_nse") == r.get("val_nse")]
+    if scored:
+        chosen = max(scored, key=lambda r: r["val_nse"])
+    elif len({(r["strategy"], r["model"], r["fraction"]) for r in pool}) == 1:
+        chosen = pool[0]
+    else:
+        return None
+    if deploy_setting is None:
+        return chosen
+    same = [r for r in runs if r.get("setting") == deploy_setting
+            and (r["strategy"], r["model"], r["fraction"]) == (chosen["strategy"], chosen["model"], chosen["fraction"])]
+    same.sort(key=lambda r: (r["seed"] != chosen["seed"], r["seed"]))
+    return same[0] if same else None
+
+
+def _copy_best(rows: list[dict[str, Any]], out: Path, deploy_setting: str | None = None) -> Path:
+    """:func:`best_row`'s checkpoint → ``<output_dir>/best`` (copied aside, renamed)."""
     best = out / BEST_DIR
-    if not scored:
+    row = best_row(rows, deploy_setting)
+    if row is None:
         return best
-    src = max(scored, key=lambda r: r["val_nse"])["checkpoint"]
+    src = row["checkpoint"]
     tmp = out / (BEST_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)

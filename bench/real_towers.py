@@ -1,0 +1,208 @@
+"""Skill on the real FLUXNET-CH4 towers: gradient-boosted trees against the ``fluxnet-real`` preset.
+
+Two evaluations, side by side in one run, both scored on measured daily FCH4 (mg CH4 m-2 d-1):
+
+- leave-one-tower-out (LOTO): each tower is predicted by models trained on the other towers only;
+- last year: the last year of each multi-year tower is held out (the ``site_temporal`` split); single-year towers
+  train.
+
+Trees: scikit-learn ``HistGradientBoostingRegressor`` (defaults) on per-day rows of the towers' drivers TA_F, P_F,
+SW_IN_F, VPD_F, PA_F, WS_F, LE_F, GPP_NT, TS_1, their 7- and 30-day trailing means, season (sin/cos of the day of
+year) and |latitude|, read straight from the site files (NaN left to the trees).
+
+Preset: the model, optimiser, ensemble size and driver set of ``configs/experiments/fluxnet-real.yaml``, each fold
+trained through the same code path as ``xmw transfer`` (``run_ensemble`` → Ray Train), one full run per seed.
+Model selection never sees the evaluation towers' targets: the preset is fixed before the bench, and each fold
+trains for the preset's fixed number of epochs on its training towers only.
+
+Prints pooled NSE, median per-tower NSE, RMSE and KGE per evaluation for the trees, each seed of the preset, their
+mean ± std, and the difference; writes ``<out>/real_towers.json`` and ``real_towers.md``.
+
+    python bench/real_towers.py [--towers ../shared/data/fluxnet-ch4] [--seeds 0 1 2] [--out runs/bench-real-towers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from xmw_ray.config import RunSection, load_config
+from xmw_ray.data import schema
+from xmw_ray.data.contract import DAYS_PER_YEAR, NMOL_PER_S_TO_MG_PER_DAY
+from xmw_ray.data.fluxnet import find_site_sources, iter_site_years, read_site_metadata
+from xmw_ray.data.ray_datasets import sample_dataset, store_info
+from xmw_ray.data.splits import SplitSpec
+from xmw_ray.data.tower_features import doy_features, trailing_mean
+from xmw_ray.train.checkpoint import load_checkpoint_model
+from xmw_ray.train.evaluate import predict_batch
+from xmw_ray.train.metrics import MetricAccumulator
+from xmw_ray.transfer.base import TransferJob
+from xmw_ray.transfer.ensemble import run_ensemble
+from xmw_ray.transfer.experiment import ExperimentConfig, prepare_stores
+from xmw_ray.transfer.registry import get_strategy
+
+ROOT = Path(__file__).resolve().parents[1]
+TREE_DRIVERS = ("TA_F", "P_F", "SW_IN_F", "VPD_F", "PA_F", "WS_F", "LE_F", "GPP_NT", "TS_1")
+TREE_WINDOWS = (7, 30)
+EVALUATIONS = ("loto", "last_year")
+REPORTED = ("nse", "median_nse", "rmse", "kge", "n")
+
+
+# --- trees ---------------------------------------------------------------------------------------------------
+def tree_rows(towers: str) -> dict[str, dict[str, np.ndarray]]:
+    """``site → {"x": (n_years*365, F), "y": (n_years*365,), "year": (n_years*365,)}`` from the site files."""
+    sources = find_site_sources(towers)
+    metas = read_site_metadata(sources.meta_path)
+    out = {}
+    for sy in iter_site_years(sources, [*TREE_DRIVERS, "FCH4"]):
+        n = len(sy.years)
+        span = np.arange(sy.years.min(), sy.years.max() + 1)
+        cols = []
+        for v in TREE_DRIVERS:
+            full = np.full((len(span), DAYS_PER_YEAR), np.nan)
+            if sy.has(v):
+                full[np.searchsorted(span, sy.years)] = sy.columns[v]
+            cols.append(full)
+        pick = np.searchsorted(span, sy.years)
+        feats = [c[pick] for c in cols]
+        feats += [trailing_mean(c.reshape(-1), w).reshape(c.shape)[pick] for c in cols for w in TREE_WINDOWS]
+        doy = np.broadcast_to(doy_features()[None], (n, DAYS_PER_YEAR, 2))
+        lat = np.full((n, DAYS_PER_YEAR, 1), abs(metas[sy.site].lat))
+        x = np.concatenate([np.stack(feats, axis=-1), doy, lat], axis=-1).reshape(n * DAYS_PER_YEAR, -1)
+        y = (sy.columns["FCH4"] * NMOL_PER_S_TO_MG_PER_DAY).reshape(-1)
+        out[sy.site] = {"x": x, "y": y, "year": np.repeat(sy.years, DAYS_PER_YEAR)}
+    return out
+
+
+def _test_mask(evaluation: str, rows: dict[str, np.ndarray], site: str, fold_site: str | None) -> np.ndarray:
+    if evaluation == "loto":
+        return np.full(len(rows["y"]), site == fold_site)
+    years = np.unique(rows["year"])
+    return rows["year"] == years[-1] if len(years) > 1 else np.zeros(len(rows["y"]), dtype=bool)
+
+
+def score_trees(rows: dict[str, dict[str, np.ndarray]], evaluation: str, seed: int) -> dict:
+    """Fit on every observed training day of each fold, score the fold's test days; pooled over folds."""
+    acc = MetricAccumulator("daily")
+    folds = sorted(rows) if evaluation == "loto" else [None]
+    for fold_site in folds:
+        masks = {s: _test_mask(evaluation, r, s, fold_site) for s, r in rows.items()}
+        x = np.concatenate([r["x"][~masks[s]] for s, r in rows.items()])
+        y = np.concatenate([r["y"][~masks[s]] for s, r in rows.items()])
+        keep = np.isfinite(y)
+        trees = HistGradientBoostingRegressor(random_state=seed).fit(x[keep], y[keep])
+        for s, r in rows.items():
+            m = masks[s]  # whole site-years: scored on their measured days
+            if m.any():
+                pred = trees.predict(r["x"][m]).reshape(-1, DAYS_PER_YEAR)
+                acc.update(pred, r["y"][m].reshape(-1, DAYS_PER_YEAR), np.full(len(pred), s))
+    return _summary(acc)
+
+
+# --- preset --------------------------------------------------------------------------------------------------
+def fold_specs(evaluation: str, sites: list[str]) -> list[tuple[str, SplitSpec]]:
+    """LOTO: one spatial fold per tower (explicit folds); last year: the ``site_temporal`` split."""
+    if evaluation == "loto":
+        folds = {s: i for i, s in enumerate(sites)}
+        return [(s, SplitSpec(kind="spatial", folds=folds, n_folds=len(sites), test_fold=i))
+                for s, i in folds.items()]
+    return [("all", SplitSpec(kind="site_temporal"))]
+
+
+def score_preset(cfg: ExperimentConfig, evaluation: str, seed: int, out: Path, log) -> dict:
+    """Train the preset (an ensemble run) on each fold with ``seed``; pool its test predictions over folds."""
+    info = store_info(cfg.target.store, cfg.target.source)
+    acc = MetricAccumulator("daily")
+    model = cfg.models[0]
+    strategy = get_strategy(cfg.strategies[0])
+    for name, spec in fold_specs(evaluation, sorted(info.entities)):
+        t0 = time.perf_counter()
+        job = TransferJob(target=cfg.target.model_copy(update={"split": spec}), model=model, optim=cfg.optim,
+                          resources=cfg.resources, params=cfg.strategy_params.get(cfg.strategies[0], {}),
+                          run=RunSection(name=f"{evaluation}-{name}-s{seed}", output_dir=str(out / "runs"),
+                                         seed=seed, checkpoint_every=cfg.checkpoint_every))
+        outcome = run_ensemble(strategy, job, cfg.ensemble)
+        net = load_checkpoint_model(outcome.best_checkpoint)
+        for batch in sample_dataset(info, spec, "test").iter_batches(batch_size=None, batch_format="numpy"):
+            acc.update(predict_batch(net, batch[schema.DYNAMIC], batch[schema.STATIC]), batch[schema.TARGET],
+                       batch[schema.ENTITY])
+        log(f"  {evaluation} fold {name} seed {seed}: {time.perf_counter() - t0:.0f} s")
+    return _summary(acc)
+
+
+def _summary(acc: MetricAccumulator) -> dict:
+    res = acc.result()
+    p = res["pooled"]
+    return {"nse": p["nse"], "median_nse": res["median"]["nse"], "rmse": p["rmse"], "kge": p["kge"], "n": p["n"],
+            "per_tower_nse": {k: v["nse"] for k, v in res["per_entity"].items()}}
+
+
+# --- report --------------------------------------------------------------------------------------------------
+def table(results: dict) -> str:
+    lines = ["| evaluation | model | pooled NSE | median tower NSE | RMSE | KGE | days |", "|---|---|---|---|---|---|---|"]
+    for ev, r in results["evaluations"].items():
+        t = r["trees"]
+        lines.append(f"| {ev} | trees | {t['nse']:.3f} | {t['median_nse']:.3f} | {t['rmse']:.1f} | {t['kge']:.3f} "
+                     f"| {t['n']} |")
+        for seed, p in r["preset"].items():
+            lines.append(f"| {ev} | preset seed {seed} | {p['nse']:.3f} | {p['median_nse']:.3f} | {p['rmse']:.1f} | "
+                         f"{p['kge']:.3f} | {p['n']} |")
+        m, s = r["preset_mean"], r["preset_std"]
+        lines.append(f"| {ev} | **preset mean ± std** | **{m['nse']:.3f} ± {s['nse']:.3f}** | "
+                     f"{m['median_nse']:.3f} ± {s['median_nse']:.3f} | {m['rmse']:.1f} ± {s['rmse']:.1f} | "
+                     f"{m['kge']:.3f} ± {s['kge']:.3f} | |")
+        d = r["difference"]
+        lines.append(f"| {ev} | preset − trees | {d['nse']:+.3f} | {d['median_nse']:+.3f} | {d['rmse']:+.1f} | "
+                     f"{d['kge']:+.3f} | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--towers", default=str(ROOT.parent / "shared" / "data" / "fluxnet-ch4"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "experiments" / "fluxnet-real.yaml"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--evaluations", nargs="+", choices=EVALUATIONS, default=list(EVALUATIONS))
+    ap.add_argument("--out", default="runs/bench-real-towers")
+    args = ap.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    out = Path(args.out).resolve()
+    raw = load_config(args.config, [f"output_dir={out}", f"prepare.forcing={args.towers}"], ExperimentConfig)
+    cfg = raw.resolved()
+    prepare_stores(cfg, log)
+    t0 = time.perf_counter()
+    rows = tree_rows(args.towers)
+    results: dict = {"config": args.config, "seeds": args.seeds, "evaluations": {}}
+    for ev in args.evaluations:
+        trees = score_trees(rows, ev, seed=0)
+        log(f"{ev}: trees pooled NSE {trees['nse']:.3f}")
+        preset = {}
+        for seed in args.seeds:
+            preset[seed] = score_preset(cfg, ev, seed, out, log)
+            log(f"{ev}: preset seed {seed} pooled NSE {preset[seed]['nse']:.3f}")
+            if preset[seed]["n"] != trees["n"]:
+                raise SystemExit(f"scored days differ: trees {trees['n']}, preset {preset[seed]['n']}")
+        mean = {k: float(np.mean([p[k] for p in preset.values()])) for k in REPORTED[:-1]}
+        std = {k: float(np.std([p[k] for p in preset.values()])) for k in REPORTED[:-1]}
+        results["evaluations"][ev] = {"trees": trees, "preset": preset, "preset_mean": mean, "preset_std": std,
+                                      "difference": {k: mean[k] - trees[k] for k in REPORTED[:-1]}}
+    results["seconds"] = time.perf_counter() - t0
+    md = table(results)
+    (out / "real_towers.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / "real_towers.md").write_text(md + "\n")
+    print(md)
+    print(f"({results['seconds']:.0f} s; {out / 'real_towers.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
