@@ -89,5 +89,13 @@ def test_hybrid_experiment_builds_its_stores_and_deploys_a_seed_ensemble(ray_ses
     model = load_checkpoint_model(paths["best"])
     assert isinstance(model, EnsembleModel) and len(model.members) == 2
     assert "SIM_FCH4" in store_info(str(exp / "prepared" / "target")).dynamic_vars
-    report = evaluate_checkpoint(str(paths["best"]), str(exp / "prepared" / "target"), "all")
-    assert report["pooled"]["n"] > 0
+    # towers it has never seen, prepared the way the preset's header says
+    from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.sim.site_forcing import simulate_sites
+
+    write_tiny_fluxnet(tmp_path / "other", {"DD-Ddd": (55.0, 30.0), "EE-Eee": (62.0, -100.0)},
+                       start="2017-01-01", end="2018-12-31", seed=5)
+    simulate_sites(tmp_path / "other", tmp_path / "other-sim", log=lambda msg: None)
+    prepare_sites(tmp_path / "other", tmp_path / "other-store", drivers="tower", sim_sites=tmp_path / "other-sim")
+    report = evaluate_checkpoint(str(paths["best"]), str(tmp_path / "other-store"), "all")
+    assert set(report["per_entity"]) == {"DD-Ddd", "EE-Eee"} and report["pooled"]["n"] > 0

@@ -225,5 +225,5 @@ def build_datasets(data_cfg: Any) -> SampleDatasets:
     spec = data_cfg.split
     # val_fraction 0: no validation part, so no early stopping; the run trains every epoch and keeps the last
     stats = norm_stats(info, spec)
-    return SampleDatasets(sample_dataset(info, spec, "train"), sample_dataset(info, spec, "val"), info,
-                          stats.to_dict())
+    val = sample_dataset(info, spec, "val") if spec.val_fraction > 0 else ray.data.from_items([])
+    return SampleDatasets(sample_dataset(info, spec, "train"), val, info, stats.to_dict())

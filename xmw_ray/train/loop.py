@@ -1,5 +1,7 @@
 """The one ``train_loop_per_worker``: DDP model, streamed shards, masked loss, AdamW, clipping, cosine schedule,
 bfloat16 autocast on GPU, early stopping on the validation split, a report (and rank-0 checkpoint) every epoch.
+Each epoch's metrics carry ``train_seconds`` (wall time of its training steps, data waits included; validation
+and checkpointing excluded), ``train_samples`` (all workers) and ``skipped_batches``, for throughput figures.
 
 The loss is the masked MSE divided by the target variance (``target_std``² from the training split), so learning
 rates mean the same thing whatever the flux magnitude; predictions stay in mg CH4 m-2 d-1.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +41,20 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def skip_everywhere(loss: torch.Tensor, device: torch.device) -> bool:
+    """True when ``loss`` is non-finite on ANY worker, so every worker skips the step together.
+
+    Under DDP each ``backward`` all-reduces the gradients: a batch skipped on one rank but not on another would
+    pair different steps' gradients (or hang), so the skip is a collective decision (one extra tiny all-reduce
+    per step, only when there are several workers).
+    """
+    bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1).to(device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(bad)
+    return bool(bad.item() > 0)
 
 
 #: Optional per-sample loss weight column of a training dataset (``masked_mse``'s ``weight``).
@@ -71,18 +88,56 @@ def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffe
     yield from shard.iter_torch_batches(**kwargs)
 
 
+class ShardCache:
+    """A worker's shard kept in memory after its first full pass (``data.in_memory``).
+
+    Why: for a small store (the Site store: tens of tower-years) re-running the Ray Data pipeline every epoch
+    costs far more than the epoch's training. The first pass streams as usual; later passes are seeded
+    permutations of the kept samples (or the kept order, for evaluation) in batches of the same size.
+    """
+
+    def __init__(self, shard: Any, seed: int) -> None:
+        self.shard = shard
+        self.seed = seed
+        self._kept: dict[str, torch.Tensor] | None = None
+
+    def batches(self, batch_size: int, device: torch.device, shuffle_buffer: int, epoch: int, shuffle: bool):
+        if self._kept is None:
+            got = []
+            for batch in batch_dicts(self.shard, batch_size, device, shuffle_buffer):
+                got.append(batch)
+                yield batch
+            self._kept = {k: torch.cat([b[k] for b in got]) for k in got[0]} if got else {}
+            return
+        n = len(next(iter(self._kept.values()))) if self._kept else 0
+        order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+                 if shuffle else torch.arange(n))
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size].to(device)
+            yield {k: v[idx] for k, v in self._kept.items()}
+
+
+def _dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int, epoch: int = 0,
+           shuffle: bool = True):
+    """Batches of a Ray Data shard, or of a :class:`ShardCache`."""
+    if isinstance(shard, ShardCache):
+        yield from shard.batches(batch_size, device, shuffle_buffer, epoch, shuffle)
+    else:
+        yield from batch_dicts(shard, batch_size, device, shuffle_buffer)
+
+
 def _paired_steps(train_shard: Any, source_shard: Any | None, batch_size: int, device: torch.device,
-                  shuffle_buffer: int):
+                  shuffle_buffer: int, epoch: int = 0):
     """``(batch, source_batch)`` pairs: the source drives the epoch, the training shard is cycled beside it.
 
     The cycled shard is the small side (observations): it is read once per epoch BEFORE the source streams (two
     pipelines at once starve each other of CPUs) and its batches are replayed in a fresh random order.
     """
     if source_shard is None:
-        for batch in batch_dicts(train_shard, batch_size, device, shuffle_buffer):
+        for batch in _dicts(train_shard, batch_size, device, shuffle_buffer, epoch):
             yield batch, None
         return
-    kept = list(batch_dicts(train_shard, batch_size, device, shuffle_buffer))
+    kept = list(_dicts(train_shard, batch_size, device, shuffle_buffer, epoch))
     if not kept:
         return
     replay: list[int] = []
@@ -93,11 +148,7 @@ def _paired_steps(train_shard: Any, source_shard: Any | None, batch_size: int, d
 
 
 def _batches(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0):
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "prefetch_batches": 2,
-                              "dtypes": torch.float32, "drop_last": False}
-    if shuffle_buffer:
-        kwargs["local_shuffle_buffer_size"] = shuffle_buffer
-    for batch in shard.iter_torch_batches(**kwargs):
+    for batch in _dicts(shard, batch_size, device, shuffle_buffer, shuffle=False):
         yield batch[schema.DYNAMIC], batch[schema.STATIC], batch[schema.TARGET]
 
 
@@ -179,6 +230,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     source_shard = ray.train.get_dataset_shard("source") if loop_config.get("paired") else None
+    if data_cfg.get("in_memory"):
+        train_shard = ShardCache(train_shard, seed=run_cfg["seed"] * 1000 + rank)
+        val_shard = ShardCache(val_shard, seed=0)
     fail_at = loop_config.get("fail_at_epoch")  # fault injection (tests): raise once, before any resume
 
     for epoch in range(start_epoch, epochs):
@@ -187,10 +241,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model.train()
         for m in extras.values():
             m.train()
-        tot, nb = 0.0, 0
+        tot, nb, seen, skipped = 0.0, 0, 0, 0
         terms: dict[str, float] = {}
+        started = time.perf_counter()
         for batch, src in _paired_steps(train_shard, source_shard, data_cfg["batch_size"], device,
-                                        data_cfg["shuffle_buffer"]):
+                                        data_cfg["shuffle_buffer"], epoch):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if objective is None:
                     y = batch[schema.TARGET]
@@ -199,7 +254,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     logged: dict[str, float] = {}
                 else:
                     loss, logged = objective.loss(model, bare, extras, batch, src, epoch / max(epochs, 1), epoch)
-            if not torch.isfinite(loss):  # diverged (masked_mse gives 0, not NaN, for a batch with no observed day)
+            seen += len(batch[schema.TARGET])
+            if skip_everywhere(loss, device):  # diverged (masked_mse gives 0, not NaN, with no observed day)
+                skipped += 1
                 continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -209,17 +266,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             nb += 1
             for k, v in logged.items():
                 terms[k] = terms.get(k, 0.0) + float(v)
+        train_seconds = time.perf_counter() - started
         if sched is not None:
             sched.step()
-        train_loss = _all_reduce([tot, float(nb)], device)
-        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss[0] / max(train_loss[1], 1.0)}
+        train_loss = _all_reduce([tot, float(nb), float(seen)], device)
+        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss[0] / max(train_loss[1], 1.0),
+                                   "train_seconds": train_seconds, "train_samples": int(train_loss[2]),
+                                   "skipped_batches": skipped}
         metrics.update({k: v / max(nb, 1) for k, v in terms.items()})
         metrics.update(evaluate_shard(model, val_shard, data_cfg["batch_size"] * 4, device, target_var))
         val = metrics["val_loss"]
         improved = math.isfinite(val) and val < best
         if improved:
             best, stale = val, 0
-        else:
+        elif metrics.get("val_n"):  # no validation part: no early stopping, every epoch trains
             stale += 1
         metrics["best_val_loss"] = best
         should_stop = stale >= optim_cfg["patience"] or epoch == epochs - 1
@@ -228,7 +288,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
                        "epoch": epoch, "best_val_loss": best, "stale": stale, "history": history,
                        "extras": {name: unwrap(m).state_dict() for name, m in extras.items()}}
-        if rank == 0:
+        # A checkpoint when validation improves, every ``checkpoint_every`` epochs (resume points) and at the end.
+        save = improved or should_stop or (epoch + 1) % run_cfg.get("checkpoint_every", 1) == 0
+        if rank == 0 and save:
             # Local mode persists nothing itself, so checkpoints go straight to the run folder; on workers
             # they go to a temporary folder that Ray uploads to run storage before report returns.
             ckdir = loop_config.get("local_checkpoint_root")

@@ -1,0 +1,75 @@
+"""Small stores kept in memory (``data.in_memory``) and runs without a validation part: the first epoch streams
+the shard, later epochs are seeded permutations of the very same samples; with ``val_fraction: 0`` a run trains
+every epoch (no early stopping) and checkpoints every ``checkpoint_every`` epochs and at the end."""
+
+from __future__ import annotations
+
+import torch
+
+from xmw_ray.train.loop import ShardCache
+
+
+class FakeShard:
+    """What ``iter_torch_batches`` gives a worker: dict batches, counted so a re-read would show."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reads = 0
+
+    def iter_torch_batches(self, batch_size: int, **kwargs):
+        self.reads += 1
+        ids = torch.arange(self.n, dtype=torch.float32)
+        for i in range(0, self.n, batch_size):
+            yield {"id": ids[i:i + batch_size], "x": ids[i:i + batch_size] * 2}
+
+
+def ids_of(cache: ShardCache, epoch: int, shuffle: bool = True) -> list[int]:
+    batches = list(cache.batches(4, torch.device("cpu"), 0, epoch, shuffle))
+    assert all(len(b["id"]) <= 4 for b in batches)
+    assert all(torch.equal(b["x"], b["id"] * 2) for b in batches)  # columns stay aligned
+    return [int(v) for b in batches for v in b["id"]]
+
+
+def test_first_epoch_streams_then_every_epoch_is_a_permutation_of_the_same_samples():
+    shard = FakeShard(10)
+    cache = ShardCache(shard, seed=3)
+    assert ids_of(cache, 0) == list(range(10))  # streamed as the shard gives it
+    e1, e2 = ids_of(cache, 1), ids_of(cache, 2)
+    assert shard.reads == 1  # never read again
+    assert sorted(e1) == sorted(e2) == list(range(10))
+    assert e1 != e2 and e1 != list(range(10))
+    assert e1 == ids_of(_warm(3), 1)  # same seed, same order
+    assert ids_of(cache, 5, shuffle=False) == list(range(10))  # evaluation keeps the order
+
+
+def _warm(seed: int) -> ShardCache:
+    cache = ShardCache(FakeShard(10), seed=seed)
+    ids_of(cache, 0)
+    return cache
+
+
+def test_an_empty_shard_stays_empty():
+    cache = ShardCache(FakeShard(0), seed=0)
+    assert ids_of(cache, 0) == [] and ids_of(cache, 1) == []
+
+
+def test_run_without_validation_trains_every_epoch_and_checkpoints_sparsely(ray_session, tmp_path):
+    from train_world import make_grid_store
+
+    from xmw_ray.config import TrainConfig
+    from xmw_ray.train.runner import run_training
+
+    store = make_grid_store(tmp_path / "world")
+    cfg = TrainConfig.model_validate({
+        "data": {"source": "grid", "store": str(store), "batch_size": 32, "in_memory": True,
+                 "split": {"kind": "temporal", "train_years": [2000, 2001], "test_years": [2002, 2002],
+                           "val_fraction": 0.0}},
+        "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0}},
+        "optim": {"lr": 0.01, "epochs": 5, "patience": 1, "scheduler": "none"},
+        "run": {"name": "noval", "output_dir": str(tmp_path / "runs"), "checkpoint_every": 2}})
+    out = run_training(cfg)
+    assert [h["epoch"] for h in out.history] == [0, 1, 2, 3, 4]  # patience 1 would stop at once with a val part
+    assert all(h["val_n"] == 0 for h in out.history)
+    kept = sorted(p.name for p in (out.run_dir / "checkpoints").glob("epoch_*"))
+    assert kept[-1] == "epoch_0004" and "epoch_0000" not in kept and "epoch_0002" not in kept
+    assert (out.best_checkpoint / "model.pt").is_file()
