@@ -1,5 +1,6 @@
-"""Ray Train: local-mode training learns, resumes, evaluates; a real 2-worker run; a worker failure recovered from
-its checkpoint; the resource check fails fast; configs reject bad keys."""
+"""Ray Train: local-mode training learns, resumes, evaluates; a diverged batch is skipped on every worker together;
+a real 2-worker run; a worker failure recovered from its checkpoint; the resource check fails fast; configs reject
+bad keys."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from train_world import make_grid_store
 
 from xmw_ray.config import TrainConfig, load_config, validate
 from xmw_ray.errors import XmwInputError
+from xmw_ray.train.loop import Objective, skip_everywhere
 from xmw_ray.train.runner import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +57,71 @@ def test_local_mode_training_learns_and_keeps_best(trained):
     assert (out.best_checkpoint / "model.pt").is_file()
     cfg = json.loads((out.best_checkpoint / "config.json").read_text())
     assert cfg["model"]["name"] == "lstm" and cfg["data"]["split"]["test_years"] == [2003, 2003]
+
+
+def diverging_objective(rank_to_diverge: int | None) -> Objective:
+    """The plain loss, except that the first batch of every epoch gives NaN on ``rank_to_diverge`` (None: all)."""
+    import ray.train
+    import torch
+
+    from xmw_ray.data import schema
+    from xmw_ray.train.losses import masked_mse
+
+    class DivergesOnce(Objective):  # defined here, so workers get it by value (tests/ is not on their path)
+        def __init__(self) -> None:
+            self.epochs_seen: set[int] = set()
+
+        def loss(self, model, bare, extras, batch, source, progress, epoch):
+            loss = masked_mse(model(batch[schema.DYNAMIC], batch[schema.STATIC]).float(), batch[schema.TARGET])
+            loss = loss / float(bare.target_std) ** 2
+            rank = ray.train.get_context().get_world_rank()
+            if epoch not in self.epochs_seen and rank_to_diverge in (None, rank):
+                self.epochs_seen.add(epoch)
+                return loss * torch.nan, {}
+            return loss, {}
+
+    return DivergesOnce()
+
+
+def test_diverged_batch_is_skipped_and_epochs_are_timed(ray_session, grid_store, tmp_path):
+    out = run_training(make_cfg(grid_store, tmp_path, "diverge", optim__epochs=2), objective=diverging_objective(None))
+    n_train = out.history[0]["train_samples"]
+    assert n_train > 0 and all(h["train_samples"] == n_train for h in out.history)  # every sample, every epoch
+    assert [h["skipped_batches"] for h in out.history] == [1, 1]
+    assert all(h["train_seconds"] > 0 for h in out.history)
+    assert all(h["train_loss"] == h["train_loss"] for h in out.history)  # the NaN batch never reached the mean
+
+
+def _skip_rank(rank: int, port: int, cases: list[tuple[float, float]], results) -> None:
+    import torch
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results.put((rank, [skip_everywhere(torch.tensor(case[rank]), torch.device("cpu")) for case in cases]))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_skip_decision_is_collective():
+    """Two gloo ranks: one non-finite loss makes BOTH skip (a lone skip would desynchronise the DDP all-reduce)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    nan, inf = float("nan"), float("inf")
+    cases = [(nan, 0.5), (0.5, inf), (0.5, 0.7), (nan, -inf)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_skip_rank, args=(rank, port, cases, results)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got[0] == got[1] == [True, True, False, True]
 
 
 def test_rerun_with_same_name_resumes(ray_session, grid_store, tmp_path):
@@ -103,8 +170,11 @@ def test_cli_bad_config_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_data_parallel(ray_session, grid_store, tmp_path):
-    out = run_training(make_cfg(grid_store, tmp_path, "ddp", resources__num_workers=2, optim__epochs=2))
+    # rank 0 alone diverges on its first batch of each epoch: both workers skip that step and stay in step
+    out = run_training(make_cfg(grid_store, tmp_path, "ddp", resources__num_workers=2, optim__epochs=2),
+                       objective=diverging_objective(0))
     assert len(out.history) == 2
+    assert [h["skipped_batches"] for h in out.history] == [1, 1]
     assert (out.best_checkpoint / "model.pt").is_file()
     # the checkpoint holds the bare model (no DDP "module." prefix) and loads back
     from xmw_ray.train.checkpoint import load_checkpoint_model

@@ -70,6 +70,8 @@ def _publish(run_dir: Path, url: str) -> None:
 
 
 LOCAL_MIN_CPUS = 4
+#: Ray settings of a local instance started by :func:`ensure_ray` (``worker_niceness``: Ray's default is 15).
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
 def ensure_ray() -> None:
@@ -77,9 +79,14 @@ def ensure_ray() -> None:
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         # A new local instance gets logical CPUs (at least LOCAL_MIN_CPUS): a trial's driver, its worker and
-        # Ray Data then fit on a 2-core laptop; the OS shares the cores. XMW_NUM_CPUS overrides.
-        cpus = None if address else int(os.environ.get("XMW_NUM_CPUS", max(os.cpu_count() or 1, LOCAL_MIN_CPUS)))
-        ray.init(address=address, num_cpus=cpus, log_to_driver=False, logging_level=logging.WARNING)
+        # Ray Data then fit on a 2-core laptop; the OS shares the cores. XMW_NUM_CPUS overrides. Its workers run
+        # at normal priority: Ray's default (nice 15) lets any other process on the machine starve training.
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            cpus = int(os.environ.get("XMW_NUM_CPUS", max(os.cpu_count() or 1, LOCAL_MIN_CPUS)))
+            ray.init(num_cpus=cpus, log_to_driver=False, logging_level=logging.WARNING,
+                     _system_config=LOCAL_SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -149,7 +156,9 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
             callbacks=callbacks,
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split="all"),
+        # one worker reads the datasets itself: a streaming split would add a coordinator actor per dataset,
+        # relaying every block, for nothing to split (and on a small machine it takes CPU from training)
+        dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else []),
     )
     result = trainer.fit()
     history = _history(result, run_dir, local)
