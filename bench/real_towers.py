@@ -40,7 +40,7 @@ from xmw_ray.data.contract import DAYS_PER_YEAR, NMOL_PER_S_TO_MG_PER_DAY
 from xmw_ray.data.fluxnet import find_site_sources, iter_site_years, read_site_metadata
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
-from xmw_ray.data.tower_features import doy_features, trailing_mean
+from xmw_ray.data.tower_features import doy_features, on_span, trailing_mean
 from xmw_ray.train.checkpoint import load_checkpoint_model
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator
@@ -66,12 +66,8 @@ def tree_rows(towers: str) -> dict[str, dict[str, np.ndarray]]:
     for sy in iter_site_years(sources, [*TREE_DRIVERS, "FCH4"]):
         n = len(sy.years)
         span = np.arange(sy.years.min(), sy.years.max() + 1)
-        cols = []
-        for v in TREE_DRIVERS:
-            full = np.full((len(span), DAYS_PER_YEAR), np.nan)
-            if sy.has(v):
-                full[np.searchsorted(span, sy.years)] = sy.columns[v]
-            cols.append(full)
+        cols = [on_span(sy.years, sy.columns[v], span) if sy.has(v) else np.full((len(span), DAYS_PER_YEAR), np.nan)
+                for v in TREE_DRIVERS]
         pick = np.searchsorted(span, sy.years)
         feats = [c[pick] for c in cols]
         feats += [trailing_mean(c.reshape(-1), w).reshape(c.shape)[pick] for c in cols for w in TREE_WINDOWS]

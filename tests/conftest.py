@@ -33,3 +33,14 @@ def ray_session():
                  object_store_memory=512 * 1024 * 1024)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread is fastest and leaves the shared cores to the rest of the suite."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

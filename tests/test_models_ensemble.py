@@ -32,12 +32,7 @@ SPLIT = {"kind": "temporal", "train_years": [2000, 2000], "test_years": [2001, 2
          "seed": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def norm(shift: float, n_dynamic: int = N_DYN) -> dict:

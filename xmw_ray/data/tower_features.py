@@ -103,7 +103,7 @@ def doy_features() -> np.ndarray:
     return np.stack([np.sin(angle), np.cos(angle)], axis=-1)
 
 
-def _on_span(years: np.ndarray, rows: np.ndarray, span: np.ndarray) -> np.ndarray:
+def on_span(years: np.ndarray, rows: np.ndarray, span: np.ndarray) -> np.ndarray:
     """``(len(span), 365)``: ``rows`` (one per year of ``years``) placed on consecutive ``span`` years, NaN elsewhere."""
     out = np.full((len(span), DAYS_PER_YEAR), np.nan)
     out[np.searchsorted(span, years)] = rows
@@ -122,7 +122,7 @@ def tower_dynamic(years: np.ndarray, base: dict[str, tuple[np.ndarray, np.ndarra
     pick = np.searchsorted(span, years)
     values, means = [], []
     for v in names:
-        full = _on_span(*base[v], span) if v in base else np.full((len(span), DAYS_PER_YEAR), np.nan)
+        full = on_span(*base[v], span) if v in base else np.full((len(span), DAYS_PER_YEAR), np.nan)
         values.append(full[pick])
         flat = full.reshape(-1)
         for w in TRAILING_WINDOWS:
