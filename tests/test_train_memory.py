@@ -73,3 +73,40 @@ def test_run_without_validation_trains_every_epoch_and_checkpoints_sparsely(ray_
     kept = sorted(p.name for p in (out.run_dir / "checkpoints").glob("epoch_*"))
     assert kept[-1] == "epoch_0004" and "epoch_0000" not in kept and "epoch_0002" not in kept
     assert (out.best_checkpoint / "model.pt").is_file()
+
+
+def test_a_small_validation_part_is_decoded_once_and_scores_the_same_samples(ray_session, tmp_path, monkeypatch):
+    from train_world import make_grid_store
+
+    from xmw_ray.config import TrainConfig
+    from xmw_ray.data.ray_datasets import part_bytes, sample_bytes, sample_dataset, store_info
+    from xmw_ray.train import loop
+    from xmw_ray.train.runner import run_training
+
+    store = make_grid_store(tmp_path / "world")
+    raw = {"data": {"source": "grid", "store": str(store), "batch_size": 32, "shuffle_buffer": 0,
+                    "split": {"kind": "temporal", "train_years": [2000, 2001], "test_years": [2002, 2002],
+                              "val_fraction": 0.25}},
+           "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0}},
+           "optim": {"lr": 0.01, "epochs": 3, "patience": 10, "scheduler": "none"},
+           "run": {"output_dir": str(tmp_path / "runs")}}
+    cfg = TrainConfig.model_validate(raw)
+    info = store_info(str(store), "grid")
+    n_val = sample_dataset(info, cfg.data.split, "val").count()
+    assert part_bytes(info, cfg.data.split, "val") == n_val * sample_bytes(len(info.dynamic_vars),
+                                                                             len(info.static_vars))
+    caches = []
+
+    class CountedCache(ShardCache):
+        def __init__(self, shard, seed: int) -> None:
+            caches.append(shard)
+            super().__init__(shard, seed)
+
+    monkeypatch.setattr(loop, "ShardCache", CountedCache)
+    cached = run_training(TrainConfig.model_validate({**raw, "run": {**raw["run"], "name": "cached"}}))
+    assert len(caches) == 1  # the validation shard (local mode runs the loop in this process)
+    streamed = run_training(TrainConfig.model_validate(
+        {**raw, "data": {**raw["data"], "val_cache_mb": 0}, "run": {**raw["run"], "name": "streamed"}}))
+    assert len(caches) == 1  # a cap of 0 streams validation every epoch
+    val_n = {h["val_n"] for h in cached.history + streamed.history}
+    assert len(val_n) == 1 and val_n.pop() > 0  # every epoch, cached or not, scores the same observed days

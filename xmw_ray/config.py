@@ -31,6 +31,9 @@ class DataSection(Strict):
     shuffle_buffer: int = Field(256, ge=0, description="local shuffle buffer in samples (0: no shuffle)")
     in_memory: bool = Field(False, description="keep each worker's shard in memory after the first epoch (small "
                             "stores such as the Site store; later epochs reshuffle it locally)")
+    val_cache_mb: float = Field(256, ge=0, description="each worker keeps its validation shard in memory after "
+                                "the first pass when the whole validation part is at most this size (0: stream "
+                                "it every epoch); validation otherwise decodes every chunk again for its share")
 
 
 class ModelSection(Strict):

@@ -72,6 +72,11 @@ def grid_selection(store: GridStore, plan: SplitPlan | None, part: str,
     return out
 
 
+def sample_bytes(n_dynamic: int, n_static: int) -> int:
+    """In-memory size of one sample (float32 dynamic, target and static, plus entity and year)."""
+    return 4 * (DAYS_PER_YEAR * (n_dynamic + 1) + n_static) + 32
+
+
 class GridDatasource(Datasource):
     """The Grid store as a Ray Data source: one read task per selected (year, chunk)."""
 
@@ -80,7 +85,7 @@ class GridDatasource(Datasource):
         super().__init__()
         self._path = path
         self._selection = selection
-        self._row_bytes = 4 * (DAYS_PER_YEAR * (n_dynamic + 1) + n_static) + 32
+        self._row_bytes = sample_bytes(n_dynamic, n_static)
         self._cpc = cells_per_chunk
 
     def _rows(self, sel: tuple[int, int, np.ndarray | None]) -> int:
@@ -184,6 +189,19 @@ def sample_dataset(info: StoreInfo, spec: SplitSpec | None, part: str,
                                      "plan": plan, "part": part})
 
 
+def part_bytes(info: StoreInfo, spec: SplitSpec, part: str) -> int:
+    """In-memory size of one split part, from entity ids and years alone (nothing is read)."""
+    plan = info.plan(spec)
+    if info.kind == "grid":
+        g = _open_grid(info.path)
+        rows = sum(g.cells_per_chunk if r is None else len(r) for _, _, r in grid_selection(g, plan, part))
+    else:
+        pairs = [(e, y) for e, ys in (info.years_of or {}).items() for y in ys]
+        codes = plan.parts(plan.entity_index([e for e, _ in pairs]), np.array([y for _, y in pairs]))
+        rows = int((codes == PART_CODES[part]).sum()) if part != "all" else len(pairs)
+    return rows * sample_bytes(len(info.dynamic_vars), len(info.static_vars))
+
+
 def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:
     """Training-split statistics, cached beside the store (computed once per split)."""
     try:
@@ -209,6 +227,7 @@ class SampleDatasets:
     val: ray.data.Dataset
     info: StoreInfo
     norm: dict[str, Any]
+    val_bytes: int  # in-memory size of the validation part (see part_bytes)
 
     @property
     def n_dynamic(self) -> int:
@@ -225,5 +244,8 @@ def build_datasets(data_cfg: Any) -> SampleDatasets:
     spec = data_cfg.split
     # val_fraction 0: no validation part, so no early stopping; the run trains every epoch and keeps the last
     stats = norm_stats(info, spec)
-    val = sample_dataset(info, spec, "val") if spec.val_fraction > 0 else ray.data.from_items([])
-    return SampleDatasets(sample_dataset(info, spec, "train"), val, info, stats.to_dict())
+    if spec.val_fraction > 0:
+        val, val_bytes = sample_dataset(info, spec, "val"), part_bytes(info, spec, "val")
+    else:
+        val, val_bytes = ray.data.from_items([]), 0
+    return SampleDatasets(sample_dataset(info, spec, "train"), val, info, stats.to_dict(), val_bytes)

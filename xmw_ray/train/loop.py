@@ -232,6 +232,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     source_shard = ray.train.get_dataset_shard("source") if loop_config.get("paired") else None
     if data_cfg.get("in_memory"):
         train_shard = ShardCache(train_shard, seed=run_cfg["seed"] * 1000 + rank)
+    if loop_config.get("cache_val"):  # small validation part: decode its chunks once, not every epoch
         val_shard = ShardCache(val_shard, seed=0)
     fail_at = loop_config.get("fail_at_epoch")  # fault injection (tests): raise once, before any resume
 

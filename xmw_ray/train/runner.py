@@ -131,6 +131,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         "fail_at_epoch": fail_at_epoch,
         "objective": objective,
         "paired": source is not None,
+        "cache_val": cfg.data.in_memory or ds.val_bytes <= cfg.data.val_cache_mb * 2**20,
     }
     datasets = {"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)}
     if source is not None:  # tensor columns only: TRAIN_COLUMNS, optionally WEIGHT_COLUMN
