@@ -27,6 +27,8 @@ RAYJOB = CLUSTER / "kuberay" / "rayjob-tune.yaml"
 DOCKERFILE = CLUSTER / "Dockerfile"
 TUNE_DRIVER = "tune_driver"
 PROJECT_DIR = "/home/ray/xmw_ray"
+#: How every node installs the project: with the extra that brings the s3:// and gs:// filesystems.
+PROJECT_INSTALL = f"{PROJECT_DIR}[cloud]"
 IMAGE_RE = re.compile(r"rayproject/ray:(?P<ver>\d+\.\d+\.\d+)-(?P<py>py\d+)(?P<gpu>-gpu)?\b")
 PROJECT_IMAGE_RE = re.compile(r"xmw-ray:(?P<ver>\d+\.\d+\.\d+)-(?P<py>py\d+)(?P<gpu>-gpu)?\b")
 
@@ -101,6 +103,10 @@ def _is_spot(provider: str, node_config: dict[str, Any]) -> bool:
 
 def _torch_installs(commands: list[str]) -> list[list[str]]:
     return [shlex.split(c) for c in commands if re.search(r"pip install .*[\"']?torch", c)]
+
+
+def _installs_project(command: str) -> bool:
+    return command.startswith("pip install") and shlex.split(command)[-1] == PROJECT_INSTALL
 
 
 def _start_params_resources(value: str) -> dict[str, float]:
@@ -178,13 +184,13 @@ def test_launcher_installs_the_project_and_the_right_torch_on_every_node(name):
     gpu_name = _gpu_type_name(cfg)
     for node_type in _node_types(cfg):
         commands = _setup_commands(prepared, node_type)
-        assert any(c.startswith("pip install") and c.split()[-1] == PROJECT_DIR for c in commands), node_type
+        assert any(_installs_project(c) for c in commands), node_type
         (torch_cmd,) = _torch_installs(commands)
         assert f"torch{torch_spec}" in torch_cmd, f"{node_type}: torch spec differs from pyproject.toml"
         cpu_wheel = "https://download.pytorch.org/whl/cpu" in torch_cmd
         assert cpu_wheel == (node_type != gpu_name), f"{node_type}: wrong torch build (CUDA only on GPU nodes)"
         assert commands.index(next(c for c in commands if "torch" in c)) < commands.index(
-            next(c for c in commands if c.split()[-1] == PROJECT_DIR)), "torch must be installed before the project"
+            next(c for c in commands if _installs_project(c))), "torch must be installed before the project"
 
 
 @pytest.mark.parametrize("name", LAUNCHER_FILES)
@@ -270,6 +276,25 @@ def test_rayjob_entrypoint_names_files_that_exist():
 # ---------------------------------------------------------------- the project image and versions everywhere
 
 
+def _extra_packages(extra: str) -> set[str]:
+    """Package names an extra of pyproject.toml installs, following extras of the project itself."""
+    extras, name = _pyproject()["project"]["optional-dependencies"], _pyproject()["project"]["name"]
+    found: set[str] = set()
+    for dep in extras[extra]:
+        req = Requirement(dep)
+        if req.name.replace("-", "_") == name.replace("-", "_"):
+            for sub in req.extras:
+                found |= _extra_packages(sub)
+        else:
+            found.add(req.name)
+    return found
+
+
+def test_cloud_extra_installed_on_nodes_brings_both_object_store_filesystems():
+    assert {"s3fs", "gcsfs"} <= _extra_packages("cloud")
+    assert {"s3fs", "gcsfs"} <= _extra_packages("dev"), "the object-storage tests need both"
+
+
 def test_dockerfile_builds_on_the_pinned_ray_image_with_the_project_torch():
     text = DOCKERFILE.read_text()
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
@@ -277,7 +302,7 @@ def test_dockerfile_builds_on_the_pinned_ray_image_with_the_project_torch():
     assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
     torch_spec = str(_requirement("torch").specifier)
     assert f'"torch{torch_spec}"' in text
-    assert re.search(r"^RUN pip install .*\s/home/ray/xmw_ray$", text, re.M)
+    assert re.search(r'^RUN pip install .*\s"/home/ray/xmw_ray\[cloud\]"$', text, re.M)
     ignored = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
 

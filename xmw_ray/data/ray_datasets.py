@@ -18,6 +18,7 @@ from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from xmw_ray.data import schema
+from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.data.grid_store import GridStore, is_url
 from xmw_ray.data.normstats import NormStats, grid_normstats, site_normstats
@@ -181,7 +182,8 @@ def sample_dataset(info: StoreInfo, spec: SplitSpec | None, part: str,
         return ray.data.read_datasource(src, override_num_blocks=len(sel))
     from ray.data.datasource.partitioning import Partitioning
 
-    ds = ray.data.read_parquet(info.path, partitioning=Partitioning("hive"),
+    filesystem, path = arrow_filesystem(info.path) if is_url(info.path) else (None, info.path)
+    ds = ray.data.read_parquet(path, filesystem=filesystem, partitioning=Partitioning("hive"),
                                columns=["dynamic", "static", "target", "site", "year"],
                                file_extensions=["parquet"])
     return ds.map_batches(_site_rows_to_samples, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,

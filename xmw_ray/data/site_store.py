@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data import schema
+from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.atmosphere import annual_concentrations
 from xmw_ray.data.atomic import directory_aside, upload_aside
 from xmw_ray.data.contract import (
@@ -355,8 +356,10 @@ class SiteStore:
 
         path = str(path)
         try:
-            filesystem, root = fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
+            filesystem, root = arrow_filesystem(path) if is_url(path) else (fs.LocalFileSystem(), path)
             schema_ = pq.read_schema(f"{root}/{COMMON_METADATA}", filesystem=filesystem)
+        except ImportError:  # the URL's fsspec backend (s3fs, gcsfs) is not installed: say so, not "no store"
+            raise
         except Exception as exc:
             raise XmwInputError(f"{path}: not a Site store, or one whose writing did not finish (no readable "
                                 f"{COMMON_METADATA}: {type(exc).__name__})") from exc

@@ -11,7 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -19,11 +19,15 @@ from ray.train.torch import TorchTrainer
 
 from xmw_ray.config import TrainConfig
 from xmw_ray.data import schema
+from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.train.checkpoint import load_train_state
 from xmw_ray.train.loop import Objective, train_loop_per_worker
 from xmw_ray.train.resources import check_fits
+
+if TYPE_CHECKING:
+    import pyarrow.fs
 
 BEST_DIR = "best"
 HISTORY_FILE = "history.json"
@@ -56,6 +60,14 @@ def run_url_of(cfg: TrainConfig) -> str | None:
     """``<output_dir>/<name>`` when run storage is an object store (``s3://``, ``gs://``), else None."""
     out = cfg.run.output_dir
     return f"{out.rstrip('/')}/{cfg.run.name}" if is_url(out) else None
+
+
+def run_storage(output_dir: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
+    """Ray's ``(storage_filesystem, storage_path)`` for ``output_dir``: a URL's pyarrow filesystem (``arrow_fs``:
+    gs:// through gcsfs) and its path, or no filesystem and the absolute local folder."""
+    if is_url(output_dir):
+        return arrow_filesystem(output_dir)
+    return None, str(Path(output_dir).resolve())
 
 
 def _publish(run_dir: Path, url: str) -> None:
@@ -141,6 +153,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         ck_root.mkdir(exist_ok=True)
         loop_config["local_checkpoint_root"] = str(ck_root)
         loop_config["resume_dir"] = _latest_local_checkpoint(ck_root)
+    storage_fs, storage_path = run_storage(cfg.run.output_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -148,8 +161,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                                      resources_per_worker={"CPU": res.cpus_per_worker}),
         run_config=RunConfig(
             name=cfg.run.name,
-            storage_path=cfg.run.output_dir if is_url(cfg.run.output_dir)
-            else str(Path(cfg.run.output_dir).resolve()),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
                                                checkpoint_score_attribute="val_loss",

@@ -61,11 +61,6 @@ def experiment_path(cfg: TuneConfig) -> str:
     return f"{out.rstrip('/')}/{cfg.run.name}" if "://" in out else str(Path(out).resolve() / cfg.run.name)
 
 
-def _storage_path(cfg: TuneConfig) -> str:
-    out = cfg.run.output_dir
-    return out if "://" in out else str(Path(out).resolve())
-
-
 def _trainable(cfg: TuneConfig) -> Any:
     from ray import tune
 
@@ -81,7 +76,10 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from xmw_ray.train.runner import run_storage
+
     s = cfg.search
+    storage_fs, storage_path = run_storage(cfg.run.output_dir)
     searcher = OptunaSearch(space=DefineByRun(s), metric=METRIC, mode=MODE, seed=s.seed)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.optim.epochs,
                               grace_period=min(s.grace_period, cfg.optim.epochs), reduction_factor=s.reduction_factor)
@@ -90,7 +88,7 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=s.num_samples, max_concurrent_trials=concurrency,
                                     time_budget_s=s.time_budget_s),
-        run_config=tune.RunConfig(name=cfg.run.name, storage_path=_storage_path(cfg),
+        run_config=tune.RunConfig(name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
                                   failure_config=tune.FailureConfig(max_failures=s.max_trial_failures),
                                   callbacks=[WorkerGroupSweeper()], verbose=1),
     )
@@ -101,10 +99,12 @@ def restore_or_build(cfg: TuneConfig, concurrency: int) -> tuple[Any, bool]:
     errored ones continue from their checkpoints), else start it."""
     from ray import tune
 
-    path = experiment_path(cfg)
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=_trainable(cfg), resume_unfinished=True,
-                                  resume_errored=True), True
+    from xmw_ray.train.runner import run_storage
+
+    storage_fs, path = run_storage(experiment_path(cfg))
+    if tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
+        return tune.Tuner.restore(path, trainable=_trainable(cfg), resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=storage_fs), True
     return build_tuner(cfg, concurrency), False
 
 
