@@ -84,21 +84,26 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return out
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Stop a ``ray start --block`` we started and every process it spawned (by pid, never by name)."""
-    family = _descendants(proc.pid)
-    proc.terminate()  # ray start --block stops its node's processes on SIGTERM
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    for pid, started in family:  # whatever outlived it (and is still the same process)
-        if _start_time(pid) != started:
-            continue
+def _stop_nodes(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """Stop the ``ray start --block`` processes we started and every process they spawned (by pid, never by
+    name): SIGTERM to all at once, a short shared grace period, then SIGKILL to whatever outlived it."""
+    families = [(p, _descendants(p.pid)) for p in procs]
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + grace
+    for p, _ in families:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    for _, family in families:
+        for pid, started in family:  # still the same process (pids are reused)
+            if _start_time(pid) != started:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 @pytest.fixture
@@ -124,8 +129,7 @@ def two_nodes(tmp_path):
         _wait_for_nodes(env, address, 2)
         yield {"env": env, "address": address}
     finally:
-        for p in reversed(procs):
-            _kill_tree(p)
+        _stop_nodes(procs)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
