@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/xmw demo --out $(DEMO_OUT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: setup
 	$(BIN)/ruff check xmw_ray jobs bench tests

@@ -26,6 +26,7 @@ from object_storage_env import (
 )
 
 from xmw_ray.cli import main
+from xmw_ray.data.grid_store import GridStore, prepare_grid
 from xmw_ray.data.site_store import SiteStore, prepare_sites
 from xmw_ray.errors import XmwInputError
 
@@ -135,6 +136,18 @@ def test_ray_data_reads_site_store_from_s3(ray_s3, site_stores):
 
 def test_prepare_grid_to_s3_equals_local_store(stores):
     check_grid_store_equals_local(stores, _s3())
+
+
+def test_grid_store_on_s3_is_replaced_in_place_but_never_over_foreign_objects(stores):
+    s3 = _s3()
+    src, url = stores["root"] / "src", stores["url"]
+    again = prepare_grid(src, url, cells_per_chunk=16)  # a store already there is replaced
+    assert again == stores["summary"] and GridStore.open(url).n_cells == again["cells"]
+    s3.pipe_file(f"{BUCKET}/shared/results.csv", b"someone else's data")
+    with pytest.raises(XmwInputError, match="results.csv"):
+        prepare_grid(src, f"s3://{BUCKET}/shared", cells_per_chunk=16)
+    assert s3.cat_file(f"{BUCKET}/shared/results.csv") == b"someone else's data"
+    assert not s3.exists(f"{BUCKET}/shared/zarr.json")
 
 
 @pytest.mark.slow

@@ -35,6 +35,22 @@ def directory_aside(out: str | Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool]) -> list[str]:
+    """The keys (relative to ``url``) of the objects already under ``url``; ``XmwInputError`` when one of them is
+    not ``replaceable``: replacing a store there deletes the prefix, and must never take other data with it."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)
+    old = [key[len(root) + 1:] for key in fs.find(root) if key.startswith(root + "/")]
+    foreign = [key for key in old if not replaceable(key)]
+    if foreign:
+        raise XmwInputError(f"{url}: holds {foreign[0]!r}, which is not part of what would be written there; "
+                            "choose another --out or remove it")
+    return old
+
+
 @contextmanager
 def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool]) -> Iterator[Path]:
     """Yield a local temporary folder to fill; on success publish it at ``url`` (an fsspec URL), ``commit_file`` last.
@@ -54,12 +70,7 @@ def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool])
     tmp = Path(tempfile.mkdtemp(prefix="xmw-upload-"))
     try:
         yield tmp
-        fs.invalidate_cache(root)
-        old = [key[len(root) + 1:] for key in fs.find(root) if key.startswith(root + "/")]
-        foreign = [key for key in old if not replaceable(key)]
-        if foreign:
-            raise XmwInputError(f"{url}: holds {foreign[0]!r}, which is not part of what would be written there; "
-                                "choose another --out or remove it")
+        old = refuse_foreign_objects(url, replaceable)
         if commit_file in old:
             fs.rm_file(f"{root}/{commit_file}")
         rest = [f"{root}/{key}" for key in old if key != commit_file]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data import schema
-from xmw_ray.data.atomic import directory_aside
+from xmw_ray.data.atomic import directory_aside, refuse_foreign_objects
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
@@ -36,6 +36,7 @@ from xmw_ray.data.contract import (
     grid_coords,
     monthly_to_days,
 )
+from xmw_ray.data.normstats import NORMSTATS_DIR
 from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
 from xmw_ray.errors import XmwInputError
 
@@ -98,6 +99,16 @@ def _compressor():
     from zarr.codecs import BloscCodec
 
     return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+#: Top-level entries of a Grid store: the group's metadata, its arrays and the cached statistics.
+GRID_STORE_ENTRIES = ("zarr.json", "dynamic", "target", "static", "annual", "cell_ilat", "cell_ilon", "cell_area",
+                      "wetland_fraction", NORMSTATS_DIR)
+
+
+def grid_store_key(key: str) -> bool:
+    """Whether ``key`` (relative to the store) is an object a Grid store owns: replacing the store deletes it."""
+    return key.split("/", 1)[0] in GRID_STORE_ENTRIES
 
 
 def _write_store(
@@ -190,7 +201,8 @@ def prepare_grid(
     n = int(mask.sum())
     if n == 0:
         raise XmwInputError(f"{source.tem_dir}: no valid cell ({VALID_RULE})")
-    if is_url(out):
+    if is_url(out):  # no rename on object stores: readers refuse the store until ``complete`` is set, last
+        refuse_foreign_objects(str(out), grid_store_key)
         _write_store(source, str(out), mask, frac, cells_per_chunk, chunks_per_shard, progress)
     else:
         with directory_aside(out) as tmp:
