@@ -88,7 +88,7 @@ def test_a_small_validation_part_is_decoded_once_and_scores_the_same_samples(ray
                     "split": {"kind": "temporal", "train_years": [2000, 2001], "test_years": [2002, 2002],
                               "val_fraction": 0.25}},
            "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0}},
-           "optim": {"lr": 0.01, "epochs": 3, "patience": 10, "scheduler": "none"},
+           "optim": {"lr": 0.01, "epochs": 2, "patience": 10, "scheduler": "none"},
            "run": {"output_dir": str(tmp_path / "runs")}}
     cfg = TrainConfig.model_validate(raw)
     info = store_info(str(store), "grid")

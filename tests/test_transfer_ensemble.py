@@ -79,7 +79,7 @@ def test_hybrid_experiment_builds_its_stores_and_deploys_a_seed_ensemble(ray_ses
         "strategies": ["scratch"], "ensemble": 2, "fractions": [1.0], "seeds": [0],
         "models": [{"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0, "input_size": 4,
                                                 "skip": True, "input_clip": 4.0}}],
-        "optim": {"lr": 0.01, "epochs": 2, "patience": 2, "scheduler": "none"}, "baseline": {"max_iter": 5}})
+        "optim": {"lr": 0.01, "epochs": 1, "scheduler": "none"}, "baseline": {"max_iter": 5}})
     paths = run_experiment(cfg, log=lambda msg: None)
     exp = tmp_path / "exp"
     assert {json.loads(line)["setting"] for line in (exp / "results.jsonl").read_text().splitlines()} == {

@@ -3,6 +3,9 @@ known function of the drivers (so a model that learns anything scores well above
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,22 @@ def learnable_target(tair: np.ndarray, prec: np.ndarray) -> np.ndarray:
     return (20.0 + 1.5 * tair + 2.0 * wet).astype(np.float32)
 
 
+#: The worlds built so far in this process, by resolution: later calls copy them (a build takes seconds).
+_BUILT: dict[float, Path] = {}
+
+
 def make_grid_store(root: Path, res: float = 10.0) -> Path:
+    """``root/src`` (TEM-MDM files) and ``root/grid.zarr`` (the prepared store): a private copy for each caller."""
+    if res not in _BUILT:
+        master = Path(tempfile.mkdtemp(prefix="xmw-train-world-"))
+        atexit.register(shutil.rmtree, master, ignore_errors=True)
+        _build(master, res)
+        _BUILT[res] = master
+    shutil.copytree(_BUILT[res], root, dirs_exist_ok=True)
+    return root / "grid.zarr"
+
+
+def _build(root: Path, res: float) -> None:
     src = root / "src"
     arrays = write_tiny_temmdm(src, res=res, years=YEARS, seed=1, land_fraction=0.5, wetland_fraction=0.6,
                                spoil_cells=0)
@@ -30,6 +48,4 @@ def make_grid_store(root: Path, res: float = 10.0) -> Path:
         target = learnable_target(arrays["daily"][("TAIR", year)], arrays["daily"][("PREC", year)])
         target[~np.isfinite(arrays["daily"][("TAIR", year)])] = np.nan
         layout.write_target(src, year, days_to_slots(target), res)
-    store = root / "grid.zarr"
-    prepare_grid(src, store, cells_per_chunk=16)
-    return store
+    prepare_grid(src, root / "grid.zarr", cells_per_chunk=16)
