@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,22 @@ def test_xmw_transfer_writes_tables_plot_and_evaluable_best(ray_session, world, 
     assert json.loads(capsys.readouterr().out)["pooled"]["n"] > 0
     assert main(cmd + ["--set", "strategies=[nope]"]) == 2
     assert "strategies" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_adversarial_stage_trains_data_parallel(ray_session, world, tmp_path, monkeypatch):
+    """DANN on 2 DDP workers: the source streams beside the target, the discriminator is a second DDP module
+    behind the gradient reversal, and every rank takes the same number of steps, so the run finishes (a
+    mismatch would hang the gradient all-reduce). The fine-tuning that follows is plain training (tested
+    with 2 workers in test_train.py), so it is cut here to keep the suite short."""
+    import xmw_ray.transfer.adversarial as adversarial
+
+    stages = []
+    monkeypatch.setattr(adversarial, "finetune_from", lambda job, ckpt, params, callbacks: stages.append(ckpt))
+    raw = raw_job(world, tmp_path, "adv")
+    raw["resources"] = {"num_workers": 2, "cpus_per_worker": 1}
+    get_strategy("adversarial").run(validate(raw, TransferJob))
+    history = json.loads((tmp_path / "adv-dann" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0]  # pretrain_optim: 1 epoch
+    assert all(math.isfinite(history[0][k]) for k in ("domain_loss", "task_loss", "val_loss"))
+    assert history[0]["train_samples"] > 0 and (stages[0] / "model.pt").is_file()
