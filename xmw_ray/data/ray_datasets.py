@@ -194,14 +194,15 @@ def sample_dataset(info: StoreInfo, spec: SplitSpec | None, part: str,
 def part_bytes(info: StoreInfo, spec: SplitSpec, part: str) -> int:
     """In-memory size of one split part, from entity ids and years alone (nothing is read)."""
     plan = info.plan(spec)
+    n_dynamic, n_static = len(info.dynamic_vars), len(info.static_vars)
     if info.kind == "grid":
         g = _open_grid(info.path)
-        rows = sum(g.cells_per_chunk if r is None else len(r) for _, _, r in grid_selection(g, plan, part))
-    else:
-        pairs = [(e, y) for e, ys in (info.years_of or {}).items() for y in ys]
-        codes = plan.parts(plan.entity_index([e for e, _ in pairs]), np.array([y for _, y in pairs]))
-        rows = int((codes == PART_CODES[part]).sum()) if part != "all" else len(pairs)
-    return rows * sample_bytes(len(info.dynamic_vars), len(info.static_vars))
+        selection = grid_selection(g, plan, part)
+        return GridDatasource(info.path, selection, n_dynamic, n_static, g.cells_per_chunk).estimate_inmemory_data_size()
+    pairs = [(e, y) for e, ys in (info.years_of or {}).items() for y in ys]
+    codes = plan.parts(plan.entity_index([e for e, _ in pairs]), np.array([y for _, y in pairs]))
+    rows = int((codes == PART_CODES[part]).sum()) if part != "all" else len(pairs)
+    return rows * sample_bytes(n_dynamic, n_static)
 
 
 def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:
