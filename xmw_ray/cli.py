@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"xmw: error: {exc.filename or ''}: file not found", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the user named cannot be written (permission, name length, read-only disk)
+        if exc.filename is None:  # no path to blame: not a bad input, let the traceback show
+            raise
+        print(f"xmw: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

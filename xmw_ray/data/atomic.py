@@ -2,12 +2,23 @@
 
 Local paths are written to a temporary sibling and renamed (``directory_aside``); object-store URLs are written
 to a local temporary folder and uploaded with a commit object last (``upload_aside``).
+
+A local target is checked before anything is written (``refuse_foreign_local``): a file, or a folder holding
+anything the command would not write itself, is refused, never deleted. Writers of the same target take a lock on
+its parent folder for the short commit (move the old one aside, rename the new one in), and each run first removes
+the temporary siblings that dead processes on this host left (``sweep_stale_asides``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import os
+import re
+import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,24 +26,164 @@ from pathlib import Path
 
 from xmw_ray.errors import XmwInputError
 
+_HOST = socket.gethostname()
+#: What follows ``.NAME.tmp-`` / ``.NAME.old-`` in an aside's name: the writer's pid, then ``@host.token`` (asides
+#: written before they carried it have the pid alone).
+_ASIDE_TAIL = re.compile(r"(?P<pid>\d+)(?:@(?P<host>.+)\.[0-9a-f]{8})?")
+
+
+def _aside(out: Path, role: str) -> Path:
+    """A unique sibling of ``out`` named after this process and host (``.NAME.tmp-PID@HOST.TOKEN``): threads of
+    one process get their own, and ``sweep_stale_asides`` can tell whose it is."""
+    aside = out.with_name(f".{out.name}.{role}-{os.getpid()}@{_HOST}.{secrets.token_hex(4)}")
+    limit = os.pathconf(out.parent, "PC_NAME_MAX") if out.parent.exists() else 255
+    if len(os.fsencode(aside.name)) > limit:
+        raise OSError(errno.ENAMETOOLONG, f"name too long to write aside (a sibling adds "
+                                          f"{len(aside.name) - len(out.name)} characters)", str(out))
+    return aside
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder; a concurrent remover that got there first is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def sweep_stale_asides(out: str | Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-PID…`` / ``.NAME.old-PID…`` siblings of ``out`` whose process is gone; returns them.
+
+    A killed writer cannot clean up after itself, so the next run does. Only asides of this host are judged (a pid
+    means nothing on another machine sharing the folder); those of live processes, and of this process (another
+    thread may be writing), are kept.
+    """
+    out = Path(out)
+    swept: list[Path] = []
+    if not out.parent.is_dir():
+        return swept
+    for role in ("tmp", "old"):
+        prefix = f".{out.name}.{role}-"
+        for path in out.parent.glob(f"{glob.escape(prefix)}*"):
+            m = _ASIDE_TAIL.fullmatch(path.name[len(prefix):])
+            if m is None or (m["host"] is not None and m["host"] != _HOST):
+                continue
+            pid = int(m["pid"])
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            _remove(path)
+            swept.append(path)
+    return swept
+
+
+def _refuse_unwritable_parent(out: Path) -> None:
+    """Fail before any work when ``out`` cannot be created: its nearest existing ancestor is a file, or a folder
+    this process may not write into (``OSError`` naming it, which the CLI reports in one line)."""
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise XmwInputError(f"{ancestor}: is a file, not a folder to write {out.name} into; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(ancestor))
+
+
+def refuse_foreign_local(out: str | Path, replaceable: Callable[[str], bool], what: str) -> bool:
+    """Whether ``out`` (a local path) holds something to replace; ``XmwInputError`` when replacing it could lose
+    data: ``out`` is a file, or a folder holding a file for which ``replaceable(relative path)`` is false (another
+    kind of store, a user's file). The local twin of ``refuse_foreign_objects``."""
+    out = Path(out)
+    _refuse_unwritable_parent(out)
+    if out.is_symlink() and not out.exists():
+        raise XmwInputError(f"{out}: is a broken link, not a {what}; choose another --out or remove it")
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise XmwInputError(f"{out}: is a file, not a {what}; choose another --out or remove it")
+    held = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir() or p.is_symlink())
+    foreign = [key for key in held if not replaceable(key)]
+    if foreign:
+        raise XmwInputError(f"{out}: holds {foreign[0]!r}, which is not part of a {what}; "
+                            "choose another --out or remove it")
+    return any(out.iterdir())
+
 
 @contextmanager
-def directory_aside(out: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out`` to fill; on success it replaces ``out``, on failure it is removed."""
+def _parent_lock(out: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``out``'s parent folder: concurrent writers commit one after the other. Nothing is
+    left on disk. Where the file system has no such lock (some network mounts) the commit goes on unlocked and
+    relies on ``_commit`` tolerating a concurrent winner."""
+    try:
+        fd = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _commit(tmp: Path, out: Path, check: Callable[[], object]) -> None:
+    """Put ``tmp`` at ``out``: the old ``out`` is moved aside, ``tmp`` renamed in, the old one removed. A writer
+    that put its own ``out`` in between (unlocked file systems) is moved aside in turn, after ``check`` again."""
+    for _ in range(8):
+        check()
+        old = _aside(out, "old")
+        try:
+            os.rename(out, old)
+        except FileNotFoundError:
+            old = None
+        try:
+            os.rename(tmp, out)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+                raise
+        finally:
+            if old is not None:
+                _remove(old)
+    raise OSError(errno.EBUSY, "other writers keep replacing it", str(out))
+
+
+@contextmanager
+def directory_aside(out: str | Path, replaceable: Callable[[str], bool] | None = None,
+                    what: str = "store") -> Iterator[Path]:
+    """Yield a temporary sibling of ``out`` to fill; on success it replaces ``out``, on failure it is removed.
+
+    With ``replaceable`` (see ``refuse_foreign_local``) an ``out`` that holds anything else is refused, before the
+    block and again at the commit. Stale asides of dead writers are swept first; the commit holds the parent lock.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    check = (lambda: refuse_foreign_local(out, replaceable, what)) if replaceable else (lambda: None)
+    check()
+    sweep_stale_asides(out)
+    tmp = _aside(out, "tmp")
     try:
         yield tmp
+        with _parent_lock(out):
+            _commit(tmp, out, check)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool]) -> list[str]:
@@ -89,6 +240,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    sweep_stale_asides(path)
+    tmp = _aside(path, "tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise

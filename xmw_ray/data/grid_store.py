@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data import schema
-from xmw_ray.data.atomic import directory_aside, refuse_foreign_objects
+from xmw_ray.data.atomic import directory_aside, refuse_foreign_local, refuse_foreign_objects
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
@@ -196,6 +196,8 @@ def prepare_grid(
     """Build the Grid store at ``out`` from TEM-MDM files in ``src``; returns a short summary."""
     if cells_per_chunk < 1 or chunks_per_shard < 1:
         raise XmwInputError("--cells-per-chunk and chunks per shard must be positive")
+    if not is_url(out) and refuse_foreign_local(out, grid_store_key, "Grid store"):
+        progress(f"replacing existing grid store {out}")
     source = open_temmdm(src, years)
     mask, frac = _valid_mask(source, progress)
     n = int(mask.sum())
@@ -205,7 +207,7 @@ def prepare_grid(
         refuse_foreign_objects(str(out), grid_store_key)
         _write_store(source, str(out), mask, frac, cells_per_chunk, chunks_per_shard, progress)
     else:
-        with directory_aside(out) as tmp:
+        with directory_aside(out, grid_store_key, "Grid store") as tmp:
             _write_store(source, str(tmp), mask, frac, cells_per_chunk, chunks_per_shard, progress)
     return {"cells": n, "years": list(source.years), "res": source.res, "cell_years": n * len(source.years)}
 

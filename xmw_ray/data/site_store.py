@@ -31,7 +31,7 @@ import numpy as np
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.atmosphere import annual_concentrations
-from xmw_ray.data.atomic import directory_aside, upload_aside
+from xmw_ray.data.atomic import directory_aside, refuse_foreign_local, refuse_foreign_objects, upload_aside
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
@@ -266,6 +266,10 @@ def prepare_sites(
         raise XmwInputError(f"--max-input-gap {max_input_gap}: must be >= 0")
     if drivers not in DRIVER_SETS:
         raise XmwInputError(f"--drivers {drivers}: expected one of {', '.join(DRIVER_SETS)}")
+    if is_url(out):
+        refuse_foreign_objects(str(out), _site_store_key)
+    elif refuse_foreign_local(out, _site_store_key, "Site store"):
+        progress(f"replacing existing site store {out}")
     tower = drivers == "tower"
     if tower and grid is not None:
         raise XmwInputError(f"--grid {grid}: not meaningful with --drivers tower (its drivers come from the towers)")
@@ -333,7 +337,7 @@ def prepare_sites(
         with upload_aside(str(out), COMMON_METADATA, _site_store_key) as tmp:
             _write_parquet(tmp, kept, site_info, pa_schema)
     else:
-        with directory_aside(out) as tmp:
+        with directory_aside(out, _site_store_key, "Site store") as tmp:
             tmp.mkdir(parents=True)
             _write_parquet(tmp, kept, site_info, pa_schema)
     return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"]}

@@ -21,13 +21,19 @@ import numpy as np
 
 from xmw_ray.data import layout
 from xmw_ray.data.atmosphere import annual_concentrations
+from xmw_ray.data.atomic import refuse_foreign_local
 from xmw_ray.data.contract import DAYS_IN_MONTH, UNITS, days_to_slots
+from xmw_ray.errors import XmwInputError
 from xmw_ray.sim.process import SIMULATOR, TRUE_WORLD, Forcing, run, spin_up
 from xmw_ray.sim.statics import StaticWorld, build_world, write_statics
 from xmw_ray.sim.towers import TowerRecorder, plan_towers, write_towers
 from xmw_ray.sim.weather import Weather, WeatherGenerator
 
 TRUTH_FILE = "truth.json"
+#: Written first into a world folder, so that a run killed before ``truth.json`` is still known as a world.
+WORLD_MARKER = ".xmw-world"
+#: What ``simulate`` writes at the top of its folder: a folder holding anything else is not a world to replace.
+WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, TRUTH_FILE, TRUTH_FILE + ".tmp", WORLD_MARKER)
 _MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
 
 
@@ -73,6 +79,23 @@ def remove_stale_years(root: Path, years: range) -> None:
                 path.unlink()
 
 
+def world_key(key: str) -> bool:
+    """Whether ``key`` (relative to a world folder) is something ``simulate`` writes there."""
+    return key.split("/", 1)[0] in WORLD_ENTRIES
+
+
+def claim_world_folder(out: Path) -> bool:
+    """Whether ``out`` holds an earlier built-in world, which a run replaces (its yearly files, statics and
+    towers are rewritten in place). Anything else that is not empty (a file, a user's folder, an X-MethaneWet
+    dataset root without the world's marker) is refused with ``XmwInputError`` and left as it is."""
+    if not refuse_foreign_local(out, world_key, "built-in world folder"):
+        return False
+    if not ((out / TRUTH_FILE).is_file() or (out / WORLD_MARKER).is_file()):
+        raise XmwInputError(f"{out}: holds data that xmw simulate did not write (no {TRUTH_FILE}); "
+                            "choose another --out or remove it")
+    return True
+
+
 def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> dict:
     """Write ``spec.out/TEM-MDM``, ``spec.out/FLUXNET-CH4`` and ``spec.out/truth.json``; returns the summary
     (``truth.json``'s content plus the wall time of each simulated year and the number of land cells)."""
@@ -80,8 +103,13 @@ def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> 
     y0, y1 = spec.years
     root = Path(spec.out)
     t_start = time.perf_counter()
+    replacing = claim_world_folder(root)
     world = build_world(spec.seed, spec.res)
     plan = plan_towers(world, spec.sites, spec.years, spec.seed)  # fails early when towers do not fit
+    if replacing:
+        log(f"replacing existing built-in world {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / WORLD_MARKER).touch()
     remove_stale_years(root, range(y0, y1 + 1))
     write_statics(world, root)
     years = np.arange(y0, y1 + 1)
