@@ -98,7 +98,8 @@ def _refuse_unwritable_parent(out: Path) -> None:
     if not ancestor.is_dir():
         raise XmwInputError(f"{ancestor}: is a file, not a folder to write {out.name} into; choose another --out")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(ancestor))
+        code = errno.EROFS if os.statvfs(ancestor).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(ancestor))
 
 
 def refuse_foreign_local(out: str | Path, replaceable: Callable[[str], bool], what: str) -> bool:
