@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from builders import write_tiny_fluxnet, write_tiny_temmdm
 
 from xmw_ray.cli import main
-from xmw_ray.data import layout
+from xmw_ray.data import atomic, layout
 from xmw_ray.data.atomic import directory_aside, sweep_stale_asides, write_text_atomic
 
 SIM_ARGS = ["--res", "30", "--years", "2000-2000", "--sites", "0"]
@@ -182,9 +183,13 @@ def _fill(tmp: Path, tag: str) -> None:
     (tmp / "sub" / "leaf").write_text(tag)
 
 
-def test_concurrent_writers_of_one_target(tmp_path):
+@pytest.mark.parametrize("locked", [True, False], ids=["locked", "unlocked-file-system"])
+def test_concurrent_writers_of_one_target(locked, tmp_path, monkeypatch):
     """Two threads finish ``directory_aside`` on the same target together: both succeed, the target is one
-    writer's whole output (never a mix), and no temporary or old folder is left."""
+    writer's whole output (never a mix), and no temporary or old folder is left. Without the lock (a file system
+    with no ``flock``) the commit still tolerates the concurrent winner."""
+    if not locked:
+        monkeypatch.setattr(atomic, "_parent_lock", lambda out: nullcontext())
     out = tmp_path / "store"
     owned = lambda key: key.startswith(("part-", "sub/"))  # noqa: E731
     for round_ in range(50):

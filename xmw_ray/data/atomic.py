@@ -114,12 +114,27 @@ def refuse_foreign_local(out: str | Path, replaceable: Callable[[str], bool], wh
         return False
     if not out.is_dir():
         raise XmwInputError(f"{out}: is a file, not a {what}; choose another --out or remove it")
-    held = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir() or p.is_symlink())
-    foreign = [key for key in held if not replaceable(key)]
-    if foreign:
-        raise XmwInputError(f"{out}: holds {foreign[0]!r}, which is not part of a {what}; "
+    foreign = next((key for key in _held_files(out) if not replaceable(key)), None)  # the first: --out ~ is quick
+    if foreign is not None:
+        raise XmwInputError(f"{out}: holds {foreign!r}, which is not part of a {what}; "
                             "choose another --out or remove it")
-    return any(out.iterdir())
+    return next(_held_entries(out), None) is not None
+
+
+def _held_entries(folder: Path) -> Iterator[str]:
+    """Every entry under ``folder`` (relative, ``/``-separated), files and links before the folders holding
+    them. Folder kinds come from the listing itself, so an entry that a concurrent writer moves away meanwhile
+    is skipped rather than mistaken for a file."""
+    for parent, dirs, files in os.walk(folder):
+        rel = Path(parent).relative_to(folder)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(parent, d))]:
+            yield (rel / name).as_posix()
+        yield from ((rel / d).as_posix() + "/" for d in dirs)
+
+
+def _held_files(folder: Path) -> Iterator[str]:
+    """The files and links under ``folder``: what replacing it would delete (empty folders aside)."""
+    return (key for key in _held_entries(folder) if not key.endswith("/"))
 
 
 @contextmanager
@@ -154,13 +169,17 @@ def _commit(tmp: Path, out: Path, check: Callable[[], object]) -> None:
             old = None
         try:
             os.rename(tmp, out)
-            return
+            committed = True
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+                if old is not None:  # not a concurrent winner: put the old one back rather than lose it
+                    os.rename(old, out)
                 raise
-        finally:
-            if old is not None:
-                _remove(old)
+            committed = False  # another writer put its own ``out`` in between: move that aside in turn
+        if old is not None:
+            _remove(old)
+        if committed:
+            return
     raise OSError(errno.EBUSY, "other writers keep replacing it", str(out))
 
 
