@@ -148,3 +148,58 @@ def test_cli_refuses_to_resume_a_planted_search_without_unpickling_it(key, ray_s
     assert err.startswith(f"xmw: error: {run}/{SIGNATURE_FILE}: missing") and "refusing to resume" in err
     assert sorted(os.listdir(run)) == ["tuner.pkl"]  # nothing written, nothing signed
 
+
+
+LISTENERS = """
+import json, os, socket, time
+from pathlib import Path
+from xmw_ray.train.runner import ensure_ray
+
+ensure_ray()
+time.sleep(4)  # the agents and the first workers open their ports after ray.init returns
+parent = {int(p.name): int(p.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+          for p in Path("/proc").iterdir() if p.name.isdigit() and p.joinpath("stat").exists()}
+ours, grew = {os.getpid()}, True
+while grew:
+    new = {pid for pid, ppid in parent.items() if ppid in ours} - ours
+    ours |= new
+    grew = bool(new)
+owner = {}
+for pid in ours:
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                owner[link[8:-1]] = name
+    except OSError:
+        continue
+seen = set()
+for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+    for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[3] != "0A" or f[9] not in owner:  # 0A: LISTEN
+            continue
+        raw, port = f[1].split(":")
+        b = bytes.fromhex(raw)
+        b = b"".join(b[i:i + 4][::-1] for i in range(0, len(b), 4))  # /proc holds 32-bit words host-order
+        seen.add((owner[f[9]], socket.inet_ntop(family, b), int(port, 16)))
+print(json.dumps(sorted(seen)))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from Linux's /proc")
+def test_local_ray_instance_listens_on_loopback_only():
+    """A local instance has no token authentication: none of its ports may be reachable from other hosts."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env.update(PYTHONPATH=str(REPO), XMW_NUM_CPUS="1")
+    out = subprocess.run([sys.executable, "-c", LISTENERS], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    listeners = json.loads(out.stdout.strip().splitlines()[-1])
+    names = {name for name, _, _ in listeners}
+    assert {"gcs_server", "raylet"} <= names  # Ray's own servers were seen
+    wide = [(name, ip, port) for name, ip, port in listeners if ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    assert not wide, f"listening beyond loopback: {wide}"
