@@ -203,3 +203,23 @@ def test_local_ray_instance_listens_on_loopback_only():
     assert {"gcs_server", "raylet"} <= names  # Ray's own servers were seen
     wide = [(name, ip, port) for name, ip, port in listeners if ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
     assert not wide, f"listening beyond loopback: {wide}"
+
+
+def test_run_signer_re_signs_during_the_search_at_its_interval(key, tmp_path):
+    """Signed while Tune runs, a search killed outright can still be resumed; a later change is refused."""
+    from xmw_ray.tune.trust import RunSigner
+
+    run = tmp_path / "search"
+    write_search_files(run)
+    signer = RunSigner(str(run), interval_s=3600)
+    signer.setup()
+    signer.on_step_end(iteration=1, trials=[])
+    assert not (run / SIGNATURE_FILE).exists()  # not yet: once per interval
+    signer.interval_s = 0
+    signer.on_step_end(iteration=2, trials=[])
+    verify_run(str(run))
+    (run / "experiment_state-2027.json").write_text("{}")  # Tune saved again: signed at the next interval
+    with pytest.raises(XmwInputError, match="experiment_state-2027.json: not covered"):
+        verify_run(str(run))
+    signer.on_step_end(iteration=3, trials=[])
+    verify_run(str(run))

@@ -77,6 +77,7 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     from xmw_ray.train.runner import run_storage
+    from xmw_ray.tune.trust import RunSigner
 
     s = cfg.search
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
@@ -90,7 +91,7 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
                                     time_budget_s=s.time_budget_s),
         run_config=tune.RunConfig(name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
                                   failure_config=tune.FailureConfig(max_failures=s.max_trial_failures),
-                                  callbacks=[WorkerGroupSweeper()], verbose=1),
+                                  callbacks=[WorkerGroupSweeper(), RunSigner(experiment_path(cfg))], verbose=1),
     )
 
 

@@ -20,15 +20,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
 
 from xmw_ray.errors import XmwInputError
 
 if TYPE_CHECKING:
     import pyarrow.fs
+
+logger = logging.getLogger(__name__)
 
 SIGNATURE_FILE = "xmw-signature.json"
 KEY_ENV = "XMW_RUN_KEY"
@@ -166,3 +172,27 @@ def verify_run(path: str) -> None:
             raise XmwInputError(f"{shown}/{rel}: changed since the search was signed; refusing to resume{fresh}")
     for rel in sorted(set(files) - set(present)):
         raise XmwInputError(f"{shown}/{rel}: listed in {SIGNATURE_FILE} but missing; refusing to resume{fresh}")
+
+
+class RunSigner(tune.Callback):
+    """Tune callback: re-sign the run every ``interval_s`` of the search loop (Tune has just saved its experiment
+    state when ``on_step_end`` runs), so a driver killed outright leaves state that its next launch may resume.
+    A signature taken while an upload is still in flight only makes that resume refuse, never trust more."""
+
+    def __init__(self, path: str, interval_s: float = 30.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._last = time.monotonic()
+
+    def setup(self, **info: Any) -> None:
+        self._last = time.monotonic()  # a resumed search brings this object back from another process's clock
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        try:
+            sign_run(self.path)
+        except Exception as exc:  # storage briefly unreachable: the next interval, or the end of the search, signs
+            logger.warning("signing %s failed: %s", self.path, exc)
