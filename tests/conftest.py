@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FLUXNET_DIR = SHARED / "data" / "fluxnet-ch4"
 XMW_PRESETS_DIR = SHARED / "data" / "x-methanewet"
+# searches sign their run folders (xmw_ray/tune/trust.py): with a key of the suite's own, never a key file in $HOME
+os.environ.setdefault("XMW_RUN_KEY", "xmw-test-suite")
 
 
 @pytest.fixture(scope="session")

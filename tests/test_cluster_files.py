@@ -209,6 +209,44 @@ def test_launcher_turns_token_auth_on_and_keeps_the_dashboard_private(name):
     assert "IpPermissions" not in cfg["provider"].get("security_group", {}), "no extra inbound ports"
 
 
+AWS_WORKER_POLICY = CLUSTER / "aws-worker-policy.json"
+#: The head's profile (Ray creates it with AmazonEC2FullAccess and AmazonS3FullAccess): never a worker's.
+HEAD_PROFILE = "ray-autoscaler-v1"
+
+
+def test_aws_workers_run_with_a_profile_limited_to_the_run_bucket():
+    """A job runs arbitrary code on the workers: their role may reach the run bucket and nothing else."""
+    cfg = _launcher("aws.yaml")
+    for node_type, spec in _worker_types(cfg).items():
+        profile = spec["node_config"].get("IamInstanceProfile", {})
+        assert profile.get("Name") == "xmw-ray-worker", f"{node_type}: {profile}"
+    policy = json.loads(AWS_WORKER_POLICY.read_text())
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert statement["Effect"] == "Allow"
+        assert all(a.startswith("s3:") and "*" not in a for a in actions), actions
+        assert all(r.startswith("arn:aws:s3:::YOUR-BUCKET") for r in resources), resources
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    assert "cluster/aws-worker-policy.json" in docs and "iam:PassRole" in docs
+
+
+def test_gcp_workers_get_storage_scope_on_their_own_service_account():
+    cfg = _launcher("gcp.yaml")
+    for node_type, spec in _worker_types(cfg).items():
+        (account,) = spec["node_config"]["serviceAccounts"]
+        assert account["email"].startswith("xmw-ray-worker@"), node_type  # not the default (Editor) account
+        assert account["scopes"] == ["https://www.googleapis.com/auth/devstorage.read_write"], node_type
+    assert "roles/storage.objectUser" in (ROOT / "docs" / "cluster.md").read_text()
+
+
+@pytest.mark.parametrize("name", LAUNCHER_FILES)
+def test_no_worker_carries_full_access_or_cloud_platform(name):
+    text = (CLUSTER / name).read_text()
+    workers = yaml.safe_dump(_worker_types(_launcher(name)))
+    assert "FullAccess" not in text and "cloud-platform" not in workers and HEAD_PROFILE not in workers
+
+
 # ---------------------------------------------------------------- KubeRay
 
 
@@ -322,7 +360,7 @@ def test_every_cluster_file_names_one_ray_version_the_pinned_one():
 
 def test_docs_name_only_cluster_files_that_exist():
     docs = ROOT / "docs" / "cluster.md"
-    named = set(re.findall(r"cluster/[\w./-]+\.(?:yaml|md)|cluster/Dockerfile", docs.read_text()))
+    named = set(re.findall(r"cluster/[\w./-]+\.(?:yaml|md|json)|cluster/Dockerfile", docs.read_text()))
     assert {"cluster/aws.yaml", "cluster/gcp.yaml", "cluster/kuberay/raycluster.yaml",
             "cluster/kuberay/rayjob-tune.yaml", "cluster/Dockerfile"} <= named
     for rel in named:

@@ -17,6 +17,7 @@ from xmw_ray.models import MODELS, build_model
 from xmw_ray.tune.config import SearchSection, TuneConfig
 from xmw_ray.tune.search import max_concurrent_trials, run_search, trial_footprint
 from xmw_ray.tune.space import MODEL_SPACES, DefineByRun, model_params, strategy_params
+from xmw_ray.tune.trust import verify_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,3 +158,9 @@ def test_search_leaves_leaderboard_best_checkpoint_and_resumes(ray_session, tmp_
     assert again.resumed
     assert sorted(r["trial_id"] for r in again.rows) == sorted(r["trial_id"] for r in out.rows)
     assert [r["val_loss"] for r in again.rows] == [r["val_loss"] for r in out.rows]
+    # both launches signed what Tune left (trust.py); a state file changed since is refused before it is loaded
+    verify_run(out.path)
+    state = sorted(Path(out.path).glob("experiment_state-*.json"))[-1]
+    state.write_text(state.read_text().replace('"trial_data"', '"trial_data" ', 1))
+    with pytest.raises(XmwInputError, match=rf"^{out.path}/{state.name}: changed since the search was signed"):
+        run_search(cfg)

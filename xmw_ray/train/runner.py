@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,8 +88,38 @@ LOCAL_MIN_CPUS = 4
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
+#: Ray's switch (read when ``ray._private.ray_constants`` is imported) between the node's outward address and
+#: loopback; Ray itself uses loopback where clusters are unsupported (macOS, Windows).
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Meanwhile, a new Ray node takes 127.0.0.1 as its address. Ray 2.60's GCS, raylet and workers bind their
+    gRPC ports to all interfaces unless the node address is exactly 127.0.0.1, and ``ray.init`` turns an explicit
+    ``_node_ip_address="127.0.0.1"`` back into the outward address unless Ray clusters are switched off
+    (``services.get_node_ip_address``): switch them off for the node's start, in this process (the constant) and
+    in the processes it spawns (the variable), then restore both so a later ``ray.init(address=…)`` still works."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(RAY_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[RAY_CLUSTER_ENV] = saved_env
+
+
 def ensure_ray() -> None:
-    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance; quiet logs."""
+    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance; quiet logs.
+    A local instance listens on loopback only: it has no token authentication, and anyone who reaches a Ray
+    port can run code."""
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         # A new local instance gets logical CPUs (at least LOCAL_MIN_CPUS): a trial's driver, its worker and
@@ -97,8 +129,9 @@ def ensure_ray() -> None:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             cpus = int(os.environ.get("XMW_NUM_CPUS", max(os.cpu_count() or 1, LOCAL_MIN_CPUS)))
-            ray.init(num_cpus=cpus, log_to_driver=False, logging_level=logging.WARNING,
-                     _system_config=LOCAL_SYSTEM_CONFIG)
+            with _loopback_node():
+                ray.init(num_cpus=cpus, log_to_driver=False, logging_level=logging.WARNING,
+                         _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, _system_config=LOCAL_SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -77,6 +77,7 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     from xmw_ray.train.runner import run_storage
+    from xmw_ray.tune.trust import RunSigner
 
     s = cfg.search
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
@@ -90,19 +91,22 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
                                     time_budget_s=s.time_budget_s),
         run_config=tune.RunConfig(name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
                                   failure_config=tune.FailureConfig(max_failures=s.max_trial_failures),
-                                  callbacks=[WorkerGroupSweeper()], verbose=1),
+                                  callbacks=[WorkerGroupSweeper(), RunSigner(experiment_path(cfg))], verbose=1),
     )
 
 
 def restore_or_build(cfg: TuneConfig, concurrency: int) -> tuple[Any, bool]:
     """Resume the search stored under ``run.name`` if there is one (finished trials are kept, unfinished and
-    errored ones continue from their checkpoints), else start it."""
+    errored ones continue from their checkpoints), else start it. A stored search is resumed only when its
+    signature (``trust.verify_run``) proves this installation wrote it: restoring unpickles its files."""
     from ray import tune
 
     from xmw_ray.train.runner import run_storage
+    from xmw_ray.tune.trust import verify_run
 
     storage_fs, path = run_storage(experiment_path(cfg))
-    if tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
+    if tune.Tuner.can_restore(path, storage_filesystem=storage_fs):  # looks for tuner.pkl, loads nothing
+        verify_run(experiment_path(cfg))
         return tune.Tuner.restore(path, trainable=_trainable(cfg), resume_unfinished=True, resume_errored=True,
                                   storage_filesystem=storage_fs), True
     return build_tuner(cfg, concurrency), False
@@ -121,11 +125,13 @@ class SearchOutcome:
 
 
 def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> SearchOutcome:
-    """Run (or resume) the search, then write the leaderboard, plots and ``best`` checkpoint."""
+    """Run (or resume) the search, then write the leaderboard, plots and ``best`` checkpoint. Whatever the search
+    leaves (finished, failed or interrupted by Ctrl-C) is signed at the end, so a later launch may resume it."""
     import ray
 
     from xmw_ray.train.runner import ensure_ray
     from xmw_ray.tune.leaderboard import collect_rows, write_results
+    from xmw_ray.tune.trust import sign_run
 
     ensure_ray()
     have = cluster or cfg.search.cluster or ray.cluster_resources()
@@ -134,9 +140,12 @@ def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> S
     tuner, resumed = restore_or_build(cfg, concurrency)
     print(f"xmw tune: {'resuming' if resumed else 'starting'} search {cfg.run.name!r} at {experiment_path(cfg)} "
           f"({cfg.search.num_samples} trials, up to {concurrency} at once)", flush=True)
-    grid = tuner.fit()
-    wall = time.perf_counter() - t0
-    rows = collect_rows(grid, cfg)
-    files, best = write_results(rows, cfg, experiment_path(cfg))
+    try:
+        grid = tuner.fit()
+        wall = time.perf_counter() - t0
+        rows = collect_rows(grid, cfg)
+        files, best = write_results(rows, cfg, experiment_path(cfg))
+    finally:  # this process wrote (or verified) everything there: sign it
+        sign_run(experiment_path(cfg))
     return SearchOutcome(path=experiment_path(cfg), rows=rows, files=files, best_checkpoint=best,
                          resumed=resumed, wall_s=wall)
