@@ -26,7 +26,7 @@ from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
-from xmw_ray.transfer.base import TransferJob
+from xmw_ray.transfer.base import TransferJob, check_layouts
 from xmw_ray.transfer.ensemble import run_ensemble
 from xmw_ray.transfer.registry import STRATEGIES, get_strategy
 from xmw_ray.transfer.table import write_results
@@ -192,6 +192,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     prepare_stores(cfg, log)
+    if cfg.source is not None:  # refused before any Ray work (the trees would start Ray first)
+        check_layouts(store_info(cfg.source.store, cfg.source.source), store_info(cfg.target.store, cfg.target.source))
     results = out / RESULTS_FILE
     rows = _load_rows(results)
     done = {r["key"] for r in rows}
