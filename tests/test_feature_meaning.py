@@ -90,12 +90,19 @@ def test_transfer_refuses_a_site_store_prepared_without_grid(world, tmp_path, ca
     assert not (tmp_path / "exp" / "runs").exists()  # refused before any training
 
 
-def test_evaluate_refuses_a_grid_model_on_sites_without_grid(ray_session, world, tmp_path, capsys):
+def test_evaluate_refuses_a_grid_model_on_sites_without_grid(world, tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "grid-model", GridStore.open(world["grid"]).features)
     line = _one_line_error(capsys, ["evaluate", "--checkpoint", str(ckpt), "--store", str(world["sites_bare"]),
                                     "--split", "all"], str(world["sites_bare"]), "'NPP'", "phh2o")
-    assert "checkpoint" in line
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(world["sites_grid"]), "--split", "all"]) == 0
+    assert f"checkpoint {ckpt} has net_primary_productivity (simulated" in line
+
+
+def test_evaluate_accepts_a_grid_model_on_sites_prepared_with_grid(ray_session, world, tmp_path):
+    from xmw_ray.train.evaluate import evaluate_checkpoint
+
+    ckpt = _checkpoint(tmp_path / "grid-model", GridStore.open(world["grid"]).features)
+    report = evaluate_checkpoint(str(ckpt), str(world["sites_grid"]), "all")
+    assert set(report["per_entity"]) == set(SiteStore.open(world["sites_grid"]).sites)
 
 
 def test_infer_refuses_a_model_trained_on_sites_without_grid(world, tmp_path, capsys):
@@ -171,3 +178,18 @@ def test_ensemble_members_trained_on_differently_prepared_stores_are_refused(wor
     assert not (tmp_path / "ens").exists()
     out = write_ensemble_checkpoint([a, a], tmp_path / "ens", {})
     assert load_checkpoint_model(out).features == SiteStore.open(world["sites_grid"]).features
+
+
+def test_sites_prepared_on_a_legacy_grid_store_are_refused_not_broken(world, tmp_path):
+    import shutil
+
+    import zarr
+
+    old = tmp_path / "old-grid.zarr"
+    shutil.copytree(world["grid"], old)
+    root = zarr.open_group(str(old), mode="r+")
+    root.attrs.put({k: v for k, v in root.attrs.asdict().items() if k != "features"})
+    assert GridStore.open(old).features.legacy
+    prepare_sites(world["flux"], tmp_path / "sites", grid=old)
+    with pytest.raises(XmwInputError, match="records no feature meanings"):
+        check_layouts(store_info(str(world["grid"])), store_info(str(tmp_path / "sites")))

@@ -102,6 +102,8 @@ def _feature(record: Any, where: str) -> Feature:
             or not all(isinstance(v, str) for v in record.values()):
         raise XmwInputError(f"{where}: malformed feature descriptor {record!r}")
     feature = Feature(**record)
+    if feature.provenance == UNKNOWN:  # copied from a store prepared before descriptors (a Site store's --grid)
+        return feature
     if feature.provenance not in PROVENANCES:
         raise XmwInputError(f"{where}: feature {feature.name!r} has unknown provenance {feature.provenance!r}")
     if not known_meaning(feature.meaning):
