@@ -212,8 +212,8 @@ def check_sim_marker(sources: SiteSources, given: str | Path) -> None:
     path = folder / SIM_MARKER
     flag = f"--sim-sites {given}"
     if not path.is_file():
-        raise XmwInputError(f"{flag}: not output of {SIM_TOOL} (no {SIM_MARKER} in {folder}); observed flux is "
-                            "never a driver: pass the folder that command wrote")
+        raise XmwInputError(f"{flag}: not output of {SIM_TOOL} (no {SIM_MARKER} in {folder}; older xmw did "
+                            "not write it: simulate again); observed flux is never a driver")
     try:
         marker = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -4,7 +4,9 @@ For each tower of a FLUXNET-CH4 folder (the release's per-site files, or X-Metha
 model runs with the simulator's parameters on TA_F, P_F, SW_IN_F and VPD_F, and the result is written as a site
 file of the same format: FCH4 = FCH4_F = FCH4_F_ANNOPTLM = the simulated flux (nmol m⁻² s⁻¹), the forcing columns
 copied, so the same reader and ``prepare sites`` path read it. This is what TEM-MDM would provide at the tower,
-the source that sim-to-real transfer pretrains on.
+the source that sim-to-real transfer pretrains on. Last it writes ``xmw-simulated-sites.json`` (tool, version,
+forcing folder, SHA-256 of each file written): ``prepare sites --sim-sites`` reads only a folder carrying it, so
+observed flux never enters as the simulated driver (``tower_features.check_sim_marker``).
 
 Days missing a forcing variable are bridged by linear interpolation to keep the model state going, and get no
 flux (-9999): every site-day with complete forcing gets one. A tower's wetland comes from its metadata
