@@ -161,6 +161,7 @@ def check_inference_equals_local_and_resumes(stores: dict, bucket_url: str, fs: 
     import torch
     import xarray as xr
 
+    from xmw_ray.data.grid_store import GridStore
     from xmw_ray.infer.run import run_inference
     from xmw_ray.models import build_model
     from xmw_ray.train.checkpoint import write_checkpoint
@@ -170,6 +171,7 @@ def check_inference_equals_local_and_resumes(stores: dict, bucket_url: str, fs: 
             "static": {"mean": [5.0] * 8 + [1705.0, 362.0], "std": [3.0] * 10},
             "target": {"mean": 40.0, "std": 10.0}}
     model = build_model("lstm", 5, 10, norm=norm, hidden_size=4, num_layers=1, dropout=0.0).eval()
+    model.features = GridStore.open(stores["local"]).features  # what training on this grid records
     write_checkpoint(tmp_path / "ckpt", model, {"model": {"name": "lstm"}}, {})
     bucket = key_of(bucket_url)
     fs.put_file(str(tmp_path / "ckpt" / "model.pt"), f"{bucket}/runs/demo/best/model.pt")

@@ -40,6 +40,7 @@ def world(tmp_path_factory) -> dict:
     prepare_grid(root / "src", root / "grid.zarr", cells_per_chunk=16)
     torch.manual_seed(0)
     model = build_model("lstm", 5, 10, norm=NORM, hidden_size=4, num_layers=1, dropout=0.0).eval()
+    model.features = GridStore.open(root / "grid.zarr").features  # what training on this grid records
     write_checkpoint(root / "ckpt", model, {"model": {"name": "lstm"}}, {})
     return {"root": root, "grid": root / "grid.zarr", "ckpt": root / "ckpt", "model": model}
 

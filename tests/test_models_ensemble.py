@@ -11,7 +11,7 @@ import torch
 from builders import write_tiny_temmdm
 
 from xmw_ray.data import schema
-from xmw_ray.data.grid_store import prepare_grid
+from xmw_ray.data.grid_store import GridStore, prepare_grid
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
@@ -112,6 +112,7 @@ def world(tmp_path_factory) -> dict:
     parts = members()
     dirs = []
     for k, model in enumerate(parts):
+        model.features = GridStore.open(root / "grid.zarr").features  # what training on this grid records
         dirs.append(write_checkpoint(root / f"m{k}", model, {"data": {"split": SPLIT}, "run": {"seed": k}}, {}))
     return {"root": root, "grid": root / "grid.zarr", "members": parts, "dirs": dirs}
 

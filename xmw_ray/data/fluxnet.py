@@ -39,6 +39,7 @@ from xmw_ray.data.contract import (
     NMOL_PER_S_TO_MG_PER_DAY,
     STATIC_VARS,
 )
+from xmw_ray.data.features import Feature
 from xmw_ray.errors import XmwInputError
 
 MISSING_VALUE = -9999.0
@@ -83,6 +84,18 @@ SITE_STATIC_SOURCES = {
     "wetlandtype": "wetland class 1-4 from SITE_CLASSIFICATION and TREE (or the --wetland-types override)",
     "climatetype": "Koppen class, 1-based index into KOPPEN_CLASSES (0 unknown)",
 }
+#: What those slots are, as feature descriptors (``features.py``): mostly NOT the Grid store's quantity of the same
+#: name, so a model trained on the grid is refused these inputs.
+SITE_STATIC_FEATURES: tuple[Feature, ...] = (
+    Feature("clelev", "elevation", "metadata", "m"),
+    Feature("clfaotxt", "soil_texture_class", "constant", "class"),
+    Feature("cltveg", "igbp_class", "metadata", "IGBP class"),
+    Feature("phh2o", "soil_ph", "constant", "pH"),
+    Feature("topsoil_bulk_density", "soil_bulk_density", "constant", "kg dm-3"),
+    Feature("vegetation_type_11", "latitude", "metadata", "degrees_north"),
+    Feature("wetlandtype", "wetland_type", "metadata", "class"),
+    Feature("climatetype", "koppen_class", "metadata", "Koppen class"),
+)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from xmw_ray.data.contract import (
     grid_coords,
     monthly_to_days,
 )
+from xmw_ray.data.features import FeatureSet, grid_features
 from xmw_ray.data.normstats import NORMSTATS_DIR
 from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
 from xmw_ray.errors import XmwInputError
@@ -169,6 +170,7 @@ def _write_store(
 
     root.attrs.update({
         "format": GRID_FORMAT,
+        "features": grid_features().to_record(),
         "dynamic_vars": list(DYNAMIC_VARS),
         "static_vars": list(STATIC_VARS),
         "annual_vars": list(ANNUAL_VARS),
@@ -273,6 +275,11 @@ class GridStore:
     @property
     def units(self) -> dict[str, str]:
         return dict(self._attrs["units"])
+
+    @property
+    def features(self) -> FeatureSet:
+        """What each input slot means (``features.py``); provenance ``unknown`` for a store prepared before."""
+        return FeatureSet.of_store(self._attrs.get("features"), self.dynamic_vars, self.static_vars, self.path)
 
     @property
     def res(self) -> float:

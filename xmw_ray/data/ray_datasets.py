@@ -20,6 +20,7 @@ from ray.data.datasource import Datasource, ReadTask
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.contract import DAYS_PER_YEAR
+from xmw_ray.data.features import FeatureSet
 from xmw_ray.data.grid_store import GridStore, is_url
 from xmw_ray.data.normstats import NormStats, grid_normstats, site_normstats
 from xmw_ray.data.site_store import SiteStore
@@ -138,6 +139,7 @@ class StoreInfo:
     entities: list[str]
     years_of: dict[str, tuple[int, ...]] | None
     all_years: list[int]
+    features: FeatureSet | None = None  # what each slot means (``features.py``); None: not read
 
     def plan(self, spec: SplitSpec) -> SplitPlan:
         return SplitPlan(spec, self.entities, self.years_of, self.all_years)
@@ -149,11 +151,13 @@ def store_info(path: str, kind: str | None = None) -> StoreInfo:
         kind = "sites" if _looks_like_site_store(path) else "grid"
     if kind == "grid":
         g = _open_grid(str(path))
-        return StoreInfo("grid", str(path), g.dynamic_vars, g.static_vars, list(g.entities), None, list(g.years))
+        return StoreInfo("grid", str(path), g.dynamic_vars, g.static_vars, list(g.entities), None, list(g.years),
+                         g.features)
     s = SiteStore.open(path)
     years_of = {site: s.years_of(site) for site in s.sites}
     all_years = sorted({y for ys in years_of.values() for y in ys})
-    return StoreInfo("sites", str(path), s.dynamic_vars, s.static_vars, list(s.sites), years_of, all_years)
+    return StoreInfo("sites", str(path), s.dynamic_vars, s.static_vars, list(s.sites), years_of, all_years,
+                     s.features)
 
 
 def _looks_like_site_store(path: str) -> bool:

@@ -3,7 +3,8 @@
 Columns: ``year`` int64, ``lat``/``lon`` float64, ``n_target_days`` int32, ``dynamic`` fixed-size list
 ``[365][n_dynamic]`` float32, ``static`` ``[n_static]`` float32 (static slots, then CH4 and CO2), ``target`` ``[365]``
 float32 (mg CH4 m-2 d-1, NaN where not observed); the ``site`` column comes from the ``site=<ID>/`` partition.
-The schema metadata key ``xmw`` holds the var names, units, static slot meanings, target choice and drop counts.
+The schema metadata key ``xmw`` holds the var names, units, the feature descriptors (``features.py``: what each
+slot means and where it comes from), static slot meanings, target choice and drop counts.
 
 Sample rules (``fluxnet.py`` holds the unit and driver formulas): a site-year is dropped, and counted, when it has
 no target day (``no_target``), its drivers still have a gap after the ``_F`` columns and the short-gap fill
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +45,11 @@ from xmw_ray.data.contract import (
     monthly_to_days,
     site_cell,
 )
+from xmw_ray.data.features import CONTRACT_MEANINGS, Feature, FeatureSet
 from xmw_ray.data.fluxnet import (
     DRIVER_COLUMNS,
     GPP_COLUMN,
+    SITE_STATIC_FEATURES,
     SITE_STATIC_SOURCES,
     TARGET_CHOICES,
     VPD_COLUMN,
@@ -69,6 +73,7 @@ from xmw_ray.data.tower_features import (
     SimulatedFlux,
     tower_dynamic,
     tower_dynamic_vars,
+    tower_features,
     tower_static,
     tower_units,
 )
@@ -133,6 +138,24 @@ class _GridLookup:
     def samples(self, cell: int, years: np.ndarray) -> dict:
         yi = np.array([self.year_index[int(y)] for y in years], dtype=np.int64)
         return self.store.read_samples(yi, np.full(len(yi), cell, dtype=np.int64))
+
+
+def _xmw_site_features(grid: _GridLookup | None, wetland_override: bool) -> FeatureSet:
+    """Descriptors of the ``xmw`` driver set: the daily drivers are the tower's; with ``--grid`` NPP, the static
+    maps and CH4/CO2 are the Grid store's own features (``wetlandtype`` becomes ``metadata`` where
+    ``--wetland-types`` overrides it); without it NPP is 0.5 x the tower's GPP and the static slots hold what
+    ``fluxnet.SITE_STATIC_FEATURES`` says (latitude, IGBP codes, constants), not the grid's quantities."""
+    daily = tuple(Feature(v, CONTRACT_MEANINGS[v], "tower", UNITS[v]) for v in DAILY_VARS)
+    if grid is None:
+        npp = Feature("NPP", "net_primary_productivity", "derived", UNITS["NPP"])  # fluxnet.npp_from_gpp
+        annual = tuple(Feature(v, CONTRACT_MEANINGS[v], "record", UNITS[v]) for v in ANNUAL_VARS)
+        return FeatureSet((*daily, npp), (*SITE_STATIC_FEATURES, *annual))
+    features = grid.store.features
+    static = list(features.static)
+    if wetland_override:
+        i = STATIC_VARS.index("wetlandtype")
+        static[i] = replace(static[i], provenance="metadata")
+    return FeatureSet((*daily, features.dynamic[grid.npp_slot]), tuple(static))
 
 
 def _site_samples(
@@ -286,6 +309,7 @@ def prepare_sites(
     if tower:
         meta = {
             "format": SITE_FORMAT,
+            "features": tower_features(with_sim=sim is not None).to_record(),
             "dynamic_vars": list(tower_dynamic_vars(with_sim=sim is not None)),
             "static_vars": list(TOWER_STATIC_VARS),
             "units": {**tower_units(with_sim=sim is not None), TARGET_VAR: UNITS[TARGET_VAR]},
@@ -299,6 +323,7 @@ def prepare_sites(
     else:
         meta = {
             "format": SITE_FORMAT,
+            "features": _xmw_site_features(lookup, bool(wetland_types)).to_record(),
             "dynamic_vars": list(DYNAMIC_VARS),
             "static_vars": list(STATIC_VARS) + list(ANNUAL_VARS),
             "units": {v: UNITS[v] for v in (*DYNAMIC_VARS, *STATIC_VARS, *ANNUAL_VARS, TARGET_VAR)},
@@ -386,6 +411,11 @@ class SiteStore:
     @property
     def units(self) -> dict[str, str]:
         return dict(self.meta["units"])
+
+    @property
+    def features(self) -> FeatureSet:
+        """What each input slot means (``features.py``); provenance ``unknown`` for a store prepared before."""
+        return FeatureSet.of_store(self.meta.get("features"), self.dynamic_vars, self.static_vars, self.path)
 
     @property
     def sites(self) -> tuple[str, ...]:

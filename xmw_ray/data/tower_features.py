@@ -22,12 +22,15 @@ Rules (``prepare sites --drivers tower``):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from xmw_ray.data.contract import DAYS_PER_YEAR, FLUX_UNIT
+from xmw_ray.data.features import Feature, FeatureSet, qualified
 from xmw_ray.data.fluxnet import (
     VEGETATION_FLAG_COLUMNS,
     SiteMeta,
@@ -87,6 +90,45 @@ def tower_units(with_sim: bool) -> dict[str, str]:
     return units
 
 
+#: Meaning and provenance of each base var (``features.py``).
+BASE_FEATURES = {
+    "TA_F": ("air_temperature", "tower"),
+    "P_F": ("precipitation", "tower"),
+    "LE_F": ("latent_heat_flux", "tower"),
+    "GPP_NT": ("gross_primary_productivity", "tower"),
+    "TS_1": ("soil_temperature", "tower"),
+    SIM_VAR: ("ch4_flux", "simulated"),
+}
+DOY_MEANINGS = {"DOY_SIN": "day_of_year_sine", "DOY_COS": "day_of_year_cosine"}
+
+
+def tower_features(with_sim: bool) -> FeatureSet:
+    """Descriptors of every dynamic and static var of the tower set (units from ``tower_units``): base vars and
+    their trailing means keep the base's meaning and provenance; gap flags and the seasonal clock are ``derived``;
+    the static slots come from the site ``metadata``."""
+    units = tower_units(with_sim)
+    dynamic = []
+    for v in base_vars(with_sim):
+        meaning, provenance = BASE_FEATURES[v]
+        dynamic.append(Feature(v, meaning, provenance, units[v]))
+    for v in base_vars(with_sim):
+        meaning, provenance = BASE_FEATURES[v]
+        dynamic += [Feature(f"{v}_mean{w}", qualified(meaning, f"trailing_mean_{w}d"), provenance, units[v])
+                    for w in TRAILING_WINDOWS]
+    dynamic += [Feature(f"{v}_missing", qualified(BASE_FEATURES[v][0], "gap_flag"), "derived", units[f"{v}_missing"])
+                for v in base_vars(with_sim)]
+    dynamic += [Feature(v, DOY_MEANINGS[v], "derived", units[v]) for v in DOY_VARS]
+    static = [Feature(f"class_{c}", qualified("wetland_class", f"is_{c}"), "metadata", units[f"class_{c}"])
+              for c in WETLAND_CLASSES]
+    static += [Feature("abs_lat", "absolute_latitude", "metadata", units["abs_lat"]),
+               Feature("igbp_wet", qualified("igbp_class", "is_wet"), "metadata", units["igbp_wet"])]
+    static += [Feature(flag, qualified("vegetation_presence", f"is_{flag}"), "metadata", units[flag])
+               for flag in VEGETATION_FLAG_COLUMNS]
+    features = FeatureSet(tuple(dynamic), tuple(static))
+    assert features.names("dynamic") == tower_dynamic_vars(with_sim) and features.names("static") == TOWER_STATIC_VARS
+    return features
+
+
 def trailing_mean(record: np.ndarray, window: int) -> np.ndarray:
     """NaN-aware mean of days t-window+1..t of a 1-D daily ``record`` (NaN where the window has no valid day;
     days before the record count as missing)."""
@@ -140,12 +182,62 @@ def tower_static(meta: SiteMeta) -> np.ndarray:
                      *(float(getattr(meta, flag)) for flag in VEGETATION_FLAG_COLUMNS)], dtype=np.float32)
 
 
+#: The file ``xmw simulate sites`` writes last beside its site files: its claim that the folder is its own output,
+#: with the SHA-256 of every file it wrote, so observations (or edited files) are never read as ``SIM_FCH4``.
+SIM_MARKER = "xmw-simulated-sites.json"
+SIM_MARKER_FORMAT = "xmw-simulated-sites-v1"
+SIM_TOOL = "xmw simulate sites"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sim_marker(forcing: str | Path, files: list[Path]) -> dict:
+    """The marker's content for ``files`` simulated at ``forcing``'s towers."""
+    from xmw_ray import __version__
+
+    return {"format": SIM_MARKER_FORMAT, "tool": SIM_TOOL, "version": __version__,
+            "forcing": str(Path(forcing).resolve()), "files": {p.name: file_sha256(p) for p in sorted(files)}}
+
+
+def check_sim_marker(sources: SiteSources, given: str | Path) -> None:
+    """Refuse a ``--sim-sites`` folder that ``xmw simulate sites`` did not mark as its own, or whose files differ
+    from what it wrote (one line naming the folder)."""
+    folder = sources.meta_path.parent
+    path = folder / SIM_MARKER
+    flag = f"--sim-sites {given}"
+    if not path.is_file():
+        raise XmwInputError(f"{flag}: not output of {SIM_TOOL} (no {SIM_MARKER} in {folder}; older xmw did "
+                            "not write it: simulate again); observed flux is never a driver")
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise XmwInputError(f"{flag}: {path.name} is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(marker, dict) or marker.get("format") != SIM_MARKER_FORMAT or marker.get("tool") != SIM_TOOL \
+            or not isinstance(marker.get("files"), dict):
+        raise XmwInputError(f"{flag}: {path.name} is not a well-formed {SIM_TOOL} marker "
+                            f"(needs format {SIM_MARKER_FORMAT!r}, tool {SIM_TOOL!r} and files)")
+    used = [*sources.daily_paths.values(), sources.meta_path,
+            *([sources.combined_path] if sources.combined_path is not None else [])]
+    for file in sorted(used):
+        if marker["files"].get(file.name) != file_sha256(file):
+            raise XmwInputError(f"{flag}: {file.name} is not a file {SIM_TOOL} wrote there (not listed in "
+                                f"{SIM_MARKER}, or changed since)")
+
+
 class SimulatedFlux:
-    """FCH4 of ``xmw simulate sites``' files (either FLUXNET-CH4 format) per tower, in mg CH4 m-2 d-1."""
+    """FCH4 of ``xmw simulate sites``' files (either FLUXNET-CH4 format) per tower, in mg CH4 m-2 d-1; only a
+    folder carrying that command's marker (``check_sim_marker``) is read."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.sources = find_site_sources(self.folder)
+        check_sim_marker(self.sources, self.folder)
         self._combined: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def days(self, site: str) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data.contract import DAYS_PER_YEAR, grid_coords
+from xmw_ray.data.features import check_pairing
 from xmw_ray.data.grid_store import GridStore, is_url
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import BudgetAccumulator, band_of_lat, budget_csv
@@ -166,6 +167,8 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     if (len(store.dynamic_vars), len(store.static_vars)) != (model.n_dynamic, model.n_static):
         raise XmwInputError(f"{grid}: {len(store.dynamic_vars)} dynamic / {len(store.static_vars)} static inputs, "
                             f"the checkpoint expects {model.n_dynamic} / {model.n_static}")
+    check_pairing(model.features, f"checkpoint {checkpoint}", store.features, grid,
+                  "map with a model trained on this grid's features (sites prepared with --grid)")
     wanted = select_years(store, years)
     spec = MapSpec(res=store.res, years=wanted, checkpoint=checkpoint,
                    checkpoint_sha256=model_sha256, grid_store=grid,

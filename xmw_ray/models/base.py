@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
+from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ class XmwModel(nn.Module):
         self.hp = validate_hparams(self.Params, hparams, self.registry_name or type(self).__name__)
         #: The clamp ``normalize_inputs`` applies (a wrapper model may take it from the model it wraps).
         self.input_clip: float | None = self.hp.input_clip
+        #: What each input slot means: the features of the store it was trained on (``data/features.py``), saved
+        #: in the checkpoint so evaluation and inference refuse a store whose inputs mean something else.
+        self.features: FeatureSet | None = None
         self.register_buffer("dyn_mean", torch.zeros(self.n_dynamic))
         self.register_buffer("dyn_std", torch.ones(self.n_dynamic))
         self.register_buffer("stat_mean", torch.zeros(self.n_static))
@@ -229,7 +233,7 @@ class XmwModel(nn.Module):
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``{"config", "state_dict"[, "extra"]}`` atomically (temp file + rename); returns the path.
+        """Write ``{"config", "state_dict"[, "features"][, "extra"]}`` atomically (temp file + rename); returns the path.
 
         ``extra`` must hold only plain values and tensors so ``torch.load(weights_only=True)`` can read it.
         """
@@ -240,6 +244,8 @@ class XmwModel(nn.Module):
             "config": self.config(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
+        if self.features is not None:
+            payload["features"] = self.features.to_record()
         if extra is not None:
             payload["extra"] = extra
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

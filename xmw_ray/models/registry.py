@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import XmwModel
 
@@ -71,4 +72,6 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise XmwInputError(f"{path}: weights do not match its config: {first}") from None
+    if ckpt.get("features") is not None:  # absent in checkpoints written before descriptors existed
+        model.features = FeatureSet.from_record(ckpt["features"], str(path))
     return model.to(map_location)

@@ -4,7 +4,9 @@ For each tower of a FLUXNET-CH4 folder (the release's per-site files, or X-Metha
 model runs with the simulator's parameters on TA_F, P_F, SW_IN_F and VPD_F, and the result is written as a site
 file of the same format: FCH4 = FCH4_F = FCH4_F_ANNOPTLM = the simulated flux (nmol m⁻² s⁻¹), the forcing columns
 copied, so the same reader and ``prepare sites`` path read it. This is what TEM-MDM would provide at the tower,
-the source that sim-to-real transfer pretrains on.
+the source that sim-to-real transfer pretrains on. Last it writes ``xmw-simulated-sites.json`` (tool, version,
+forcing folder, SHA-256 of each file written): ``prepare sites --sim-sites`` reads only a folder carrying it, so
+observed flux never enters as the simulated driver (``tower_features.check_sim_marker``).
 
 Days missing a forcing variable are bridged by linear interpolation to keep the model state going, and get no
 flux (-9999): every site-day with complete forcing gets one. A tower's wetland comes from its metadata
@@ -14,6 +16,7 @@ that are not wetlands are simulated as an open bog/fen, the intensity TEM-MDM re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from xmw_ray.data import layout
+from xmw_ray.data.atomic import write_text_atomic
 from xmw_ray.data.contract import NMOL_PER_S_TO_MG_PER_DAY
 from xmw_ray.data.fluxnet import HUGE, MISSING_VALUE, SiteMeta, find_site_sources, read_site_metadata
+from xmw_ray.data.tower_features import SIM_MARKER, sim_marker
 from xmw_ray.errors import XmwInputError
 from xmw_ray.sim.flx_files import SITE_COLUMNS, write_meta, write_site_file
 from xmw_ray.sim.process import SIMULATOR, CellProps, ProcessParams, cell_props
@@ -132,6 +137,8 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
     out_dir = out / layout.FLUX_DIR if out.name != layout.FLUX_DIR else out
     done: dict[str, int] = {}
     meta_rows = []
+    written: list[Path] = []
+    (out_dir / SIM_MARKER).unlink(missing_ok=True)  # a rerun's half-written folder must not pass as finished
     for daily, path in _iter_sites(src, metas):
         if daily.site not in metas:
             raise XmwInputError(f"{sources.meta_path}: site {daily.site} is missing from the metadata (data in {path.name})")
@@ -142,7 +149,7 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
             log(f"{daily.site}: no day with complete forcing ({', '.join(FORCING_COLUMNS)}), skipped")
             continue
         columns = {"FCH4": flux, "FCH4_F": flux, "FCH4_F_ANNOPTLM": flux, **daily.columns}
-        write_site_file(out_dir, daily.site, daily.dates, columns)
+        written.append(write_site_file(out_dir, daily.site, daily.dates, columns))
         years = daily.dates.astype("datetime64[Y]").astype(np.int64) + 1970
         meta_rows.append({"SITE_ID": meta.site, "LAT": meta.lat, "LON": meta.lon,
                           "SITE_CLASSIFICATION": meta.classification, "IGBP": meta.igbp, "KOPPEN": meta.koppen,
@@ -153,5 +160,8 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
     if not done:
         raise XmwInputError(f"{src}: no tower with complete forcing ({', '.join(FORCING_COLUMNS)})")
     stamp = sources.meta_path.stem.rsplit("_", 1)[-1]
-    write_meta(out_dir, meta_rows, stamp if stamp.isdigit() else f"{max(r['YEAR_END'] for r in meta_rows)}1231000000000000")
+    meta_path = write_meta(out_dir, meta_rows,
+                           stamp if stamp.isdigit() else f"{max(r['YEAR_END'] for r in meta_rows)}1231000000000000")
+    # written last: the marker that lets ``prepare sites --sim-sites`` read this folder (``check_sim_marker``)
+    write_text_atomic(out_dir / SIM_MARKER, json.dumps(sim_marker(src, [*written, meta_path]), indent=1))
     return done

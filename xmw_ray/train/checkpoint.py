@@ -100,7 +100,12 @@ def write_ensemble_checkpoint(member_dirs: list[str | os.PathLike], out_dir: str
     for d, cfg in zip(member_dirs[1:], configs[1:], strict=True):
         if cfg.get("data", {}).get("split") != split:
             raise XmwInputError(f"{d}: its data split differs from {member_dirs[0]}'s (ensemble members share one)")
+    for d, model in zip(member_dirs[1:], models[1:], strict=True):
+        if model.features != models[0].features:
+            raise XmwInputError(f"{d}: its input features differ from {member_dirs[0]}'s (ensemble members are "
+                                "trained on stores prepared alike)")
     ensemble = ensemble_from_models(models)
+    ensemble.features = models[0].features
     config = {**configs[0], "model": {"name": ensemble.registry_name, "params": ensemble.hp.model_dump()},
               ENSEMBLE_MEMBERS_KEY: [str(d) for d in member_dirs]}
     out = Path(out_dir)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from xmw_ray.data import schema
+from xmw_ray.data.features import check_pairing
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
@@ -27,7 +28,6 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
     """Metrics of ``checkpoint`` on ``split`` of ``store`` (the checkpoint's own split rule; ``all``: every sample)."""
     from xmw_ray.train.runner import ensure_ray
 
-    ensure_ray()
     model = load_checkpoint_model(checkpoint)
     cfg = load_config_json(checkpoint)
     info = store_info(store)
@@ -37,7 +37,10 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
     if len(info.static_vars) != model.n_static:
         raise XmwInputError(f"{store}: {len(info.static_vars)} static variables, the checkpoint expects "
                             f"{model.n_static}")
+    check_pairing(model.features, f"checkpoint {checkpoint}", info.features, store,
+                  "evaluate on a store prepared like the checkpoint's training store")
     spec = SplitSpec.model_validate(cfg["data"]["split"]) if split != "all" else None
+    ensure_ray()
     ds = sample_dataset(info, spec, split)
     acc = MetricAccumulator(aggregation)
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):

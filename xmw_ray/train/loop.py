@@ -26,6 +26,7 @@ import ray.train.torch
 import torch
 
 from xmw_ray.data import schema
+from xmw_ray.data.features import FeatureSet
 from xmw_ray.models import build_model
 from xmw_ray.train.checkpoint import load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
@@ -187,6 +188,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     model = build_model(cfg["model"]["name"], loop_config["n_dynamic"], loop_config["n_static"],
                         norm=loop_config["norm"], **cfg["model"]["params"])
+    if loop_config.get("features") is not None:  # what its inputs mean: saved with every checkpoint
+        model.features = FeatureSet.from_record(loop_config["features"], "training store")
     if loop_config.get("init_state") is not None:  # transfer: start from a pretrained model's weights
         model.load_state_dict(loop_config["init_state"])
     for part in loop_config.get("freeze", []) or []:

@@ -170,6 +170,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         "config": cfg.model_dump(mode="json"),
         "n_dynamic": ds.n_dynamic,
         "n_static": ds.n_static,
+        # a store prepared before descriptors existed gives a checkpoint without them (refused when paired)
+        "features": None if ds.info.features is None or ds.info.features.legacy else ds.info.features.to_record(),
         "norm": norm if norm is not None else ds.norm,
         "init_state": init_state,
         "freeze": freeze or [],

@@ -31,6 +31,7 @@ from xmw_ray.config import (
     Strict,
     TrainConfig,
 )
+from xmw_ray.data.features import FeatureSet, check_pairing
 from xmw_ray.data.ray_datasets import StoreInfo, store_info
 from xmw_ray.data.site_store import COMMON_METADATA
 from xmw_ray.errors import XmwInputError
@@ -85,12 +86,13 @@ def validate_params(cls: type[P], params: dict[str, Any], strategy: str) -> P:
 
 
 def check_layouts(source: StoreInfo, target: StoreInfo) -> None:
-    """Source and target must offer the same variables in the same order (a model sees positions, not names)."""
-    for kind, a, b in (("dynamic", source.dynamic_vars, target.dynamic_vars),
-                       ("static", source.static_vars, target.static_vars)):
-        if tuple(a) != tuple(b):
-            raise XmwInputError(f"{target.path}: {kind} variables {list(b)} differ from the source store "
-                                f"{source.path} ({list(a)}); prepare the sites with --grid SOURCE so layouts match")
+    """Source and target must offer the same variables in the same order (a model sees positions, not names),
+    each with the same meaning, unit and a pairable provenance (``features.check_pairing``)."""
+    def features(info: StoreInfo) -> FeatureSet:
+        return info.features or FeatureSet.of_store(None, info.dynamic_vars, info.static_vars, info.path)
+
+    check_pairing(features(source), f"the source store {source.path}", features(target), target.path,
+                  "prepare the sites with --grid SOURCE so they hold the source's features")
 
 
 def require_source(job: TransferJob, strategy: str) -> DataSection:

@@ -26,7 +26,7 @@ from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
-from xmw_ray.transfer.base import TransferJob
+from xmw_ray.transfer.base import TransferJob, check_layouts
 from xmw_ray.transfer.ensemble import run_ensemble
 from xmw_ray.transfer.registry import STRATEGIES, get_strategy
 from xmw_ray.transfer.table import write_results
@@ -121,6 +121,7 @@ def _log(msg: str) -> None:
 def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> None:
     """Run ``simulate sites`` and ``prepare sites`` for the stores that are missing (``prepare`` section)."""
     from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.data.tower_features import SIM_MARKER
     from xmw_ray.sim.site_forcing import simulate_sites
 
     if cfg.prepare is None:
@@ -136,7 +137,7 @@ def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     sim_files = Path(cfg.output_dir) / "prepared" / "simulated-sites"
     need_source = cfg.source is not None and not prep.sim_input and not Path(cfg.source.store).exists()
     need_target = not Path(cfg.target.store).exists()
-    if (need_source or (need_target and prep.sim_input)) and not (sim_files / "FLUXNET-CH4").is_dir():
+    if (need_source or (need_target and prep.sim_input)) and not (sim_files / "FLUXNET-CH4" / SIM_MARKER).is_file():
         log(f"simulating towers at {forcing}'s forcing -> {sim_files}")
         simulate_sites(forcing, sim_files, log=log)
     if need_source:
@@ -192,6 +193,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     prepare_stores(cfg, log)
+    if cfg.source is not None:  # refused before any Ray work (the trees would start Ray first)
+        check_layouts(store_info(cfg.source.store, cfg.source.source), store_info(cfg.target.store, cfg.target.source))
     results = out / RESULTS_FILE
     rows = _load_rows(results)
     done = {r["key"] for r in rows}
