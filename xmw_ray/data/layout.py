@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from xmw_ray.data.contract import ANNUAL_VARS, DAILY_VARS, STATIC_VARS, TARGET_VAR, UNITS, grid_coords
+from xmw_ray.data.contract import (
+    ANNUAL_VARS,
+    DAILY_VARS,
+    MONTH_STARTS,
+    STATIC_VARS,
+    TARGET_VAR,
+    UNITS,
+    grid_coords,
+)
 
 TEM_DIR = "TEM-MDM"
 FLUX_DIR = "FLUXNET-CH4"
@@ -95,9 +103,9 @@ def write_wetland_extent(root: Path, monthly: np.ndarray, res: float) -> Path:
 
     lat, lon = grid_coords(res)
     ds = xr.Dataset({"Fw": (("time", "lat", "lon"), monthly.astype(np.float32))},
-                    coords={"time": np.arange(12), "lat": lat, "lon": lon})
+                    coords={"time": MONTH_STARTS.astype(np.int32), "lat": lat, "lon": lon})
     ds["Fw"].attrs.update(units="1", long_name="fraction of the cell under wetland")
-    ds["time"].attrs.update(units="months since 2000-01-01", calendar="noleap")
+    ds["time"].attrs.update(units="days since 2000-01-01", calendar="noleap")  # month starts: decodable by xarray
     path = Path(root) / WETLAND_EXTENT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
