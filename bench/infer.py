@@ -38,14 +38,15 @@ NORM = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 
 
 
 def _build(res: float, years: tuple[int, ...], land: float, wetland: float, out: str) -> int:
-    from builders import write_tiny_temmdm
+    from builders import write_tiny_extent, write_tiny_temmdm
 
     from xmw_ray.data.grid_store import prepare_grid
 
     src = Path(out).with_name(Path(out).name + ".src")
     write_tiny_temmdm(src, res=res, years=years, seed=0, land_fraction=land, wetland_fraction=wetland,
                       spoil_cells=0, keep_arrays=False)
-    summary = prepare_grid(src, out)
+    extent, _ = write_tiny_extent(src, res=res)
+    summary = prepare_grid(src, out, wetland_area=extent)
     shutil.rmtree(src, ignore_errors=True)
     return summary["cells"]
 

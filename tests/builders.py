@@ -83,6 +83,42 @@ def write_tiny_temmdm(
     return out
 
 
+def write_tiny_extent(root: Path, res: float = 10.0, seed: int = 0) -> tuple[Path, np.ndarray]:
+    """A WAD2M-like monthly wetland extent ``root/WAD2M/wetland_fraction.nc`` on the ``res`` grid (0-0.8, a
+    different map each month); returns its path and the ``(12, nlat, nlon)`` fractions written."""
+    rng = np.random.default_rng(seed)
+    fraction = rng.uniform(0.0, 0.8, size=(12, *grid_shape(res))).astype(np.float32)
+    return layout.write_wetland_extent(root, fraction, res), fraction
+
+
+def write_fraction_nc(path: Path, fraction: np.ndarray, res: float, units: str | None = "1",
+                      north_to_south: bool = False, lon_0_360: bool = False) -> Path:
+    """A global wetland-fraction NetCDF ``Fw (lat, lon)`` or ``Fw (time, lat, lon)`` at ``res`` degrees, stored as
+    given (row 0 south, column 0 at -180) or flipped north→south / rolled to 0..360 longitudes."""
+    import xarray as xr
+
+    lat = -90.0 + res * (np.arange(fraction.shape[-2]) + 0.5)
+    lon = -180.0 + res * (np.arange(fraction.shape[-1]) + 0.5)
+    data = np.asarray(fraction, dtype=np.float32)
+    if north_to_south:
+        lat, data = lat[::-1], data[..., ::-1, :]
+    if lon_0_360:
+        half = len(lon) // 2
+        lon, data = np.roll(lon, -half) % 360.0, np.roll(data, -half, axis=-1)
+    dims = ("lat", "lon") if data.ndim == 2 else ("time", "lat", "lon")
+    coords = {"lat": lat, "lon": lon}
+    if data.ndim == 3:
+        coords["time"] = np.arange(data.shape[0])
+    ds = xr.Dataset({"Fw": (dims, data)}, coords=coords)
+    if data.ndim == 3:
+        ds["time"].attrs["units"] = "months since 2000-01-01"
+    if units is not None:
+        ds["Fw"].attrs["units"] = units
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
 FLUX_COLUMNS = ("FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", "P_F", "TA_F", "SW_IN_F", "VPD_F", "GPP_NT")
 META_HEADER = "SITE_ID,SITE_NAME,LAT,LON,SITE_CLASSIFICATION,IGBP,KOPPEN,TREE"
 

@@ -20,6 +20,7 @@ from train_world import YEARS, make_grid_store
 from xmw_ray.cli import main
 from xmw_ray.data import schema
 from xmw_ray.data.grid_store import GridStore, prepare_grid
+from xmw_ray.data.layout import WETLAND_EXTENT_FILE
 from xmw_ray.data.site_store import SiteStore, prepare_sites
 from xmw_ray.errors import XmwInputError
 
@@ -64,9 +65,11 @@ def _no_local_folder_named_after(url: str, root: Path) -> bool:
 
 def prepare_grid_world(root: Path, url: str) -> dict:
     """The learnable training world prepared twice from the same TEM-MDM files: locally and straight to ``url``."""
-    local = make_grid_store(root)
-    summary = prepare_grid(root / "src", url, cells_per_chunk=16)
-    return {"local": local, "url": url, "summary": summary, "root": root}
+    local = make_grid_store(root)  # the TEM-MDM files and their wetland extent
+    extent = root / WETLAND_EXTENT_FILE
+    prepare_grid(root / "src", local, cells_per_chunk=16, wetland_area=extent)  # the same extent path as the URL's
+    summary = prepare_grid(root / "src", url, cells_per_chunk=16, wetland_area=extent)
+    return {"local": local, "url": url, "summary": summary, "root": root, "extent": extent}
 
 
 def prepare_site_world(root: Path, url: str) -> dict:

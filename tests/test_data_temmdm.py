@@ -53,7 +53,7 @@ def test_grid_store_matches_what_was_written_cell_by_cell(world):
     assert g.years == (2000, 2001, 2002) and g.res == 10.0
     lat, _ = grid_coords(10.0)
     np.testing.assert_allclose(g.cell_area, cell_area_m2(lat[ilat], 10.0))
-    np.testing.assert_array_equal(g.wetland_fraction, 1.0)
+    assert g.wetland_fraction is None and g.attrs["wetland_extent"] is None  # no --wetland-area: no extent
     ch4 = dict(zip(*truth["annual"]["CH4"], strict=True))
     for yi, year in enumerate(g.years):
         for ci in range(g.n_chunks):

@@ -1,6 +1,7 @@
 """Global inference: maps equal the model applied directly to the same cells; a crash after the first year then a
-rerun gives the uninterrupted run's store; the budget of a constant flux equals the hand computation; xarray opens
-the maps with CF coordinates; bad input is one line."""
+rerun gives the uninterrupted run's store; the budget of a constant flux equals the hand computation, each day
+weighted by its month's wetland extent; without an extent the maps are written and the budget is refused; xarray
+opens the maps with CF coordinates; bad input is one line."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from builders import write_tiny_temmdm
+from builders import write_tiny_extent, write_tiny_temmdm
 
 from xmw_ray.cli import main
 from xmw_ray.data.contract import DAYS_IN_MONTH, FLUX_UNIT, grid_coords
 from xmw_ray.data.grid_store import GridStore, prepare_grid
-from xmw_ray.infer.budget import CSV_COLUMNS, LAT_BANDS, BudgetAccumulator, band_of_lat
+from xmw_ray.infer.budget import CSV_COLUMNS, LAT_BANDS, NO_EXTENT, BudgetAccumulator, band_of_lat
 from xmw_ray.infer.run import run_inference
 from xmw_ray.models import build_model
 from xmw_ray.train.checkpoint import write_checkpoint
@@ -34,15 +35,17 @@ NORM = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
-    """A 10° Grid store of two years (9 chunks of 16 cells per year) and a tiny LSTM checkpoint."""
+    """A 10° Grid store of two years (9 chunks of 16 cells per year) with a monthly wetland extent, and a tiny LSTM
+    checkpoint."""
     root = tmp_path_factory.mktemp("infer_world")
     write_tiny_temmdm(root / "src", res=10.0, years=YEARS, seed=3, spoil_cells=0, keep_arrays=False)
-    prepare_grid(root / "src", root / "grid.zarr", cells_per_chunk=16)
+    extent, fraction = write_tiny_extent(root / "src", res=10.0, seed=3)
+    prepare_grid(root / "src", root / "grid.zarr", cells_per_chunk=16, wetland_area=extent)
     torch.manual_seed(0)
     model = build_model("lstm", 5, 10, norm=NORM, hidden_size=4, num_layers=1, dropout=0.0).eval()
     model.features = GridStore.open(root / "grid.zarr").features  # what training on this grid records
     write_checkpoint(root / "ckpt", model, {"model": {"name": "lstm"}}, {})
-    return {"root": root, "grid": root / "grid.zarr", "ckpt": root / "ckpt", "model": model}
+    return {"root": root, "grid": root / "grid.zarr", "ckpt": root / "ckpt", "model": model, "fraction": fraction}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,8 @@ def test_maps_match_the_model_applied_directly(mapped, world):
     expected = _direct(world)
     off = np.ones((store.nlat, store.nlon), dtype=bool)
     off[ilat, ilon] = False
-    area = store.cell_area * store.wetland_fraction
+    fraction = world["fraction"][:, ilat, ilon].astype(np.float64)  # as written: 12 different months
+    area = store.cell_area[None, :] * fraction  # (12, cells)
     budget = _read_budget(mapped["out"] / "budget.csv")
     for yi, year in enumerate(YEARS):
         want = expected[year]
@@ -95,7 +99,8 @@ def test_maps_match_the_model_applied_directly(mapped, world):
         np.testing.assert_allclose(monthly[yi * 12:(yi + 1) * 12][:, ilat, ilon].T, month_means, rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(annual[yi][ilat, ilon], want.mean(axis=1), rtol=1e-5, atol=1e-4)
         assert np.isnan(annual[yi][off]).all()
-        hand_tg = float((want.sum(axis=1, dtype=np.float64) * area).sum()) / 1e15
+        month_sums = np.add.reduceat(want.astype(np.float64), np.r_[0, np.cumsum(DAYS_IN_MONTH)[:-1]], axis=1)
+        hand_tg = float((month_sums * area.T).sum()) / 1e15
         assert budget[year]["global"] == pytest.approx(hand_tg, rel=1e-6)
         assert sum(budget[year][b] for b, _, _ in LAT_BANDS) == pytest.approx(budget[year]["global"], rel=1e-12)
     res = mapped["result"]
@@ -191,6 +196,49 @@ def test_budget_of_a_constant_flux_equals_the_hand_computation():
     assert [tg[n] for n in names] == pytest.approx([hand[0], hand[1], hand[2], hand[3], hand[4] + hand[5]],
                                                    rel=1e-12)
     assert tg["global"] == pytest.approx(hand.sum(), rel=1e-12)
+
+
+def test_each_day_counts_with_its_months_wetland_extent():
+    res, flux = 10.0, 2.0
+    lat, _ = grid_coords(res)
+    rows = np.array([3, 14])
+    cell_area = 6_371_000.0**2 * np.deg2rad(res) * (np.sin(np.deg2rad(lat[rows] + 5)) - np.sin(np.deg2rad(lat[rows] - 5)))
+    fraction = np.zeros((12, 2))
+    fraction[6, 0] = 0.5  # cell 0: wetland in July only
+    fraction[:, 1] = np.linspace(0.1, 0.6, 12)  # cell 1: a seasonal extent
+    acc = BudgetAccumulator(cell_area[None, :] * fraction, band_of_lat(lat[rows]))
+    daily = np.full((2, 365), flux, dtype=np.float32)
+    daily[1] = np.arange(365)  # a flux rising day by day
+    acc.add(np.array([0, 1]), daily)
+    hand0 = flux * 31 * 0.5 * cell_area[0]
+    day_fraction = np.repeat(fraction[:, 1], DAYS_IN_MONTH)
+    hand1 = float((np.arange(365) * day_fraction).sum()) * cell_area[1]
+    assert acc.tg()["global"] == pytest.approx((hand0 + hand1) / 1e15, rel=1e-12)
+    static = BudgetAccumulator(cell_area * fraction.mean(axis=0), band_of_lat(lat[rows]))
+    static.add(np.array([0, 1]), daily)
+    assert static.tg()["global"] != pytest.approx(acc.tg()["global"], rel=1e-3)  # the month matters
+
+
+def test_without_a_wetland_extent_maps_are_written_and_the_budget_refused(ray_session, mapped, world, tmp_path,
+                                                                         capsys):
+    bare = tmp_path / "bare.zarr"
+    prepare_grid(world["root"] / "src", bare, cells_per_chunk=16)  # the published layout alone: no extent
+    out = tmp_path / "maps.zarr"
+    capsys.readouterr()
+    assert main(["infer", "--checkpoint", str(world["ckpt"]), "--grid", str(bare), "--out", str(out),
+                 "--years", "2000-2000", "--actors", "1"]) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if NO_EXTENT in line]
+    assert notes == [f"xmw: {bare}: {NO_EXTENT}"], captured.err
+    assert "budget" not in captured.out
+    assert not (out / "budget.csv").exists() and not (out / "plots" / "budget.png").exists()
+    assert (out / "plots" / "annual_mean_2000.png").is_file()
+    store = GridStore.open(bare)
+    root = zarr.open_group(str(out), mode="r")
+    np.testing.assert_allclose(root["ch4_flux_annual"][0][store.cell_ilat, store.cell_ilon],
+                               _direct(world)[2000].mean(axis=1), rtol=1e-5, atol=1e-4)
+    assert np.isnan(root["wetland_area"][:]).all()
+    assert json.loads((out / "_done" / "2000.json").read_text())["budget_tg"] is None
 
 
 def _one_line_error(capsys, argv: list[str], *needles: str) -> None:

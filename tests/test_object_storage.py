@@ -141,7 +141,7 @@ def test_prepare_grid_to_s3_equals_local_store(stores):
 def test_grid_store_on_s3_is_replaced_in_place_but_never_over_foreign_objects(stores):
     s3 = _s3()
     src, url = stores["root"] / "src", stores["url"]
-    again = prepare_grid(src, url, cells_per_chunk=16)  # a store already there is replaced
+    again = prepare_grid(src, url, cells_per_chunk=16, wetland_area=stores["extent"])  # a store already there is replaced
     assert again == stores["summary"] and GridStore.open(url).n_cells == again["cells"]
     s3.pipe_file(f"{BUCKET}/shared/results.csv", b"someone else's data")
     with pytest.raises(XmwInputError, match="results.csv"):

@@ -20,7 +20,9 @@ from xmw_ray.data.fluxnet import (
     read_site_metadata,
     target_days,
 )
+from xmw_ray.data.layout import WETLAND_EXTENT_FILE
 from xmw_ray.data.temmdm import open_temmdm
+from xmw_ray.data.wetland_extent import read_wetland_extent
 from xmw_ray.sim.process import SIMULATOR, Forcing, run, spin_up
 from xmw_ray.sim.site_forcing import parse_site_rows
 from xmw_ray.sim.statics import build_world
@@ -86,8 +88,10 @@ def test_round_trip_through_the_temmdm_reader(sim_dir):
             got = src.daily(var, year).rows(0, src.nlat)[ilat, ilon]
             np.testing.assert_array_equal(got, expected.T)
         np.testing.assert_array_equal(src.target(year).rows(0, src.nlat)[ilat, ilon], result.ch4.T)
-    frac = src.wetland_fraction().rows(0, src.nlat)
-    np.testing.assert_allclose(frac[ilat, ilon], world.wetland_fraction, rtol=1e-6)
+    extent = read_wetland_extent(sim_dir / WETLAND_EXTENT_FILE, RES)  # WAD2M-like: the same fraction every month
+    assert extent.variable == "Fw" and extent.time_steps == 12
+    np.testing.assert_allclose(extent.monthly[:, ilat, ilon], np.broadcast_to(world.wetland_fraction, (12, world.n)),
+                               rtol=1e-6)
     np.testing.assert_array_equal(src.static("wetlandtype").rows(0, src.nlat)[ilat, ilon], world.maps["wetlandtype"])
 
 

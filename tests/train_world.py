@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from builders import write_tiny_temmdm
+from builders import write_tiny_extent, write_tiny_temmdm
 
 from xmw_ray.data import layout
 from xmw_ray.data.contract import days_to_slots
@@ -48,4 +48,5 @@ def _build(root: Path, res: float) -> None:
         target = learnable_target(arrays["daily"][("TAIR", year)], arrays["daily"][("PREC", year)])
         target[~np.isfinite(arrays["daily"][("TAIR", year)])] = np.nan
         layout.write_target(src, year, days_to_slots(target), res)
-    prepare_grid(src, root / "grid.zarr", cells_per_chunk=16)
+    extent, _ = write_tiny_extent(root, res=res, seed=1)
+    prepare_grid(src, root / "grid.zarr", cells_per_chunk=16, wetland_area=extent)

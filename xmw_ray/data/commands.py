@@ -31,9 +31,13 @@ def _prepare_grid(args: argparse.Namespace) -> int:
     from xmw_ray.data.grid_store import prepare_grid
 
     summary = prepare_grid(args.src, args.out, years=parse_years(args.years), cells_per_chunk=args.cells_per_chunk,
-                           chunks_per_shard=args.chunks_per_shard, progress=_progress)
+                           chunks_per_shard=args.chunks_per_shard, progress=_progress,
+                           wetland_area=args.wetland_area)
     print(f"grid store {args.out}: {summary['cells']} valid cells x {len(summary['years'])} years "
           f"at {summary['res']} deg")
+    if summary["wetland_extent"] is None:
+        print(f"xmw: note: {args.out}: no wetland extent (--wetland-area FILE): xmw infer will map intensity but "
+              "not compute a budget", file=sys.stderr)
     return 0
 
 
@@ -73,6 +77,9 @@ def register(subparsers) -> None:
     g.add_argument("--years", help="Y0-Y1 (default: every year with a full set of files)")
     g.add_argument("--cells-per-chunk", type=int, default=DEFAULT_CELLS_PER_CHUNK)
     g.add_argument("--chunks-per-shard", type=int, default=DEFAULT_CHUNKS_PER_SHARD)
+    g.add_argument("--wetland-area", metavar="FILE",
+                   help="NetCDF wetland fraction (e.g. WAD2M's Fw), static or monthly, on this grid or a finer one "
+                        "nesting in it; needed for the global budget (CH4_emission_intensity is per wetland m2)")
     g.set_defaults(func=_prepare_grid)
 
     s = kinds.add_parser("sites", help="FLUXNET-CH4 daily files -> Parquet Site store")

@@ -5,6 +5,8 @@ One module so that a unit or a calendar rule is written exactly once (DESIGN.md,
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # --- units -------------------------------------------------------------------------------------------------
@@ -49,9 +51,92 @@ UNITS: dict[str, str] = {
     TARGET_VAR: FLUX_UNIT,
 }
 
+#: Canonical units that carry no physical dimension: any of these spellings (or no ``units`` attribute) is accepted.
+DIMENSIONLESS_UNITS = {"class": {"", "1", "-", "class", "classes", "category", "categorical", "code", "index", "none"},
+                       "pH": {"", "1", "-", "pH", "pH units", "none"}}
+#: Unit symbols: symbol → (dimension, factor to that dimension's base unit: g, m, s, Pa, W, mol).
+_UNIT_SYMBOLS: dict[str, tuple[str, float]] = {
+    "ug": ("mass", 1e-6), "µg": ("mass", 1e-6), "mg": ("mass", 1e-3), "g": ("mass", 1.0), "kg": ("mass", 1e3),
+    "nmol": ("amount", 1e-9), "umol": ("amount", 1e-6), "µmol": ("amount", 1e-6), "mmol": ("amount", 1e-3),
+    "mol": ("amount", 1.0),
+    "mm": ("length", 1e-3), "cm": ("length", 1e-2), "dm": ("length", 0.1), "m": ("length", 1.0),
+    "km": ("length", 1e3),
+    "s": ("time", 1.0), "sec": ("time", 1.0), "min": ("time", 60.0), "h": ("time", 3600.0), "hr": ("time", 3600.0),
+    "d": ("time", 86400.0), "day": ("time", 86400.0),
+    "month": ("month", 1.0), "mon": ("month", 1.0),  # calendar months differ in length: never converted to days
+    "Pa": ("pressure", 1.0), "hPa": ("pressure", 100.0), "kPa": ("pressure", 1e3), "mbar": ("pressure", 100.0),
+    "mb": ("pressure", 100.0), "W": ("power", 1.0),
+}
+#: Chemical species a unit may name (mass of CH4 is not mass of C); mol of CH4 becomes mass by its molar mass.
+_SPECIES = {"CH4", "C", "CO2"}
+_MOLAR_MASS_G = {"CH4": 16.04, "C": 12.011, "CO2": 44.009}
+_CELSIUS = {"degC", "°C", "deg C", "C", "celsius", "Celsius", "degree_Celsius", "degrees_Celsius", "degrees C"}
+_KELVIN = {"K", "kelvin", "Kelvin", "degK", "degree_Kelvin", "degrees_Kelvin"}
+#: Spellings of precipitation as a water mass flux (1 kg m-2 of water is 1 mm).
+_WATER_MASS_AS_DEPTH = {"kg m-2": "mm"}
+_TOKEN = re.compile(r"^([A-Za-zµ]+?)(?:\^|\*\*)?(-?\d+)?$")
+
+
+def _unit_terms(text: str) -> tuple[dict[str, int], float, str | None] | None:
+    """``units`` text → (dimension exponents, factor to base units, species), or None when not understood."""
+    text = " ".join(text.replace("·", " ").replace(".", " ").split())
+    for water, depth in _WATER_MASS_AS_DEPTH.items():
+        text = text.replace(water, depth)
+    dims: dict[str, int] = {}
+    factor, species = 1.0, None
+    for i, part in enumerate(text.split("/")):
+        for token in part.split():
+            if token in _SPECIES:
+                if species is not None:
+                    return None
+                species = token
+                continue
+            m = _TOKEN.match(token)
+            if m is None or m.group(1) not in _UNIT_SYMBOLS:
+                return None
+            power = int(m.group(2) or 1) * (-1 if i > 0 else 1)
+            dim, scale = _UNIT_SYMBOLS[m.group(1)]
+            dims[dim] = dims.get(dim, 0) + power
+            factor *= scale**power
+    if species is not None and dims.get("amount"):  # mol of a species → its mass
+        factor *= _MOLAR_MASS_G[species] ** dims["amount"]
+        dims["mass"] = dims.get("mass", 0) + dims.pop("amount")
+    return {k: v for k, v in dims.items() if v}, factor, species
+
+
+#: Variables whose file holds one total per time step (a day's precipitation, a month's NPP): a unit without a time
+#: dimension (``mm``, ``g C m-2``) is that step's total, i.e. per day / per month.
+PER_STEP_TOTALS = {"PREC": "d-1", "NPP": "month-1"}
+
+
+def unit_conversion(units: str | None, canonical: str, per_step: str | None = None) -> tuple[float, float] | None:
+    """``(scale, offset)`` taking values in ``units`` to ``canonical`` (``x * scale + offset``), or None when
+    ``units`` is not a known equivalent. Only exact equivalents: prefixes, per-second to per-day, K to °C, mol
+    of a named species to its mass; a dimension that differs (e.g. per day vs per month) is not converted. A unit
+    naming no species is taken as the variable's own (``mg m-2 d-1`` of CH4 emission); ``per_step`` is the time
+    step of a total (``PER_STEP_TOTALS``)."""
+    if canonical in DIMENSIONLESS_UNITS:
+        return (1.0, 0.0) if (units or "").strip() in DIMENSIONLESS_UNITS[canonical] else None
+    if units is None:
+        return None
+    units = units.strip()
+    if canonical == "degC":
+        if units in _CELSIUS:
+            return 1.0, 0.0
+        return (1.0, -273.15) if units in _KELVIN else None
+    have, want = _unit_terms(units), _unit_terms(canonical)
+    if have is not None and per_step is not None and not {"time", "month"} & set(have[0]):
+        have = _unit_terms(f"{units} {per_step}")
+    if have is None or want is None or have[0] != want[0] or have[2] not in (None, want[2]):
+        return None
+    return have[1] / want[1], 0.0
+
+
 # --- calendar ------------------------------------------------------------------------------------------------
 DAYS_PER_YEAR = 365
 DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+#: First day (0-based) of each month in a no-leap year.
+MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
 #: Month (0-based) of each of the 365 days of a no-leap year.
 MONTH_OF_DAY = np.repeat(np.arange(12), DAYS_IN_MONTH)
 #: Day-of-month (0-based) of each of the 365 days.

@@ -2,12 +2,14 @@
 
 Layout (DESIGN.md): ``dynamic (year, cell, day, var)`` chunked ``(1, C, 365, n_var)``, ``target (year, cell, day)``
 chunked ``(1, C, 365)``, ``static (cell, var)``, ``annual (year, var)``, ``cell_ilat``, ``cell_ilon``, ``cell_area``
-(m²), ``wetland_fraction``. Chunks are grouped into shards (sharding codec) of ``chunks_per_shard`` chunks along
-the cell axis. One chunk of one year is one block of samples (one Ray Data read task).
+(m²), and ``wetland_fraction (month, cell)`` only when a wetland extent was given (``--wetland-area``; attribute
+``wetland_extent`` names its source, null without). Chunks are grouped into shards (sharding codec) of
+``chunks_per_shard`` chunks along the cell axis. One chunk of one year is one block of samples (one Ray Data read
+task).
 
-Valid cells (the only cells stored): every static map finite, ``wetlandtype > 0`` (and wetland fraction > 0
-when the source has a ``wetland_fraction.nc`` map), and in every prepared year the daily drivers and monthly NPP
-finite on every day/month and the target finite on at least one day (NaN target days stay NaN and are masked).
+Valid cells (the only cells stored): every static map finite, ``wetlandtype > 0``, and in every prepared year the
+daily drivers and monthly NPP finite on every day/month and the target finite on at least one day (NaN target days
+stay NaN and are masked). The wetland extent does not select cells: a cell with no wetland in a month adds 0.
 
 Preparation streams: pass 1 builds the valid-cell mask one variable-year at a time in bands of latitude rows;
 pass 2 writes one year at a time, one shard of cells at a time. Peak memory does not depend on the number of
@@ -39,6 +41,7 @@ from xmw_ray.data.contract import (
 from xmw_ray.data.features import FeatureSet, grid_features
 from xmw_ray.data.normstats import NORMSTATS_DIR
 from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
+from xmw_ray.data.wetland_extent import WetlandExtent, read_wetland_extent
 from xmw_ray.errors import XmwInputError
 
 GRID_FORMAT = "xmw-grid-v1"
@@ -47,7 +50,7 @@ DEFAULT_CHUNKS_PER_SHARD = 16
 #: Bytes of one latitude band read at a time during the validity pass.
 _BAND_BYTES = 64 * 2**20
 VALID_RULE = (
-    "statics finite; wetlandtype > 0 (and wetland_fraction > 0 if given); every year: daily drivers and "
+    "statics finite; wetlandtype > 0; every year: daily drivers and "
     "NPP finite on all days, target finite on at least one day"
 )
 
@@ -60,8 +63,8 @@ def _band_rows(nlon: int) -> int:
     return max(1, _BAND_BYTES // (nlon * 372 * 4))
 
 
-def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(nlat, nlon) bool mask of valid cells, and the wetland fraction map if the source has one."""
+def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> np.ndarray:
+    """(nlat, nlon) bool mask of valid cells."""
     mask = np.ones((src.nlat, src.nlon), dtype=bool)
     for var in STATIC_VARS:
         with src.static(var) as r:
@@ -69,12 +72,6 @@ def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> tuple[np.
         mask &= np.isfinite(values)
         if var == "wetlandtype":
             mask &= np.nan_to_num(values, nan=0.0) > 0
-    frac = None
-    fr = src.wetland_fraction()
-    if fr is not None:
-        with fr:
-            frac = fr.rows(0, src.nlat)
-        mask &= np.nan_to_num(frac, nan=0.0) > 0
     band = _band_rows(src.nlon)
     for year in src.years:
         progress(f"checking {year}")
@@ -93,7 +90,7 @@ def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> tuple[np.
             r1 = min(src.nlat, r0 + band)
             mask[r0:r1] &= np.isfinite(reader.rows(r0, r1)).any(axis=-1)
         reader.close()
-    return mask, frac
+    return mask
 
 
 def _compressor():
@@ -116,7 +113,7 @@ def _write_store(
     src: TemMdmSource,
     target: str,
     mask: np.ndarray,
-    frac: np.ndarray | None,
+    extent: WetlandExtent | None,
     cells_per_chunk: int,
     chunks_per_shard: int,
     progress: Callable[[str], None],
@@ -145,8 +142,8 @@ def _write_store(
     root.create_array("cell_ilon", data=ilon.astype(np.int32), compressors=comp)
     lat, _ = grid_coords(src.res)
     root.create_array("cell_area", data=cell_area_m2(lat[ilat], src.res).astype(np.float64), compressors=comp)
-    wf = np.ones(n, dtype=np.float32) if frac is None else frac[ilat, ilon].astype(np.float32)
-    root.create_array("wetland_fraction", data=wf, compressors=comp)
+    if extent is not None:
+        root.create_array("wetland_fraction", data=extent.monthly[:, ilat, ilon], compressors=comp)
 
     for yi, year in enumerate(years):
         progress(f"writing {year} ({n} cells)")
@@ -181,8 +178,7 @@ def _write_store(
         "cells_per_chunk": c,
         "chunks_per_shard": chunks_per_shard,
         "valid_rule": VALID_RULE,
-        "wetland_fraction_source": "wetland_fraction.nc" if frac is not None
-        else "none in source: 1.0 for every valid cell",
+        "wetland_extent": None if extent is None else extent.attrs(),
         "complete": True,
     })
 
@@ -194,24 +190,34 @@ def prepare_grid(
     cells_per_chunk: int = DEFAULT_CELLS_PER_CHUNK,
     chunks_per_shard: int = DEFAULT_CHUNKS_PER_SHARD,
     progress: Callable[[str], None] = lambda msg: None,
+    wetland_area: str | Path | None = None,
 ) -> dict:
-    """Build the Grid store at ``out`` from TEM-MDM files in ``src``; returns a short summary."""
+    """Build the Grid store at ``out`` from TEM-MDM files in ``src``; returns a short summary.
+
+    ``wetland_area``: a NetCDF wetland-fraction map (``wetland_extent``); without it the store has no extent and
+    ``xmw infer`` writes maps of intensity but no budget."""
     if cells_per_chunk < 1 or chunks_per_shard < 1:
         raise XmwInputError("--cells-per-chunk and chunks per shard must be positive")
     if not is_url(out) and refuse_foreign_local(out, grid_store_key, "Grid store"):
         progress(f"replacing existing grid store {out}")
     source = open_temmdm(src, years)
-    mask, frac = _valid_mask(source, progress)
+    extent = None
+    if wetland_area is not None:
+        extent = read_wetland_extent(wetland_area, source.res)
+        if extent.nan_values:
+            progress(f"wetland extent: {extent.nan_values} NaN values counted as no wetland")
+    mask = _valid_mask(source, progress)
     n = int(mask.sum())
     if n == 0:
         raise XmwInputError(f"{source.tem_dir}: no valid cell ({VALID_RULE})")
     if is_url(out):  # no rename on object stores: readers refuse the store until ``complete`` is set, last
         refuse_foreign_objects(str(out), grid_store_key)
-        _write_store(source, str(out), mask, frac, cells_per_chunk, chunks_per_shard, progress)
+        _write_store(source, str(out), mask, extent, cells_per_chunk, chunks_per_shard, progress)
     else:
         with directory_aside(out, grid_store_key, "Grid store") as tmp:
-            _write_store(source, str(tmp), mask, frac, cells_per_chunk, chunks_per_shard, progress)
-    return {"cells": n, "years": list(source.years), "res": source.res, "cell_years": n * len(source.years)}
+            _write_store(source, str(tmp), mask, extent, cells_per_chunk, chunks_per_shard, progress)
+    return {"cells": n, "years": list(source.years), "res": source.res, "cell_years": n * len(source.years),
+            "wetland_extent": None if extent is None else extent.attrs()}
 
 
 class GridStore:
@@ -306,7 +312,10 @@ class GridStore:
         return np.asarray(self.root["cell_area"][:])
 
     @property
-    def wetland_fraction(self) -> np.ndarray:
+    def wetland_fraction(self) -> np.ndarray | None:
+        """Wetland fraction ``(12 months, cell)``, or None when the store was prepared without a wetland extent."""
+        if self._attrs.get("wetland_extent") is None:
+            return None
         return np.asarray(self.root["wetland_fraction"][:])
 
     @property

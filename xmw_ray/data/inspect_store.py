@@ -81,7 +81,8 @@ def inspect_store(path: str | Path) -> str:
             f"grid: {g.res} deg ({g.nlat} x {g.nlon}); cells: {g.n_cells} valid; "
             f"chunks: {g.n_chunks} of {g.cells_per_chunk} cells",
             f"years: {g.years[0]}-{g.years[-1]} ({len(g.years)}); samples: {g.n_cells * len(g.years)}",
-            f"wetland fraction: {g.attrs.get('wetland_fraction_source', '')}",
+            "wetland extent: " + (f"{ext['source']} ({ext['variable']}, {ext['time']})"
+                                  if (ext := g.attrs.get("wetland_extent")) else "none (no budget)"),
         ]
         blocks = (g.read_block(y, c) for y in range(len(g.years)) for c in range(g.n_chunks))
         return "\n".join(head + _summarise(blocks, g.dynamic_vars, g.static_vars, g.units))

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from xmw_ray.data.contract import ANNUAL_VARS, DAILY_VARS, STATIC_VARS, TARGET_VAR, grid_coords
+from xmw_ray.data.contract import (
+    ANNUAL_VARS,
+    DAILY_VARS,
+    MONTH_STARTS,
+    STATIC_VARS,
+    TARGET_VAR,
+    UNITS,
+    grid_coords,
+)
 
 TEM_DIR = "TEM-MDM"
 FLUX_DIR = "FLUXNET-CH4"
@@ -60,29 +68,50 @@ def _atomic_nc(path: Path, var: str, data: np.ndarray, dims: tuple[str, ...], re
     os.replace(tmp, path)
 
 
-def write_static(root: Path, var: str, data: np.ndarray, res: float, units: str = "") -> None:
-    """One static map ``(nlat, nlon)``, variable named as the file stem."""
+def write_static(root: Path, var: str, data: np.ndarray, res: float, units: str | None = None) -> None:
+    """One static map ``(nlat, nlon)``, variable named as the file stem (``units`` default: the contract's)."""
     if var not in STATIC_VARS:
         raise ValueError(f"unknown static variable {var!r}")
-    _atomic_nc(static_path(root, var), var, data.astype(np.float32), ("lat", "lon"), res, units)
+    _atomic_nc(static_path(root, var), var, data.astype(np.float32), ("lat", "lon"), res,
+               UNITS[var] if units is None else units)
 
 
-#: Extra maps beyond the published layout (the simulator writes them; the grid store uses the wetland area).
-EXTRA_STATIC_VARS: tuple[str, ...] = ("landmask", "wetland_fraction")
+#: Extra maps beyond the published layout (the simulator writes them).
+EXTRA_STATIC_VARS: tuple[str, ...] = ("landmask",)
+#: The built-in world's wetland extent, in WAD2M's form (variable ``Fw``, monthly): ``prepare grid --wetland-area``.
+WETLAND_EXTENT_FILE = "WAD2M/wetland_fraction.nc"
 
 
 def write_extra_static(root: Path, var: str, data: np.ndarray, res: float, units: str = "") -> None:
-    """One extra map ``(nlat, nlon)`` (``TEM-MDM/landmask.nc``, ``TEM-MDM/wetland_fraction.nc``), named as the stem."""
+    """One extra map ``(nlat, nlon)`` (``TEM-MDM/landmask.nc``), named as the stem."""
     if var not in EXTRA_STATIC_VARS:
         raise ValueError(f"unknown extra static variable {var!r}")
     _atomic_nc(static_path(root, var), var, data.astype(np.float32), ("lat", "lon"), res, units)
 
 
-def write_daily(root: Path, var: str, year: int, slots: np.ndarray, res: float, units: str = "") -> None:
+def write_daily(root: Path, var: str, year: int, slots: np.ndarray, res: float, units: str | None = None) -> None:
     """One year of a daily driver as ``(nlat, nlon, 12, 31)`` month×day slots (invalid slots NaN)."""
     if var not in DAILY_VARS:
         raise ValueError(f"unknown daily variable {var!r}")
-    _atomic_nc(daily_path(root, var, year), var, slots.astype(np.float32), ("lat", "lon", "month", "day"), res, units)
+    _atomic_nc(daily_path(root, var, year), var, slots.astype(np.float32), ("lat", "lon", "month", "day"), res,
+               UNITS[var] if units is None else units)
+
+
+def write_wetland_extent(root: Path, monthly: np.ndarray, res: float) -> Path:
+    """A WAD2M-like wetland extent ``root/WAD2M/wetland_fraction.nc``: ``Fw (time, lat, lon)``, 12 months, 0-1."""
+    import xarray as xr
+
+    lat, lon = grid_coords(res)
+    ds = xr.Dataset({"Fw": (("time", "lat", "lon"), monthly.astype(np.float32))},
+                    coords={"time": MONTH_STARTS.astype(np.int32), "lat": lat, "lon": lon})
+    ds["Fw"].attrs.update(units="1", long_name="fraction of the cell under wetland")
+    ds["time"].attrs.update(units="days since 2000-01-01", calendar="noleap")  # month starts: decodable by xarray
+    path = Path(root) / WETLAND_EXTENT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    ds.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, path)
+    return path
 
 
 def write_npp(root: Path, year: int, monthly: np.ndarray, res: float) -> None:

@@ -3,7 +3,9 @@
 Every file is checked when opened (variable present, numeric, shape, lat/lon coordinates against the grid that
 the static maps define) and read in bands of latitude rows, so memory stays bounded by one band of one variable.
 Month×day slots become 365-day years (``contract.slots_to_days``). Row 0 is the southern edge: a file stored
-north→south is flipped on read.
+north→south is flipped on read. Each variable's ``units`` attribute is read and converted to the contract's unit
+(``contract.unit_conversion``: g→mg, per second→per day, K→°C, …); an unknown unit, or a missing one on a physical
+quantity, is refused naming the file and variable (class maps may carry none).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from xmw_ray.data import layout
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
+    PER_STEP_TOTALS,
     STATIC_VARS,
     TARGET_VAR,
+    UNITS,
     grid_coords,
     slots_to_days,
+    unit_conversion,
 )
 from xmw_ray.errors import XmwInputError
 
-#: Optional map of each cell's wetland fraction (0–1); the published layout has none.
-WETLAND_FRACTION_FILE = "wetland_fraction.nc"
 _LAT_NAMES = ("lat", "latitude")
 _LON_NAMES = ("lon", "longitude")
 
@@ -62,6 +65,13 @@ class VarReader:
         self._da = self._ds[var]
         if not np.issubdtype(self._da.dtype, np.number):
             raise XmwInputError(f"{path}: variable {var!r} is not numeric ({self._da.dtype})")
+        units = self._da.attrs.get("units")
+        conversion = unit_conversion(None if units is None else str(units), UNITS[var], PER_STEP_TOTALS.get(var))
+        if conversion is None:
+            self._ds.close()
+            have = "has no units attribute" if units is None else f"has units {str(units)!r}"
+            raise XmwInputError(f"{path}: variable {var!r} {have}; expected {UNITS[var]!r} or a known equivalent")
+        self._scale, self._offset = conversion
         lat, lon = grid_coords(res)
         expected = (len(lat), len(lon), *trailing)
         if tuple(self._da.shape) != expected:
@@ -85,6 +95,8 @@ class VarReader:
             block = self._da[self.nlat - r1 : self.nlat - r0].values[::-1]
         else:
             block = self._da[r0:r1].values
+        if (self._scale, self._offset) != (1.0, 0.0):  # the file's units → the contract's (``UNITS``)
+            block = np.asarray(block, dtype=np.float64) * self._scale + self._offset
         return np.ascontiguousarray(block, dtype=np.float32)
 
     def close(self) -> None:
@@ -127,10 +139,6 @@ class TemMdmSource:
 
     def static(self, var: str) -> VarReader:
         return VarReader(layout.static_path(self.root, var), var, (), self.res)
-
-    def wetland_fraction(self) -> VarReader | None:
-        path = self.tem_dir / WETLAND_FRACTION_FILE
-        return VarReader(path, "wetland_fraction", (), self.res) if path.is_file() else None
 
     def daily(self, var: str, year: int) -> DailyReader:
         return DailyReader(layout.daily_path(self.root, var, year), var, self.res)
@@ -232,4 +240,16 @@ def open_temmdm(src: str | Path, years: tuple[int, int] | None = None) -> TemMdm
         for path in _year_files(root, year):
             if not path.is_file():
                 raise XmwInputError(f"{path}: file not found (year {year})")
-    return TemMdmSource(root=root, res=res, nlat=nlat, nlon=nlon, years=year_list)
+    source = TemMdmSource(root=root, res=res, nlat=nlat, nlon=nlon, years=year_list)
+    _check_every_file(source)
+    return source
+
+
+def _check_every_file(src: TemMdmSource) -> None:
+    """Open every file once (variable, shape, coordinates, units) so that a bad one is refused before any work."""
+    readers = [lambda v=v: src.static(v) for v in STATIC_VARS]
+    for year in src.years:
+        readers += [lambda v=v, y=year: src.daily(v, y) for v in DAILY_VARS]
+        readers += [lambda y=year: src.npp(y), lambda y=year: src.target(y)]
+    for open_reader in readers:
+        open_reader().close()

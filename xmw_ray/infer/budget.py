@@ -1,7 +1,9 @@
 """The global wetland CH4 budget (Tg CH4 yr-1), accumulated block by block as predictions arrive.
 
-Budget of a year = Σ over cells and days of flux (mg CH4 m-2 d-1) × wetland area (cell area × wetland fraction,
-m²) × 1 day, in Tg (1 Tg = 1e15 mg), with a breakdown by latitude band of the cell centre. Nothing global is
+Budget of a year = Σ over cells and days of flux (mg CH4 m-2 d-1) × wetland area of that day's month (cell area ×
+the month's wetland fraction, m²) × 1 day, in Tg (1 Tg = 1e15 mg), with a breakdown by latitude band of the cell
+centre. The flux is per unit wetland area (``CH4_emission_intensity``), so without a wetland extent there is no
+budget (``NO_EXTENT``). Nothing global is
 ever held: each block adds its per-band sums (float64) to a five-number accumulator.
 """
 
@@ -11,6 +13,8 @@ import io
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
+from xmw_ray.data.contract import MONTH_STARTS
 
 #: Milligrams in one teragram.
 MG_PER_TG = 1e15
@@ -25,6 +29,8 @@ LAT_BANDS: tuple[tuple[str, float, float], ...] = (
 )
 BAND_NAMES = tuple(name for name, _, _ in LAT_BANDS)
 CSV_COLUMNS = ("year", "global", *BAND_NAMES)
+#: Why a Grid store without a wetland extent gets maps but no budget.
+NO_EXTENT = "no wetland extent: budget not computed (prepare grid --wetland-area FILE)"
 
 
 def band_of_lat(lat: np.ndarray) -> np.ndarray:
@@ -37,14 +43,17 @@ class BudgetAccumulator:
     """Per-band running sums (mg CH4) of one year's emission over the cells added so far."""
 
     def __init__(self, wetland_area: np.ndarray, band: np.ndarray):
-        """``wetland_area`` (m²) and ``band`` (index into ``LAT_BANDS``) of every cell of the store, by cell index."""
-        self._area = np.asarray(wetland_area, dtype=np.float64)
+        """``wetland_area`` (m²) of every cell of the store by cell index, ``(12 months, cell)`` or static
+        ``(cell,)``, and its ``band`` (index into ``LAT_BANDS``)."""
+        area = np.asarray(wetland_area, dtype=np.float64)
+        self._area = np.broadcast_to(area, (12, area.shape[-1]))
         self._band = np.asarray(band, dtype=np.int64)
         self._mg = np.zeros(len(LAT_BANDS), dtype=np.float64)
 
     def add(self, cells: np.ndarray, flux: np.ndarray) -> None:
         """Add cells ``cells`` with daily flux ``(n, 365)`` in mg CH4 m-2 d-1."""
-        per_cell = np.asarray(flux, dtype=np.float64).sum(axis=1) * self._area[cells]  # mg per year
+        monthly = np.add.reduceat(np.asarray(flux, dtype=np.float64), MONTH_STARTS, axis=1)  # (n, 12) mg m-2
+        per_cell = (monthly * self._area[:, cells].T).sum(axis=1)  # mg per year
         self._mg += np.bincount(self._band[cells], weights=per_cell, minlength=len(LAT_BANDS))
 
     def tg(self) -> dict[str, float]:

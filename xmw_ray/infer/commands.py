@@ -11,8 +11,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from xmw_ray.infer.budget import BUDGET_UNIT
     from xmw_ray.infer.run import DEFAULT_BATCH_SIZE, run_inference
 
-    def progress(year: int, tg: dict[str, float]) -> None:
-        print(f"  {year} done: {tg['global']:.3f} {BUDGET_UNIT}", file=sys.stderr, flush=True)
+    def progress(year: int, tg: dict[str, float] | None) -> None:
+        budget = "" if tg is None else f": {tg['global']:.3f} {BUDGET_UNIT}"
+        print(f"  {year} done{budget}", file=sys.stderr, flush=True)
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years), batch_size=batch_size,
@@ -20,6 +21,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     skipped = len(res.years) - len(res.computed)
     print(f"flux maps {res.out}: {res.cells} cells x {len(res.years)} years ({len(res.computed)} computed, "
           f"{skipped} already done)")
+    if res.no_budget:
+        print(f"xmw: {args.grid}: {res.no_budget}", file=sys.stderr)
+        return 0
     print(f"budget ({BUDGET_UNIT}) -> {res.budget_csv}")
     for year, tg in sorted(res.budget.items()):
         print(f"  {year}: {tg['global']:.3f}")
@@ -32,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", required=True, help="Grid store (xmw prepare grid)")
     p.add_argument("--years", help="Y0-Y1 (default: every year of the store)")
     p.add_argument("--out", required=True,
-                   help="flux-map Zarr store; also receives budget.csv and plots/*.png. Rerunning the same command "
-                        "resumes: only years without a _done/<year>.json marker are computed")
+                   help="flux-map Zarr store; also receives plots/*.png and, when the Grid store has a wetland "
+                        "extent (prepare grid --wetland-area), budget.csv. Rerunning the same command resumes: only "
+                        "years without a _done/<year>.json marker are computed")
     p.add_argument("--batch-size", type=int, help="cell-years per model call (default 2048)")
     p.add_argument("--actors", type=int, default=None,
                    help="inference actors (default: one per GPU with --use-gpu, else all CPUs but one)")

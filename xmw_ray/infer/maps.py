@@ -8,7 +8,8 @@ Layout (every array carries zarr v3 ``dimension_names``, which xarray reads as i
 - ``ch4_flux (time, lat, lon)`` float32 daily flux (mg CH4 m-2 d-1, NaN off wetland), chunks
   ``(365, band, nlon)``: each year owns whole chunks along time.
 - ``ch4_flux_monthly (month_time, lat, lon)`` chunks ``(12, nlat, nlon)``; ``ch4_flux_annual (year_time, lat, lon)``
-  chunks ``(1, nlat, nlon)``; ``wetland_area (lat, lon)`` m² (cell area × wetland fraction) used by the budget.
+  chunks ``(1, nlat, nlon)``; ``wetland_area (month, lat, lon)`` m² (cell area × that month's wetland fraction) used
+  by the budget, NaN everywhere when the Grid store has no wetland extent (then no budget is committed).
 
 Resuming: only the driver writes, one whole year at a time, so no two writers ever touch one chunk. The commit
 point of a year is its marker ``_done/<year>.json`` (holding that year's budget), written after every chunk of
@@ -31,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from xmw_ray.data.atomic import directory_aside, upload_aside
-from xmw_ray.data.contract import DAYS_IN_MONTH, DAYS_PER_YEAR, FLUX_UNIT, grid_coords, grid_shape
+from xmw_ray.data.contract import (
+    DAYS_IN_MONTH,
+    DAYS_PER_YEAR,
+    FLUX_UNIT,
+    MONTH_STARTS,
+    grid_coords,
+    grid_shape,
+)
 from xmw_ray.data.grid_store import is_url
 from xmw_ray.errors import XmwInputError
 
@@ -43,13 +51,13 @@ AREA_VAR = "wetland_area"
 DONE_DIR = "_done"
 #: Largest daily chunk (bytes, uncompressed): the number of latitude rows per chunk follows from it.
 MAX_CHUNK_BYTES = 32 * 2**20
-MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
 #: Arrays of an empty store as ``_create`` writes it; the root ``zarr.json`` (consolidated metadata) goes last.
-CREATED_ARRAYS = ("lat", "lon", "time", "month_time", "month_time_bnds", "year_time", "year_time_bnds", FLUX_VAR,
+CREATED_ARRAYS = ("lat", "lon", "month", "time", "month_time", "month_time_bnds", "year_time", "year_time_bnds", FLUX_VAR,
                   MONTHLY_VAR, ANNUAL_VAR, AREA_VAR)
 ROOT_METADATA = "zarr.json"
 #: Attributes that must match for a rerun to resume an existing store.
-IDENTITY_KEYS = ("years", "source_checkpoint_sha256", "source_grid_store", "grid_cells", "grid_resolution_deg")
+IDENTITY_KEYS = ("years", "source_checkpoint_sha256", "source_grid_store", "grid_cells", "grid_resolution_deg",
+                 "wetland_extent")
 
 
 # --- small file helpers (local paths and fsspec URLs alike) -------------------------------------------------
@@ -94,11 +102,12 @@ class MapSpec:
     grid_store: str
     grid_cells: int
     model: dict[str, Any]
+    wetland_extent: str | None = None  # the Grid store's extent source; None: maps only, no budget
 
     def identity(self) -> dict[str, Any]:
         return {"years": list(self.years), "source_checkpoint_sha256": self.checkpoint_sha256,
                 "source_grid_store": self.grid_store, "grid_cells": self.grid_cells,
-                "grid_resolution_deg": self.res}
+                "grid_resolution_deg": self.res, "wetland_extent": self.wetland_extent}
 
 
 def band_rows(nlat: int, nlon: int) -> int:
@@ -135,6 +144,7 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
                                 "axis": "Y"})
     coord("lon", lon, ["lon"], {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude",
                                 "axis": "X"})
+    coord("month", np.arange(1, 13, dtype=np.int32), ["month"], {"long_name": "calendar month of the wetland area"})
     y0 = spec.years[0]
     year_start = np.arange(ny, dtype=np.int32) * DAYS_PER_YEAR
     coord("time", np.arange(ny * DAYS_PER_YEAR, dtype=np.int32), ["time"], _time_attrs(y0))
@@ -155,10 +165,12 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
          "monthly mean wetland CH4 emission")
     flux(ANNUAL_VAR, ["year_time", "lat", "lon"], (ny, nlat, nlon), (1, nlat, nlon),
          "annual mean wetland CH4 emission")
-    root.create_array(AREA_VAR, data=wetland_area_map.astype(np.float64), compressors=comp,
-                      dimension_names=["lat", "lon"],
-                      attributes={"units": "m2", "long_name": "wetland area (cell area x wetland fraction) used by "
-                                                           "the budget; NaN where the Grid store has no cell"})
+    area = np.broadcast_to(wetland_area_map, (12, nlat, nlon))  # a static (lat, lon) map holds every month
+    root.create_array(AREA_VAR, data=area.astype(np.float64), compressors=comp,
+                      dimension_names=["month", "lat", "lon"],
+                      attributes={"units": "m2", "long_name": "wetland area (cell area x the month's wetland fraction) "
+                                                           "used by the budget; NaN where the Grid store has no cell "
+                                                           "or no wetland extent"})
     root.attrs.update({
         "Conventions": "CF-1.8",
         "title": "Wetland CH4 emission predicted by an xmw_ray model",
@@ -169,7 +181,8 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
         "xmw_format": MAPS_FORMAT,
         "calendar_note": "365-day years: leap days are dropped, as in X-MethaneWet",
         "completion": f"a year is complete once {DONE_DIR}/<year>.json exists; other years hold NaN or partial data",
-        "budget_csv": "budget.csv (Tg CH4 yr-1 per year, global and by latitude band)",
+        "budget_csv": "budget.csv (Tg CH4 yr-1 per year, global and by latitude band)" if spec.wetland_extent
+        else "none: the Grid store has no wetland extent (prepare grid --wetland-area FILE)",
         "complete": False,
         **spec.identity(),
     })
@@ -249,20 +262,27 @@ class FluxMaps:
     def _marker(self, year: int) -> str:
         return join(self.path, DONE_DIR, f"{year}.json")
 
-    def year_budget(self, year: int) -> dict[str, float] | None:
-        """The committed budget of ``year`` (Tg CH4 yr-1), or None when the year is not done."""
+    def _commit(self, year: int) -> dict | None:
+        """The commit marker of ``year``, or None when the year is not done (or its marker is unreadable)."""
         raw = get_bytes(self._marker(year))
         if raw is None:
             return None
         try:
-            return dict(json.loads(raw)["budget_tg"])
+            marker = json.loads(raw)
+            budget = marker["budget_tg"]
+            return marker if budget is None or isinstance(budget, dict) else None
         except (ValueError, KeyError, TypeError):  # unreadable marker: the year is redone
             return None
 
-    def years_done(self) -> list[int]:
-        return [y for y in self.spec.years if self.year_budget(y) is not None]
+    def year_budget(self, year: int) -> dict[str, float] | None:
+        """The committed budget of ``year`` (Tg CH4 yr-1), or None when the year is not done or has no budget."""
+        marker = self._commit(year)
+        return None if marker is None or marker["budget_tg"] is None else dict(marker["budget_tg"])
 
-    def commit_year(self, year: int, budget_tg: dict[str, float]) -> None:
+    def years_done(self) -> list[int]:
+        return [y for y in self.spec.years if self._commit(y) is not None]
+
+    def commit_year(self, year: int, budget_tg: dict[str, float] | None) -> None:
         """Mark ``year`` done (the commit point): call only after ``write_year`` returned."""
         put_bytes(self._marker(year), json.dumps({"year": year, "budget_tg": budget_tg,
                                                    "cells": len(self._ilat)}).encode())

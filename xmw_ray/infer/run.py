@@ -21,7 +21,7 @@ from xmw_ray.data.contract import DAYS_PER_YEAR, grid_coords
 from xmw_ray.data.features import check_pairing
 from xmw_ray.data.grid_store import GridStore, is_url
 from xmw_ray.errors import XmwInputError
-from xmw_ray.infer.budget import BudgetAccumulator, band_of_lat, budget_csv
+from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budget_csv
 from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
 from xmw_ray.infer.predictor import FLUX, ILAT, ILON, FluxPredictor
 
@@ -39,8 +39,9 @@ class InferResult:
     computed: list[int]
     cells: int
     budget: dict[int, dict[str, float]] = field(default_factory=dict)
-    budget_csv: str = ""
+    budget_csv: str = ""  # "" when no budget was computed (``no_budget`` says why)
     plots: list[str] = field(default_factory=list)
+    no_budget: str = ""
 
 
 def _local_abs(path: str | Path) -> str:
@@ -98,9 +99,13 @@ def select_years(store: GridStore, years: tuple[int, int] | None) -> tuple[int, 
     return tuple(range(y0, y1 + 1))
 
 
-def wetland_area_cells(store: GridStore) -> np.ndarray:
-    """Wetland area (m²) of each store cell: cell area × wetland fraction."""
-    return store.cell_area.astype(np.float64) * store.wetland_fraction.astype(np.float64)
+def wetland_area_cells(store: GridStore) -> np.ndarray | None:
+    """Wetland area (m²) of each store cell in each month ``(12, cell)``: cell area × that month's wetland fraction;
+    None when the store has no wetland extent."""
+    fraction = store.wetland_fraction
+    if fraction is None:
+        return None
+    return store.cell_area.astype(np.float64)[None, :] * fraction.astype(np.float64)
 
 
 def _actor_count(actors: int | None, use_gpu: bool) -> int:
@@ -125,7 +130,7 @@ def _actor_count(actors: int | None, use_gpu: bool) -> int:
 class _YearBuffer:
     """One year's predictions in store cell order, filled block by block, with its streamed budget."""
 
-    def __init__(self, n_cells: int, budget: BudgetAccumulator):
+    def __init__(self, n_cells: int, budget: BudgetAccumulator | None):
         self.flux = np.full((n_cells, DAYS_PER_YEAR), np.nan, dtype=np.float32)
         self.seen = np.zeros(n_cells, dtype=bool)
         self.budget = budget
@@ -135,7 +140,8 @@ class _YearBuffer:
             raise RuntimeError("a cell was predicted twice for one year")
         self.flux[cells] = flux
         self.seen[cells] = True
-        self.budget.add(cells, flux)
+        if self.budget is not None:
+            self.budget.add(cells, flux)
 
     @property
     def complete(self) -> bool:
@@ -144,13 +150,16 @@ class _YearBuffer:
 
 def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, years: tuple[int, int] | None = None,
                   *, batch_size: int = DEFAULT_BATCH_SIZE, actors: int | None = None, use_gpu: bool = False,
-                  on_year_done: Callable[[int, dict[str, float]], None] | None = None) -> InferResult:
+                  on_year_done: Callable[[int, dict[str, float] | None], None] | None = None) -> InferResult:
     """Map ``checkpoint``'s flux over ``grid`` for ``years`` into ``out``; resumes a store left by a crashed run.
 
     Each of the three may be a local path or an ``s3://`` / ``gs://`` URL (``maps.FluxMaps`` commits year by year
     on object stores too).
 
     ``on_year_done(year, budget_tg)`` is called after each year is committed (progress reporting).
+
+    A store without a wetland extent gets the flux maps only: no ``budget.csv``, no budget plot, and
+    ``InferResult.no_budget`` says why (the flux is per unit wetland area; cell area would overstate it).
     """
     from xmw_ray.train.checkpoint import MODEL_FILE, load_checkpoint_model
 
@@ -172,10 +181,12 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     wanted = select_years(store, years)
     spec = MapSpec(res=store.res, years=wanted, checkpoint=checkpoint,
                    checkpoint_sha256=model_sha256, grid_store=grid,
-                   grid_cells=store.n_cells, model=model.config())
+                   grid_cells=store.n_cells, model=model.config(),
+                   wetland_extent=(store.attrs.get("wetland_extent") or {}).get("source"))
     area = wetland_area_cells(store)
-    area_map = np.full((store.nlat, store.nlon), np.nan)
-    area_map[store.cell_ilat, store.cell_ilon] = area
+    area_map = np.full((12, store.nlat, store.nlon), np.nan)
+    if area is not None:
+        area_map[:, store.cell_ilat, store.cell_ilon] = area
     maps = FluxMaps.open_or_create(out, spec, store.cell_ilat, store.cell_ilon, area_map)
 
     missing = [y for y in wanted if y not in set(maps.years_done())]
@@ -183,18 +194,22 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
         _predict_years(maps, store, checkpoint, missing, area, batch_size, actors, use_gpu, on_year_done)
     maps.finalize()
 
-    budget = {y: maps.year_budget(y) for y in wanted}
-    budget = {y: b for y, b in budget.items() if b is not None}
+    done = maps.years_done()
+    if area is None:
+        plots = _write_plots(maps, done, {}, set(missing))
+        return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, plots=plots,
+                           no_budget=NO_EXTENT)
+    budget = {y: b for y in done if (b := maps.year_budget(y)) is not None}
     csv_path = join(out, BUDGET_FILE)
     put_bytes(csv_path, budget_csv(budget.items()).encode())
-    plots = _write_plots(maps, budget, set(missing))
+    plots = _write_plots(maps, done, budget, set(missing))
     return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, budget=budget,
                        budget_csv=csv_path, plots=plots)
 
 
-def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: list[int], area: np.ndarray,
+def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: list[int], area: np.ndarray | None,
                    batch_size: int, actors: int | None, use_gpu: bool,
-                   on_year_done: Callable[[int, dict[str, float]], None] | None) -> None:
+                   on_year_done: Callable[[int, dict[str, float] | None], None] | None) -> None:
     """Run the actor pool over ``years`` and commit each year as soon as all its cells have arrived."""
     import ray.data
 
@@ -221,11 +236,12 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: lis
             sel = batch[schema.YEAR] == year
             buf = pending.get(year)
             if buf is None:
-                buf = pending[year] = _YearBuffer(store.n_cells, BudgetAccumulator(area, bands))
+                acc = None if area is None else BudgetAccumulator(area, bands)
+                buf = pending[year] = _YearBuffer(store.n_cells, acc)
             buf.add(cells[sel], batch[FLUX][sel])
             if buf.complete:
                 maps.write_year(year, buf.flux)
-                tg = buf.budget.tg()
+                tg = None if buf.budget is None else buf.budget.tg()
                 maps.commit_year(year, tg)
                 del pending[year]
                 left.discard(year)
@@ -235,12 +251,13 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: lis
         raise RuntimeError(f"inference stream ended before years {sorted(left)} were complete")
 
 
-def _write_plots(maps: FluxMaps, budget: dict[int, dict[str, float]], computed: set[int]) -> list[str]:
+def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, float]],
+                 computed: set[int]) -> list[str]:
     """Annual-mean PNG of each done year (redrawn when computed by this run or missing) and the budget plot."""
     from xmw_ray.infer.plots import annual_map_png, budget_png
 
     written = []
-    for year in budget:
+    for year in done:
         path = join(maps.path, PLOTS_DIR, f"annual_mean_{year}.png")
         if year in computed or get_bytes(path) is None:
             annual_map_png(maps.annual_mean(year), year, path)

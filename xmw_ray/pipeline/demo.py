@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xmw_ray.data.layout import WETLAND_EXTENT_FILE
+
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -31,7 +33,8 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
     return [
         Stage("simulate", ["simulate", "--out", str(world), "--res", str(res), "--years", f"{y0}-{y1}",
                            "--sites", str(sites), "--seed", str(seed)], world / "truth.json"),
-        Stage("prepare grid", ["prepare", "grid", "--src", str(world), "--out", str(grid)], grid),
+        Stage("prepare grid", ["prepare", "grid", "--src", str(world), "--out", str(grid),
+                               "--wetland-area", str(world / WETLAND_EXTENT_FILE)], grid),
         Stage("prepare sites", ["prepare", "sites", "--src", str(world), "--grid", str(grid), "--out", str(site_store)],
               site_store),
         Stage("tune (smoke preset)", ["tune", "--config", str(REPO_CONFIGS / "tune" / "smoke.yaml"),

@@ -219,8 +219,10 @@ def build_world(seed: int, res: float) -> StaticWorld:
 
 
 def write_statics(world: StaticWorld, root) -> None:
-    """The eight static maps plus ``landmask.nc`` and ``wetland_fraction.nc`` (NaN off land, as the real data)."""
+    """The eight static maps plus ``landmask.nc`` (NaN off land, as the real data), and the world's wetland extent
+    as a WAD2M-like monthly file (``layout.WETLAND_EXTENT_FILE``; the same fraction every month, 0 off land)."""
     for var in STATIC_VARS:
         layout.write_static(root, var, world.to_grid(world.maps[var]), world.res, UNITS[var])
     layout.write_extra_static(root, "landmask", world.to_grid(np.ones(world.n), fill=0.0), world.res, "1")
-    layout.write_extra_static(root, "wetland_fraction", world.to_grid(world.wetland_fraction), world.res, "1")
+    fraction = world.to_grid(world.wetland_fraction, fill=0.0)
+    layout.write_wetland_extent(root, np.broadcast_to(fraction, (12, *fraction.shape)), world.res)
