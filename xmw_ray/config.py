@@ -167,7 +167,7 @@ def validate(raw: dict[str, Any], cls: type[C], source: str = "config") -> C:
         if isinstance(cause, KeyedValueError):
             kind = cause.problem
         else:
-            kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise XmwInputError(f"{source}: {key}: {kind}") from None
 
 

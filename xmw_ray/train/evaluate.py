@@ -27,7 +27,6 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
     """Metrics of ``checkpoint`` on ``split`` of ``store`` (the checkpoint's own split rule; ``all``: every sample)."""
     from xmw_ray.train.runner import ensure_ray
 
-    ensure_ray()
     model = load_checkpoint_model(checkpoint)
     cfg = load_config_json(checkpoint)
     info = store_info(store)
@@ -38,6 +37,7 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
         raise XmwInputError(f"{store}: {len(info.static_vars)} static variables, the checkpoint expects "
                             f"{model.n_static}")
     spec = SplitSpec.model_validate(cfg["data"]["split"]) if split != "all" else None
+    ensure_ray()  # only once the checkpoint and the store are known to fit each other
     ds = sample_dataset(info, spec, split)
     acc = MetricAccumulator(aggregation)
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
