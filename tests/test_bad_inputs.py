@@ -68,6 +68,10 @@ def workspace(tmp_path_factory) -> Workspace:
               "run": {"name": "old", "output_dir": str(root / "runs")}}
     write_checkpoint(root / "runs" / "old" / "checkpoints" / "epoch_0001", model, config, {"epoch": 1},
                      train_state={"history": [{"epoch": 1}]})
+    # A Ray Train run (workers >= 1: Ray names its checkpoint folders) trained on another store.
+    moved = {**config, "data": {"source": "grid", "store": str(root / "older-grid.zarr")}}
+    write_checkpoint(root / "runs" / "old-ray" / "checkpoint_2026-01-01_00-00-00.000000", model, moved, {"epoch": 1},
+                     train_state={"history": [{"epoch": 1}]})
     return Workspace(root=root, flux=flux, grid=root / "grid.zarr", checkpoint=checkpoint)
 
 
@@ -185,6 +189,9 @@ ROWS = [
         "model.params.hidden_size: run 'old' resumes from"),
     Row("train-resume-changed-architecture",
         lambda w, t: ["train", "--config", _train_cfg(w, t, {"name": "gru"}, "old")], "model.name: run 'old'"),
+    Row("train-resume-ray-run-changed-store",
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hidden_size": 4, "num_layers": 1}},
+                                                      "old-ray")], "data.store: run 'old-ray' resumes from"),
     # transfer: strategy parameters are checked with the config, before the tree baseline
     Row("transfer-strategy-param-typo",
         lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, strategy_params={"adversarial": {"lamda_max": 1}})],

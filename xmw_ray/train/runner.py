@@ -157,10 +157,15 @@ def _stored_run_config(cfg: TrainConfig) -> tuple[str, dict[str, Any]] | None:
 
 def _model_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with the model's defaults filled in: ``{}`` and ``{hidden_size: 8}`` are the same LSTM."""
+    from pydantic import ValidationError
+
     from xmw_ray.models import MODELS
 
     cls = MODELS.get(name)
-    return dict(params) if cls is None else cls.Params(**params).model_dump(mode="json")
+    try:
+        return dict(params) if cls is None else cls.Params(**params).model_dump(mode="json")
+    except ValidationError:  # a checkpoint from an older model version: compare the values as written
+        return dict(params)
 
 
 def check_resume_matches(cfg: TrainConfig) -> None:
