@@ -129,11 +129,6 @@ def _best_of(history: list[dict[str, Any]]) -> int:
     return min(scored)[1] if scored else len(history) - 1
 
 
-#: The config keys that define what a run's checkpoints are: a run resumed under another value of one of them would
-#: continue training a different model, or on different data, from those weights.
-RESUME_KEYS = ("model.name", "model.params", "data.source", "data.store")
-
-
 def _stored_run_config(cfg: TrainConfig) -> tuple[str, dict[str, Any]] | None:
     """``(file, config)`` of the newest checkpoint of the run ``cfg`` names (a re-run resumes from it), else the
     run's ``best`` checkpoint; None for a new run. Read from the driver, local folder or URL."""
@@ -169,8 +164,9 @@ def _model_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_resume_matches(cfg: TrainConfig) -> None:
-    """Refuse to resume a run whose checkpoint was trained with another model or data (``RESUME_KEYS``), naming the
-    first differing key, before Ray starts."""
+    """Refuse to resume a run whose checkpoint was trained with another model or data, naming the first differing
+    key, before Ray starts: model name, model parameters (defaults filled in), data source and store define what the
+    checkpoint's weights are; optimiser, epochs and resources may change between runs."""
     stored = _stored_run_config(cfg)
     if stored is None:
         return
