@@ -109,6 +109,9 @@ def _cut(how: str, original: Path) -> Callable[[Path], None]:
             data = data[:-4]
         elif how == "no-final-newline":
             data = data.rstrip(b"\n")
+        elif how == "mid-date":  # every field there, but the last row's date is cut to YYYYMM (a hand repair)
+            start = data.rstrip(b"\n").rfind(b"\n") + 1
+            data = data[:start] + data[start:start + 6] + data[start + 8:]
         else:  # mid-row: a complete line, but the last row holds only its first fields
             start = data.rstrip(b"\n").rfind(b"\n") + 1
             data = data[: data.index(b",", data.index(b",", start) + 1)] + b"\n"
@@ -168,6 +171,7 @@ ROWS = [
                                                    str(t / "s")], "nope"),
     *[Row(f"prepare-sites-truncated-{how}", _truncated_sim(how, "prepare"), f"FLX_{SITE}_FLUXNET-CH4_DD_2015-2016")
       for how in ("mid-value", "no-final-newline", "mid-row")],
+    Row("prepare-sites-date-cut", _truncated_sim("mid-date", "prepare"), "column TIMESTAMP has an unreadable date"),
     *[Row(f"prepare-sites-truncated-real-{how}", _truncated_real(how), "file cut short", real_towers=True)
       for how in ("mid-value", "no-final-newline", "mid-row")],
     # inspect / evaluate

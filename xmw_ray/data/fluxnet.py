@@ -234,9 +234,12 @@ def parse_dates(df: pd.DataFrame, path: Path) -> pd.DatetimeIndex:
     if col is None:
         raise XmwInputError(f"{path}: no date column (expected TIMESTAMP as YYYYMMDD)")
     raw = df[col].astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
-    # The first row sets the format: a later YYYYMMDD cut to "201812" must not be read as another date.
+    # The first row sets the format, and every row must have it whole: strptime would read a YYYYMMDD cut to
+    # "201612" as 2016-01-02.
     fmt = "%Y%m%d" if len(raw) and re.fullmatch(r"\d{8}", raw.iloc[0]) else None
     dates = pd.to_datetime(raw, format=fmt, errors="coerce")
+    if fmt is not None:
+        dates = dates.where(raw.str.fullmatch(r"\d{8}"))
     if dates.isna().any():
         i = int(np.flatnonzero(dates.isna().to_numpy())[0])
         raise XmwInputError(f"{path}: column {col} has an unreadable date {raw.iloc[i]!r} (line {i + 2})")
