@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
@@ -36,9 +36,43 @@ class DataSection(Strict):
                                 "it every epoch); validation otherwise decodes every chunk again for its share")
 
 
+class KeyedValueError(ValueError):
+    """A validator's error about a key below the field it validates (``params.hiddn_size``): :func:`validate`
+    appends ``key`` to the field's dotted location, so the one line names the exact key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def check_params(params_cls: type[BaseModel], params: dict[str, Any], prefix: str = "params") -> None:
+    """Inside a validator: validate ``params`` against ``params_cls`` (extra keys forbidden, bounds checked), so a
+    typo or an impossible value is reported at config load, not inside a Ray worker."""
+    try:
+        params_cls(**params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join([prefix, *(str(p) for p in err["loc"])])
+        if err["type"] == "extra_forbidden":
+            problem = f"unknown key (known: {', '.join(params_cls.model_fields) or 'none'})"
+        else:
+            problem = err["msg"].removeprefix("Value error, ")
+        raise KeyedValueError(key, problem) from None
+
+
 class ModelSection(Strict):
     name: str = "lstm"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params_fit_model(self) -> ModelSection:
+        """The registered model's own ``Params`` class checks the hyper-parameters."""
+        require_models([self.name])
+        from xmw_ray.models import model_class
+
+        check_params(model_class(self.name).Params, self.params)
+        return self
 
 
 class OptimSection(Strict):
@@ -73,12 +107,6 @@ class TrainConfig(Strict):
     optim: OptimSection = Field(default_factory=OptimSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     run: RunSection = Field(default_factory=RunSection)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: ModelSection) -> ModelSection:
-        require_models([v.name])
-        return v
 
 
 def require_models(names: list[str]) -> None:
@@ -131,8 +159,15 @@ def validate(raw: dict[str, Any], cls: type[C], source: str = "config") -> C:
         return cls.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        loc = [str(p) for p in err["loc"]]
+        if isinstance(cause, KeyedValueError):
+            loc.append(cause.key)
+        key = ".".join(loc) or "<root>"
+        if isinstance(cause, KeyedValueError):
+            kind = cause.problem
+        else:
+            kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise XmwInputError(f"{source}: {key}: {kind}") from None
 
 

@@ -23,6 +23,7 @@ Feature rules (documented constants below):
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -240,13 +241,18 @@ def _clean(df: pd.DataFrame, path: Path, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index)
 
 
-def _dates(df: pd.DataFrame, path: Path) -> pd.DatetimeIndex:
+def parse_dates(df: pd.DataFrame, path: Path) -> pd.DatetimeIndex:
+    """The date column (TIMESTAMP YYYYMMDD, or ISO dates); an unreadable date names the file and line."""
     col = _first(df.columns, _DATE_COLUMNS)
     if col is None:
         raise XmwInputError(f"{path}: no date column (expected TIMESTAMP as YYYYMMDD)")
     raw = df[col].astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
-    fmt = "%Y%m%d" if raw.str.fullmatch(r"\d{8}").all() else None
+    # The first row sets the format, and every row must have it whole: strptime would read a YYYYMMDD cut to
+    # "201612" as 2016-01-02.
+    fmt = "%Y%m%d" if len(raw) and re.fullmatch(r"\d{8}", raw.iloc[0]) else None
     dates = pd.to_datetime(raw, format=fmt, errors="coerce")
+    if fmt is not None:
+        dates = dates.where(raw.str.fullmatch(r"\d{8}"))
     if dates.isna().any():
         i = int(np.flatnonzero(dates.isna().to_numpy())[0])
         raise XmwInputError(f"{path}: column {col} has an unreadable date {raw.iloc[i]!r} (line {i + 2})")
@@ -268,7 +274,7 @@ class SiteYears:
 
 def to_site_years(site: str, df: pd.DataFrame, path: Path, columns: list[str]) -> SiteYears:
     """Clean one tower's daily rows and place them on 365-day years (Feb 29 dropped; duplicate dates rejected)."""
-    dates = _dates(df, path)
+    dates = parse_dates(df, path)
     dup = dates.duplicated()
     if dup.any():
         raise XmwInputError(f"{path}: duplicated date {dates[dup][0].date()} for site {site}")
@@ -290,11 +296,11 @@ def iter_site_years(sources: SiteSources, columns: list[str]) -> Iterator[SiteYe
     """Each tower's :class:`SiteYears`, one tower in memory at a time for the per-tower release."""
     wanted = set(columns) | set(_DATE_COLUMNS) | set(_SITE_COLUMNS)
     for site, path in sorted(sources.daily_paths.items()):
-        df = _read_csv(path, wanted)
+        df = read_tower_csv(path, wanted)
         yield to_site_years(site, df, path, columns)
     if sources.combined_path is not None:
         path = sources.combined_path
-        df = _read_csv(path, wanted)
+        df = read_tower_csv(path, wanted)
         site_col = _first(df.columns, _SITE_COLUMNS)
         if site_col is None:
             raise XmwInputError(f"{path}: no Site column")
@@ -304,9 +310,35 @@ def iter_site_years(sources: SiteSources, columns: list[str]) -> Iterator[SiteYe
             yield to_site_years(str(site), group.reset_index(drop=True), path, columns)
 
 
-def _read_csv(path: Path, wanted: set[str]) -> pd.DataFrame:
+def check_complete_csv(path: str | Path) -> None:
+    """Refuse a daily CSV whose end was cut off (an interrupted download or copy), naming the file and line.
+
+    pandas reads such a file without complaint: a last row cut mid-value keeps the half number, one cut mid-row
+    fills the missing columns with NaN. Every writer of these files ends each row with a newline, so a missing
+    final newline, or a last row with fewer fields than the header, means the file is incomplete."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    text = data.decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        raise XmwInputError(f"{path}: file is empty")
+    lines = text.split("\n")
+    if lines[-1] != "":
+        raise XmwInputError(f"{path}: line {len(lines)}: no final newline (file cut short?)")
+    last_no = len(lines) - 1
+    header, last = next(csv.reader([lines[0].rstrip("\r")])), next(csv.reader([lines[-2].rstrip("\r")]), [])
+    if last_no > 1 and len(last) != len(header):
+        raise XmwInputError(f"{path}: line {last_no}: {len(last)} fields, the header has {len(header)} "
+                            "(file cut short?)")
+
+
+def read_tower_csv(path: str | Path, wanted: set[str] | None = None) -> pd.DataFrame:
+    """One FLUXNET-CH4 daily CSV (optionally only the ``wanted`` columns), refused when truncated."""
+    path = Path(path)
+    check_complete_csv(path)
+    usecols = None if wanted is None else (lambda c: c in wanted)
     try:
-        return pd.read_csv(path, usecols=lambda c: c in wanted, encoding="utf-8-sig", low_memory=False)
+        return pd.read_csv(path, usecols=usecols, encoding="utf-8-sig", low_memory=False)
     except Exception as exc:
         raise XmwInputError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 

@@ -114,17 +114,24 @@ def _actor_count(actors: int | None, use_gpu: bool) -> int:
 
     from xmw_ray.train.resources import DATA_CPUS
 
-    have = ray.cluster_resources()
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
     if actors is None:  # size the pool by what is free now: earlier work in this driver may still hold some
         free = ray.available_resources()
         actors = max(1, int(free.get("GPU", 0.0))) if use_gpu else max(1, int(free.get("CPU", 0.0) - DATA_CPUS))
+    check_actors_fit(actors, use_gpu, ray.cluster_resources())
+    return actors
+
+
+def check_actors_fit(actors: int, use_gpu: bool, have: dict[str, float]) -> None:
+    """Refuse an actor pool the cluster ``have`` cannot hold: 1 CPU (and 1 GPU with ``use_gpu``) per actor plus
+    the Ray Data reserve."""
+    from xmw_ray.train.resources import DATA_CPUS
+
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
     need_cpu = actors + DATA_CPUS
     if cpus + 1e-9 < need_cpu or (use_gpu and gpus + 1e-9 < actors):
         raise XmwInputError(f"--actors {actors}: needs {need_cpu:g} CPU{f' and {actors} GPU' if use_gpu else ''} "
                             f"(1 CPU per actor + {DATA_CPUS:g} for reading) but the cluster has {cpus:g} CPU "
                             f"and {gpus:g} GPU")
-    return actors
 
 
 class _YearBuffer:
@@ -162,6 +169,7 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     ``InferResult.no_budget`` says why (the flux is per unit wetland area; cell area would overstate it).
     """
     from xmw_ray.train.checkpoint import MODEL_FILE, load_checkpoint_model
+    from xmw_ray.train.runner import planned_cluster_resources
 
     if batch_size < 1:
         raise XmwInputError(f"--batch-size {batch_size}: must be at least 1")
@@ -179,6 +187,8 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     check_pairing(model.features, f"checkpoint {checkpoint}", store.features, grid,
                   "map with a model trained on this grid's features (sites prepared with --grid)")
     wanted = select_years(store, years)
+    # Before the map store exists: a pool the cluster cannot hold is refused with nothing written.
+    check_actors_fit(1 if actors is None else actors, use_gpu, planned_cluster_resources())
     spec = MapSpec(res=store.res, years=wanted, checkpoint=checkpoint,
                    checkpoint_sha256=model_sha256, grid_store=grid,
                    grid_cells=store.n_cells, model=model.config(),

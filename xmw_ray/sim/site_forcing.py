@@ -27,7 +27,15 @@ import pandas as pd
 from xmw_ray.data import layout
 from xmw_ray.data.atomic import write_text_atomic
 from xmw_ray.data.contract import NMOL_PER_S_TO_MG_PER_DAY
-from xmw_ray.data.fluxnet import HUGE, MISSING_VALUE, SiteMeta, find_site_sources, read_site_metadata
+from xmw_ray.data.fluxnet import (
+    HUGE,
+    MISSING_VALUE,
+    SiteMeta,
+    find_site_sources,
+    parse_dates,
+    read_site_metadata,
+    read_tower_csv,
+)
 from xmw_ray.data.tower_features import SIM_MARKER, sim_marker
 from xmw_ray.errors import XmwInputError
 from xmw_ray.sim.flx_files import SITE_COLUMNS, write_meta, write_site_file
@@ -78,12 +86,7 @@ def parse_site_rows(site: str, df: pd.DataFrame, path: Path, extra: tuple[str, .
     day of the record."""
     if "TIMESTAMP" not in df.columns:
         raise XmwInputError(f"{path}: no TIMESTAMP column (site {site})")
-    raw = df["TIMESTAMP"].astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
-    fmt = "%Y%m%d" if raw.str.fullmatch(r"\d{8}").all() else None
-    dates = pd.to_datetime(raw, format=fmt, errors="coerce")
-    if dates.isna().any():
-        bad = raw[dates.isna()].iloc[0]
-        raise XmwInputError(f"{path}: unreadable TIMESTAMP {bad!r} (site {site})")
+    dates = parse_dates(df[["TIMESTAMP"]], path)
     days = dates.to_numpy().astype("datetime64[D]")
     if len(np.unique(days)) != len(days):
         raise XmwInputError(f"{path}: duplicated dates (site {site})")
@@ -104,10 +107,10 @@ def parse_site_rows(site: str, df: pd.DataFrame, path: Path, extra: tuple[str, .
 def _iter_sites(src: Path, metas: dict[str, SiteMeta]):
     sources = find_site_sources(src)
     for site, path in sorted(sources.daily_paths.items()):
-        yield parse_site_rows(site, pd.read_csv(path, encoding="utf-8-sig", low_memory=False), path), path
+        yield parse_site_rows(site, read_tower_csv(path), path), path
     if sources.combined_path is not None:
         path = sources.combined_path
-        df = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+        df = read_tower_csv(path)
         if "Site" not in df.columns:
             raise XmwInputError(f"{path}: no Site column")
         for name, group in df.groupby(df["Site"].astype(str).str.strip(), sort=True):

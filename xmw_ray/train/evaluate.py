@@ -40,7 +40,7 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
     check_pairing(model.features, f"checkpoint {checkpoint}", info.features, store,
                   "evaluate on a store prepared like the checkpoint's training store")
     spec = SplitSpec.model_validate(cfg["data"]["split"]) if split != "all" else None
-    ensure_ray()
+    ensure_ray()  # only once the checkpoint and the store are known to fit each other
     ds = sample_dataset(info, spec, split)
     acc = MetricAccumulator(aggregation)
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):

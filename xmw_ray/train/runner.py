@@ -24,6 +24,7 @@ from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
+from xmw_ray.errors import XmwInputError
 from xmw_ray.train.checkpoint import load_train_state
 from xmw_ray.train.loop import Objective, train_loop_per_worker
 from xmw_ray.train.resources import check_fits
@@ -88,6 +89,21 @@ LOCAL_MIN_CPUS = 4
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
+def _local_cpus() -> int:
+    return int(os.environ.get("XMW_NUM_CPUS", max(os.cpu_count() or 1, LOCAL_MIN_CPUS)))
+
+
+def planned_cluster_resources() -> dict[str, float]:
+    """CPU and GPU totals of the cluster :func:`ensure_ray` gives, without starting a local instance (so a request
+    that cannot fit is refused before any output exists); joins the cluster when ``RAY_ADDRESS`` names one."""
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        ensure_ray()
+        return dict(ray.cluster_resources())
+    import torch
+
+    return {"CPU": float(_local_cpus()), "GPU": float(torch.cuda.device_count())}
+
+
 #: Ray's switch (read when ``ray._private.ray_constants`` is imported) between the node's outward address and
 #: loopback; Ray itself uses loopback where clusters are unsupported (macOS, Windows).
 RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -128,9 +144,8 @@ def ensure_ray() -> None:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            cpus = int(os.environ.get("XMW_NUM_CPUS", max(os.cpu_count() or 1, LOCAL_MIN_CPUS)))
             with _loopback_node():
-                ray.init(num_cpus=cpus, log_to_driver=False, logging_level=logging.WARNING,
+                ray.init(num_cpus=_local_cpus(), log_to_driver=False, logging_level=logging.WARNING,
                          _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, _system_config=LOCAL_SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray.data", "ray.train", "ray.tune"):
@@ -147,6 +162,62 @@ def _best_of(history: list[dict[str, Any]]) -> int:
     return min(scored)[1] if scored else len(history) - 1
 
 
+def _stored_run_config(cfg: TrainConfig) -> tuple[str, dict[str, Any]] | None:
+    """``(file, config)`` of the newest checkpoint of the run ``cfg`` names (a re-run resumes from it), else the
+    run's ``best`` checkpoint; None for a new run. Read from the driver, local folder or URL."""
+    import fsspec
+
+    from xmw_ray.train.checkpoint import CONFIG_FILE
+
+    url = run_url_of(cfg)
+    root = url if url is not None else str(run_dir_of(cfg))
+    fs, base = fsspec.core.url_to_fs(root)
+    if not fs.exists(base):
+        return None
+    found: list[str] = []
+    for pattern in (f"checkpoints/epoch_*/{CONFIG_FILE}", f"checkpoint_*/{CONFIG_FILE}"):
+        found += sorted(fs.glob(f"{base}/{pattern}"))
+    for path in [*reversed(found), f"{base}/{BEST_DIR}/{CONFIG_FILE}"]:
+        if fs.isfile(path):
+            return path, json.loads(fs.cat_file(path))
+    return None
+
+
+def _model_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the model's defaults filled in: ``{}`` and ``{hidden_size: 8}`` are the same LSTM."""
+    from pydantic import ValidationError
+
+    from xmw_ray.models import MODELS
+
+    cls = MODELS.get(name)
+    try:
+        return dict(params) if cls is None else cls.Params(**params).model_dump(mode="json")
+    except ValidationError:  # a checkpoint from an older model version: compare the values as written
+        return dict(params)
+
+
+def check_resume_matches(cfg: TrainConfig) -> None:
+    """Refuse to resume a run whose checkpoint was trained with another model or data, naming the first differing
+    key, before Ray starts: model name, model parameters (defaults filled in), data source and store define what the
+    checkpoint's weights are; optimiser, epochs and resources may change between runs."""
+    stored = _stored_run_config(cfg)
+    if stored is None:
+        return
+    path, old = stored
+    new = cfg.model_dump(mode="json")
+    old_model, old_data = old.get("model", {}), old.get("data", {})
+    pairs: list[tuple[str, Any, Any]] = [("model.name", old_model.get("name"), new["model"]["name"])]
+    if old_model.get("name") == new["model"]["name"]:
+        old_p = _model_params(old_model.get("name", ""), old_model.get("params", {}))
+        new_p = _model_params(new["model"]["name"], new["model"]["params"])
+        pairs += [(f"model.params.{k}", old_p.get(k), new_p.get(k)) for k in sorted(set(old_p) | set(new_p))]
+    pairs += [(f"data.{k}", old_data.get(k), new["data"][k]) for k in ("source", "store")]
+    for key, was, now in pairs:
+        if was != now:
+            raise XmwInputError(f"{key}: run {cfg.run.name!r} resumes from {path}, trained with {was!r}, not "
+                                f"{now!r} (use another run.name, or remove the run folder to start over)")
+
+
 def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                  init_state: dict[str, Any] | None = None, freeze: list[str] | None = None,
                  callbacks: list[Any] | None = None, fail_at_epoch: int | None = None,
@@ -159,6 +230,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     normalisation statistics the model is built with (default: the training split's). Validation, and so the
     best checkpoint, always uses the ``val`` split of ``cfg.data``.
     """
+    check_resume_matches(cfg)
     ensure_ray()
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)

@@ -96,9 +96,10 @@ class DANNObjective(Objective):
 
 class Adversarial:
     name = "adversarial"
+    Params = AdversarialParams
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(AdversarialParams, job.params, self.name)
+        params = validate_params(self.Params, job.params, self.name)
         src = require_source(job, self.name)
         info = store_info(src.store, src.source)
         source_ds = sample_dataset(info, src.split, "train").select_columns(TRAIN_COLUMNS)

@@ -58,6 +58,8 @@ class TransferJob(Strict):
 @runtime_checkable
 class Strategy(Protocol):
     name: str
+    #: The strategy's hyper-parameter class (configs' ``strategy_params`` are checked against it at load time).
+    Params: type[StrategyParams]
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         """Train every phase; return the final (observation) phase's outcome."""

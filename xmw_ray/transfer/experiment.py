@@ -19,7 +19,16 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from xmw_ray.baselines.gbt import GBTBaseline
-from xmw_ray.config import DataSection, ModelSection, OptimSection, ResourcesSection, RunSection, Strict
+from xmw_ray.config import (
+    DataSection,
+    KeyedValueError,
+    ModelSection,
+    OptimSection,
+    ResourcesSection,
+    RunSection,
+    Strict,
+    check_params,
+)
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
@@ -95,6 +104,16 @@ class ExperimentConfig(Strict):
         bad = [s for s in v if s not in STRATEGIES]
         if bad:
             raise ValueError(f"unknown strategies {bad}; known: {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _strategy_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each strategy's parameters against its own class, before the baseline or any run starts."""
+        for name, params in v.items():
+            if name not in STRATEGIES:
+                raise KeyedValueError(name, f"unknown strategy (known: {', '.join(STRATEGIES)})")
+            check_params(STRATEGIES[name].Params, params, prefix=name)
         return v
 
     @field_validator("fractions")

@@ -49,8 +49,9 @@ def finetune_from(job: TransferJob, checkpoint: Path, params: FinetuneParams,
 
 class Finetune:
     name = "finetune"
+    Params = FinetuneParams
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(FinetuneParams, job.params, self.name)
+        params = validate_params(self.Params, job.params, self.name)
         require_source(job, self.name)
         return finetune_from(job, pretrain_source(job), params, callbacks)

@@ -32,9 +32,10 @@ class ResidualParams(StrategyParams):
 
 class Residual:
     name = "residual"
+    Params = ResidualParams
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(ResidualParams, job.params, self.name)
+        params = validate_params(self.Params, job.params, self.name)
         require_source(job, self.name)
         sim_ckpt = pretrain_source(job)
         base = {"name": job.model.name, **job.model.params}

@@ -115,9 +115,10 @@ class ReweightObjective(Objective):
 
 class Reweight:
     name = "reweight"
+    Params = ReweightParams
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(ReweightParams, job.params, self.name)
+        params = validate_params(self.Params, job.params, self.name)
         src = require_source(job, self.name)
         info = store_info(src.store, src.source)
         source_train = sample_dataset(info, src.split, "train")

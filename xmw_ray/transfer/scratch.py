@@ -12,7 +12,8 @@ class ScratchParams(StrategyParams):
 
 class Scratch:
     name = "scratch"
+    Params = ScratchParams
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        validate_params(ScratchParams, job.params, self.name)
+        validate_params(self.Params, job.params, self.name)
         return run_training(target_config(job), callbacks=callbacks)

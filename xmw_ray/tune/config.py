@@ -47,6 +47,13 @@ class SearchSection(Strict):
         require_models(v)
         return v
 
+    @model_validator(mode="after")
+    def _spaces_fit_models(self) -> SearchSection:
+        from xmw_ray.tune.space import check_model_spaces
+
+        check_model_spaces(self)
+        return self
+
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, v: list[str]) -> list[str]:

@@ -94,9 +94,7 @@ class DefineByRun:
     """The OptunaSearch ``space`` (a picklable callable: the searcher's state is saved with the search)."""
 
     def __init__(self, search: SearchSection) -> None:
-        missing = [m for m in search.models if m not in MODEL_SPACES]
-        if missing:
-            raise ValueError(f"model {missing[0]!r} has no search space in xmw_ray/tune/space.py")
+        check_model_spaces(search)
         self.search = search
 
     def __call__(self, trial: Any) -> dict[str, Any]:
@@ -130,6 +128,36 @@ def strategy_params(config: dict[str, Any]) -> dict[str, Any]:
     if strategy == NO_TRANSFER or strategy not in STRATEGY_SPACES:
         return {}
     return STRATEGY_SPACES[strategy](_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
+
+
+def check_model_spaces(search: SearchSection) -> None:
+    """Every searched model has a space, and the space's lowest and highest answers are valid ``Params`` of that
+    model: a space that can propose an impossible model fails at config load, not in a trial after Ray started."""
+    from xmw_ray.config import check_params
+    from xmw_ray.models import model_class
+
+    for model in search.models:
+        if model not in MODEL_SPACES:
+            raise ValueError(f"model {model!r} has no search space in xmw_ray/tune/space.py")
+        for corner in (0, -1):
+            params = MODEL_SPACES[model](_Corner(corner), "", SIZES[search.space])
+            check_params(model_class(model).Params, params, prefix=f"{model} (space {search.space!r})")
+
+
+class _Corner:
+    """Optuna's ``suggest_*`` answered with every range's first (``0``) or last (``-1``) value."""
+
+    def __init__(self, end: int) -> None:
+        self._end = end
+
+    def suggest_categorical(self, _name: str, choices: list[Any]) -> Any:
+        return choices[self._end]
+
+    def suggest_int(self, _name: str, low: int, high: int, **_: Any) -> int:
+        return (low, high)[self._end]
+
+    def suggest_float(self, _name: str, low: float, high: float, **_: Any) -> float:
+        return (low, high)[self._end]
 
 
 class _Replay:

@@ -1,0 +1,270 @@
+"""Every sub-command's bad inputs in one table: exit status 2, ONE line ``xmw: error: ...`` naming the file, flag or
+key, no traceback, nothing left behind (the workspace holds exactly the files it held before), and no Ray started.
+
+Rows build their inputs from a small workspace made once per module: FLUXNET-CH4 files written by the built-in
+simulator's writer (``sim.flx_files``), a tiny Grid store, a checkpoint made by the training code's own writer, and
+YAML configs. The truncated-file rows cut a copy of a file three ways (mid-value, no final newline, mid-row); the
+same rows run on a copy of a real tower file where ``../shared`` is present.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from builders import write_tiny_temmdm
+
+from xmw_ray.cli import main
+
+SITE = "XX-Aaa"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    flux: Path  # simulator-written FLUXNET-CH4 release folder (one tower + META)
+    grid: Path  # tiny Grid store
+    checkpoint: Path  # a checkpoint directory matching the Grid store's inputs
+    fluxnet: Path | None = None  # the real tower files (``fluxnet_dir`` fixture), for the rows that need them
+
+
+def _write_sim_towers(folder: Path) -> Path:
+    """One tower's two years through the simulator's FLUXNET-CH4 writer (what ``xmw simulate`` writes)."""
+    from xmw_ray.sim.flx_files import SITE_COLUMNS, write_meta, write_site_file
+
+    dates = np.arange(np.datetime64("2015-01-01"), np.datetime64("2017-01-01"))
+    rng = np.random.default_rng(0)
+    columns = {c: rng.uniform(1.0, 20.0, len(dates)) for c in SITE_COLUMNS[1:]}
+    write_site_file(folder, SITE, dates, columns)
+    write_meta(folder, [{"SITE_ID": SITE, "LAT": 50.0, "LON": 10.0, "SITE_CLASSIFICATION": "Bog", "IGBP": "WET",
+                         "KOPPEN": "Dfb", "TREE": 0}], stamp="1")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Workspace:
+    import torch
+
+    from xmw_ray.data.grid_store import GridStore
+    from xmw_ray.models import build_model
+    from xmw_ray.train.checkpoint import write_checkpoint
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    flux = _write_sim_towers(root / "flux")
+    write_tiny_temmdm(root / "tem", res=10.0, years=(2000, 2001), seed=5)
+    assert main(["prepare", "grid", "--src", str(root / "tem"), "--out", str(root / "grid.zarr")]) == 0
+    store = GridStore.open(str(root / "grid.zarr"))
+    torch.manual_seed(0)
+    model = build_model("lstm", len(store.dynamic_vars), len(store.static_vars), hidden_size=4, num_layers=1)
+    checkpoint = write_checkpoint(root / "ckpt", model, {"model": {"name": "lstm", "params": {}}}, {})
+    # A run "old" trained (one checkpoint) with a 4-unit LSTM on the Grid store: resuming it must keep that model.
+    config = {"data": {"source": "grid", "store": str(root / "grid.zarr")},
+              "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1}},
+              "run": {"name": "old", "output_dir": str(root / "runs")}}
+    write_checkpoint(root / "runs" / "old" / "checkpoints" / "epoch_0001", model, config, {"epoch": 1},
+                     train_state={"history": [{"epoch": 1}]})
+    # A Ray Train run (workers >= 1: Ray names its checkpoint folders) trained on another store.
+    moved = {**config, "data": {"source": "grid", "store": str(root / "older-grid.zarr")}}
+    write_checkpoint(root / "runs" / "old-ray" / "checkpoint_2026-01-01_00-00-00.000000", model, moved, {"epoch": 1},
+                     train_state={"history": [{"epoch": 1}]})
+    return Workspace(root=root, flux=flux, grid=root / "grid.zarr", checkpoint=checkpoint)
+
+
+# --- input makers: each writes what its row needs under ``tmp`` (not the shared workspace) and returns argv ---
+Maker = Callable[[Workspace, Path], list[str]]
+
+
+def _yaml(path: Path, tree: dict) -> str:
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def _train_cfg(w: Workspace, tmp: Path, model: dict, name: str = "fresh") -> str:
+    return _yaml(tmp / "cfg.yaml", {"data": {"source": "grid", "store": str(w.grid)}, "model": model,
+                                    "run": {"name": name, "output_dir": str(w.root / "runs")}})
+
+
+def _transfer_cfg(w: Workspace, tmp: Path, **over) -> str:
+    tree = {"output_dir": str(tmp / "transfer"), "source": {"store": str(w.grid)}, "target": {"store": str(w.grid)},
+            "strategies": ["scratch", "adversarial"], "settings": {"temporal": {"kind": "temporal"}}, **over}
+    return _yaml(tmp / "transfer.yaml", tree)
+
+
+def _tune_cfg(w: Workspace, tmp: Path, search: dict) -> str:
+    return _yaml(tmp / "tune.yaml", {"data": {"store": str(w.grid)}, "run": {"output_dir": str(tmp / "tune")},
+                                     "search": search})
+
+
+def _cut(how: str, original: Path) -> Callable[[Path], None]:
+    """Rewrite the copy ``path`` of a tower file as if its download had stopped early."""
+
+    def cut(path: Path) -> None:
+        data = original.read_bytes()
+        if how == "mid-value":  # inside the last number of the last row
+            data = data[:-4]
+        elif how == "no-final-newline":
+            data = data.rstrip(b"\n")
+        elif how == "mid-date":  # every field there, but the last row's date is cut to YYYYMM (a hand repair)
+            start = data.rstrip(b"\n").rfind(b"\n") + 1
+            data = data[:start] + data[start:start + 6] + data[start + 8:]
+        else:  # mid-row: a complete line, but the last row holds only its first fields
+            start = data.rstrip(b"\n").rfind(b"\n") + 1
+            data = data[: data.index(b",", data.index(b",", start) + 1)] + b"\n"
+        path.write_bytes(data)
+
+    return cut
+
+
+def _truncated_sim(how: str, command: str) -> Maker:
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        folder = tmp / "cut"
+        shutil.copytree(w.flux, folder)
+        tower = next(folder.glob(f"FLX_{SITE}_*.csv"))
+        _cut(how, tower)(tower)
+        if command == "simulate":
+            return ["simulate", "sites", "--forcing", str(folder), "--out", str(tmp / "out")]
+        return ["prepare", "sites", "--src", str(folder), "--out", str(tmp / "out")]
+
+    return make
+
+
+def _truncated_real(how: str) -> Maker:
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        assert w.fluxnet is not None
+        folder = tmp / "cut"
+        folder.mkdir()
+        for meta in w.fluxnet.glob("FLX_AA-Flx_CH4-META_*.csv"):
+            shutil.copy(meta, folder)
+        original = sorted(w.fluxnet.glob("FLX_*_FLUXNET-CH4_DD_*.csv"))[0]
+        _cut(how, original)(folder / original.name)
+        return ["prepare", "sites", "--src", str(folder), "--out", str(tmp / "out")]
+
+    return make
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    make: Maker
+    needle: str  # a substring of the one error line
+    real_towers: bool = False  # needs ../shared's FLUXNET-CH4 files (skips without them)
+
+
+ROWS = [
+    # simulate
+    Row("simulate-bad-years", lambda w, t: ["simulate", "--out", str(t / "world"), "--years", "2005-2000"], "--years"),
+    Row("simulate-sites-missing-forcing",
+        lambda w, t: ["simulate", "sites", "--forcing", str(t / "nope"), "--out", str(t / "o")], "nope"),
+    *[Row(f"simulate-sites-truncated-{how}", _truncated_sim(how, "simulate"), "file cut short")
+      for how in ("mid-value", "no-final-newline", "mid-row")],
+    # prepare grid / sites
+    Row("prepare-grid-missing-src", lambda w, t: ["prepare", "grid", "--src", str(t / "nope"), "--out", str(t / "g")],
+        "nope"),
+    Row("prepare-grid-empty-src", lambda w, t: (t / "empty").mkdir() or
+        ["prepare", "grid", "--src", str(t / "empty"), "--out", str(t / "g")], "empty"),
+    Row("prepare-sites-missing-src", lambda w, t: ["prepare", "sites", "--src", str(t / "nope"), "--out",
+                                                   str(t / "s")], "nope"),
+    *[Row(f"prepare-sites-truncated-{how}", _truncated_sim(how, "prepare"), f"FLX_{SITE}_FLUXNET-CH4_DD_2015-2016")
+      for how in ("mid-value", "no-final-newline", "mid-row")],
+    Row("prepare-sites-date-cut", _truncated_sim("mid-date", "prepare"), "column TIMESTAMP has an unreadable date"),
+    *[Row(f"prepare-sites-truncated-real-{how}", _truncated_real(how), "file cut short", real_towers=True)
+      for how in ("mid-value", "no-final-newline", "mid-row")],
+    # inspect / evaluate
+    Row("inspect-missing-store", lambda w, t: ["inspect", str(t / "nope.zarr")], "nope.zarr"),
+    Row("evaluate-missing-checkpoint", lambda w, t: ["evaluate", "--checkpoint", str(t / "nockpt"), "--store",
+                                                     str(w.grid)], "nockpt"),
+    # train: typos and impossible values in the model, a resumed run whose model changed
+    Row("train-model-param-typo", lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hiddn_size": 8}})],
+        "cfg.yaml: model.params.hiddn_size: unknown key"),
+    Row("train-model-param-impossible",
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"num_layers": -3}})],
+        "cfg.yaml: model.params.num_layers: Input should be greater than or equal to 1"),
+    Row("train-model-param-set-override",
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {}), "--set", "model.params.dropout=1.5"],
+        "model.params.dropout"),
+    Row("train-unknown-model", lambda w, t: ["train", "--config", _train_cfg(w, t, {"name": "lstmx"})], "lstmx"),
+    Row("train-resume-changed-model",
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hidden_size": 8, "num_layers": 1}}, "old")],
+        "model.params.hidden_size: run 'old' resumes from"),
+    Row("train-resume-changed-architecture",
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {"name": "gru"}, "old")], "model.name: run 'old'"),
+    Row("train-resume-ray-run-changed-store",
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hidden_size": 4, "num_layers": 1}},
+                                                      "old-ray")], "data.store: run 'old-ray' resumes from"),
+    # transfer: strategy parameters are checked with the config, before the tree baseline
+    Row("transfer-strategy-param-typo",
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, strategy_params={"adversarial": {"lamda_max": 1}})],
+        "strategy_params.adversarial.lamda_max: unknown key"),
+    Row("transfer-strategy-param-impossible",
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, strategy_params={"finetune": {"lr_scale": -1}})],
+        "strategy_params.finetune.lr_scale"),
+    Row("transfer-unknown-strategy-params",
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, strategy_params={"finetun": {}})],
+        "strategy_params.finetun: unknown strategy"),
+    Row("transfer-model-param-typo",
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, models=[{"name": "tcn", "params": {"kernel": 3}}])],
+        "models.0.params.kernel: unknown key"),
+    # tune
+    Row("tune-model-without-space", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"models": ["residual"]})],
+        "search: model 'residual' has no search space"),
+    Row("tune-unknown-strategy", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"strategies": ["finetun"]})],
+        "search.strategies"),
+    # infer: resources and flags before the map store exists
+    Row("infer-too-many-actors", lambda w, t: ["infer", "--checkpoint", str(w.checkpoint), "--grid", str(w.grid),
+                                               "--out", str(t / "maps"), "--actors", "100"], "--actors 100: needs"),
+    Row("infer-gpu-without-gpu", lambda w, t: ["infer", "--checkpoint", str(w.checkpoint), "--grid", str(w.grid),
+                                               "--out", str(t / "maps"), "--use-gpu"], "GPU"),
+    Row("infer-zero-actors", lambda w, t: ["infer", "--checkpoint", str(w.checkpoint), "--grid", str(w.grid),
+                                           "--out", str(t / "maps"), "--actors", "0"], "--actors 0"),
+    Row("infer-bad-years", lambda w, t: ["infer", "--checkpoint", str(w.checkpoint), "--grid", str(w.grid),
+                                         "--out", str(t / "maps"), "--years", "1990-1991"], "--years 1990-1991"),
+    # report
+    Row("report-missing-input", lambda w, t: ["report", str(t / "nope"), "--out", str(t / "page.html")], "nope"),
+]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_bad_input_is_one_line_and_leaves_nothing(row: Row, workspace: Workspace, tmp_path, capsys, monkeypatch,
+                                                  request):
+    import ray
+
+    if row.real_towers:
+        workspace = replace(workspace, fluxnet=request.getfixturevalue("fluxnet_dir"))
+
+    if row.id == "infer-gpu-without-gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    ray_was_up = ray.is_initialized()
+
+    def no_ray(*_a, **_k):
+        raise AssertionError("ray.init called while validating bad input")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)  # a default relative output would land here and be seen
+    argv = row.make(workspace, tmp_path)
+    before_ws, before_tmp = _files(workspace.root), _files(tmp_path)
+    capsys.readouterr()
+
+    assert main(argv) == 2
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("xmw: error: "), lines
+    assert row.needle in lines[0], lines[0]
+    assert _files(tmp_path) == before_tmp
+    assert _files(workspace.root) == before_ws
+    assert ray.is_initialized() == ray_was_up
