@@ -18,9 +18,11 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.train.resources import DATA_CPUS
 from xmw_ray.tune.cleanup import WorkerGroupSweeper
 from xmw_ray.tune.config import TuneConfig
-from xmw_ray.tune.space import DefineByRun
+from xmw_ray.tune.leaderboard import RANK_METRIC, RANK_MODE
+from xmw_ray.tune.space import DefineByRun, covering_points
 
-METRIC, MODE = "val_loss", "min"
+#: ASHA and Optuna judge trials on what the leaderboard ranks them by: the scale-free validation NSE.
+METRIC, MODE = RANK_METRIC, RANK_MODE
 
 
 def trial_footprint(cfg: TuneConfig) -> dict[str, float]:
@@ -71,7 +73,7 @@ def _trainable(cfg: TuneConfig) -> Any:
 
 
 def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
-    """A fresh Tuner: OptunaSearch (define-by-run) + ASHA on the validation loss, budget, retries."""
+    """A fresh Tuner: OptunaSearch (define-by-run) + ASHA on the validation NSE, budget, retries."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -80,7 +82,8 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
 
     s = cfg.search
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
-    searcher = OptunaSearch(space=DefineByRun(s), metric=METRIC, mode=MODE, seed=s.seed)
+    searcher = OptunaSearch(space=DefineByRun(s), metric=METRIC, mode=MODE, seed=s.seed,
+                            points_to_evaluate=covering_points(s) or None)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.optim.epochs,
                               grace_period=min(s.grace_period, cfg.optim.epochs), reduction_factor=s.reduction_factor)
     return tune.Tuner(
