@@ -137,7 +137,7 @@ def transfer_search_raw(world: dict[str, Path], out: Path) -> dict:
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
         "run": {"output_dir": str(out), "name": "transfer-search"},
         "search": {"models": ["lstm"], "strategies": ["scratch", "finetune"], "cover_strategies": True,
-                   "num_samples": 2, "grace_period": 2, "lr": [0.005, 0.02], "max_concurrent_trials": 1},
+                   "num_samples": 2, "grace_period": 2, "lr": [0.005, 0.02]},
     }
 
 
