@@ -173,3 +173,14 @@ def test_search_over_two_strategies_reports_and_ranks_on_tower_validation_nse(ra
     assert json.loads((best / "metrics.json").read_text())["val_nse"] == pytest.approx(scores[0], rel=1e-6)
     # finetune pretrained on the simulations inside its trial
     assert list((tmp_path / "runs" / "transfer-search" / "trials" / "pretrain").glob("*/done.json"))
+
+
+def test_trials_get_absolute_store_paths_since_each_runs_in_its_own_folder(tmp_path, monkeypatch):
+    from xmw_ray.tune.search import with_absolute_stores
+
+    monkeypatch.chdir(tmp_path)
+    cfg = validate({"data": {"source": "sites", "store": "demo/sites"},
+                    "source": {"store": "s3://bucket/grid.zarr"}}, TuneConfig)
+    fixed = with_absolute_stores(cfg)
+    assert fixed.data.store == str(tmp_path / "demo" / "sites")
+    assert fixed.source.store == "s3://bucket/grid.zarr"  # URLs stay as they are

@@ -58,6 +58,17 @@ def max_concurrent_trials(cfg: TuneConfig, cluster: dict[str, float]) -> int:
     return n
 
 
+def with_absolute_stores(cfg: TuneConfig) -> TuneConfig:
+    """The config with local store paths made absolute against the launching directory: Tune runs each trial in
+    its own working directory (the trial folder), where a relative ``demo/sites`` names nothing."""
+    def absolute(section: Any) -> Any:
+        if section is None or "://" in section.store:
+            return section
+        return section.model_copy(update={"store": str(Path(section.store).resolve())})
+
+    return cfg.model_copy(update={"data": absolute(cfg.data), "source": absolute(cfg.source)})
+
+
 def experiment_path(cfg: TuneConfig) -> str:
     out = cfg.run.output_dir
     return f"{out.rstrip('/')}/{cfg.run.name}" if "://" in out else str(Path(out).resolve() / cfg.run.name)
@@ -130,6 +141,7 @@ def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> S
     from xmw_ray.train.runner import ensure_ray
     from xmw_ray.tune.leaderboard import collect_rows, write_results
 
+    cfg = with_absolute_stores(cfg)
     ensure_ray()
     have = cluster or cfg.search.cluster or ray.cluster_resources()
     concurrency = max_concurrent_trials(cfg, have)
