@@ -130,14 +130,14 @@ def transfer_search_raw(world: dict[str, Path], out: Path) -> dict:
         "data": {"source": "sites", "store": str(world["sites"]), "batch_size": 16, "in_memory": True,
                  "split": {"kind": "site_temporal", "val_fraction": 0.3, "seed": 0}},
         "source": {"source": "grid", "store": str(world["grid"]), "batch_size": 64,
-                   "split": {"kind": "temporal", "train_years": [2000, 2003], "test_years": [2004, 2004],
+                   "split": {"kind": "temporal", "train_years": [2000, 2001], "test_years": [2002, 2003],
                              "val_fraction": 0.2, "seed": 0}},
-        "optim": {"lr": 0.01, "epochs": 2, "patience": 5},
+        "optim": {"lr": 0.01, "epochs": 1, "patience": 5},
         "pretrain_optim": {"lr": 0.01, "epochs": 1},
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
         "run": {"output_dir": str(out), "name": "transfer-search"},
         "search": {"models": ["lstm"], "strategies": ["scratch", "finetune"], "cover_strategies": True,
-                   "num_samples": 2, "grace_period": 2, "lr": [0.005, 0.02]},
+                   "num_samples": 2, "grace_period": 1, "lr": [0.005, 0.02], "evaluate_test": False},
     }
 
 
@@ -165,8 +165,7 @@ def test_search_over_two_strategies_reports_and_ranks_on_tower_validation_nse(ra
         rows = list(csv.DictReader(f))
     scores = [float(r["val_nse"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and all(s == s for s in scores)
-    for r in rows:
-        assert r["status"] == "completed" and int(r["test_n"]) > 0 and r["test_nse"] != ""
+    assert all(r["status"] == "completed" for r in rows)
     # the score is the towers' validation NSE: the best checkpoint was selected on the Site store
     best = Path(out.best_checkpoint)
     assert json.loads((best / "config.json").read_text())["data"]["store"] == str(world["sites"])
