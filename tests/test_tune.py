@@ -140,8 +140,8 @@ def test_search_leaves_leaderboard_best_checkpoint_and_resumes(ray_session, tmp_
     with open(out.files["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["rank"]) for r in rows] == [1, 2]
-    losses = [float(r["val_loss"]) for r in rows]
-    assert losses == sorted(losses)  # ranked by validation loss
+    scores = [float(r["val_nse"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)  # ranked by validation NSE
     for r in rows:
         assert r["model"] in ("lstm", "tcn") and r["status"] in ("completed", "stopped")
         assert json.loads(r["params"])["model"]  # the model's own hyper-parameters
@@ -149,7 +149,7 @@ def test_search_leaves_leaderboard_best_checkpoint_and_resumes(ray_session, tmp_
         assert r["test_nse"] != "" and float(r["test_rmse"]) > 0
     best = Path(out.best_checkpoint)
     assert (best / "model.pt").is_file()
-    assert json.loads((best / "metrics.json").read_text())["val_loss"] == pytest.approx(losses[0], rel=1e-6)
+    assert json.loads((best / "metrics.json").read_text())["val_nse"] == pytest.approx(scores[0], rel=1e-6)
     for key in ("markdown", "plot_trials", "plot_groups"):
         assert Path(out.files[key]).stat().st_size > 0
     assert "| rank |" in Path(out.files["markdown"]).read_text()
@@ -157,7 +157,7 @@ def test_search_leaves_leaderboard_best_checkpoint_and_resumes(ray_session, tmp_
     again = run_search(cfg)
     assert again.resumed
     assert sorted(r["trial_id"] for r in again.rows) == sorted(r["trial_id"] for r in out.rows)
-    assert [r["val_loss"] for r in again.rows] == [r["val_loss"] for r in out.rows]
+    assert [r["val_nse"] for r in again.rows] == [r["val_nse"] for r in out.rows]
     # both launches signed what Tune left (trust.py); a state file changed since is refused before it is loaded
     verify_run(out.path)
     state = sorted(Path(out.path).glob("experiment_state-*.json"))[-1]

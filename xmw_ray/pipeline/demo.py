@@ -1,5 +1,6 @@
-"""``xmw demo``: simulate a coarse world with towers → prepare the stores → train on simulations and on
-observations → evaluate, then every later stage that exists (tune, transfer, infer, report).
+"""``xmw demo``: simulate a coarse world with towers → prepare the stores → search the model zoo × the transfer
+strategies from the simulations to the towers (``configs/tune/transfer-search.yaml``) → the transfer experiment →
+map the search's best model over the grid → report.
 
 Each stage is an ``xmw`` sub-command run through :func:`xmw_ray.cli.main` (one code path with the CLI and
 ``jobs/``), and is skipped when its output already exists, so re-running after an interruption resumes.
@@ -30,6 +31,10 @@ class Stage:
 def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed: int) -> list[Stage]:
     y0, y1 = years
     world, grid, site_store, runs = out / "world", out / "grid.zarr", out / "sites", out / "runs"
+    search_best = runs / "tune" / "transfer-search" / "best"
+    # the search pretrains every trial on its own: five simulated years keep it to a few minutes on a laptop
+    source_years = ["--set", f"source.split.train_years=[{max(y0, y1 - 9)},{y1 - 5}]",
+                    "--set", f"source.split.test_years=[{y1 - 4},{y1}]"]
     return [
         Stage("simulate", ["simulate", "--out", str(world), "--res", str(res), "--years", f"{y0}-{y1}",
                            "--sites", str(sites), "--seed", str(seed)], world / "truth.json"),
@@ -37,9 +42,11 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
                                "--wetland-area", str(world / WETLAND_EXTENT_FILE)], grid),
         Stage("prepare sites", ["prepare", "sites", "--src", str(world), "--grid", str(grid), "--out", str(site_store)],
               site_store),
-        Stage("tune (smoke preset)", ["tune", "--config", str(REPO_CONFIGS / "tune" / "smoke.yaml"),
-                                      "--set", f"data.store={grid}", "--set", f"run.output_dir={runs / 'tune'}"],
-              runs / "tune" / "tune-smoke" / "best"),
+        Stage("tune (transfer search: models x strategies, simulations -> towers)", [
+            "tune", "--config", str(REPO_CONFIGS / "tune" / "transfer-search.yaml"),
+            "--set", f"data.store={site_store}", "--set", f"source.store={grid}",
+            *source_years, "--set", f"run.output_dir={runs / 'tune'}"],
+              search_best),
         Stage("transfer (built-in preset, reduced)", [
             "transfer", "--config", str(REPO_CONFIGS / "experiments" / "builtin-transfer.yaml"),
             "--set", f"output_dir={runs / 'transfer'}", "--set", f"source.store={grid}",
@@ -49,7 +56,7 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
             "--set", "strategies=[scratch,finetune]", "--set", "fractions=[0.25]",
             "--set", "seeds=[0]"],
               runs / "transfer" / "summary.md"),
-        Stage("infer", ["infer", "--checkpoint", str(runs / "tune" / "tune-smoke" / "best"), "--grid", str(grid),
+        Stage("infer", ["infer", "--checkpoint", str(search_best), "--grid", str(grid),
                         "--years", f"{y0}-{y1}", "--out", str(out / "maps")],
               out / "maps" / "budget.csv"),
         Stage("report", ["report", str(runs), str(out / "maps"), "--out", str(out / "report.html")],

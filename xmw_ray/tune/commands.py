@@ -19,7 +19,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"{failed} failed) in {out.wall_s:.0f} s")
     if out.rows and out.best_checkpoint:
         b = out.rows[0]
-        print(f"best: trial {b['trial']} {b['model']} / {b['strategy']}: val_loss {b['val_loss']:.4f}"
+        print(f"best: trial {b['trial']} {b['model']} / {b['strategy']}: val NSE {b['val_nse']:.3f}"
               + (f", test NSE {b['test_nse']:.3f}" if "test_nse" in b else ""))
     print(f"leaderboard: {out.files['markdown']}")
     print(f"best checkpoint: {out.best_checkpoint}")

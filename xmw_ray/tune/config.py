@@ -19,6 +19,8 @@ class SearchSection(Strict):
     models: list[str] = Field(default_factory=lambda: ["lstm"], min_length=1, description="architectures to search")
     strategies: list[str] = Field(default_factory=lambda: [NO_TRANSFER], min_length=1,
                                   description="transfer strategies to search ('none': train on data only)")
+    cover_strategies: bool = Field(
+        False, description="first trials: one per strategy (models taken in turn), so every strategy gets a score")
     space: Literal["small", "full"] = Field("small", description="size ranges of the hyper-parameters (space.py)")
     lr: tuple[float, float] = Field((1e-3, 3e-2), description="log-uniform learning-rate range")
     weight_decay: tuple[float, float] = Field((0.0, 0.0), description="uniform weight-decay range")

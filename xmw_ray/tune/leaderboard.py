@@ -1,7 +1,10 @@
 """The evidence a search leaves: a leaderboard (every trial's config, validation and test metrics; CSV and
 Markdown), plots of the search, and the best trial's checkpoint copied to ``<search>/best``.
 
-Trials are ranked by their best validation loss, never by a test metric; the test split is only reported.
+Trials are ranked by their best validation NSE (pooled over the validation part, in flux units), never by a test
+metric; the test split is only reported. Not by ``val_loss``: it is the MSE divided by the model's own
+``target_std``², which is the simulations' variance for a model pretrained on them (finetune, adversarial,
+reweight) and the observations' for scratch and residual, so two strategies' losses are on different scales.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.tune.config import TuneConfig
 from xmw_ray.tune.space import model_params, strategy_params
 
+#: What trials are ranked on, and the direction that is better (ASHA and Optuna use the same, ``search.py``).
+RANK_METRIC, RANK_MODE = "val_nse", "max"
 CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds to a report that carried a checkpoint
 TEST_KEYS = ("nse", "rmse", "kge", "pearson_r2", "bias", "n")
-COLUMNS = ["rank", "trial", "trial_id", "model", "strategy", "status", "epochs", "best_epoch", "val_loss", "val_nse",
+COLUMNS = ["rank", "trial", "trial_id", "model", "strategy", "status", "epochs", "best_epoch", "val_nse", "val_loss",
            *[f"test_{k}" for k in TEST_KEYS], "test_median_nse", "lr", "weight_decay", "params", "checkpoint", "test_error"]
 FILES = {"csv": "leaderboard.csv", "markdown": "leaderboard.md", "plot_trials": "search_trials.png",
          "plot_groups": "search_by_model_strategy.png", "summary": "best.json"}
@@ -33,8 +38,22 @@ def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
+def rank_score(row: dict[str, Any]) -> float:
+    """The row's validation NSE, or -inf when it has none (unscored trials rank last)."""
+    v = row.get(RANK_METRIC)
+    return float(v) if _finite(v) else -math.inf
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows best first by validation NSE (ties keep their order), numbered ``rank`` from 1."""
+    rows.sort(key=rank_score, reverse=True)
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
+
+
 def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
-    """One leaderboard row from a Tune ``Result``: its config and the epoch with the lowest validation loss."""
+    """One leaderboard row from a Tune ``Result``: its config and the epoch with the highest validation NSE."""
     params = dict(result.config or {})
     df = result.metrics_dataframe
     trial_id = (result.metrics or {}).get("trial_id") or Path(str(result.path)).name
@@ -49,8 +68,8 @@ def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
         row.update(status="error" if result.error else "no report", epochs=0, started=math.inf)
         return row
     row["started"] = float(df["timestamp"].min()) if "timestamp" in df else math.inf
-    scored = df[df["val_loss"].notna()]
-    best = scored.loc[scored["val_loss"].idxmin()] if len(scored) else df.iloc[-1]
+    scored = df[df[RANK_METRIC].notna()] if RANK_METRIC in df else df.iloc[:0]
+    best = scored.loc[scored[RANK_METRIC].idxmax()] if len(scored) else df.iloc[-1]
     last = df.iloc[-1]
     # Tune overwrites the loop's own ``done`` flag, so completion is read from the epochs run: fewer than
     # configured means ASHA, the time budget or early stopping on patience ended the trial.
@@ -82,18 +101,16 @@ def add_test_metrics(row: dict[str, Any], store: str) -> None:
 
 
 def collect_rows(grid: Any, cfg: TuneConfig) -> list[dict[str, Any]]:
-    """Every trial of the ResultGrid as a row, numbered in start order, ranked by validation loss."""
+    """Every trial of the ResultGrid as a row, numbered in start order, ranked by validation NSE."""
     rows = [trial_row(result, cfg) for result in grid]
     for i, row in enumerate(sorted(rows, key=lambda r: r["started"]), start=1):
         row["trial"] = i
     if cfg.search.evaluate_test:
         for row in rows:
             add_test_metrics(row, cfg.data.store)
-    rows.sort(key=lambda r: r["val_loss"] if _finite(r.get("val_loss")) else math.inf)
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
+    for row in rows:
         row.pop("started", None)
-    return rows
+    return rank_rows(rows)
 
 
 def _fmt(v: Any) -> str:
@@ -115,15 +132,15 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
     cols = [c for c in COLUMNS if c not in ("checkpoint", "trial_id", "test_error")]
-    lines = [f"# Search {title}: {len(rows)} trials, ranked by validation loss", "",
+    lines = [f"# Search {title}: {len(rows)} trials, ranked by validation NSE", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         cells = [_fmt(row.get(c)).replace("|", "\\|") for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
-    best = rows[0] if rows and _finite(rows[0].get("val_loss")) else None
+    best = rows[0] if rows and _finite(rows[0].get(RANK_METRIC)) else None
     if best is not None:
         lines += ["", f"Best: trial {best['trial']} ({best['model']}, strategy {best['strategy']}), "
-                      f"val_loss {_fmt(best['val_loss'])}, test NSE {_fmt(best.get('test_nse'))}; "
+                      f"val NSE {_fmt(best[RANK_METRIC])}, test NSE {_fmt(best.get('test_nse'))}; "
                       f"checkpoint `{best.get('checkpoint', '')}`"]
     return "\n".join(lines) + "\n"
 
@@ -135,45 +152,45 @@ def _save_fig(fig: Any, path: Path) -> None:
 
 
 def plot_trials(rows: list[dict[str, Any]], path: Path) -> None:
-    """Best validation loss of each trial in start order, coloured by model, with the running best."""
+    """Best validation NSE of each trial in start order, coloured by model, with the running best."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = sorted((r for r in rows if _finite(r.get("val_loss"))), key=lambda r: r["trial"])
+    scored = sorted((r for r in rows if _finite(r.get(RANK_METRIC))), key=lambda r: r["trial"])
     fig, ax = plt.subplots(figsize=(7, 4))
     for model in sorted({r["model"] for r in scored}):
         pts = [r for r in scored if r["model"] == model]
-        ax.scatter([r["trial"] for r in pts], [r["val_loss"] for r in pts], label=model, s=30)
-    run, best = [], math.inf
+        ax.scatter([r["trial"] for r in pts], [r[RANK_METRIC] for r in pts], label=model, s=30)
+    run, best = [], -math.inf
     for r in scored:
-        best = min(best, r["val_loss"])
+        best = max(best, r[RANK_METRIC])
         run.append(best)
     ax.step([r["trial"] for r in scored], run, where="post", color="k", lw=1, label="best so far")
     ax.set_xlabel("trial (start order)")
-    ax.set_ylabel("best validation loss (MSE / target variance)")
+    ax.set_ylabel("best validation NSE (pooled, flux units)")
     ax.legend(fontsize=8)
     _save_fig(fig, path)
     plt.close(fig)
 
 
 def plot_groups(rows: list[dict[str, Any]], path: Path) -> None:
-    """Best validation loss of every trial, grouped by model x strategy."""
+    """Best validation NSE of every trial, grouped by model x strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [r for r in rows if _finite(r.get("val_loss"))]
+    scored = [r for r in rows if _finite(r.get(RANK_METRIC))]
     groups = sorted({(r["model"], r["strategy"]) for r in scored})
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) + 2), 4))
     for i, key in enumerate(groups):
-        vals = [r["val_loss"] for r in scored if (r["model"], r["strategy"]) == key]
+        vals = [r[RANK_METRIC] for r in scored if (r["model"], r["strategy"]) == key]
         ax.scatter([i] * len(vals), vals, s=30)
-        ax.hlines(min(vals), i - 0.3, i + 0.3, color="k", lw=1)
+        ax.hlines(max(vals), i - 0.3, i + 0.3, color="k", lw=1)
     ax.set_xticks(range(len(groups)), [f"{m}\n{s}" for m, s in groups], fontsize=8)
-    ax.set_ylabel("best validation loss")
+    ax.set_ylabel("best validation NSE")
     ax.set_title("trials per model and strategy (bar: best)")
     _save_fig(fig, path)
     plt.close(fig)
@@ -193,7 +210,7 @@ def write_results(rows: list[dict[str, Any]], cfg: TuneConfig, path: str) -> tup
     remote = "://" in path
     local = Path(tempfile.mkdtemp(prefix="xmw_tune_results_")) if remote else Path(path)
     local.mkdir(parents=True, exist_ok=True)
-    best = next((r for r in rows if _finite(r.get("val_loss")) and r.get("checkpoint")), None)
+    best = next((r for r in rows if _finite(r.get(RANK_METRIC)) and r.get("checkpoint")), None)
     best_path = _copy_best(best["checkpoint"], local / "best") if best and not remote else (
         best["checkpoint"] if best else None)
     write_text_atomic(local / FILES["csv"], to_csv(rows))

@@ -18,9 +18,11 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.train.resources import DATA_CPUS
 from xmw_ray.tune.cleanup import WorkerGroupSweeper
 from xmw_ray.tune.config import TuneConfig
-from xmw_ray.tune.space import DefineByRun
+from xmw_ray.tune.leaderboard import RANK_METRIC, RANK_MODE
+from xmw_ray.tune.space import DefineByRun, covering_points
 
-METRIC, MODE = "val_loss", "min"
+#: ASHA and Optuna judge trials on what the leaderboard ranks them by: the scale-free validation NSE.
+METRIC, MODE = RANK_METRIC, RANK_MODE
 
 
 def trial_footprint(cfg: TuneConfig) -> dict[str, float]:
@@ -56,6 +58,17 @@ def max_concurrent_trials(cfg: TuneConfig, cluster: dict[str, float]) -> int:
     return n
 
 
+def with_absolute_stores(cfg: TuneConfig) -> TuneConfig:
+    """The config with local store paths made absolute against the launching directory: Tune runs each trial in
+    its own working directory (the trial folder), where a relative ``demo/sites`` names nothing."""
+    def absolute(section: Any) -> Any:
+        if section is None or "://" in section.store:
+            return section
+        return section.model_copy(update={"store": str(Path(section.store).resolve())})
+
+    return cfg.model_copy(update={"data": absolute(cfg.data), "source": absolute(cfg.source)})
+
+
 def experiment_path(cfg: TuneConfig) -> str:
     out = cfg.run.output_dir
     return f"{out.rstrip('/')}/{cfg.run.name}" if "://" in out else str(Path(out).resolve() / cfg.run.name)
@@ -71,7 +84,7 @@ def _trainable(cfg: TuneConfig) -> Any:
 
 
 def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
-    """A fresh Tuner: OptunaSearch (define-by-run) + ASHA on the validation loss, budget, retries."""
+    """A fresh Tuner: OptunaSearch (define-by-run) + ASHA on the validation NSE, budget, retries."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -81,7 +94,8 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
 
     s = cfg.search
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
-    searcher = OptunaSearch(space=DefineByRun(s), metric=METRIC, mode=MODE, seed=s.seed)
+    searcher = OptunaSearch(space=DefineByRun(s), metric=METRIC, mode=MODE, seed=s.seed,
+                            points_to_evaluate=covering_points(s) or None)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.optim.epochs,
                               grace_period=min(s.grace_period, cfg.optim.epochs), reduction_factor=s.reduction_factor)
     return tune.Tuner(
@@ -133,6 +147,7 @@ def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> S
     from xmw_ray.tune.leaderboard import collect_rows, write_results
     from xmw_ray.tune.trust import sign_run
 
+    cfg = with_absolute_stores(cfg)
     ensure_ray()
     have = cluster or cfg.search.cluster or ray.cluster_resources()
     concurrency = max_concurrent_trials(cfg, have)

@@ -111,6 +111,16 @@ class DefineByRun:
         return {}
 
 
+def covering_points(search: SearchSection) -> list[dict[str, str]]:
+    """The first trials of a ``cover_strategies`` search: each strategy once, the models taken in turn (Optuna
+    samples their other parameters); none otherwise. A few samples of Optuna alone may miss a strategy."""
+    if not search.cover_strategies:
+        return []
+    points = [{"model": search.models[i % len(search.models)], "strategy": strategy}
+              for i, strategy in enumerate(search.strategies)]
+    return points[:search.num_samples]
+
+
 def model_params(config: dict[str, Any], search: SearchSection) -> dict[str, Any]:
     """The model hyper-parameters of a trial's (unflattened) config, in the model's own names."""
     model = config["model"]

@@ -1,5 +1,6 @@
 """The per-trial driver function (Train V2 style): turn a suggested config into a training run and fit it,
-with ``TuneReportCallback`` relaying each epoch's report to Tune (ASHA and Optuna read ``val_loss``).
+with ``TuneReportCallback`` relaying each epoch's report to Tune (ASHA and Optuna read ``val_nse``). In a transfer
+trial only the final (observation) phase reports, so the score is the observations' validation NSE.
 
 A trial's training run is named by its Tune trial id, so a restarted trial (Tune retry or resumed search)
 continues from its own last checkpoint instead of starting over.
