@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -201,14 +202,20 @@ def _history(result: Any, run_dir: Path, local: bool) -> list[dict[str, Any]]:
     return list(state["history"]) if state else []
 
 
+def _best_kept_checkpoint(result: Any) -> Any:
+    """The kept checkpoint with the lowest finite validation loss; with none scored (no validation part), the
+    final epoch's (``result.checkpoint``, the latest), as ``_best_of`` picks in local mode."""
+    scored = [(float(m["val_loss"]), c) for c, m in (result.best_checkpoints or [])
+              if math.isfinite(float(m.get("val_loss", math.nan)))]
+    return min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+
+
 def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool, history: list[dict[str, Any]]) -> str:
     if local:
         best_epoch = history[_best_of(history)]["epoch"]
         keep = run_dir / "checkpoints" / f"epoch_{best_epoch:04d}"
         return str(keep)
-    scored = [(m.get("val_loss", float("inf")), c) for c, m in (result.best_checkpoints or [])]
-    scored = [(v if v == v else float("inf"), c) for v, c in scored]
-    ckpt = min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+    ckpt = _best_kept_checkpoint(result)
     from pyarrow.fs import LocalFileSystem
 
     # on an object store the path has no scheme (it is relative to the checkpoint's filesystem): download it
