@@ -14,7 +14,7 @@ from train_world import make_grid_store
 
 from xmw_ray.config import TrainConfig, load_config, validate
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.loop import Objective, skip_everywhere
+from xmw_ray.train.loop import Objective, skip_everywhere, training_progress
 from xmw_ray.train.runner import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,3 +208,11 @@ def test_without_validation_the_final_epochs_checkpoint_is_kept(tmp_path):
     # with validation the lowest finite loss wins, whichever epoch it is
     result.best_checkpoints = [(older, {"epoch": 1, "val_loss": 0.3}), (final, {"epoch": 2, "val_loss": 0.5})]
     assert _best_checkpoint_dir(result, tmp_path, False, history) == older.path
+
+
+def test_training_progress_moves_per_step_and_stays_in_range():
+    assert training_progress(0, 0, 4, 10) == 0.0
+    assert training_progress(0, 1, 4, 10) == pytest.approx(1 / 40)  # the first epoch already moves
+    assert training_progress(2, 5, 4, 10) == pytest.approx(25 / 40)
+    assert training_progress(3, 15, 4, 10) == 1.0  # more steps than counted: the epoch ends at its share
+    assert training_progress(2, 5, 4, None) == 0.5  # steps unknown: per epoch

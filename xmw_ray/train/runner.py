@@ -115,17 +115,24 @@ def _best_of(history: list[dict[str, Any]]) -> int:
     return min(scored)[1] if scored else len(history) - 1
 
 
+def steps_per_epoch(rows: int, num_workers: int, batch_size: int) -> int:
+    """Optimisation steps of one epoch on each worker: ``rows`` split evenly over the workers, in batches."""
+    return max(1, math.ceil(math.ceil(rows / max(num_workers, 1)) / batch_size))
+
+
 def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                  init_state: dict[str, Any] | None = None, freeze: list[str] | None = None,
                  callbacks: list[Any] | None = None, fail_at_epoch: int | None = None,
                  source: ray.data.Dataset | None = None, objective: Objective | None = None,
-                 norm: dict[str, Any] | None = None) -> TrainOutcome:
+                 norm: dict[str, Any] | None = None, source_rows: int | None = None) -> TrainOutcome:
     """Train one model as configured; resumes when ``<output_dir>/<name>`` holds an earlier run's checkpoints.
 
     Transfer hooks: ``source`` is a second training dataset streamed beside ``train`` (``TRAIN_COLUMNS`` and
     optionally ``loop.WEIGHT_COLUMN``); ``objective`` replaces the plain loss (see ``loop.Objective``); ``norm`` overrides the
-    normalisation statistics the model is built with (default: the training split's). Validation, and so the
-    best checkpoint, always uses the ``val`` split of ``cfg.data``.
+    normalisation statistics the model is built with (default: the training split's); ``source_rows`` (the
+    source's sample count, e.g. ``ray_datasets.part_rows``) gives the steps per epoch, so the objective's
+    progress advances every optimisation step, not every epoch. Validation, and so the best checkpoint, always
+    uses the ``val`` split of ``cfg.data``.
     """
     ensure_ray()
     res = cfg.resources
@@ -144,6 +151,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         "fail_at_epoch": fail_at_epoch,
         "objective": objective,
         "paired": source is not None,
+        "steps_per_epoch": steps_per_epoch(source_rows, res.num_workers, cfg.data.batch_size)
+        if source is not None and source_rows else None,
         "cache_val": cfg.data.in_memory or ds.val_bytes <= cfg.data.val_cache_mb * 2**20,
     }
     datasets = {"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)}
