@@ -5,8 +5,8 @@ labels exist, plus a discriminator that tells the domains apart from the per-day
 the discriminator through a gradient-reversal layer, so the discriminator learns to separate the domains while
 the encoder receives the NEGATED (×λ) gradient and learns to confuse it. λ follows the usual ramp
 ``λ_max · (2 / (1 + exp(-γ p)) - 1)`` over training progress ``p``, per optimisation step (the runner gets the
-source's sample count, so ``p`` advances every step from the first epoch on). Phase 2 is ``finetune`` from phase 1's best
-checkpoint (selected on the observations' validation split).
+source's sample count, so ``p`` advances every step from the first epoch on). Phase 2 is ``finetune`` from phase
+1's best checkpoint (selected on the observations' validation split).
 """
 
 from __future__ import annotations
