@@ -6,9 +6,10 @@ Two evaluations, side by side in one run, both scored on measured daily FCH4 (mg
 - last year: the last year of each multi-year tower is held out (the ``site_temporal`` split); single-year towers
   train.
 
-Trees: scikit-learn ``HistGradientBoostingRegressor`` (defaults) on per-day rows of the towers' drivers TA_F, P_F,
-SW_IN_F, VPD_F, PA_F, WS_F, LE_F, GPP_NT, TS_1, their 7- and 30-day trailing means, season (sin/cos of the day of
-year) and |latitude|, read straight from the site files (NaN left to the trees).
+Trees: the project's one tree baseline (``xmw_ray.baselines.gbt.GBTBaseline``, its default settings, the ``gbt``
+rows of ``xmw transfer``) on per-day rows of the towers' drivers TA_F, P_F, SW_IN_F, VPD_F, PA_F, WS_F, LE_F, GPP_NT,
+TS_1, their NaN-aware 7- and 30-day trailing means over each tower's continuous record, season (sin/cos of the day
+of year) and |latitude|, read straight from the site files (NaN left to the trees).
 
 Preset: the model, optimiser, ensemble size and driver set of ``configs/experiments/fluxnet-real.yaml``, each fold
 trained through the same code path as ``xmw transfer`` (``run_ensemble`` → Ray Train). The preset is an ensemble
@@ -32,15 +33,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
+import yaml
+from pydantic import ValidationError
 
+from xmw_ray.baselines.gbt import GBTBaseline, GBTParams
 from xmw_ray.config import RunSection, load_config
 from xmw_ray.data import schema
 from xmw_ray.data.contract import DAYS_PER_YEAR, NMOL_PER_S_TO_MG_PER_DAY
 from xmw_ray.data.fluxnet import find_site_sources, iter_site_years, read_site_metadata
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
-from xmw_ray.data.tower_features import doy_features, on_span, trailing_mean
+from xmw_ray.data.tower_features import on_span, trailing_mean
 from xmw_ray.train.checkpoint import load_checkpoint_model
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator
@@ -59,7 +62,9 @@ REPORTED = ("nse", "median_nse", "rmse", "kge", "n")
 
 # --- trees ---------------------------------------------------------------------------------------------------
 def tree_rows(towers: str) -> dict[str, dict[str, np.ndarray]]:
-    """``site → {"x": (n_years*365, F), "y": (n_years*365,), "year": (n_years*365,)}`` from the site files."""
+    """``site → {"dynamic": (n_years, 365, D), "static": (n_years, 1), "y": (n_years, 365), "year": (n_years,)}``
+    from the site files: the drivers, then their trailing means over the tower's continuous record (a window
+    reaches into the previous year), so the trees take no trailing means of their own (``trailing_windows=()``)."""
     sources = find_site_sources(towers)
     metas = read_site_metadata(sources.meta_path)
     out = {}
@@ -71,36 +76,35 @@ def tree_rows(towers: str) -> dict[str, dict[str, np.ndarray]]:
         pick = np.searchsorted(span, sy.years)
         feats = [c[pick] for c in cols]
         feats += [trailing_mean(c.reshape(-1), w).reshape(c.shape)[pick] for c in cols for w in TREE_WINDOWS]
-        doy = np.broadcast_to(doy_features()[None], (n, DAYS_PER_YEAR, 2))
-        lat = np.full((n, DAYS_PER_YEAR, 1), abs(metas[sy.site].lat))
-        x = np.concatenate([np.stack(feats, axis=-1), doy, lat], axis=-1).reshape(n * DAYS_PER_YEAR, -1)
-        y = (sy.columns["FCH4"] * NMOL_PER_S_TO_MG_PER_DAY).reshape(-1)
-        out[sy.site] = {"x": x, "y": y, "year": np.repeat(sy.years, DAYS_PER_YEAR)}
+        out[sy.site] = {"dynamic": np.stack(feats, axis=-1), "static": np.full((n, 1), abs(metas[sy.site].lat)),
+                        "y": sy.columns["FCH4"] * NMOL_PER_S_TO_MG_PER_DAY, "year": np.asarray(sy.years)}
     return out
 
 
 def _test_mask(evaluation: str, rows: dict[str, np.ndarray], site: str, fold_site: str | None) -> np.ndarray:
+    """Which of the site's years are tested in the fold."""
     if evaluation == "loto":
-        return np.full(len(rows["y"]), site == fold_site)
+        return np.full(len(rows["year"]), site == fold_site)
     years = np.unique(rows["year"])
-    return rows["year"] == years[-1] if len(years) > 1 else np.zeros(len(rows["y"]), dtype=bool)
+    return rows["year"] == years[-1] if len(years) > 1 else np.zeros(len(rows["year"]), dtype=bool)
 
 
-def score_trees(rows: dict[str, dict[str, np.ndarray]], evaluation: str, seed: int) -> dict:
-    """Fit on every observed training day of each fold, score the fold's test days; pooled over folds."""
+def score_trees(rows: dict[str, dict[str, np.ndarray]], evaluation: str, seed: int,
+                tree_params: dict | None = None) -> dict:
+    """Fit on every observed training day of each fold, score the fold's test days; pooled over folds.
+    ``tree_params``: ``GBTParams`` settings over the baseline's defaults."""
     acc = MetricAccumulator("daily")
     folds = sorted(rows) if evaluation == "loto" else [None]
     for fold_site in folds:
         masks = {s: _test_mask(evaluation, r, s, fold_site) for s, r in rows.items()}
-        x = np.concatenate([r["x"][~masks[s]] for s, r in rows.items()])
-        y = np.concatenate([r["y"][~masks[s]] for s, r in rows.items()])
-        keep = np.isfinite(y)
-        trees = HistGradientBoostingRegressor(random_state=seed).fit(x[keep], y[keep])
+        train = {k: np.concatenate([r[k][~masks[s]] for s, r in rows.items()]) for k in ("dynamic", "static", "y")}
+        trees = GBTBaseline(**{"random_state": seed, **(tree_params or {}), "trailing_windows": ()}).fit(
+            train["dynamic"], train["static"], train["y"])
         for s, r in rows.items():
             m = masks[s]  # whole site-years: scored on their measured days
             if m.any():
-                pred = trees.predict(r["x"][m]).reshape(-1, DAYS_PER_YEAR)
-                acc.update(pred, r["y"][m].reshape(-1, DAYS_PER_YEAR), np.full(len(pred), s))
+                pred = trees.predict(r["dynamic"][m], r["static"][m])
+                acc.update(pred, r["y"][m], np.full(len(pred), s))
     return _summary(acc)
 
 
@@ -161,7 +165,7 @@ def _line(ev: str, name: str, m: dict, s: dict | None = None) -> str:
 def table(results: dict) -> str:
     lines = ["| evaluation | model | pooled NSE | median tower NSE | RMSE | KGE | days |", "|---|---|---|---|---|---|---|"]
     for ev, r in results["evaluations"].items():
-        lines.append(_line(ev, "trees (HistGradientBoosting)", r["trees"]))
+        lines.append(_line(ev, "trees (gbt baseline)", r["trees"]))
         for seed, p in r["preset"].items():
             for k, m in enumerate(p["members"]):
                 lines.append(_line(ev, f"one network (seed {seed * MEMBER_SEED_STRIDE + k})", m))
@@ -174,6 +178,21 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def tree_settings(pairs: list[str]) -> dict:
+    """``["max_iter=300", ...]`` → validated ``GBTParams`` settings (a bad one stops the bench before any work)."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--tree-param: expected KEY=VALUE, got {pair!r}")
+        settings[key] = yaml.safe_load(value)
+    try:
+        GBTParams(**settings)
+    except ValidationError as exc:
+        raise SystemExit(f"--tree-param: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--towers", default=str(ROOT.parent / "shared" / "data" / "fluxnet-ch4"))
@@ -182,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="ensemble seeds: each trains the preset's members (seed*100+k) on every fold")
     ap.add_argument("--evaluations", nargs="+", choices=EVALUATIONS, default=list(EVALUATIONS))
     ap.add_argument("--out", default="runs/bench-real-towers")
+    ap.add_argument("--tree-param", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="tree baseline settings over its defaults (GBTParams), e.g. max_iter=300 learning_rate=0.05")
     args = ap.parse_args(argv)
+    tree_params = tree_settings(args.tree_param)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -194,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_stores(cfg, log)
     t0 = time.perf_counter()
     rows = tree_rows(args.towers)
-    results: dict = {"config": args.config, "seeds": args.seeds, "evaluations": {}}
+    results: dict = {"config": args.config, "seeds": args.seeds, "tree_params": tree_params, "evaluations": {}}
     for ev in args.evaluations:
-        trees = score_trees(rows, ev, seed=0)
+        trees = score_trees(rows, ev, seed=0, tree_params=tree_params)
         log(f"{ev}: trees pooled NSE {trees['nse']:.3f}")
         preset = {}
         for seed in args.seeds:

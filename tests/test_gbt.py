@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from xmw_ray.baselines.gbt import GBTBaseline, day_features, trailing_mean
+from xmw_ray.baselines.gbt import GBTBaseline, day_features
+from xmw_ray.data.tower_features import trailing_mean
 from xmw_ray.errors import XmwInputError
 from xmw_ray.train.metrics import nse
 
@@ -28,16 +29,32 @@ def make_world(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rain = rng.gamma(0.5, 6.0, (n, 365))
     dyn = np.stack([temp, rain], axis=-1)
     stat = rng.uniform(0.5, 2.0, (n, 1))
-    target = stat * np.maximum(temp, 0) + 3 * trailing_mean(dyn, 30)[..., 1]
+    target = stat * np.maximum(temp, 0) + 3 * trailing_mean(dyn, 30, axis=1)[..., 1]
     target[rng.random((n, 365)) < 0.4] = np.nan
     return dyn, stat, target
 
 
 def test_trailing_mean_uses_only_available_past_days() -> None:
     x = np.arange(40, dtype=float).reshape(1, 40, 1)
-    m = trailing_mean(x, 7)[0, :, 0]
+    m = trailing_mean(x, 7, axis=1)[0, :, 0]
     assert m[0] == 0 and m[3] == pytest.approx(1.5)  # mean(0..3)
     assert m[20] == pytest.approx(np.mean(np.arange(14, 21)))
+
+
+def test_a_gap_day_costs_only_the_windows_that_hold_it() -> None:
+    """A missing driver day (tower drivers have gaps) leaves the trailing means of later windows intact: each
+    is the mean of the window's valid days, NaN only where the window holds none."""
+    dyn = np.random.default_rng(0).normal(size=(1, 365, 2))
+    dyn[0, 10, 0] = np.nan
+    dyn[0, 40:50, 1] = np.nan
+    x = day_features(dyn, np.zeros((1, 1))).astype(np.float64)
+    week, month = x[:, 2:4], x[:, 4:6]
+    assert np.isfinite(week[:, 0]).all() and np.isfinite(month[:, 0]).all()
+    np.testing.assert_allclose(week[12, 0], np.mean(dyn[0, [6, 7, 8, 9, 11, 12], 0]), rtol=1e-5)
+    np.testing.assert_allclose(month[200, 0], dyn[0, 171:201, 0].mean(), rtol=1e-5)
+    assert np.isnan(week[46:50, 1]).all() and np.isfinite(week[np.r_[:40, 50:365], 1]).all()
+    np.testing.assert_allclose(week[52, 1], dyn[0, 50:53, 1].mean(), rtol=1e-5)
+    np.testing.assert_allclose(month[300, 1], dyn[0, 271:301, 1].mean(), rtol=1e-5)
 
 
 def test_day_features_layout() -> None:
@@ -48,9 +65,13 @@ def test_day_features_layout() -> None:
     np.testing.assert_allclose(x[365 + 10, :3], dyn[1, 10], rtol=1e-6)  # sample-major rows
     np.testing.assert_allclose(x[365 + 10, 3:6], dyn[1, 4:11].mean(0), rtol=1e-5)  # 7-day trailing mean
     np.testing.assert_allclose(
-        x[100, 9:11], [np.sin(2 * np.pi * 100 / 365), np.cos(2 * np.pi * 100 / 365)], rtol=1e-5
-    )
+        x[100, 9:11], [np.sin(2 * np.pi * 101 / 365), np.cos(2 * np.pi * 101 / 365)], rtol=1e-5
+    )  # day index 100 is doy 101, as in the tower store's DOY_SIN/DOY_COS
     np.testing.assert_allclose(x[365:, -2:], np.broadcast_to(stat[1], (365, 2)))
+    # drivers that already carry their trailing means (over a record longer than a sample) take none more
+    assert day_features(dyn, stat, ()).shape == (2 * 365, 3 + 2 + 2)
+    with pytest.raises(XmwInputError, match="trailing_windows"):
+        GBTBaseline(trailing_windows=[7, 0])
 
 
 def test_fits_held_out_samples_with_memory_features() -> None:

@@ -14,7 +14,7 @@ from train_world import make_grid_store
 
 from xmw_ray.config import TrainConfig, load_config, validate
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.loop import Objective, skip_everywhere
+from xmw_ray.train.loop import Objective, skip_everywhere, training_progress
 from xmw_ray.train.runner import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,3 +188,31 @@ def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_pa
     cfg = make_cfg(grid_store, tmp_path, "faulty", resources__num_workers=1, optim__epochs=3)
     out = run_training(cfg, fail_at_epoch=1)
     assert [h["epoch"] for h in out.history] == [0, 1, 2]
+
+
+def test_without_validation_the_final_epochs_checkpoint_is_kept(tmp_path):
+    """With no validation part every kept checkpoint scores NaN: the run keeps the final epoch's (the latest,
+    ``result.checkpoint``), not the older kept one that a minimum over all-infinite scores returns."""
+    from types import SimpleNamespace
+
+    from ray.train import Checkpoint
+
+    from xmw_ray.train.runner import _best_checkpoint_dir
+
+    older, final = (Checkpoint.from_directory(str(tmp_path / d)) for d in ("epoch_0001", "epoch_0002"))
+    nan = float("nan")
+    history = [{"epoch": e, "val_loss": nan} for e in range(3)]
+    result = SimpleNamespace(best_checkpoints=[(older, {"epoch": 1, "val_loss": nan}),
+                                               (final, {"epoch": 2, "val_loss": nan})], checkpoint=final)
+    assert _best_checkpoint_dir(result, tmp_path, False, history) == final.path
+    # with validation the lowest finite loss wins, whichever epoch it is
+    result.best_checkpoints = [(older, {"epoch": 1, "val_loss": 0.3}), (final, {"epoch": 2, "val_loss": 0.5})]
+    assert _best_checkpoint_dir(result, tmp_path, False, history) == older.path
+
+
+def test_training_progress_moves_per_step_and_stays_in_range():
+    assert training_progress(0, 0, 4, 10) == 0.0
+    assert training_progress(0, 1, 4, 10) == pytest.approx(1 / 40)  # the first epoch already moves
+    assert training_progress(2, 5, 4, 10) == pytest.approx(25 / 40)
+    assert training_progress(3, 15, 4, 10) == 1.0  # more steps than counted: the epoch ends at its share
+    assert training_progress(2, 5, 4, None) == 0.5  # steps unknown: per epoch

@@ -75,6 +75,31 @@ def test_run_without_validation_trains_every_epoch_and_checkpoints_sparsely(ray_
     assert (out.best_checkpoint / "model.pt").is_file()
 
 
+def test_run_on_a_worker_without_validation_keeps_the_final_epoch(ray_session, tmp_path):
+    """On a Ray Train worker (not local mode) with no validation part, every kept checkpoint scores NaN: the
+    run's ``best`` is the final epoch's, as in local mode, not the older of the kept checkpoints."""
+    import json
+
+    from train_world import make_grid_store
+
+    from xmw_ray.config import TrainConfig
+    from xmw_ray.train.checkpoint import METRICS_FILE
+    from xmw_ray.train.runner import run_training
+
+    store = make_grid_store(tmp_path / "world")
+    cfg = TrainConfig.model_validate({
+        "data": {"source": "grid", "store": str(store), "batch_size": 64,
+                 "split": {"kind": "temporal", "train_years": [2000, 2000], "test_years": [2002, 2002],
+                           "val_fraction": 0.0}},
+        "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0}},
+        "optim": {"lr": 0.01, "epochs": 3, "scheduler": "none"},
+        "resources": {"num_workers": 1, "cpus_per_worker": 1},
+        "run": {"name": "noval-worker", "output_dir": str(tmp_path / "runs"), "keep_checkpoints": 2}})
+    out = run_training(cfg)
+    assert [h["epoch"] for h in out.history] == [0, 1, 2]
+    assert json.loads((out.best_checkpoint / METRICS_FILE).read_text())["epoch"] == 2
+
+
 def test_a_small_validation_part_is_decoded_once_and_scores_the_same_samples(ray_session, tmp_path, monkeypatch):
     from train_world import make_grid_store
 
@@ -110,3 +135,25 @@ def test_a_small_validation_part_is_decoded_once_and_scores_the_same_samples(ray
     assert len(caches) == 1  # a cap of 0 streams validation every epoch
     val_n = {h["val_n"] for h in cached.history + streamed.history}
     assert len(val_n) == 1 and val_n.pop() > 0  # every epoch, cached or not, scores the same observed days
+
+
+def test_part_sizes_count_a_partial_last_chunk_by_its_own_cells(ray_session, tmp_path):
+    """A Grid store whose cell count is not a multiple of ``cells_per_chunk`` ends in a short chunk: the part
+    sizes (and so the adversarial stage's steps per epoch) count its cells, not a whole chunk's."""
+    from train_world import make_grid_store
+
+    from xmw_ray.data.grid_store import GridStore, prepare_grid
+    from xmw_ray.data.ray_datasets import part_bytes, part_rows, sample_bytes, sample_dataset, store_info
+    from xmw_ray.data.splits import SplitSpec
+
+    src = make_grid_store(tmp_path / "world").parent / "src"
+    n_cells = GridStore.open(str(tmp_path / "world" / "grid.zarr")).n_cells
+    per_chunk = n_cells // 2 + 1  # two chunks, the second short
+    prepare_grid(src, tmp_path / "odd.zarr", cells_per_chunk=per_chunk)
+    info = store_info(str(tmp_path / "odd.zarr"), "grid")
+    spec = SplitSpec(kind="temporal", train_years=[2000, 2001], test_years=[2002, 2002], val_fraction=0.25)
+    one = sample_bytes(len(info.dynamic_vars), len(info.static_vars))
+    for part in ("train", "test"):
+        read = sum(len(b["target"]) for b in sample_dataset(info, spec, part).iter_batches(batch_size=None))
+        assert part_bytes(info, spec, part) == read * one, part
+        assert part_rows(info, spec, part) == read, part

@@ -106,6 +106,28 @@ def test_reweight_weights_differ_per_sample_and_change_the_loss():
     assert logged["source_weight_mean"] == pytest.approx(float(src[WEIGHT_COLUMN].mean()) * 0.5**3)
 
 
+def test_reweight_fits_and_weighs_samples_with_gapped_drivers():
+    """Tower drivers have gap days and whole missing columns (NaN): the summaries use the days there are, a
+    summary no day supports takes the fitted samples' mean, and the weights stay finite and informative."""
+    rng = np.random.default_rng(1)
+    src_dyn = rng.normal(0, 1, (60, 365, D))
+    src_stat = rng.normal(0, 1, (60, S))
+    src_stat[:30] += 3.0
+    tgt_dyn = rng.normal(0, 1, (20, 365, D))
+    tgt_stat = rng.normal(3.0, 1, (20, S))
+    tgt_dyn[rng.random(tgt_dyn.shape) < 0.3] = np.nan  # gap days
+    tgt_dyn[:5, :, 2] = np.nan  # a driver these towers do not measure
+    src_dyn[0, 100:130, 1] = np.nan
+    src_dyn[1, :, 0] = np.nan
+    summary = sample_summary(tgt_dyn, tgt_stat)
+    assert np.isfinite(summary[5:]).all() and np.isnan(summary[:5, [2, D + 2]]).all()
+    for method in ("classifier", "meanstd"):
+        w = SampleWeighter(method).fit(sample_summary(src_dyn, src_stat), summary)
+        weights = w.weights(src_dyn, src_stat)
+        assert np.isfinite(weights).all() and abs(weights.mean() - 1.0) < 1e-6, method
+        assert weights[:30].mean() > 1.5 * weights[30:].mean(), method  # still: similar samples weigh more
+
+
 def test_residual_model_is_sim_plus_residual_and_round_trips(tmp_path):
     norm = {"dynamic": {"mean": [0.0] * D, "std": [1.0] * D}, "static": {"mean": [0.0] * S, "std": [1.0] * S},
             "target": {"mean": 5.0, "std": 2.0}}

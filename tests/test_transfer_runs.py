@@ -120,3 +120,26 @@ def test_adversarial_stage_trains_data_parallel(ray_session, world, tmp_path, mo
     assert [h["epoch"] for h in history] == [0]  # pretrain_optim: 1 epoch
     assert all(math.isfinite(history[0][k]) for k in ("domain_loss", "task_loss", "val_loss"))
     assert history[0]["train_samples"] > 0 and (stages[0] / "model.pt").is_file()
+
+
+def test_adversarial_lambda_moves_every_step_from_the_first_epoch(ray_session, world, tmp_path, monkeypatch):
+    """Ganin et al.'s λ schedule is per optimisation step: in the first epoch λ already climbs step by step (the
+    epoch's logged λ is the mean of the ramp over that epoch's steps), instead of staying 0 for the whole epoch."""
+    import xmw_ray.transfer.adversarial as adversarial
+    from xmw_ray.data.ray_datasets import sample_dataset, store_info
+
+    monkeypatch.setattr(adversarial, "finetune_from", lambda job, ckpt, params, callbacks: None)
+    job = validate(raw_job(world, tmp_path, "adv1"), TransferJob)  # one DANN epoch, local mode
+    get_strategy("adversarial").run(job)
+    history = json.loads((tmp_path / "adv1-dann" / "history.json").read_text())
+    info = store_info(str(world["grid"]), "grid")
+    rows = sample_dataset(info, job.source.split, "train").count()
+    steps = math.ceil(rows / job.target.batch_size)  # one epoch = one pass over the source, in training batches
+    assert steps > 2 and history[0]["skipped_batches"] == 0
+    ramp = [adversarial.lambda_ramp(s / steps, 1.0, 10.0) for s in range(steps)]
+    assert history[0]["lambda"] == pytest.approx(sum(ramp) / steps, rel=1e-6)
+    assert 0.5 < history[0]["lambda"] < 1.0
+    # the runner learns the steps from the store's index alone, exactly
+    from xmw_ray.data.ray_datasets import part_rows
+
+    assert part_rows(info, job.source.split, "train") == rows

@@ -1,24 +1,24 @@
 """Gradient-boosted trees on per-day rows: the non-deep baseline every results table carries.
 
-Each (sample, day) is one row whose features are the day's drivers, their 7- and 30-day trailing means (days
-before 1 January are not available, so early-January means use the days there are), the day of year as sin/cos,
-and the sample's static vector. A table that lists this next to the sequence models shows what the sequence
-models add beyond a good per-day regression with short memory.
+Each (sample, day) is one row whose features are the day's drivers, their 7- and 30-day trailing means (the
+project's one NaN-aware ``trailing_mean``: a gap day is left out of the windows that hold it; days before 1 January
+are not available, so early-January means use the days there are), the day of year as sin/cos (``doy_features``),
+and the sample's static vector. Missing values stay NaN: the trees route them. A table that lists this next to
+the sequence models shows what the sequence models add beyond a good per-day regression with short memory.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
+from xmw_ray.data.tower_features import TRAILING_WINDOWS, doy_features, trailing_mean
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import HParams, validate_hparams
-
-TRAILING_WINDOWS = (7, 30)
 
 
 class GBTParams(HParams):
@@ -31,19 +31,15 @@ class GBTParams(HParams):
     l2_regularization: float = Field(0.0, ge=0.0, description="leaf-value L2 penalty")
     max_rows: int | None = Field(500_000, ge=1, description="observed rows sampled for fitting (None = all)")
     random_state: int = Field(0, description="seed for row sampling and the regressor")
+    trailing_windows: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        TRAILING_WINDOWS, description="days of the drivers' trailing means added as features (() when the drivers "
+                                      "already carry them, e.g. over a record longer than one sample)")
 
 
-def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Mean over days ``max(0, t - window + 1) .. t`` along axis 1 of ``(N, T, D)``."""
-    csum = np.cumsum(x, axis=1, dtype=np.float64)
-    lagged = np.zeros_like(csum)
-    lagged[:, window:] = csum[:, :-window]
-    count = np.minimum(np.arange(1, x.shape[1] + 1), window).astype(np.float64)
-    return (csum - lagged) / count[None, :, None]
-
-
-def day_features(dynamic: np.ndarray, static: np.ndarray) -> np.ndarray:
-    """``(N, 365, D)`` + ``(N, S)`` → ``(N * 365, 3D + 2 + S)`` float32 per-day rows (sample-major)."""
+def day_features(dynamic: np.ndarray, static: np.ndarray,
+                 windows: tuple[int, ...] = TRAILING_WINDOWS) -> np.ndarray:
+    """``(N, 365, D)`` + ``(N, S)`` → ``(N * 365, (1 + len(windows))·D + 2 + S)`` float32 per-day rows
+    (sample-major): drivers, their trailing means per window, sin/cos of the day of year, statics."""
     dynamic = np.asarray(dynamic, dtype=np.float64)
     static = np.asarray(static, dtype=np.float64)
     if dynamic.ndim != 3 or dynamic.shape[1] != DAYS_PER_YEAR:
@@ -51,12 +47,10 @@ def day_features(dynamic: np.ndarray, static: np.ndarray) -> np.ndarray:
     if static.ndim != 2 or static.shape[0] != dynamic.shape[0]:
         raise XmwInputError(f"gbt: static must be ({dynamic.shape[0]}, S), got {static.shape}")
     n, days, _ = dynamic.shape
-    angle = 2 * np.pi * np.arange(days) / days
     parts = [
         dynamic,
-        *(trailing_mean(dynamic, w) for w in TRAILING_WINDOWS),
-        np.broadcast_to(np.sin(angle)[None, :, None], (n, days, 1)),
-        np.broadcast_to(np.cos(angle)[None, :, None], (n, days, 1)),
+        *(trailing_mean(dynamic, w, axis=1) for w in windows),
+        np.broadcast_to(doy_features()[None], (n, days, 2)),
         np.broadcast_to(static[:, None, :], (n, days, static.shape[1])),
     ]
     return np.concatenate(parts, axis=2).reshape(n * days, -1).astype(np.float32)
@@ -73,7 +67,7 @@ class GBTBaseline:
 
     def fit(self, dynamic: np.ndarray, static: np.ndarray, target: np.ndarray) -> GBTBaseline:
         """Fit on every observed day (NaN targets dropped), at most ``max_rows`` of them, seeded."""
-        x = day_features(dynamic, static)
+        x = day_features(dynamic, static, self.hp.trailing_windows)
         y = np.asarray(target, dtype=np.float64)
         if y.shape != (np.shape(dynamic)[0], DAYS_PER_YEAR):
             raise XmwInputError(
@@ -106,7 +100,7 @@ class GBTBaseline:
         """Daily flux ``(N, 365)`` float32 in the target's units."""
         if self.regressor is None:
             raise XmwInputError("gbt: predict called before fit")
-        x = day_features(dynamic, static)
+        x = day_features(dynamic, static, self.hp.trailing_windows)
         if x.shape[1] != self.n_features:
             raise XmwInputError(f"gbt: fitted on {self.n_features} features per day, got {x.shape[1]}")
         return self.regressor.predict(x[:, self.used]).reshape(-1, DAYS_PER_YEAR).astype(np.float32)

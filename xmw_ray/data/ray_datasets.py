@@ -83,15 +83,17 @@ class GridDatasource(Datasource):
     """The Grid store as a Ray Data source: one read task per selected (year, chunk)."""
 
     def __init__(self, path: str, selection: list[tuple[int, int, np.ndarray | None]], n_dynamic: int,
-                 n_static: int, cells_per_chunk: int):
+                 n_static: int, cells_per_chunk: int, n_cells: int):
         super().__init__()
         self._path = path
         self._selection = selection
         self._row_bytes = sample_bytes(n_dynamic, n_static)
         self._cpc = cells_per_chunk
+        self._n_cells = n_cells
 
     def _rows(self, sel: tuple[int, int, np.ndarray | None]) -> int:
-        return self._cpc if sel[2] is None else len(sel[2])
+        # a whole chunk: the last one holds only the cells left over
+        return min(self._cpc, self._n_cells - sel[1] * self._cpc) if sel[2] is None else len(sel[2])
 
     def estimate_inmemory_data_size(self) -> int:
         return sum(self._rows(s) for s in self._selection) * self._row_bytes
@@ -182,7 +184,8 @@ def sample_dataset(info: StoreInfo, spec: SplitSpec | None, part: str,
         sel = grid_selection(g, plan, part, years)
         if not sel:
             raise XmwInputError(f"{info.path}: split part {part!r} holds no sample")
-        src = GridDatasource(info.path, sel, len(info.dynamic_vars), len(info.static_vars), g.cells_per_chunk)
+        src = GridDatasource(info.path, sel, len(info.dynamic_vars), len(info.static_vars), g.cells_per_chunk,
+                             g.n_cells)
         return ray.data.read_datasource(src, override_num_blocks=len(sel))
     from ray.data.datasource.partitioning import Partitioning
 
@@ -202,11 +205,17 @@ def part_bytes(info: StoreInfo, spec: SplitSpec, part: str) -> int:
     if info.kind == "grid":
         g = _open_grid(info.path)
         selection = grid_selection(g, plan, part)
-        return GridDatasource(info.path, selection, n_dynamic, n_static, g.cells_per_chunk).estimate_inmemory_data_size()
+        return GridDatasource(info.path, selection, n_dynamic, n_static, g.cells_per_chunk,
+                              g.n_cells).estimate_inmemory_data_size()
     pairs = [(e, y) for e, ys in (info.years_of or {}).items() for y in ys]
     codes = plan.parts(plan.entity_index([e for e, _ in pairs]), np.array([y for _, y in pairs]))
     rows = int((codes == PART_CODES[part]).sum()) if part != "all" else len(pairs)
     return rows * sample_bytes(n_dynamic, n_static)
+
+
+def part_rows(info: StoreInfo, spec: SplitSpec, part: str) -> int:
+    """Samples in one split part, from entity ids and years alone (nothing is read)."""
+    return part_bytes(info, spec, part) // sample_bytes(len(info.dynamic_vars), len(info.static_vars))
 
 
 def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +128,22 @@ def tower_features(with_sim: bool) -> FeatureSet:
     return features
 
 
-def trailing_mean(record: np.ndarray, window: int) -> np.ndarray:
-    """NaN-aware mean of days t-window+1..t of a 1-D daily ``record`` (NaN where the window has no valid day;
-    days before the record count as missing)."""
-    padded = np.concatenate([np.full(window - 1, np.nan), np.asarray(record, dtype=np.float64)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows → NaN, as documented
-        return np.nanmean(windows, axis=1)
+def trailing_mean(values: np.ndarray, window: int, axis: int = 0) -> np.ndarray:
+    """NaN-aware mean of days t-window+1..t along the day ``axis`` of ``values``: NaN where the window has no
+    valid day; days before the record, and non-finite days, count as missing.
+
+    The one trailing mean of the project (the tower store's ``<v>_mean<w>`` and the trees' memory features), so
+    a gap costs only the windows that hold it. Running sums of the valid values and of their count keep the
+    memory that of the input whatever the window."""
+    days = np.moveaxis(np.asarray(values, dtype=np.float64), axis, 0)
+    valid = np.isfinite(days)
+    sums = np.cumsum(np.where(valid, days, 0.0), axis=0)
+    counts = np.cumsum(valid, axis=0)
+    sums[window:] = sums[window:] - sums[:-window]
+    counts[window:] = counts[window:] - counts[:-window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / counts, np.nan)
+    return np.moveaxis(means, 0, axis)
 
 
 def doy_features() -> np.ndarray:

@@ -68,7 +68,8 @@ class Objective:
     ``modules`` returns extra trainable modules (optimised with the model, not part of the saved model);
     ``loss`` gets the DDP-wrapped ``model`` (call it, so gradients synchronise), its bare module, the extra
     modules (also wrapped), the training batch and the paired source batch (dicts of tensors, or None),
-    the training progress in [0, 1] and the epoch; it returns the loss and scalars to log.
+    the training progress in [0, 1] (per step when the runner knows the steps per epoch: ``training_progress``)
+    and the epoch; it returns the loss and scalars to log.
     """
 
     def modules(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -78,6 +79,15 @@ class Objective:
              batch: dict[str, torch.Tensor], source: dict[str, torch.Tensor] | None, progress: float,
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+
+def training_progress(epoch: int, step: int, epochs: int, steps_per_epoch: int | None) -> float:
+    """Fraction of the run's optimisation steps done before this step, in [0, 1].
+
+    Per step when the steps per epoch are known (Ganin et al.'s λ schedule moves every step), else per epoch.
+    Derived from the epoch, not counted, so a resumed run continues the same schedule."""
+    within = min(step / steps_per_epoch, 1.0) if steps_per_epoch else 0.0
+    return min((epoch + within) / max(epochs, 1), 1.0)
 
 
 def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0):
@@ -248,8 +258,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         tot, nb, seen, skipped = 0.0, 0, 0, 0
         terms: dict[str, float] = {}
         started = time.perf_counter()
-        for batch, src in _paired_steps(train_shard, source_shard, data_cfg["batch_size"], device,
-                                        data_cfg["shuffle_buffer"], epoch):
+        for step, (batch, src) in enumerate(_paired_steps(train_shard, source_shard, data_cfg["batch_size"], device,
+                                                          data_cfg["shuffle_buffer"], epoch)):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if objective is None:
                     y = batch[schema.TARGET]
@@ -257,7 +267,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     loss = masked_mse(pred.float(), y, batch.get(WEIGHT_COLUMN)) / target_var
                     logged: dict[str, float] = {}
                 else:
-                    loss, logged = objective.loss(model, bare, extras, batch, src, epoch / max(epochs, 1), epoch)
+                    progress = training_progress(epoch, step, epochs, loop_config.get("steps_per_epoch"))
+                    loss, logged = objective.loss(model, bare, extras, batch, src, progress, epoch)
             seen += len(batch[schema.TARGET])
             if skip_everywhere(loss, device):  # diverged (masked_mse gives 0, not NaN, with no observed day)
                 skipped += 1

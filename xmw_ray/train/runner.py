@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -218,17 +219,24 @@ def check_resume_matches(cfg: TrainConfig) -> None:
                                 f"{now!r} (use another run.name, or remove the run folder to start over)")
 
 
+def steps_per_epoch(rows: int, num_workers: int, batch_size: int) -> int:
+    """Optimisation steps of one epoch on each worker: ``rows`` split evenly over the workers, in batches."""
+    return max(1, math.ceil(math.ceil(rows / max(num_workers, 1)) / batch_size))
+
+
 def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                  init_state: dict[str, Any] | None = None, freeze: list[str] | None = None,
                  callbacks: list[Any] | None = None, fail_at_epoch: int | None = None,
                  source: ray.data.Dataset | None = None, objective: Objective | None = None,
-                 norm: dict[str, Any] | None = None) -> TrainOutcome:
+                 norm: dict[str, Any] | None = None, source_rows: int | None = None) -> TrainOutcome:
     """Train one model as configured; resumes when ``<output_dir>/<name>`` holds an earlier run's checkpoints.
 
     Transfer hooks: ``source`` is a second training dataset streamed beside ``train`` (``TRAIN_COLUMNS`` and
     optionally ``loop.WEIGHT_COLUMN``); ``objective`` replaces the plain loss (see ``loop.Objective``); ``norm`` overrides the
-    normalisation statistics the model is built with (default: the training split's). Validation, and so the
-    best checkpoint, always uses the ``val`` split of ``cfg.data``.
+    normalisation statistics the model is built with (default: the training split's); ``source_rows`` (the
+    source's sample count, e.g. ``ray_datasets.part_rows``) gives the steps per epoch, so the objective's
+    progress advances every optimisation step, not every epoch. Validation, and so the best checkpoint, always
+    uses the ``val`` split of ``cfg.data``.
     """
     check_resume_matches(cfg)
     ensure_ray()
@@ -250,6 +258,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         "fail_at_epoch": fail_at_epoch,
         "objective": objective,
         "paired": source is not None,
+        "steps_per_epoch": steps_per_epoch(source_rows, res.num_workers, cfg.data.batch_size)
+        if source is not None and source_rows else None,
         "cache_val": cfg.data.in_memory or ds.val_bytes <= cfg.data.val_cache_mb * 2**20,
     }
     datasets = {"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)}
@@ -308,14 +318,20 @@ def _history(result: Any, run_dir: Path, local: bool) -> list[dict[str, Any]]:
     return list(state["history"]) if state else []
 
 
+def _best_kept_checkpoint(result: Any) -> Any:
+    """The kept checkpoint with the lowest finite validation loss; with none scored (no validation part), the
+    final epoch's (``result.checkpoint``, the latest), as ``_best_of`` picks in local mode."""
+    scored = [(float(m["val_loss"]), c) for c, m in (result.best_checkpoints or [])
+              if math.isfinite(float(m.get("val_loss", math.nan)))]
+    return min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+
+
 def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool, history: list[dict[str, Any]]) -> str:
     if local:
         best_epoch = history[_best_of(history)]["epoch"]
         keep = run_dir / "checkpoints" / f"epoch_{best_epoch:04d}"
         return str(keep)
-    scored = [(m.get("val_loss", float("inf")), c) for c, m in (result.best_checkpoints or [])]
-    scored = [(v if v == v else float("inf"), c) for v, c in scored]
-    ckpt = min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
+    ckpt = _best_kept_checkpoint(result)
     from pyarrow.fs import LocalFileSystem
 
     # on an object store the path has no scheme (it is relative to the checkpoint's filesystem): download it

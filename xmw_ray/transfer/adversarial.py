@@ -4,8 +4,9 @@ Phase 1 trains on simulation and observation batches together: the task loss (ma
 labels exist, plus a discriminator that tells the domains apart from the per-day embedding. The embedding reaches
 the discriminator through a gradient-reversal layer, so the discriminator learns to separate the domains while
 the encoder receives the NEGATED (×λ) gradient and learns to confuse it. λ follows the usual ramp
-``λ_max · (2 / (1 + exp(-γ p)) - 1)`` over training progress ``p``. Phase 2 is ``finetune`` from phase 1's best
-checkpoint (selected on the observations' validation split).
+``λ_max · (2 / (1 + exp(-γ p)) - 1)`` over training progress ``p``, per optimisation step (the runner gets the
+source's sample count, so ``p`` advances every step from the first epoch on). Phase 2 is ``finetune`` from phase
+1's best checkpoint (selected on the observations' validation split).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from xmw_ray.data import schema
-from xmw_ray.data.ray_datasets import norm_stats, sample_dataset, store_info
+from xmw_ray.data.ray_datasets import norm_stats, part_rows, sample_dataset, store_info
 from xmw_ray.train.checkpoint import unwrap
 from xmw_ray.train.loop import Objective
 from xmw_ray.train.losses import masked_mse
@@ -105,5 +106,6 @@ class Adversarial:
         source_ds = sample_dataset(info, src.split, "train").select_columns(TRAIN_COLUMNS)
         dann = run_training(target_config(job, "-dann", optim=job.pretrain_optim), source=source_ds,
                             objective=DANNObjective(params.lambda_max, params.gamma, params.disc_hidden),
-                            norm=norm_stats(info, src.split).to_dict())
+                            norm=norm_stats(info, src.split).to_dict(),
+                            source_rows=part_rows(info, src.split, "train"))
         return finetune_from(job, dann.best_checkpoint, params, callbacks)

@@ -1,6 +1,9 @@
 """``reweight``: simulation samples weighted per sample by how much they resemble the observations.
 
-Each sample is summarised by its drivers' annual mean and spread plus its static vector. Weights:
+Each sample is summarised by its drivers' annual mean and spread (over the days the driver has: tower drivers
+have gaps) plus its static vector; a summary a sample cannot have (a driver with no day at all, e.g. a column the
+tower lacks) is filled with that summary's mean over the samples the weights are fitted on, as the models fill a
+missing driver with the training mean. Weights:
 
 - ``classifier``: a logistic domain classifier on those summaries (balanced classes) gives the density ratio
   ``w = p(obs | x) / p(sim | x)`` (clipped at ``clip``);
@@ -15,6 +18,7 @@ observations' validation split.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -40,9 +44,13 @@ class ReweightParams(StrategyParams):
 
 
 def sample_summary(dynamic: np.ndarray, static: np.ndarray) -> np.ndarray:
-    """``(B, 365, D)``, ``(B, S)`` → ``(B, 2D + S)``: annual mean and std of each driver, then the statics."""
+    """``(B, 365, D)``, ``(B, S)`` → ``(B, 2D + S)``: annual mean and std of each driver over its valid days, then
+    the statics; NaN where a driver has no valid day (or a static is missing)."""
     dynamic = np.asarray(dynamic, dtype=np.float64)
-    return np.concatenate([dynamic.mean(axis=1), dynamic.std(axis=1), np.asarray(static, np.float64)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a driver with no valid day → NaN, filled at fit/weight
+        moments = [np.nanmean(dynamic, axis=1), np.nanstd(dynamic, axis=1)]
+    return np.concatenate([*moments, np.asarray(static, np.float64)], axis=1)
 
 
 class SampleWeighter:
@@ -55,6 +63,11 @@ class SampleWeighter:
     def fit(self, source: np.ndarray, target: np.ndarray) -> SampleWeighter:
         if len(target) == 0 or len(source) == 0:
             raise XmwInputError("reweight: need simulation and observation training samples to fit weights")
+        pooled = np.concatenate([source, target])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a summary no sample has: filled with 0
+            self.fill = np.nan_to_num(np.nanmean(pooled, axis=0))
+        source, target = self.filled(source), self.filled(target)
         if self.method == "classifier":
             self.scaler = StandardScaler().fit(np.concatenate([source, target]))
             x = self.scaler.transform(np.concatenate([source, target]))
@@ -68,7 +81,12 @@ class SampleWeighter:
         self.scale = 1.0 / max(float(self.raw(source).mean()), 1e-12)
         return self
 
+    def filled(self, summary: np.ndarray) -> np.ndarray:
+        """``summary`` with each missing value replaced by that column's mean over the fitted samples."""
+        return np.where(np.isnan(summary), self.fill, summary)
+
     def raw(self, summary: np.ndarray) -> np.ndarray:
+        summary = self.filled(summary)
         if self.method == "classifier":
             p = self.clf.predict_proba(self.scaler.transform(summary))[:, 1]
             return np.clip(p / np.maximum(1.0 - p, 1e-12), 0.0, self.clip)
