@@ -61,6 +61,7 @@ def workspace(tmp_path_factory) -> Workspace:
     store = GridStore.open(str(root / "grid.zarr"))
     torch.manual_seed(0)
     model = build_model("lstm", len(store.dynamic_vars), len(store.static_vars), hidden_size=4, num_layers=1)
+    model.features = store.features  # what training on this grid records
     checkpoint = write_checkpoint(root / "ckpt", model, {"model": {"name": "lstm", "params": {}}}, {})
     # A run "old" trained (one checkpoint) with a 4-unit LSTM on the Grid store: resuming it must keep that model.
     config = {"data": {"source": "grid", "store": str(root / "grid.zarr")},

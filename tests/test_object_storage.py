@@ -49,7 +49,9 @@ def s3_env():
             import s3fs
 
             s3fs.S3FileSystem.clear_instance_cache()
-            s3fs.S3FileSystem().mkdir(BUCKET)
+            fs = s3fs.S3FileSystem()
+            if not fs.exists(BUCKET):  # moto's backend is one per process: a later module's server already has it
+                fs.mkdir(BUCKET)
             yield env
     finally:
         server.stop()
