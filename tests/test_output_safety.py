@@ -142,6 +142,23 @@ def test_out_in_read_only_folder(command, sources, tmp_path, capsys):
     assert not any(locked.iterdir())
 
 
+@pytest.mark.parametrize("command", ["grid", "sites", "simulate"])
+def test_out_in_unwritable_folder_as_root(command, sources, tmp_path, capsys, monkeypatch):
+    """CI runs as root, which writes anywhere: the same refusal, with the folder's write permission denied by
+    ``os.access`` (what a non-root user's run sees)."""
+    import xmw_ray.data.atomic as atomic
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(atomic.os, "access",
+                        lambda path, mode, **kw: False if Path(path) == locked else real_access(path, mode, **kw))
+    assert main(_argv(command, sources, locked / "out")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"xmw: error: {locked}: Permission denied"], err
+    assert not any(locked.iterdir())
+
+
 @pytest.mark.parametrize("kind", ["grid", "sites"])
 def test_own_store_replaced_and_said(kind, sources, tmp_path, capsys):
     out = _copy(kind)(tmp_path, sources)
