@@ -21,7 +21,7 @@ Rules (``prepare sites --drivers tower``):
   ``other``), ``abs_lat`` (|latitude|), ``igbp_wet`` (IGBP == WET), and the META file's vegetation flags
   (``fluxnet.VEGETATION_FLAG_COLUMNS``). Every slot is defined for any tower a user may bring: latitude is
   required; a class, IGBP code or flag the metadata does not give is NaN (unknown: models fill it with the training
-  mean, ``missing_descriptors`` counts it), never a silent 0. No CH4/CO2 annual values.
+  mean, ``unknown_descriptors`` counts it), never a silent 0. No CH4/CO2 annual values.
 - driver quality control (``qc_drivers``, before any of the above): a base value outside ``PHYSICAL_BOUNDS`` is
   impossible; one far outside the tower's own climate (``outside_tower_climate``) is not that tower's weather.
   Both are masked to NaN and counted per var, and ``prepare sites`` prints the counts.
