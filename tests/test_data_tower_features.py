@@ -15,8 +15,17 @@ from xmw_ray.data.contract import DYNAMIC_VARS
 from xmw_ray.data.fluxnet import SiteMeta, find_site_sources, read_site_metadata
 from xmw_ray.data.normstats import site_normstats
 from xmw_ray.data.site_store import SiteStore, prepare_sites
+from xmw_ray.data.solar import SEASON_VARS, day_length_hours, season_features, sun_trend, toa_insolation
 from xmw_ray.data.splits import SplitSpec
-from xmw_ray.data.tower_features import TOWER_STATIC_VARS, tower_dynamic_vars, tower_static
+from xmw_ray.data.tower_features import (
+    PHYSICAL_BOUNDS,
+    TOWER_STATIC_VARS,
+    outside_tower_climate,
+    qc_drivers,
+    tower_dynamic_vars,
+    tower_static,
+    tower_units,
+)
 from xmw_ray.sim.site_forcing import simulate_sites
 
 SITES = {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (-60.0, 20.0)}
@@ -57,10 +66,13 @@ def _fails(capsys, argv: list[str], needle: str, out) -> None:
 def test_var_lists_order_and_metadata(tmp_path):
     means = [f"{v}_mean{w}" for v in BASE for w in (7, 30)]
     flags = [f"{v}_missing" for v in BASE]
-    assert list(tower_dynamic_vars(with_sim=False)) == [*BASE, *means, *flags, "DOY_SIN", "DOY_COS"]
+    season = ["DAY_LENGTH", "TOA_RAD", "SUN_TREND"]
+    assert list(tower_dynamic_vars(with_sim=False)) == [*BASE, *means, *flags, *season]
     with_sim = list(tower_dynamic_vars(with_sim=True))
     assert with_sim[:6] == [*BASE, "SIM_FCH4"] and with_sim[16:18] == ["SIM_FCH4_mean7", "SIM_FCH4_mean30"]
-    assert with_sim[-3:] == ["SIM_FCH4_missing", "DOY_SIN", "DOY_COS"] and len(with_sim) == 6 * 4 + 2
+    assert with_sim[-4:] == ["SIM_FCH4_missing", *season] and len(with_sim) == 6 * 4 + 3
+    assert not any("DOY" in v for v in with_sim)  # the bare day of year is hemisphere-blind: never an input
+    assert tower_units(False)["DAY_LENGTH"] == "h" and tower_units(False)["TOA_RAD"] == "W m-2"
     assert list(TOWER_STATIC_VARS) == ["class_bog", "class_fen", "class_tundra", "class_swamp", "class_marsh",
                                        "class_other", "abs_lat", "igbp_wet", "moss_brown", "moss_sphagnum",
                                        "aerenchymatous", "eri_shrub", "tree"]
@@ -74,9 +86,36 @@ def test_var_lists_order_and_metadata(tmp_path):
     assert store.meta["drivers"] == "tower" and store.meta["sim_source"] is None
     s = store.samples()
     assert s[schema.DYNAMIC].shape == (4, 365, len(store.dynamic_vars)) and s[schema.STATIC].shape == (4, 13)
-    doy = np.arange(1, 366)
-    np.testing.assert_allclose(s[schema.DYNAMIC][0, :, -2], np.sin(2 * np.pi * doy / 365), atol=1e-6)
-    np.testing.assert_allclose(s[schema.DYNAMIC][0, :, -1], np.cos(2 * np.pi * doy / 365), atol=1e-6)
+    for site, (lat, _) in SITES.items():  # each tower's season from its own latitude
+        got = s[schema.DYNAMIC][list(s[schema.ENTITY]).index(site), :, -3:]
+        np.testing.assert_allclose(got, season_features(lat), rtol=1e-6, atol=1e-4)
+    features = {f.name: f for f in store.features.dynamic}
+    assert features["DAY_LENGTH"].meaning == "day_length" and features["TOA_RAD"].provenance == "derived"
+
+
+def test_season_is_solar_and_hemisphere_correct():
+    """A northern tower's 1 July is a southern tower's 1 January (same |lat|): day length equal to within
+    minutes (1 July and 1 January lie ~2 days apart from their solstices), exactly mirrored (N + S = 24 h on any day), TOA equal up to the orbital
+    eccentricity (the Earth is nearest the sun in January); the sun climbs in the northern spring and the southern
+    one. The equator has 12 h every day, the poles polar day and night."""
+    july1, jan1 = 182, 1
+    for lat in (10.0, 35.0, 50.0, 64.0):
+        assert day_length_hours(lat, july1) == pytest.approx(day_length_hours(-lat, jan1), abs=0.1)
+        assert day_length_hours(lat, july1) > 12.0 > day_length_hours(lat, jan1)
+        days = np.arange(1, 366)
+        np.testing.assert_allclose(day_length_hours(lat, days) + day_length_hours(-lat, days), 24.0, atol=1e-9)
+        ratio = toa_insolation(-lat, jan1) / toa_insolation(lat, july1)
+        assert 1.0 < ratio < 1.075  # perihelion in January: a few % more, never a season apart
+        assert sun_trend(lat, 100) == 1 and sun_trend(-lat, 100) == -1  # 10 April: north spring, south autumn
+        np.testing.assert_array_equal(sun_trend(lat, days), -sun_trend(-lat, days))
+    np.testing.assert_allclose(day_length_hours(0.0, np.arange(1, 366)), 12.0, atol=1e-12)
+    assert (sun_trend(0.0, np.arange(1, 366)) == 0).all()
+    assert day_length_hours(89.0, july1) == 24.0 and day_length_hours(89.0, jan1) == 0.0
+    assert day_length_hours(-89.0, july1) == 0.0 and day_length_hours(-89.0, jan1) == 24.0
+    assert toa_insolation(89.0, jan1) == 0.0 and toa_insolation(89.0, july1) > 500.0
+    dl = day_length_hours(np.linspace(-90, 90, 37)[:, None], np.arange(1, 366)[None, :])
+    assert dl.min() >= 0.0 and dl.max() <= 24.0
+    assert season_features(-50.0).shape == (365, len(SEASON_VARS))
 
 
 def test_trailing_means_by_hand_across_the_year_boundary(tmp_path):
@@ -158,11 +197,12 @@ def test_sim_fch4_is_the_simulated_files_flux_in_mg(tmp_path):
 
 def test_static_one_hot_and_flags_from_meta(tmp_path):
     expected_class = {"Bog": "bog", "Fen": "fen", "Wet tundra": "tundra", "Drained": "tundra", "Swamp": "swamp",
-                      "Marsh": "marsh", "Salt marsh": "marsh", "Upland": "other", "": "other"}
+                      "Marsh": "marsh", "Salt marsh": "marsh", "Upland": "other"}
     classes = ["bog", "fen", "tundra", "swamp", "marsh", "other"]
     for text, cls in expected_class.items():
         onehot = tower_static(SiteMeta(site="XX-Aaa", lat=1.0, lon=0.0, classification=text))[:6]
         np.testing.assert_array_equal(onehot, [float(c == cls) for c in classes], err_msg=text)
+    assert np.isnan(tower_static(SiteMeta(site="XX-Aaa", lat=1.0, lon=0.0, classification=" "))[:6]).all()
 
     write_tiny_fluxnet(tmp_path / "flux", SITES)
     write_fluxnet_meta(tmp_path / "flux", [
@@ -175,12 +215,87 @@ def test_static_one_hot_and_flags_from_meta(tmp_path):
     s = SiteStore.open(tmp_path / "store").samples()
     by_site = {site: s[schema.STATIC][list(s[schema.ENTITY]).index(site)] for site in SITES}
     #                     bog fen tun swa mar oth |lat| wet brown sphag aer eri tree
-    np.testing.assert_array_equal(by_site["XX-Aaa"], [0, 0, 0, 0, 1, 0, 50, 1, 1, 0, 1, 0, 1])
-    np.testing.assert_array_equal(by_site["XX-Bbb"], [0, 0, 0, 0, 0, 1, 60, 0, 0, 1, 0, 1, 0])
+    nan = np.nan  # a flag the metadata leaves empty is unknown, not "absent"
+    np.testing.assert_array_equal(by_site["XX-Aaa"], [0, 0, 0, 0, 1, 0, 50, 1, 1, nan, 1, 0, 1])
+    np.testing.assert_array_equal(by_site["XX-Bbb"], [0, 0, 0, 0, 0, 1, 60, 0, 0, 1, 0, 1, nan])
 
     bare = write_fluxnet_meta(tmp_path / "bare", [{"SITE_ID": "XX-Aaa", "LAT": 5, "LON": 5, "IGBP": "WET"}])
     np.testing.assert_array_equal(tower_static(read_site_metadata(bare)["XX-Aaa"]),
-                                  [0, 0, 0, 0, 0, 1, 5, 1, 0, 0, 0, 0, 0])
+                                  [*[nan] * 6, 5, 1, nan, nan, nan, nan, nan])
+
+
+def test_descriptors_the_metadata_does_not_give_are_unknown_and_counted(tmp_path, capsys):
+    """A user's tower whose META file lacks the class, IGBP and flag columns gets NaN there (models fill the
+    training mean), never a silent 0 or "other"; the summary and the command's output count them."""
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    write_fluxnet_meta(tmp_path / "flux", [
+        {"SITE_ID": "XX-Aaa", "LAT": 50.0, "LON": 10.0, "SITE_CLASSIFICATION": "Bog", "IGBP": "WET", "TREE": 0},
+        {"SITE_ID": "XX-Bbb", "LAT": -60.0, "LON": 20.0, "SITE_CLASSIFICATION": "", "IGBP": "", "TREE": 1},
+    ])
+    out = tmp_path / "store"
+    assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out), "--drivers", "tower"]) == 0
+    flags = ["aerenchymatous", "eri_shrub", "moss_brown", "moss_sphagnum"]
+    unknown = SiteStore.open(out).meta["unknown_descriptors"]
+    assert unknown == {"class": 1, "igbp_wet": 1, **{f: 2 for f in flags}}
+    printed = capsys.readouterr().out
+    assert "descriptors the metadata does not give (stored as NaN, unknown): " in printed
+    assert "class at 1 towers" in printed and "moss_brown at 2 towers" in printed
+
+
+def test_driver_qc_masks_and_counts_impossible_and_foreign_values(tmp_path, capsys):
+    """Planted impossible values (beyond ``PHYSICAL_BOUNDS``) and a value far outside the tower's own record are
+    NaN in the store, flagged missing, counted per var and kind, and named in one line of ``prepare sites``; the
+    untouched values pass as they are."""
+    frames = write_tiny_fluxnet(tmp_path / "flux", SITES)
+    a = frames["XX-Aaa"]
+    a["TA_F"] = 10.0 + 12.0 * np.sin(2 * np.pi * np.arange(len(a)) / 365.0)
+    a["LE_F"] = 40.0 + 30.0 * np.sin(2 * np.pi * np.arange(len(a)) / 365.0)
+    a.loc[a.TIMESTAMP == 20150310, "TA_F"] = 75.0  # hotter than any air on Earth
+    a.loc[a.TIMESTAMP == 20150311, "TA_F"] = -120.0
+    a.loc[a.TIMESTAMP == 20160505, "P_F"] = -3.0  # negative rain
+    a.loc[a.TIMESTAMP == 20150801, "LE_F"] = 900.0  # possible somewhere, not at a tower whose LE spans 10..70
+    _rewrite(tmp_path / "flux", "XX-Aaa", a)
+    out = tmp_path / "store"
+    assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out), "--drivers", "tower"]) == 0
+    printed = capsys.readouterr().out
+    assert "driver QC: masked 4 values (TA_F 2 impossible, P_F 1 impossible, LE_F 1 outside tower climate)" in printed
+    store = SiteStore.open(out)
+    assert store.meta["driver_qc"]["TA_F"] == {"impossible": 2, "outside_tower_climate": 0}
+    assert store.meta["driver_qc"]["LE_F"] == {"impossible": 0, "outside_tower_climate": 1}
+    for var, stamp in (("TA_F", 20150310), ("TA_F", 20150311), ("P_F", 20160505), ("LE_F", 20150801)):
+        assert np.isnan(_value(store, "XX-Aaa", var, stamp)) and _value(store, "XX-Aaa", f"{var}_missing", stamp) == 1
+    assert _value(store, "XX-Aaa", "TA_F", 20150312) == pytest.approx(a.set_index("TIMESTAMP").TA_F[20150312])
+    # the xmw set reads the same columns through the same QC: the planted days are gaps there
+    summary = prepare_sites(tmp_path / "flux", tmp_path / "xmw")
+    assert summary["driver_qc"]["TA_F"]["impossible"] == 2
+    write_tiny_fluxnet(tmp_path / "clean", SITES)
+    assert main(["prepare", "sites", "--src", str(tmp_path / "clean"), "--out", str(tmp_path / "c")]) == 0
+    assert "driver QC: nothing masked" in capsys.readouterr().out
+
+
+def test_tower_climate_rules():
+    """Percentile-range rule for the seasonal vars (a whole season is never foreign), whole wet years for P_F (a
+    single storm is never judged), nothing judged on too short a record."""
+    days = np.arange(3 * 365)
+    ta = (-5.0 + 25.0 * np.sin(2 * np.pi * days / 365.0)).reshape(3, 365)  # -30..20 degC: a boreal tower
+    assert not outside_tower_climate("TA_F", ta).any()
+    ta[1, 200] = 58.0  # possible on Earth, not at all far outside a range this wide
+    assert not outside_tower_climate("TA_F", ta).any()
+    ta = (27.0 + 3.0 * np.sin(2 * np.pi * days / 365.0)).reshape(3, 365)  # 24..30 degC: a tropical tower
+    ta[0, 150], ta[1, 200] = 8.0, 58.0  # a cold snap is its weather; 58 degC is not
+    assert outside_tower_climate("TA_F", ta).sum() == 1 and outside_tower_climate("TA_F", ta)[1, 200]
+    assert not outside_tower_climate("TA_F", ta[:, 190:290]).any()  # 300 days: climate not known, nothing judged
+    rain = np.random.default_rng(0).exponential(2.0, (4, 365))  # ~730 mm a year
+    rain[0, 10] = 400.0  # one extreme storm: kept
+    assert not outside_tower_climate("P_F", rain).any()
+    rain[2] *= 10.0  # a year ten times the tower's: a unit or processing fault
+    assert outside_tower_climate("P_F", rain)[2].all() and not outside_tower_climate("P_F", rain)[[0, 1, 3]].any()
+    assert not outside_tower_climate("P_F", rain[1:3]).any()  # two years: no climate to judge against
+    cleaned, counts = qc_drivers({"TA_F": ta, "SW_IN_F": np.full((3, 365), 5000.0)})
+    assert counts == {"TA_F": {"impossible": 0, "outside_tower_climate": 1}} and (cleaned["SW_IN_F"] == 5000).all()
+    assert np.isnan(cleaned["TA_F"][1, 200]) and ta[1, 200] == 58.0  # the caller's array is not changed
+    assert set(PHYSICAL_BOUNDS) == set(BASE)
+
 
 
 def test_tower_missing_from_the_sim_folder(tmp_path, capsys):
@@ -230,9 +345,13 @@ def test_normstats_skip_nan_inputs(tmp_path):
     assert stats.dynamic_mean[le] == 0.0 and stats.dynamic_std[le] == 1.0
 
 
-def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path):
-    prepare_sites(fluxnet_dir, tmp_path / "store", drivers="tower")
+def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path, capsys):
+    assert main(["prepare", "sites", "--src", str(fluxnet_dir), "--out", str(tmp_path / "store"),
+                 "--drivers", "tower"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("driver QC: ") for line in printed) == 1, printed  # checked and said, masked or not
     store = SiteStore.open(tmp_path / "store")
+    assert set(store.meta["driver_qc"]) == set(BASE)
     sources = find_site_sources(fluxnet_dir)
     expected_samples = 0
     for site, path in sources.daily_paths.items():

@@ -61,15 +61,12 @@ def test_day_features_layout() -> None:
     dyn = np.random.default_rng(0).normal(size=(2, 365, 3))
     stat = np.array([[1.0, 2.0], [3.0, 4.0]])
     x = day_features(dyn, stat)
-    assert x.shape == (2 * 365, 3 * 3 + 2 + 2) and x.dtype == np.float32
+    assert x.shape == (2 * 365, 3 * 3 + 2) and x.dtype == np.float32
     np.testing.assert_allclose(x[365 + 10, :3], dyn[1, 10], rtol=1e-6)  # sample-major rows
     np.testing.assert_allclose(x[365 + 10, 3:6], dyn[1, 4:11].mean(0), rtol=1e-5)  # 7-day trailing mean
-    np.testing.assert_allclose(
-        x[100, 9:11], [np.sin(2 * np.pi * 101 / 365), np.cos(2 * np.pi * 101 / 365)], rtol=1e-5
-    )  # day index 100 is doy 101, as in the tower store's DOY_SIN/DOY_COS
     np.testing.assert_allclose(x[365:, -2:], np.broadcast_to(stat[1], (365, 2)))
     # drivers that already carry their trailing means (over a record longer than a sample) take none more
-    assert day_features(dyn, stat, ()).shape == (2 * 365, 3 + 2 + 2)
+    assert day_features(dyn, stat, ()).shape == (2 * 365, 3 + 2)
     with pytest.raises(XmwInputError, match="trailing_windows"):
         GBTBaseline(trailing_windows=[7, 0])
 
@@ -119,3 +116,10 @@ def test_a_driver_no_training_sample_measures_is_left_out() -> None:
     a = GBTBaseline(**FAST).fit(blank, stat, target).predict(blank, stat)
     b = GBTBaseline(**FAST).fit(dyn, stat, target).predict(dyn, stat)
     np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_trees_take_the_season_from_the_drivers_not_a_calendar() -> None:
+    """Rows of days with equal drivers are equal: no day-of-year column (hemisphere-blind) is added; the season is
+    the drivers' own (the tower set's solar season)."""
+    x = day_features(np.ones((1, 365, 2)), np.zeros((1, 1)))
+    assert (x == x[0]).all()

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from xmw_ray.data.fluxnet import saturation_vapour_pressure_hpa
+from xmw_ray.data.solar import toa_insolation
 from xmw_ray.sim.climatology import DAYS
 from xmw_ray.sim.statics import LAND_SHARE, WETLAND_AREA_M2, build_world
-from xmw_ray.sim.weather import WeatherGenerator, toa_insolation
+from xmw_ray.sim.weather import WeatherGenerator
 
 RES = 10.0
 

@@ -2,8 +2,10 @@
 
 Each (sample, day) is one row whose features are the day's drivers, their 7- and 30-day trailing means (the
 project's one NaN-aware ``trailing_mean``: a gap day is left out of the windows that hold it; days before 1 January
-are not available, so early-January means use the days there are), the day of year as sin/cos (``doy_features``),
-and the sample's static vector. Missing values stay NaN: the trees route them. A table that lists this next to
+are not available, so early-January means use the days there are) and the sample's static vector. No calendar
+of its own: the season is the drivers' (the tower set's solar season ``solar.SEASON_VARS``, the xmw set's shortwave
+SOLR), the one the sequence models see. A bare day of year would put a southern tower's July in summer, and a
+sample carries no latitude to compute one here. Missing values stay NaN: the trees route them. A table that lists this next to
 the sequence models shows what the sequence models add beyond a good per-day regression with short memory.
 """
 
@@ -16,7 +18,7 @@ from pydantic import Field
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
-from xmw_ray.data.tower_features import TRAILING_WINDOWS, doy_features, trailing_mean
+from xmw_ray.data.tower_features import TRAILING_WINDOWS, trailing_mean
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import HParams, validate_hparams
 
@@ -38,8 +40,8 @@ class GBTParams(HParams):
 
 def day_features(dynamic: np.ndarray, static: np.ndarray,
                  windows: tuple[int, ...] = TRAILING_WINDOWS) -> np.ndarray:
-    """``(N, 365, D)`` + ``(N, S)`` → ``(N * 365, (1 + len(windows))·D + 2 + S)`` float32 per-day rows
-    (sample-major): drivers, their trailing means per window, sin/cos of the day of year, statics."""
+    """``(N, 365, D)`` + ``(N, S)`` → ``(N * 365, (1 + len(windows))·D + S)`` float32 per-day rows
+    (sample-major): drivers, their trailing means per window, statics."""
     dynamic = np.asarray(dynamic, dtype=np.float64)
     static = np.asarray(static, dtype=np.float64)
     if dynamic.ndim != 3 or dynamic.shape[1] != DAYS_PER_YEAR:
@@ -50,7 +52,6 @@ def day_features(dynamic: np.ndarray, static: np.ndarray,
     parts = [
         dynamic,
         *(trailing_mean(dynamic, w, axis=1) for w in windows),
-        np.broadcast_to(doy_features()[None], (n, days, 2)),
         np.broadcast_to(static[:, None, :], (n, days, static.shape[1])),
     ]
     return np.concatenate(parts, axis=2).reshape(n * days, -1).astype(np.float32)

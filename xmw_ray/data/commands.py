@@ -44,6 +44,7 @@ def _prepare_grid(args: argparse.Namespace) -> int:
 def _prepare_sites(args: argparse.Namespace) -> int:
     from xmw_ray.data.presets import resolve_site_ints
     from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.data.tower_features import qc_line
 
     overrides = resolve_site_ints(args.wetland_types, "wetlandtype") if args.wetland_types else None
     summary = prepare_sites(args.src, args.out, grid=args.grid, target=args.target, wetland_types=overrides,
@@ -52,6 +53,10 @@ def _prepare_sites(args: argparse.Namespace) -> int:
     print(f"site store {args.out}: {summary['samples']} site-years from {summary['sites']} sites")
     dropped = {k: v for k, v in summary["dropped"].items() if v}
     print("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
+    print(qc_line(summary["driver_qc"]))
+    if summary["unknown_descriptors"]:
+        print("descriptors the metadata does not give (stored as NaN, unknown): "
+              + ", ".join(f"{k} at {n} towers" for k, n in summary["unknown_descriptors"].items()))
     return 0
 
 

@@ -28,7 +28,7 @@ PROVENANCES: dict[str, str] = {
     "tower": "measured at the tower (or a unit conversion of its measurements)",
     "metadata": "from the site's recorded description (metadata file or a user override)",
     "simulated": "output of a process model (TEM's NPP, `xmw simulate sites`' flux)",
-    "derived": "computed from other inputs by an assumption or a rule (NPP = 0.5 x GPP, gap flags, calendar)",
+    "derived": "computed from other inputs by an assumption or a rule (NPP = 0.5 x GPP, gap flags, solar season)",
     "constant": "one fill value for every entity (the quantity is not known)",
     "record": "a published global annual record, the same at every entity",
 }
@@ -64,6 +64,10 @@ MEANINGS: dict[str, str] = {
     "atmospheric_ch4": "global annual-mean atmospheric CH4",
     "atmospheric_co2": "global annual-mean atmospheric CO2",
     "vegetation_presence": "presence of a vegetation type at the site",
+    "day_length": "hours of daylight from latitude and day (solar declination)",
+    "toa_shortwave_radiation": "daily-mean top-of-atmosphere shortwave from latitude and day",
+    "sun_trend": "+1 while the noon sun climbs (spring half-year at the latitude), -1 while it sinks, 0 at the equator",
+    # read only, in stores prepared before the season became solar (no longer written: hemisphere-blind)
     "day_of_year_sine": "sin(2 pi doy / 365)",
     "day_of_year_cosine": "cos(2 pi doy / 365)",
 }

@@ -55,7 +55,8 @@ NPP_PER_GPP = 0.5
 #: µmol CO2 m-2 s-1 → g C m-2 d-1.
 UMOL_PER_S_TO_GC_PER_DAY = 12.011e-6 * 86_400
 MIN_GPP_DAYS = 7
-#: ``SiteMeta`` attribute ← META file column, for the vegetation flags (0 when the column or value is missing).
+#: ``SiteMeta`` attribute ← META file column, for the vegetation flags (NaN, unknown, when the column or value is
+#: missing: a tower a user brings may not record them, and 0 would claim an absence nobody observed).
 VEGETATION_FLAG_COLUMNS = {"moss_brown": "MOSS_BROWN", "moss_sphagnum": "MOSS_SPHAGNUM",
                            "aerenchymatous": "AERENCHYMATOUS", "eri_shrub": "ERI_SHRUB", "tree": "TREE"}
 DAILY_FILE_RE = re.compile(r"FLX_(?P<site>[A-Za-z]{2}-[A-Za-z0-9]{3})_FLUXNET-CH4_DD_.*\.csv")
@@ -110,11 +111,11 @@ class SiteMeta:
     classification: str = ""
     igbp: str = ""
     koppen: str = ""
-    tree: int = 0
-    moss_brown: int = 0
-    moss_sphagnum: int = 0
-    aerenchymatous: int = 0
-    eri_shrub: int = 0
+    tree: float = float("nan")  # vegetation flags: 1 present, 0 absent, NaN not recorded
+    moss_brown: float = float("nan")
+    moss_sphagnum: float = float("nan")
+    aerenchymatous: float = float("nan")
+    eri_shrub: float = float("nan")
 
     def wetland_class(self) -> int:
         base = _WETLAND_CLASS.get(self.classification.strip().lower(), 0)
@@ -145,10 +146,10 @@ def _first(columns, names) -> str | None:
     return next((n for n in names if n in columns), None)
 
 
-def _flag(text: str) -> int:
-    """A 0/1 metadata flag; 0 when empty or not numeric."""
+def _flag(text: str) -> float:
+    """A 0/1 metadata flag; NaN (not recorded) when empty or not numeric."""
     value = pd.to_numeric(text, errors="coerce")
-    return int(value) if pd.notna(value) else 0
+    return float(value) if pd.notna(value) else float("nan")
 
 
 def read_site_metadata(path: str | Path) -> dict[str, SiteMeta]:

@@ -18,6 +18,12 @@ Driver sets (``drivers``): ``xmw`` (the rules above: X-MethaneWet's 5 drivers, 8
 ``tower`` (``tower_features``: the towers' own columns, trailing means, gap flags, seasonal clock, optionally the
 simulated flux at the tower, and metadata descriptors). With ``tower`` input gaps stay NaN and only ``no_target``
 drops a site-year; the metadata records ``drivers`` and ``sim_source``.
+
+Driver quality control (both sets, ``tower_features.qc_drivers``): impossible values and values far outside a
+tower's own climate in TA_F, TS_1, P_F, LE_F and GPP_NT are masked to NaN before anything is computed from them
+(with ``xmw`` a masked day is then a gap like any other); the counts per var are the summary's and the metadata's
+``driver_qc``. With ``tower`` the summary's ``unknown_descriptors`` counts towers per descriptor the metadata does
+not give (NaN in the store).
 """
 
 from __future__ import annotations
@@ -67,15 +73,18 @@ from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.normstats import NORMSTATS_DIR
 from xmw_ray.data.tower_features import (
     DRIVER_SETS,
+    QC_KINDS,
     SIM_VAR,
     TOWER_BASE_VARS,
     TOWER_STATIC_VARS,
     SimulatedFlux,
+    qc_drivers,
     tower_dynamic,
     tower_dynamic_vars,
     tower_features,
     tower_static,
     tower_units,
+    unknown_descriptors,
 )
 from xmw_ray.errors import XmwInputError
 
@@ -231,7 +240,7 @@ def _tower_samples(sy: SiteYears, meta: SiteMeta, target: str, sim: SimulatedFlu
     years = sy.years[keep]
     return {
         "year": years,
-        "dynamic": tower_dynamic(years, base, with_sim=sim is not None).astype(np.float32),
+        "dynamic": tower_dynamic(years, base, with_sim=sim is not None, lat=meta.lat).astype(np.float32),
         "static": np.tile(tower_static(meta), (len(years), 1)),
         "target": tgt[keep].astype(np.float32),
     }
@@ -274,7 +283,8 @@ def prepare_sites(
     drivers: str = "xmw",
     sim_sites: str | Path | None = None,
 ) -> dict:
-    """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}}``.
+    """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}, "driver_qc": {var:
+    {kind: n}}, "unknown_descriptors": {descriptor: n_towers}}`` (the last empty with ``xmw``).
 
     ``drivers`` picks the driver set (``xmw`` or ``tower``, see the module docstring); ``sim_sites`` (tower set
     only) is an ``xmw simulate sites`` folder whose FCH4 becomes the ``SIM_FCH4`` input.
@@ -341,22 +351,32 @@ def prepare_sites(
     meta["drivers"] = drivers
     meta["sim_source"] = None if sim_sites is None else str(sim_sites)
     drops: Counter = Counter()
+    qc: dict[str, Counter] = {}
+    unknown: Counter = Counter()
     kept: dict[str, dict] = {}
     site_info: dict[str, SiteMeta] = {}
     for sy in iter_site_years(sources, columns):
         if sy.site not in metas:
             raise XmwInputError(f"{sources.meta_path}: site {sy.site} is missing from the metadata (data in {sy.path.name})")
         progress(f"{sy.site}: {len(sy.years)} years")
+        columns_qc, counts = qc_drivers(sy.columns)
+        sy = replace(sy, columns=columns_qc)
+        for var, kinds in counts.items():
+            qc.setdefault(var, Counter()).update(kinds)
         if tower:
             got = _tower_samples(sy, metas[sy.site], target, sim, drops)
         else:
             got = _site_samples(sy, metas[sy.site], target, lookup, wetland_types.get(sy.site), max_input_gap, drops)
         if got is not None:
+            if tower:
+                unknown.update(unknown_descriptors(got["static"][0]))
             kept[sy.site] = got
             site_info[sy.site] = metas[sy.site]
     if not kept:
         raise XmwInputError(f"{src}: no site-year kept (dropped: {dict(drops) or 'no daily rows'})")
     meta["dropped"] = {r: int(drops.get(r, 0)) for r in DROP_REASONS}
+    meta["driver_qc"] = {var: {k: int(kinds.get(k, 0)) for k in QC_KINDS} for var, kinds in qc.items()}
+    meta["unknown_descriptors"] = dict(sorted(unknown.items()))
     pa_schema = _schema(meta)
     if is_url(out):
         with upload_aside(str(out), COMMON_METADATA, _site_store_key) as tmp:
@@ -365,7 +385,8 @@ def prepare_sites(
         with directory_aside(out, _site_store_key, "Site store") as tmp:
             tmp.mkdir(parents=True)
             _write_parquet(tmp, kept, site_info, pa_schema)
-    return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"]}
+    return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"],
+            "driver_qc": meta["driver_qc"], "unknown_descriptors": meta["unknown_descriptors"]}
 
 
 class SiteStore:

@@ -1,5 +1,5 @@
 """The "tower" driver set of the Site store: the towers' own daily columns, their trailing means, gap flags,
-a seasonal clock, the process model's simulated flux at the tower, and metadata descriptors.
+the solar season, the process model's simulated flux at the tower, and metadata descriptors.
 
 Why: on the real towers a sequence model beats gradient-boosted trees only with the towers' own drivers, the
 simulated flux at the tower as an input, and these descriptors. Gaps are kept as NaN (the model fills them, the
@@ -14,10 +14,17 @@ Rules (``prepare sites --drivers tower``):
   tower's continuous record on the 365-day calendar (Feb 29 dropped, as everywhere in the store; a window reaches
   into the previous year when that year is in the file); NaN when the window holds no valid day;
 - ``<v>_missing``: 1.0 where base v is NaN, else 0.0 (a column absent at a tower is all NaN, its flag all 1);
-- ``DOY_SIN``/``DOY_COS``: sin/cos(2π·doy/365), doy = 1..365 on the 365-day calendar.
-- static ``TOWER_STATIC_VARS``: wetland class one-hot (``CLASS_OF_CLASSIFICATION``; anything else → ``other``),
-  ``abs_lat`` (|latitude|), ``igbp_wet`` (IGBP == WET), and the META file's vegetation flags
-  (``fluxnet.VEGETATION_FLAG_COLUMNS``; 0 when absent). No CH4/CO2 annual values.
+- the season ``solar.SEASON_VARS`` from the tower's latitude and the day (doy 1..365 on the 365-day calendar):
+  ``DAY_LENGTH`` (h), ``TOA_RAD`` (daily-mean top-of-atmosphere shortwave, W m-2) and ``SUN_TREND`` (+1 spring
+  half-year, -1 autumn). Never the bare day of year: a southern tower's July is winter, and these say so.
+- static ``TOWER_STATIC_VARS``: wetland class one-hot (``CLASS_OF_CLASSIFICATION``; a recorded class not listed →
+  ``other``), ``abs_lat`` (|latitude|), ``igbp_wet`` (IGBP == WET), and the META file's vegetation flags
+  (``fluxnet.VEGETATION_FLAG_COLUMNS``). Every slot is defined for any tower a user may bring: latitude is
+  required; a class, IGBP code or flag the metadata does not give is NaN (unknown: models fill it with the training
+  mean, ``unknown_descriptors`` counts it), never a silent 0. No CH4/CO2 annual values.
+- driver quality control (``qc_drivers``, before any of the above): a base value outside ``PHYSICAL_BOUNDS`` is
+  impossible; one far outside the tower's own climate (``outside_tower_climate``) is not that tower's weather.
+  Both are masked to NaN and counted per var, and ``prepare sites`` prints the counts.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from xmw_ray.data.fluxnet import (
     iter_site_years,
     target_days,
 )
+from xmw_ray.data.solar import SEASON_MEANINGS, SEASON_UNITS, SEASON_VARS, season_features
 from xmw_ray.errors import XmwInputError
 
 DRIVER_SETS = ("xmw", "tower")
@@ -46,7 +54,6 @@ DRIVER_SETS = ("xmw", "tower")
 TOWER_BASE_VARS = ("TA_F", "P_F", "LE_F", "GPP_NT", "TS_1")
 SIM_VAR = "SIM_FCH4"
 TRAILING_WINDOWS = (7, 30)
-DOY_VARS = ("DOY_SIN", "DOY_COS")
 BASE_UNITS = {
     "TA_F": "degC",
     "P_F": "mm d-1",
@@ -73,7 +80,7 @@ def tower_dynamic_vars(with_sim: bool) -> tuple[str, ...]:
     """Dynamic var names in store order (see the module docstring)."""
     base = base_vars(with_sim)
     means = tuple(f"{v}_mean{w}" for v in base for w in TRAILING_WINDOWS)
-    return (*base, *means, *(f"{v}_missing" for v in base), *DOY_VARS)
+    return (*base, *means, *(f"{v}_missing" for v in base), *SEASON_VARS)
 
 
 def tower_units(with_sim: bool) -> dict[str, str]:
@@ -83,7 +90,7 @@ def tower_units(with_sim: bool) -> dict[str, str]:
         units[v] = BASE_UNITS[v]
         units.update({f"{v}_mean{w}": BASE_UNITS[v] for w in TRAILING_WINDOWS})
         units[f"{v}_missing"] = "1 (flag)"
-    units.update({v: "1" for v in DOY_VARS})
+    units.update(SEASON_UNITS)
     units.update({v: "1 (flag)" for v in TOWER_STATIC_VARS})
     units["abs_lat"] = "degrees"
     return units
@@ -98,12 +105,11 @@ BASE_FEATURES = {
     "TS_1": ("soil_temperature", "tower"),
     SIM_VAR: ("ch4_flux", "simulated"),
 }
-DOY_MEANINGS = {"DOY_SIN": "day_of_year_sine", "DOY_COS": "day_of_year_cosine"}
 
 
 def tower_features(with_sim: bool) -> FeatureSet:
     """Descriptors of every dynamic and static var of the tower set (units from ``tower_units``): base vars and
-    their trailing means keep the base's meaning and provenance; gap flags and the seasonal clock are ``derived``;
+    their trailing means keep the base's meaning and provenance; gap flags and the solar season are ``derived``;
     the static slots come from the site ``metadata``."""
     units = tower_units(with_sim)
     dynamic = []
@@ -116,7 +122,7 @@ def tower_features(with_sim: bool) -> FeatureSet:
                     for w in TRAILING_WINDOWS]
     dynamic += [Feature(f"{v}_missing", qualified(BASE_FEATURES[v][0], "gap_flag"), "derived", units[f"{v}_missing"])
                 for v in base_vars(with_sim)]
-    dynamic += [Feature(v, DOY_MEANINGS[v], "derived", units[v]) for v in DOY_VARS]
+    dynamic += [Feature(v, SEASON_MEANINGS[v], "derived", units[v]) for v in SEASON_VARS]
     static = [Feature(f"class_{c}", qualified("wetland_class", f"is_{c}"), "metadata", units[f"class_{c}"])
               for c in WETLAND_CLASSES]
     static += [Feature("abs_lat", "absolute_latitude", "metadata", units["abs_lat"]),
@@ -146,12 +152,6 @@ def trailing_mean(values: np.ndarray, window: int, axis: int = 0) -> np.ndarray:
     return np.moveaxis(means, 0, axis)
 
 
-def doy_features() -> np.ndarray:
-    """``(365, 2)`` sin and cos of 2π·doy/365, doy = 1..365."""
-    angle = 2.0 * np.pi * np.arange(1, DAYS_PER_YEAR + 1) / DAYS_PER_YEAR
-    return np.stack([np.sin(angle), np.cos(angle)], axis=-1)
-
-
 def on_span(years: np.ndarray, rows: np.ndarray, span: np.ndarray) -> np.ndarray:
     """``(len(span), 365)``: ``rows`` (one per year of ``years``) placed on consecutive ``span`` years, NaN elsewhere."""
     out = np.full((len(span), DAYS_PER_YEAR), np.nan)
@@ -159,8 +159,9 @@ def on_span(years: np.ndarray, rows: np.ndarray, span: np.ndarray) -> np.ndarray
     return out
 
 
-def tower_dynamic(years: np.ndarray, base: dict[str, tuple[np.ndarray, np.ndarray]], with_sim: bool) -> np.ndarray:
-    """``(len(years), 365, D)`` dynamic features for the store years ``years``.
+def tower_dynamic(years: np.ndarray, base: dict[str, tuple[np.ndarray, np.ndarray]], with_sim: bool,
+                  lat: float) -> np.ndarray:
+    """``(len(years), 365, D)`` dynamic features for the store years ``years`` of a tower at latitude ``lat``.
 
     ``base[v] = (v_years, (n_v, 365) values)``: each base var on its own years (the file's years); an absent v
     is all NaN. Trailing means run over the continuous record spanning every year any var has.
@@ -177,16 +178,110 @@ def tower_dynamic(years: np.ndarray, base: dict[str, tuple[np.ndarray, np.ndarra
         for w in TRAILING_WINDOWS:
             means.append(trailing_mean(flat, w).reshape(full.shape)[pick])
     missing = [np.isnan(x).astype(np.float64) for x in values]
-    doy = np.broadcast_to(doy_features(), (len(years), DAYS_PER_YEAR, len(DOY_VARS)))
-    return np.concatenate([np.stack([*values, *means, *missing], axis=-1), doy], axis=-1)
+    season = np.broadcast_to(season_features(lat), (len(years), DAYS_PER_YEAR, len(SEASON_VARS)))
+    return np.concatenate([np.stack([*values, *means, *missing], axis=-1), season], axis=-1)
 
 
 def tower_static(meta: SiteMeta) -> np.ndarray:
-    """The ``TOWER_STATIC_VARS`` of a tower, from its metadata."""
-    cls = CLASS_OF_CLASSIFICATION.get(meta.classification.strip().lower(), "other")
-    onehot = [1.0 if c == cls else 0.0 for c in WETLAND_CLASSES]
-    return np.array([*onehot, abs(meta.lat), float(meta.igbp.strip().upper() == "WET"),
+    """The ``TOWER_STATIC_VARS`` of a tower, from its metadata; NaN where the metadata does not say (an empty
+    SITE_CLASSIFICATION makes the whole class one-hot NaN, an empty IGBP ``igbp_wet``, an absent flag the flag)."""
+    classification = meta.classification.strip().lower()
+    if classification:
+        cls = CLASS_OF_CLASSIFICATION.get(classification, "other")
+        onehot = [1.0 if c == cls else 0.0 for c in WETLAND_CLASSES]
+    else:
+        onehot = [np.nan] * len(WETLAND_CLASSES)
+    igbp = meta.igbp.strip().upper()
+    return np.array([*onehot, abs(meta.lat), float(igbp == "WET") if igbp else np.nan,
                      *(float(getattr(meta, flag)) for flag in VEGETATION_FLAG_COLUMNS)], dtype=np.float32)
+
+
+def unknown_descriptors(static: np.ndarray) -> list[str]:
+    """Names of the descriptors a tower's ``tower_static`` vector leaves unknown (NaN); the class one-hot counts
+    once, as ``class``."""
+    names = ["class" if v.startswith("class_") else v for v, x in zip(TOWER_STATIC_VARS, static, strict=True)
+             if np.isnan(x)]
+    return list(dict.fromkeys(names))
+
+
+#: Physically possible daily values of each base var (inclusive; the product's units). A value outside is a
+#: sensor, processing or unit fault, never weather. Bounds come from records and energy limits, not from skill:
+#: TA_F: the air-temperature records -89.2 °C (Vostok) and 56.7 °C (Death Valley); TS_1: frozen polar ground to
+#: sun-baked bare soil; P_F: the 24-hour rainfall record, 1825 mm (Foc-Foc, La Réunion, 1966); LE_F: the daily-mean
+#: top-of-atmosphere shortwave never exceeds ~560 W m-2 (``solar.toa_insolation``), so evaporation, even fed by
+#: advected heat, stays below ~1000, and condensation is small; GPP_NT (daily mean, umol CO2 m-2 s-1): the most
+#: productive ecosystems reach ~40 (≈ 40 g C m-2 d-1), and negative values are partitioning noise of a few units.
+PHYSICAL_BOUNDS = {
+    "TA_F": (-90.0, 60.0),
+    "TS_1": (-60.0, 80.0),
+    "P_F": (0.0, 2000.0),
+    "LE_F": (-200.0, 1000.0),
+    "GPP_NT": (-10.0, 100.0),
+}
+#: Tower-climate rule for the non-precipitation vars: a value beyond the tower's own 1st..99th percentile range
+#: widened by ``CLIMATE_RANGE_FACTOR`` times that range on each side. Percentiles span the seasonal cycle (a
+#: median ± k·MAD of a two-season series does not) and ignore up to 1% of bad values; three ranges keep a rare
+#: real cold snap of a tropical tower (a Pantanal friagem: 30 °C → 10 °C) as weather. Judged only on at least
+#: ``MIN_CLIMATE_DAYS`` valid days (with fewer the tower's climate is not known).
+CLIMATE_RANGE_FACTOR = 3.0
+MIN_CLIMATE_DAYS = 365
+#: Precipitation is zero-inflated and heavy-tailed, so a single storm is never judged: a year (at least
+#: ``MIN_PRECIP_YEAR_DAYS`` valid days, total scaled to 365 days) whose total exceeds ``PRECIP_YEAR_FACTOR`` times
+#: the median of the tower's such years (at least ``MIN_PRECIP_YEARS`` of them) is not that tower's climate (wettest
+#: years rarely reach twice the median); its P_F is masked.
+PRECIP_VAR = "P_F"
+PRECIP_YEAR_FACTOR = 4.0
+MIN_PRECIP_YEAR_DAYS = 300
+MIN_PRECIP_YEARS = 3
+QC_KINDS = ("impossible", "outside_tower_climate")
+
+
+def outside_tower_climate(var: str, values: np.ndarray) -> np.ndarray:
+    """Boolean mask (shape of ``values``, ``(n_years, 365)``) of values far outside the tower's own climate for
+    ``var`` (rules above); NaN values are never flagged."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.zeros(values.shape, dtype=bool)
+    valid = np.isfinite(values)
+    if var == PRECIP_VAR:
+        days = valid.sum(axis=1)
+        full = days >= MIN_PRECIP_YEAR_DAYS
+        if full.sum() < MIN_PRECIP_YEARS:
+            return out
+        totals = np.nansum(values, axis=1) / np.maximum(days, 1) * DAYS_PER_YEAR
+        wet = full & (totals > PRECIP_YEAR_FACTOR * np.median(totals[full]))
+        out[wet] = valid[wet]
+        return out
+    if valid.sum() < MIN_CLIMATE_DAYS:
+        return out
+    low, high = np.percentile(values[valid], [1.0, 99.0])
+    spread = CLIMATE_RANGE_FACTOR * (high - low)
+    out[valid] = (values[valid] < low - spread) | (values[valid] > high + spread)
+    return out
+
+
+def qc_drivers(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
+    """``columns`` (var → a tower's ``(n_years, 365)`` record) with impossible values (``PHYSICAL_BOUNDS``), then
+    values far outside the tower's own climate (``outside_tower_climate``, judged on the possible ones), set to NaN;
+    and ``{var: {"impossible": n, "outside_tower_climate": n}}`` for the vars checked. Vars without bounds pass."""
+    cleaned, counts = dict(columns), {}
+    for var, (low, high) in PHYSICAL_BOUNDS.items():
+        if var not in columns:
+            continue
+        values = np.array(columns[var], dtype=np.float64)
+        impossible = np.isfinite(values) & ((values < low) | (values > high))
+        values[impossible] = np.nan
+        foreign = outside_tower_climate(var, values)
+        values[foreign] = np.nan
+        cleaned[var] = values
+        counts[var] = {"impossible": int(impossible.sum()), "outside_tower_climate": int(foreign.sum())}
+    return cleaned, counts
+
+
+def qc_line(counts: dict[str, dict[str, int]]) -> str:
+    """One line for ``prepare sites``' output: what driver QC masked, per var and kind."""
+    parts = [f"{var} {n} {kind.replace('_', ' ')}" for var, kinds in counts.items() for kind, n in kinds.items() if n]
+    total = sum(n for kinds in counts.values() for n in kinds.values())
+    return f"driver QC: masked {total} values ({', '.join(parts)})" if total else "driver QC: nothing masked"
 
 
 #: The file ``xmw simulate sites`` writes last beside its site files: its claim that the folder is its own output,

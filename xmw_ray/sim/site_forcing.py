@@ -156,7 +156,7 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
         years = daily.dates.astype("datetime64[Y]").astype(np.int64) + 1970
         meta_rows.append({"SITE_ID": meta.site, "LAT": meta.lat, "LON": meta.lon,
                           "SITE_CLASSIFICATION": meta.classification, "IGBP": meta.igbp, "KOPPEN": meta.koppen,
-                          "TREE": meta.tree, "ORIGINAL_DATA_SOURCE": f"xmw simulate sites ({path.name})",
+                          "TREE": None if np.isnan(meta.tree) else int(meta.tree), "ORIGINAL_DATA_SOURCE": f"xmw simulate sites ({path.name})",
                           "YEAR_START": int(years.min()), "YEAR_END": int(years.max())})
         done[daily.site] = n_ok
         log(f"{daily.site}: {n_ok} simulated days")

@@ -13,7 +13,8 @@ Per cell and day (d = 1…365), on top of the mean climate of ``climatology.py``
   1.2–3.5, local AR(1) 0.5) makes a wet day where ``ζ`` exceeds the quantile of the day's wet-day probability
   ``p = clip(0.08 + 0.6 P̄/(P̄ + 4), 0.03, 0.75)``; the amount is exponential with mean ``P̄/p`` (so the mean is P̄).
 - shortwave ``S = Q_TOA · τ``, ``τ = (0.74 + 2·10⁻⁵ min(z, 2000)) (1 − 0.6 cloud)`` ≤ 0.78, with top-of-atmosphere
-  daily insolation ``Q_TOA`` from solar geometry (latitude, declination, sunset hour angle, orbital eccentricity)
+  daily insolation ``Q_TOA`` from solar geometry (``xmw_ray.data.solar``: latitude, declination, sunset hour angle,
+  orbital eccentricity)
   and ``cloud = clip(0.2 + 0.45 wet + 0.12 ζ + 0.25 (RH̄ − 0.5), 0, 1)``.
 - vapour pressure ``e = RH · e_sat(T)`` with ``RH = clip(RH̄ − 0.05 + 0.12 wet + 0.06 η, 0.05, 0.97)`` and the
   system's one saturation formula (Magnus, ``xmw_ray.data.fluxnet``), so e never exceeds saturation.
@@ -26,26 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from xmw_ray.data.fluxnet import saturation_vapour_pressure_hpa
+from xmw_ray.data.solar import toa_insolation
 from xmw_ray.sim.climatology import DAYS, Climatology
 from xmw_ray.sim.fields import mode_basis, stream
 
-SOLAR_CONSTANT = 1361.0  # W m-2
 #: Anomaly amplitude series start here; years before it are not simulated.
 FIRST_YEAR = 1900
 LAST_YEAR = 2100
 _N_MODES = 24
 _MODE_PHI = np.where(np.arange(_N_MODES) < _N_MODES // 2, 0.8, 0.97)
-
-
-def toa_insolation(lat_deg: np.ndarray, doy: np.ndarray) -> np.ndarray:
-    """Daily-mean top-of-atmosphere shortwave (W m⁻²), broadcasting ``lat_deg`` against ``doy`` (1…365)."""
-    phi = np.deg2rad(np.asarray(lat_deg, dtype=np.float64))
-    angle = 2.0 * np.pi * np.asarray(doy, dtype=np.float64) / 365.0
-    decl = 0.409 * np.sin(angle - 1.39)
-    dr = 1.0 + 0.033 * np.cos(angle)
-    ws = np.arccos(np.clip(-np.tan(phi) * np.tan(decl), -1.0, 1.0))
-    q = SOLAR_CONSTANT / np.pi * dr * (ws * np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.sin(ws))
-    return np.maximum(q, 0.0)
 
 
 @dataclass(frozen=True)
