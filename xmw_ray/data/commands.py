@@ -102,7 +102,7 @@ def register(subparsers) -> None:
     s.add_argument("--target", choices=TARGET_CHOICES, default=DEFAULT_TARGET,
                    help="daily CH4 flux to learn: FCH4 (measured days only), FCH4_F (gap-filled), xmw-fill "
                         f"(FCH4_F, remaining gaps from FCH4_F_ANNOPTLM) (default {DEFAULT_TARGET})")
-    s.add_argument("--wetland-types", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
+    s.add_argument("--wetland-types", metavar="xmw|CSV", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
     s.add_argument("--max-input-gap", type=int, default=DEFAULT_MAX_INPUT_GAP, metavar="DAYS",
                    help="fill driver gaps of at most this many days by interpolation (0: none; xmw drivers only) "
                         f"(default {DEFAULT_MAX_INPUT_GAP})")

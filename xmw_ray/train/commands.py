@@ -106,7 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "run.output_dir/run.name")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics of a checkpoint on a store's split")
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on a store's split",
+                       description="metrics (NSE, RMSE, KGE, bias...) of a checkpoint on a split of a store: pooled, "
+                                   "median over cells or towers, and per cell or tower")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. runs/<name>/best)")
     p.add_argument("--store", required=True, help="Grid store or Site store")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test",
