@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -22,8 +23,8 @@ from xmw_ray import cli
 REPO = Path(__file__).resolve().parents[1]
 #: Modules that take seconds to import: none of them may be needed to build the parser or print a help.
 HEAVY = ("torch", "ray", "sklearn", "pandas", "zarr", "xarray", "pyarrow", "matplotlib")
-#: Loose bound per ``--help`` (a cold start under a busy CI machine); about 0.1-0.5 s on an idle one.
-HELP_SECONDS = 2.0
+#: Bound per ``--help``, in CPU seconds of its process (about 0.05-0.4 s; the wall time on an idle machine is close).
+HELP_CPU_SECONDS = 1.0
 CONFIG_COMMANDS = {"train": "xmw_ray.config:TrainConfig", "transfer": "xmw_ray.transfer.config:ExperimentConfig",
                    "tune": "xmw_ray.tune.config:TuneConfig"}
 
@@ -61,21 +62,34 @@ def test_every_command_is_walked():
     assert ("simulate", "sites") in PATHS and ("prepare", "grid") in PATHS and ("prepare", "sites") in PATHS
 
 
+def _time_help(path: tuple[str, ...]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``xmw PATH --help`` in a fresh interpreter."""
+    argv = [sys.executable, "-m", "xmw_ray.cli", *path, "--help"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: xmw")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def test_help_is_fast():
-    """Each ``xmw ... --help`` in a fresh interpreter, as a user types it: exit 0, timings printed."""
+    """Each ``xmw ... --help`` as a user types it: exit 0, wall and CPU seconds printed. The bound is on CPU
+    seconds, which a busy machine (other test runs) inflates far less than wall time: under 1 s each (importing
+    torch alone took several); a command gets up to three tries, the best counts."""
     timings = []
     for path in PATHS:
-        argv = [sys.executable, "-m", "xmw_ray.cli", *path, "--help"]
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
-        seconds = time.perf_counter() - t0
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.startswith("usage: xmw")
-        timings.append((" ".join(["xmw", *path, "--help"]), seconds))
-    report = "\n".join(f"  {cmd:<36} {s:.2f} s" for cmd, s in timings)
+        tries = [_time_help(path)]
+        while tries[-1][1] >= HELP_CPU_SECONDS and len(tries) < 3:
+            tries.append(_time_help(path))
+        wall, cpu = min(tries, key=lambda t: t[1])
+        timings.append((" ".join(["xmw", *path, "--help"]), wall, cpu))
+    report = "\n".join(f"  {cmd:<36} {wall:5.2f} s wall  {cpu:5.2f} s CPU" for cmd, wall, cpu in timings)
     print(f"\n--help timings:\n{report}")
-    slow = [(cmd, s) for cmd, s in timings if s >= HELP_SECONDS]
-    assert not slow, f"--help slower than {HELP_SECONDS} s:\n{report}"
+    slow = [cmd for cmd, _, cpu in timings if cpu >= HELP_CPU_SECONDS]
+    assert not slow, f"--help over {HELP_CPU_SECONDS} s of CPU:\n{report}"
 
 
 def test_parser_and_every_help_import_nothing_heavy():
