@@ -52,8 +52,9 @@ from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator
 from xmw_ray.train.runner import ensure_ray
 from xmw_ray.transfer.base import TransferJob
+from xmw_ray.transfer.config import ExperimentConfig
 from xmw_ray.transfer.ensemble import MEMBER_SEED_STRIDE, run_ensemble
-from xmw_ray.transfer.experiment import ExperimentConfig, prepare_stores
+from xmw_ray.transfer.experiment import prepare_stores
 from xmw_ray.transfer.registry import get_strategy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from xmw_ray.transfer.experiment import ExperimentConfig, best_row
+from xmw_ray.transfer.config import ExperimentConfig
+from xmw_ray.transfer.experiment import best_row
 
 NAN = math.nan
 

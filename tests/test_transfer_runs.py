@@ -16,8 +16,8 @@ import yaml
 from xmw_ray.config import validate
 from xmw_ray.data.ray_datasets import StoreInfo
 from xmw_ray.errors import XmwInputError
-from xmw_ray.transfer import TransferJob, get_strategy
-from xmw_ray.transfer.base import DONE_FILE, check_layouts, model_state, pretrain_key
+from xmw_ray.transfer.base import DONE_FILE, TransferJob, check_layouts, model_state, pretrain_key
+from xmw_ray.transfer.registry import get_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = {"name": "lstm", "params": {"hidden_size": 8, "num_layers": 1, "dropout": 0.0}}

@@ -1,7 +1,9 @@
 """The ``xmw`` command. Each room registers its own sub-commands; ``jobs/*.py`` call the same functions.
 
 A room's ``commands`` module exposes ``register(subparsers)`` and sets ``func`` on each sub-parser; the function
-takes the parsed arguments and returns an exit status.
+takes the parsed arguments and returns an exit status. Building the parser imports only those ``commands`` modules
+and light constants (``xmw_ray.data.options``...): torch, Ray, pandas and the rest are imported by the ``func`` that
+needs them, so ``xmw --help`` answers at once (tests/test_cli_help.py checks both).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 from xmw_ray.errors import XmwInputError
 
@@ -25,17 +28,30 @@ COMMAND_MODULES = (
 )
 
 
+class XmwParser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be a function (``epilog_fn``), called only when help is printed: a
+    command's help may list what an import would tell (config keys) without slowing every other call down."""
+
+    def __init__(self, *args, epilog_fn: Callable[[], str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xmw", description="X-MethaneWet on Ray")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Every command's parser (sub-parsers are :class:`XmwParser` too: argparse makes them of the parent's class)."""
+    parser = XmwParser(
+        prog="xmw", description="X-MethaneWet on Ray: wetland CH4 flux sequence models, from simulations and "
+                                "FLUXNET-CH4 towers to global flux maps",
+        epilog="'xmw COMMAND --help' explains each command; 'xmw demo' runs the whole pipeline on the built-in "
+               "world")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # that room is not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -7,8 +7,9 @@ an unknown key or a wrong type is a single line naming the key.
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -188,3 +189,61 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise XmwInputError(f"{p}: top level must be a mapping")
     return validate(merge(raw, parse_overrides(overrides)), cls, source)
+
+
+def _section_of(annotation: Any) -> tuple[type[BaseModel], str] | None:
+    """The config section class inside a field's type (``DataSection | None``, ``list[ModelSection]``,
+    ``dict[str, SplitSpec]``) and how it nests (``""``, ``"list"``, ``"dict"``); None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, ""
+    origin = get_origin(annotation)
+    for arg in get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            nest = "list" if origin is list else "dict" if origin is dict else found[1]
+            return found[0], nest
+    return None
+
+
+def _key_lines(cls: type[BaseModel], prefix: str, seen: dict[type[BaseModel], str]) -> list[tuple[str, str]]:
+    """(label, text) of each key of ``cls``, then of its nested sections; a section class met before refers to
+    where its keys were listed."""
+    rows: list[tuple[str, str]] = []
+    nested: list[tuple[str, str]] = []
+    for name, field in cls.model_fields.items():
+        key = prefix + name
+        label = f"{key} (required)" if field.is_required() else key
+        found = _section_of(field.annotation)
+        if found is None:
+            parts = [field.description or ""]
+            if get_origin(field.annotation) is Literal:
+                parts.append("one of " + "|".join(map(str, get_args(field.annotation))))
+            if not field.is_required() and field.default_factory is None:
+                parts.append(f"default {field.default}")
+            text = "; ".join(p for p in parts if p)
+        else:
+            section, nest = found
+            if section in seen:
+                keys = f"the keys of {seen[section]}"
+            else:
+                keys = ", ".join(section.model_fields)
+                seen[section] = key
+            text = {"": keys, "list": f"list of {{{keys}}}", "dict": f"NAME: {{{keys}}} per name"}[nest]
+            if field.description:
+                text += f"; {field.description}"
+            if nest == "" and keys != f"the keys of {seen[section]}":
+                nested += _key_lines(section, f"{key}.", seen)
+        rows.append((label, text))
+    return rows + nested
+
+
+def describe_keys(cls: type[BaseModel], width: int = 100) -> list[str]:
+    """One line (wrapped) per key of a config class, sections first and the keys of each nested section after,
+    for ``--help``: read from the class itself so the help cannot drift from what ``load_config`` accepts."""
+    rows = _key_lines(cls, "", {})
+    pad = max(len(label) for label, _ in rows) + 4
+    lines: list[str] = []
+    for label, text in rows:
+        lines += textwrap.wrap(text, width, initial_indent=f"  {label:<{pad - 2}}", subsequent_indent=" " * pad) \
+            or [f"  {label}"]
+    return lines

@@ -68,40 +68,59 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from xmw_ray.data.fluxnet import TARGET_CHOICES
-    from xmw_ray.data.grid_store import DEFAULT_CELLS_PER_CHUNK, DEFAULT_CHUNKS_PER_SHARD
-    from xmw_ray.data.site_store import DEFAULT_MAX_INPUT_GAP
-    from xmw_ray.data.tower_features import DRIVER_SETS
+    from xmw_ray.data.options import (
+        DEFAULT_CELLS_PER_CHUNK,
+        DEFAULT_CHUNKS_PER_SHARD,
+        DEFAULT_DRIVERS,
+        DEFAULT_MAX_INPUT_GAP,
+        DEFAULT_TARGET,
+        DRIVER_SETS,
+        TARGET_CHOICES,
+    )
 
-    prep = subparsers.add_parser("prepare", help="build a Grid (TEM-MDM) or Site (FLUXNET-CH4) store")
-    kinds = prep.add_subparsers(dest="kind", required=True)
+    prep = subparsers.add_parser("prepare", help="build a Grid (TEM-MDM) or Site (FLUXNET-CH4) store",
+                                 description="build a Grid store (TEM-MDM simulations, Zarr) or a Site store "
+                                             "(FLUXNET-CH4 towers, Parquet) that train, transfer, tune and infer read")
+    kinds = prep.add_subparsers(dest="kind", required=True, metavar="{grid,sites}")
 
-    g = kinds.add_parser("grid", help="TEM-MDM files -> Zarr Grid store (valid cells only)")
+    g = kinds.add_parser("grid", help="TEM-MDM files -> Zarr Grid store (valid cells only)",
+                         description="TEM-MDM files -> Zarr Grid store (valid cells only)")
     g.add_argument("--src", required=True, help="X-MethaneWet dataset root (with TEM-MDM/) or the TEM-MDM folder")
     g.add_argument("--out", required=True, help="store path or URL")
     g.add_argument("--years", help="Y0-Y1 (default: every year with a full set of files)")
-    g.add_argument("--cells-per-chunk", type=int, default=DEFAULT_CELLS_PER_CHUNK)
-    g.add_argument("--chunks-per-shard", type=int, default=DEFAULT_CHUNKS_PER_SHARD)
+    g.add_argument("--cells-per-chunk", type=int, default=DEFAULT_CELLS_PER_CHUNK, metavar="N",
+                   help="grid cells per Zarr chunk; one chunk of one year is one block of samples (one Ray Data "
+                        f"read task) (default {DEFAULT_CELLS_PER_CHUNK})")
+    g.add_argument("--chunks-per-shard", type=int, default=DEFAULT_CHUNKS_PER_SHARD, metavar="N",
+                   help="chunks grouped into one shard file along the cell axis: fewer, larger files, e.g. for "
+                        f"object storage (default {DEFAULT_CHUNKS_PER_SHARD})")
     g.add_argument("--wetland-area", metavar="FILE",
                    help="NetCDF wetland fraction (e.g. WAD2M's Fw), static or monthly, on this grid or a finer one "
                         "nesting in it; needed for the global budget (CH4_emission_intensity is per wetland m2)")
     g.set_defaults(func=_prepare_grid)
 
-    s = kinds.add_parser("sites", help="FLUXNET-CH4 daily files -> Parquet Site store")
+    s = kinds.add_parser("sites", help="FLUXNET-CH4 daily files -> Parquet Site store",
+                         description="FLUXNET-CH4 daily files -> Parquet Site store (one sample per site-year)")
     s.add_argument("--src", required=True, help="folder with FLX_*_DD_*.csv + META, or FLUXNET_T1_DD.csv")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="Site store folder (path or URL) to write")
     s.add_argument("--grid", help="Grid store giving NPP, static maps and CH4/CO2 at each tower's cell")
-    s.add_argument("--target", choices=TARGET_CHOICES, default="FCH4")
-    s.add_argument("--wetland-types", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
-    s.add_argument("--max-input-gap", type=int, default=DEFAULT_MAX_INPUT_GAP,
-                   help="fill driver gaps of at most this many days by interpolation (0: none; xmw drivers only)")
-    s.add_argument("--drivers", choices=DRIVER_SETS, default="xmw",
+    s.add_argument("--target", choices=TARGET_CHOICES, default=DEFAULT_TARGET,
+                   help="daily CH4 flux to learn: FCH4 (measured days only), FCH4_F (gap-filled), xmw-fill "
+                        f"(FCH4_F, remaining gaps from FCH4_F_ANNOPTLM) (default {DEFAULT_TARGET})")
+    s.add_argument("--wetland-types", metavar="xmw|CSV", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
+    s.add_argument("--max-input-gap", type=int, default=DEFAULT_MAX_INPUT_GAP, metavar="DAYS",
+                   help="fill driver gaps of at most this many days by interpolation (0: none; xmw drivers only) "
+                        f"(default {DEFAULT_MAX_INPUT_GAP})")
+    s.add_argument("--drivers", choices=DRIVER_SETS, default=DEFAULT_DRIVERS,
                    help="xmw: X-MethaneWet's 5 drivers (gap site-years dropped); tower: the towers' own columns, "
-                        "trailing means, gap flags (gaps kept as NaN) and metadata descriptors")
+                        "trailing means, gap flags (gaps kept as NaN) and metadata descriptors "
+                        f"(default {DEFAULT_DRIVERS})")
     s.add_argument("--sim-sites", metavar="DIR",
                    help="with --drivers tower: 'xmw simulate sites' output whose FCH4 becomes the SIM_FCH4 input")
     s.set_defaults(func=_prepare_sites)
 
-    i = subparsers.add_parser("inspect", help="describe a Grid or Site store")
-    i.add_argument("store")
+    i = subparsers.add_parser("inspect", help="describe a Grid or Site store",
+                              description="describe a Grid or Site store: grid or sites, years, samples, and a summary of "
+                                          "every feature")
+    i.add_argument("store", metavar="STORE", help="Grid store (Zarr) or Site store (Parquet) path or URL")
     i.set_defaults(func=_inspect)

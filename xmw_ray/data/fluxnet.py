@@ -41,11 +41,11 @@ from xmw_ray.data.contract import (
     STATIC_VARS,
 )
 from xmw_ray.data.features import Feature
+from xmw_ray.data.options import TARGET_CHOICES
 from xmw_ray.errors import XmwInputError
 
 MISSING_VALUE = -9999.0
 HUGE = 1e30
-TARGET_CHOICES = ("FCH4", "FCH4_F", "xmw-fill")
 #: Feature ← FLUXNET-CH4 column, for the daily drivers taken as they are.
 DRIVER_COLUMNS = {"PREC": "P_F", "SOLR": "SW_IN_F", "TAIR": "TA_F"}
 VPD_COLUMN = "VPD_F"

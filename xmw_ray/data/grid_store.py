@@ -40,13 +40,12 @@ from xmw_ray.data.contract import (
 )
 from xmw_ray.data.features import FeatureSet, grid_features
 from xmw_ray.data.normstats import NORMSTATS_DIR
+from xmw_ray.data.options import DEFAULT_CELLS_PER_CHUNK, DEFAULT_CHUNKS_PER_SHARD
 from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
 from xmw_ray.data.wetland_extent import WetlandExtent, read_wetland_extent
 from xmw_ray.errors import XmwInputError
 
 GRID_FORMAT = "xmw-grid-v1"
-DEFAULT_CELLS_PER_CHUNK = 256
-DEFAULT_CHUNKS_PER_SHARD = 16
 #: Bytes of one latitude band read at a time during the validity pass.
 _BAND_BYTES = 64 * 2**20
 VALID_RULE = (

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from xmw_ray.errors import XmwInputError
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "presets"
+#: The repository's ``configs/`` folder (next to the package in a source checkout): experiment presets and these.
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESETS_DIR = CONFIGS_DIR / "presets"
 XMW_SITE_FOLDS = PRESETS_DIR / "xmw_site_folds.csv"
 XMW_WETLAND_TYPES = PRESETS_DIR / "xmw_site_wetland_type.csv"
 

@@ -57,7 +57,6 @@ from xmw_ray.data.fluxnet import (
     GPP_COLUMN,
     SITE_STATIC_FEATURES,
     SITE_STATIC_SOURCES,
-    TARGET_CHOICES,
     VPD_COLUMN,
     SiteMeta,
     SiteYears,
@@ -71,8 +70,14 @@ from xmw_ray.data.fluxnet import (
 )
 from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.normstats import NORMSTATS_DIR
-from xmw_ray.data.tower_features import (
+from xmw_ray.data.options import (
+    DEFAULT_DRIVERS,
+    DEFAULT_MAX_INPUT_GAP,
+    DEFAULT_TARGET,
     DRIVER_SETS,
+    TARGET_CHOICES,
+)
+from xmw_ray.data.tower_features import (
     QC_KINDS,
     SIM_VAR,
     TOWER_BASE_VARS,
@@ -90,7 +95,6 @@ from xmw_ray.errors import XmwInputError
 
 SITE_FORMAT = "xmw-sites-v1"
 META_KEY = b"xmw"
-DEFAULT_MAX_INPUT_GAP = 3
 COMMON_METADATA = "_common_metadata"
 DROP_REASONS = ("no_target", "cell_not_in_grid", "year_not_in_grid", "input_gap", "npp_gap")
 
@@ -276,11 +280,11 @@ def prepare_sites(
     src: str | Path,
     out: str | Path,
     grid: str | Path | None = None,
-    target: str = "FCH4",
+    target: str = DEFAULT_TARGET,
     wetland_types: Mapping[str, int] | None = None,
     max_input_gap: int = DEFAULT_MAX_INPUT_GAP,
     progress: Callable[[str], None] = lambda msg: None,
-    drivers: str = "xmw",
+    drivers: str = DEFAULT_DRIVERS,
     sim_sites: str | Path | None = None,
 ) -> dict:
     """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}, "driver_qc": {var:

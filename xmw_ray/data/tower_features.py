@@ -49,7 +49,6 @@ from xmw_ray.data.fluxnet import (
 from xmw_ray.data.solar import SEASON_MEANINGS, SEASON_UNITS, SEASON_VARS, season_features
 from xmw_ray.errors import XmwInputError
 
-DRIVER_SETS = ("xmw", "tower")
 #: Base dynamic vars, each the FLUXNET-CH4 column of the same name (units of the product).
 TOWER_BASE_VARS = ("TA_F", "P_F", "LE_F", "GPP_NT", "TS_1")
 SIM_VAR = "SIM_FCH4"

@@ -9,14 +9,13 @@ import sys
 def cmd_infer(args: argparse.Namespace) -> int:
     from xmw_ray.data.commands import parse_years
     from xmw_ray.infer.budget import BUDGET_UNIT
-    from xmw_ray.infer.run import DEFAULT_BATCH_SIZE, run_inference
+    from xmw_ray.infer.run import run_inference
 
     def progress(year: int, tg: dict[str, float] | None) -> None:
         budget = "" if tg is None else f": {tg['global']:.3f} {BUDGET_UNIT}"
         print(f"  {year} done{budget}", file=sys.stderr, flush=True)
 
-    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
-    res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years), batch_size=batch_size,
+    res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years), batch_size=args.batch_size,
                         actors=args.actors, use_gpu=args.use_gpu, on_year_done=progress)
     skipped = len(res.years) - len(res.computed)
     print(f"flux maps {res.out}: {res.cells} cells x {len(res.years)} years ({len(res.computed)} computed, "
@@ -31,16 +30,22 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (Ray Data actor pool)")
+    from xmw_ray.infer.options import DEFAULT_BATCH_SIZE
+
+    p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (Ray Data actor pool)",
+                       description="global daily CH4 flux maps of a checkpoint over every cell-year of a Grid "
+                                   "store (Ray Data actor pool), as CF-conventions Zarr, with figures and, when "
+                                   "the store has a wetland extent, the global budget")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. runs/<name>/best)")
     p.add_argument("--grid", required=True, help="Grid store (xmw prepare grid)")
-    p.add_argument("--years", help="Y0-Y1 (default: every year of the store)")
+    p.add_argument("--years", metavar="Y0-Y1", help="years to map (default: every year of the store)")
     p.add_argument("--out", required=True,
                    help="flux-map Zarr store; also receives plots/*.png and, when the Grid store has a wetland "
                         "extent (prepare grid --wetland-area), budget.csv. Rerunning the same command resumes: only "
                         "years without a _done/<year>.json marker are computed")
-    p.add_argument("--batch-size", type=int, help="cell-years per model call (default 2048)")
-    p.add_argument("--actors", type=int, default=None,
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help=f"cell-years per model call (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--actors", type=int, default=None, metavar="N",
                    help="inference actors (default: one per GPU with --use-gpu, else all CPUs but one)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
     p.set_defaults(func=cmd_infer)

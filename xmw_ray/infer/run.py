@@ -23,9 +23,9 @@ from xmw_ray.data.grid_store import GridStore, is_url
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budget_csv
 from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
+from xmw_ray.infer.options import DEFAULT_BATCH_SIZE
 from xmw_ray.infer.predictor import FLUX, ILAT, ILON, FluxPredictor
 
-DEFAULT_BATCH_SIZE = 2048
 BUDGET_FILE = "budget.csv"
 PLOTS_DIR = "plots"
 

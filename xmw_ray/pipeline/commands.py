@@ -18,10 +18,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the whole pipeline on the built-in world (README main command)")
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in world (README main command)",
+                       description="the whole pipeline on the built-in world, one stage after another: "
+                                   "simulate, prepare grid and sites, tune, transfer, infer, report; each stage is "
+                                   "an xmw command, skipped when its output exists")
     p.add_argument("--out", default="demo", help="folder for everything the demo writes")
     p.add_argument("--res", type=float, default=10.0, help="grid resolution in degrees")
     p.add_argument("--years", default="1979-2018", help="simulated span Y0-Y1")
     p.add_argument("--sites", type=int, default=30, help="pseudo-observation towers")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the simulated world (xmw simulate --seed) (default 0)")
     p.set_defaults(func=cmd_demo)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmw_ray.data.layout import WETLAND_EXTENT_FILE
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from xmw_ray.data.presets import CONFIGS_DIR
 
 
 @dataclass
@@ -43,12 +42,12 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
         Stage("prepare sites", ["prepare", "sites", "--src", str(world), "--grid", str(grid), "--out", str(site_store)],
               site_store),
         Stage("tune (transfer search: models x strategies, simulations -> towers)", [
-            "tune", "--config", str(REPO_CONFIGS / "tune" / "transfer-search.yaml"),
+            "tune", "--config", str(CONFIGS_DIR / "tune" / "transfer-search.yaml"),
             "--set", f"data.store={site_store}", "--set", f"source.store={grid}",
             *source_years, "--set", f"run.output_dir={runs / 'tune'}"],
               search_best),
         Stage("transfer (built-in preset, reduced)", [
-            "transfer", "--config", str(REPO_CONFIGS / "experiments" / "builtin-transfer.yaml"),
+            "transfer", "--config", str(CONFIGS_DIR / "experiments" / "builtin-transfer.yaml"),
             "--set", f"output_dir={runs / 'transfer'}", "--set", f"source.store={grid}",
             "--set", f"target.store={site_store}",
             "--set", f"source.split.train_years=[{max(y0, y1 - 19)},{y1 - 5}]",

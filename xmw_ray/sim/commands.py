@@ -70,16 +70,27 @@ def _simulate_sites(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     sim = subparsers.add_parser(
         "simulate", help="write the built-in world (TEM-MDM + FLUXNET-CH4 layout), or simulate real towers",
-        description="xmw simulate --out DIR [--res DEG --years Y0-Y1 --sites N --seed S] | "
-                    "xmw simulate sites --forcing DIR --out DIR")
-    sim.add_argument("--out", help="output folder (receives TEM-MDM/, FLUXNET-CH4/ and truth.json)")
-    sim.add_argument("--res", type=float, default=DEFAULT_RES, help=f"grid resolution in degrees (default {DEFAULT_RES})")
-    sim.add_argument("--years", default=DEFAULT_YEARS, help=f"Y0-Y1 (default {DEFAULT_YEARS})")
-    sim.add_argument("--sites", type=int, default=DEFAULT_SITES, help=f"pseudo towers (default {DEFAULT_SITES})")
-    sim.add_argument("--seed", type=int, default=0)
+        usage="%(prog)s --out DIR [--res DEG] [--years Y0-Y1] [--sites N] [--seed S]\n"
+              "       %(prog)s sites --forcing DIR --out DIR",
+        description="Without a sub-command: write the built-in world (a process model with known truth) in the "
+                    "X-MethaneWet layout. 'xmw simulate sites': run the same process model at real towers' forcing.")
+    sim.add_argument("--out", metavar="DIR", help="output folder (receives TEM-MDM/, FLUXNET-CH4/ and truth.json)")
+    sim.add_argument("--res", type=float, default=DEFAULT_RES, metavar="DEG",
+                     help=f"grid resolution in degrees, dividing 180 and 360 (default {DEFAULT_RES})")
+    sim.add_argument("--years", default=DEFAULT_YEARS, metavar="Y0-Y1",
+                     help=f"simulated years (default {DEFAULT_YEARS})")
+    sim.add_argument("--sites", type=int, default=DEFAULT_SITES, metavar="N",
+                     help=f"pseudo-observation towers placed on wetland cells (default {DEFAULT_SITES})")
+    sim.add_argument("--seed", type=int, default=0, metavar="S",
+                     help="seed of the world: its maps, weather and tower placement; the same seed gives the same "
+                          "files (default 0)")
     sim.set_defaults(func=_simulate)
-    kinds = sim.add_subparsers(dest="sim_kind")
-    sites = kinds.add_parser("sites", help="run the process model at real towers' own daily forcing")
-    sites.add_argument("--forcing", required=True, help="folder with FLUXNET-CH4 site files (or FLUXNET_T1_DD.csv)")
-    sites.add_argument("--out", dest="sites_out", required=True, help="output folder (site files + metadata)")
+    kinds = sim.add_subparsers(dest="sim_kind", title="sub-command (optional)", metavar="sites")
+    sites = kinds.add_parser("sites", prog=f"{sim.prog} sites", help="run the process model at real towers' own daily forcing",
+                             description="run the built-in world's process model at real towers' own daily "
+                                         "forcing: one simulated FLUXNET-CH4 site file per tower")
+    sites.add_argument("--forcing", required=True, metavar="DIR",
+                       help="folder with FLUXNET-CH4 site files (or FLUXNET_T1_DD.csv)")
+    sites.add_argument("--out", dest="sites_out", required=True, metavar="DIR",
+                       help="output folder (site files + metadata)")
     sites.set_defaults(func=_simulate_sites)

@@ -8,7 +8,8 @@ import argparse
 def cmd_transfer(args: argparse.Namespace) -> int:
     from xmw_ray.config import load_config
     from xmw_ray.train.runner import ensure_ray
-    from xmw_ray.transfer.experiment import ExperimentConfig, run_experiment
+    from xmw_ray.transfer.config import ExperimentConfig
+    from xmw_ray.transfer.experiment import run_experiment
 
     cfg = load_config(args.config, args.overrides, cls=ExperimentConfig)
     ensure_ray()
@@ -20,9 +21,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from xmw_ray.train.commands import add_config_args
+    from xmw_ray.train.commands import add_config_parser
 
-    p = sub.add_parser("transfer", help="transfer-learning experiment: strategies x models x settings x "
-                                        "fractions x seeds, results table and plot")
-    add_config_args(p)
+    p = add_config_parser(sub, "transfer", "xmw_ray.transfer.config:ExperimentConfig",
+                          help="transfer-learning experiment: strategies x models x settings x fractions x seeds, "
+                               "results table and plot",
+                          description="transfer learning from simulations (source) to observations (target): "
+                                      "every strategy x model x setting x fraction x seed is a Ray Train run scored "
+                                      "on the target's test split, next to a gradient-boosted-tree baseline; "
+                                      "rerunning skips finished runs")
     p.set_defaults(func=cmd_transfer)

@@ -27,8 +27,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from xmw_ray.train.commands import add_config_args
+    from xmw_ray.train.commands import add_config_parser
 
-    p = sub.add_parser("tune", help="Ray Tune search (Optuna + ASHA) over models, strategies, hyper-parameters")
-    add_config_args(p)
+    p = add_config_parser(sub, "tune", "xmw_ray.tune.config:TuneConfig",
+                          help="Ray Tune search (Optuna + ASHA) over models, strategies, hyper-parameters",
+                          description="Ray Tune search (Optuna suggestions, ASHA early stopping) over models, "
+                                      "transfer strategies and their hyper-parameters; a leaderboard and the best "
+                                      "checkpoint; launching again with the same run.name resumes the search")
     p.set_defaults(func=cmd_tune)
