@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from xmw_ray.config import TrainConfig, load_config
-from xmw_ray.transfer.experiment import ExperimentConfig
+from xmw_ray.transfer.config import ExperimentConfig
 from xmw_ray.tune.config import TuneConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
