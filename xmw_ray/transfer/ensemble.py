@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from xmw_ray.train.checkpoint import write_ensemble_checkpoint
+from xmw_ray.models.checkpoint import write_ensemble_checkpoint
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.runner import TrainOutcome
 from xmw_ray.transfer.base import Strategy, TransferJob
