@@ -17,7 +17,9 @@ from xmw_ray import storage
 from xmw_ray.storage import (
     aside_target,
     is_url,
+    join_path,
     local_mirror,
+    local_run_dir,
     publish_dir,
     published_dir,
     run_path,
@@ -46,10 +48,13 @@ def test_url_helpers(tmp_path, monkeypatch):
     assert is_url("s3://bucket/x") and is_url("gs://b") and not is_url("runs/x") and not is_url(tmp_path)
     assert url_scheme("GS://b/x") == "gs" and url_scheme("/a/b") == ""
     assert run_path("s3://b/runs/", "exp", "trials") == "s3://b/runs/exp/trials"
+    assert join_path("gs://b/x", "pretrain") == "gs://b/x/pretrain" and join_path("x", "y") == str(Path("x/y"))
     monkeypatch.chdir(tmp_path)
     assert run_path("runs", "exp") == str(tmp_path / "runs" / "exp")
+    assert local_run_dir("runs", "exp") == tmp_path / "runs" / "exp"
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
     assert local_mirror("s3://bucket/runs/") == tmp_path / "cache" / "runs" / "s3" / "bucket" / "runs"
+    assert local_run_dir("s3://bucket/runs", "exp") == tmp_path / "cache" / "runs" / "s3" / "bucket" / "runs" / "exp"
 
 
 def test_aside_target():

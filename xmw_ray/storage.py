@@ -50,12 +50,25 @@ def url_scheme(path: str | os.PathLike) -> str:
     return str(path).split(_URL_SEP, 1)[0].lower() if is_url(path) else ""
 
 
+def join_path(base: str | os.PathLike, *parts: str) -> str:
+    """``base/parts…`` for a URL (``Path`` would fold its ``//``) or a local path (kept relative if it is)."""
+    if is_url(base):
+        return "/".join([str(base).rstrip("/"), *parts])
+    return str(Path(base).joinpath(*parts))
+
+
 def run_path(output_dir: str, *parts: str) -> str:
     """``<output_dir>/<parts…>`` where a run's files live: joined as a URL for object storage, else the absolute
     local path (Ray and Tune change the working directory, so a relative path would name another folder)."""
     if is_url(output_dir):
-        return "/".join([output_dir.rstrip("/"), *parts])
+        return join_path(output_dir, *parts)
     return str(Path(output_dir).resolve().joinpath(*parts))
+
+
+def local_run_dir(output_dir: str, name: str) -> Path:
+    """The local folder of run ``name``: under ``output_dir``, or for a URL ``output_dir`` its local mirror
+    (``local_mirror``), where the run's ``best`` and history are written before they are uploaded."""
+    return local_mirror(output_dir) / name if is_url(output_dir) else Path(run_path(output_dir, name))
 
 
 def local_mirror(url: str) -> Path:

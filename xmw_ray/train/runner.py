@@ -25,7 +25,7 @@ from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import load_train_state
-from xmw_ray.storage import is_url, local_mirror, publish_dir, run_path, write_text_atomic
+from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
 from xmw_ray.train.loop import Objective, train_loop_per_worker
 from xmw_ray.train.resources import check_fits
 
@@ -50,10 +50,7 @@ class TrainOutcome:
 
 def run_dir_of(cfg: TrainConfig) -> Path:
     """Local folder of a run: the run itself, or for a URL ``output_dir`` its local copy (``run_url_of``)."""
-    out = cfg.run.output_dir
-    if is_url(out):
-        return local_mirror(out) / cfg.run.name
-    return Path(run_path(out, cfg.run.name))
+    return local_run_dir(cfg.run.output_dir, cfg.run.name)
 
 
 def run_url_of(cfg: TrainConfig) -> str | None:
@@ -67,7 +64,7 @@ def run_storage(output_dir: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
     gs:// through gcsfs) and its path, or no filesystem and the absolute local folder."""
     if is_url(output_dir):
         return arrow_filesystem(output_dir)
-    return None, str(Path(output_dir).resolve())
+    return None, run_path(output_dir)
 
 
 def _publish(run_dir: Path, url: str) -> None:

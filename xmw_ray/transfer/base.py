@@ -35,7 +35,7 @@ from xmw_ray.data.ray_datasets import StoreInfo, store_info
 from xmw_ray.data.site_store import COMMON_METADATA
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import MODEL_FILE, load_model_state
-from xmw_ray.storage import write_text_atomic
+from xmw_ray.storage import join_path, write_text_atomic
 from xmw_ray.train.runner import TrainOutcome, run_dir_of, run_training
 
 PRETRAIN_DIR = "pretrain"
@@ -138,7 +138,7 @@ def pretrain_source(job: TransferJob) -> Path:
     key = pretrain_key(job)
     cfg = TrainConfig(data=job.source, model=job.model, optim=job.pretrain_optim, resources=job.resources,
                       run=job.run.model_copy(update={"name": key,
-                                                     "output_dir": str(Path(job.run.output_dir) / PRETRAIN_DIR)}))
+                                                     "output_dir": join_path(job.run.output_dir, PRETRAIN_DIR)}))
     run_dir = run_dir_of(cfg)
     done = run_dir / DONE_FILE
     if done.is_file() and (run_dir / "best" / MODEL_FILE).is_file():
