@@ -33,7 +33,8 @@ TRUTH_FILE = "truth.json"
 WORLD_MARKER = ".xmw-world"
 #: What ``simulate`` writes at the top of its folder (and ``truth.json``'s aside while it is written, whose old
 #: ``.tmp`` name is kept for worlds written before): a folder holding anything else is not a world to replace.
-WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, TRUTH_FILE, TRUTH_FILE + ".tmp", WORLD_MARKER)
+WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.WETLAND_EXTENT_FILE.split("/", 1)[0], TRUTH_FILE,
+                 TRUTH_FILE + ".tmp", WORLD_MARKER)
 _MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
 
 
