@@ -1,12 +1,13 @@
 """The one storage module: URL detection, run paths, and writes that a crash or bad input never leaves half done.
 
 Every write to a file or folder the project publishes goes through here (a test greps the package for renames and
-URL checks elsewhere). Local paths are written to a temporary sibling and renamed (``directory_aside``); object-store URLs are written
-to a local temporary folder and uploaded with a commit object last (``upload_aside``).
+URL checks elsewhere). Local paths are written to a temporary sibling and renamed (``directory_aside``,
+``file_aside``); object-store URLs are written to a local temporary folder and uploaded with a commit object last
+(``upload_aside``), single files in one PUT (``write_bytes_atomic``).
 
 A local target is checked before anything is written (``refuse_foreign_local``): a file, or a folder holding
 anything the command would not write itself, is refused, never deleted. Writers of the same target take a lock on
-its parent folder for the short commit (move the old one aside, rename the new one in), and each run first removes
+its parent folder for the short commit (swap the new one in), and each run first removes
 the temporary siblings that dead processes on this host left (``sweep_stale_asides``).
 
 Replacing a folder is one atomic step on Linux: the new folder and the old one are swapped by
@@ -76,6 +77,8 @@ def local_mirror(url: str) -> Path:
     uploaded): ``$XMW_CACHE_DIR/runs/<scheme>/<bucket>/<path>``."""
     cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmw")
     return cache / "runs" / url.replace(_URL_SEP, "/", 1).rstrip("/")
+
+
 #: What follows ``.NAME.tmp-`` / ``.NAME.old-`` in an aside's name: the writer's pid, then ``@host.token`` (asides
 #: written before they carried it have the pid alone).
 _ASIDE_TAIL = re.compile(r"(?P<pid>\d+)(?:@(?P<host>.+)\.[0-9a-f]{8})?")
