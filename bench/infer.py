@@ -67,7 +67,7 @@ def checkpoint(path: Path) -> Path:
     import torch
 
     from xmw_ray.models import build_model
-    from xmw_ray.train.checkpoint import write_checkpoint
+    from xmw_ray.models.checkpoint import write_checkpoint
 
     torch.manual_seed(0)
     model = build_model("lstm", 5, 10, norm=NORM)  # X-MethaneWet's sizes are the defaults: hidden 8, 3 layers
@@ -120,7 +120,7 @@ def plain_loop(store_path: Path, ckpt: Path, batch_size: int) -> tuple[float, in
     import torch
 
     from xmw_ray.data.grid_store import GridStore
-    from xmw_ray.train.checkpoint import load_checkpoint_model
+    from xmw_ray.models.checkpoint import load_checkpoint_model
 
     t = time.perf_counter()
     model = load_checkpoint_model(ckpt)

@@ -47,7 +47,7 @@ from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.solar import SEASON_VARS, season_features
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.data.tower_features import on_span, qc_drivers, trailing_mean
-from xmw_ray.train.checkpoint import load_checkpoint_model
+from xmw_ray.models.checkpoint import load_checkpoint_model
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator
 from xmw_ray.train.runner import ensure_ray

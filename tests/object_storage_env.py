@@ -134,7 +134,7 @@ def check_training_keeps_run_storage(stores: dict, runs_url: str, name: str, fs:
     checkpoints, the best checkpoint, the history and the training-split statistics all land in the bucket."""
     from test_train import make_cfg
 
-    from xmw_ray.train.checkpoint import load_checkpoint_model
+    from xmw_ray.models.checkpoint import load_checkpoint_model
     from xmw_ray.train.runner import run_training
 
     with environ({"XMW_CACHE_DIR": str(cache)}):
@@ -167,7 +167,7 @@ def check_inference_equals_local_and_resumes(stores: dict, bucket_url: str, fs: 
     from xmw_ray.data.grid_store import GridStore
     from xmw_ray.infer.run import run_inference
     from xmw_ray.models import build_model
-    from xmw_ray.train.checkpoint import write_checkpoint
+    from xmw_ray.models.checkpoint import write_checkpoint
 
     torch.manual_seed(0)
     norm = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 17.0, 8.0, 17.0]},

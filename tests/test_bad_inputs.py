@@ -52,7 +52,7 @@ def workspace(tmp_path_factory) -> Workspace:
 
     from xmw_ray.data.grid_store import GridStore
     from xmw_ray.models import build_model
-    from xmw_ray.train.checkpoint import write_checkpoint
+    from xmw_ray.models.checkpoint import write_checkpoint
 
     root = tmp_path_factory.mktemp("bad-inputs")
     flux = _write_sim_towers(root / "flux")

@@ -20,8 +20,8 @@ from xmw_ray.data.site_store import SiteStore, prepare_sites
 from xmw_ray.data.tower_features import SIM_MARKER, SIM_MARKER_FORMAT, tower_features
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import build_model
+from xmw_ray.models.checkpoint import load_checkpoint_model, write_checkpoint
 from xmw_ray.sim.site_forcing import simulate_sites
-from xmw_ray.train.checkpoint import load_checkpoint_model, write_checkpoint
 from xmw_ray.transfer.base import check_layouts
 
 YEARS = (2000, 2002)
@@ -169,7 +169,7 @@ def test_sim_sites_refuses_the_real_observations(fluxnet_dir, tmp_path, capsys):
 
 
 def test_ensemble_members_trained_on_differently_prepared_stores_are_refused(world, tmp_path):
-    from xmw_ray.train.checkpoint import write_ensemble_checkpoint
+    from xmw_ray.models.checkpoint import write_ensemble_checkpoint
 
     a = _checkpoint(tmp_path / "a", SiteStore.open(world["sites_grid"]).features)
     b = _checkpoint(tmp_path / "b", SiteStore.open(world["sites_bare"]).features)

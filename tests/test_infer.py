@@ -24,7 +24,7 @@ from xmw_ray.data.grid_store import GridStore, prepare_grid
 from xmw_ray.infer.budget import CSV_COLUMNS, LAT_BANDS, NO_EXTENT, BudgetAccumulator, band_of_lat
 from xmw_ray.infer.run import run_inference
 from xmw_ray.models import build_model
-from xmw_ray.train.checkpoint import write_checkpoint
+from xmw_ray.models.checkpoint import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 YEARS = (2000, 2001)

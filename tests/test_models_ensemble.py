@@ -17,7 +17,7 @@ from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.predictor import FLUX, FluxPredictor
 from xmw_ray.models import EnsembleModel, build_model, ensemble_from_models, load_model
-from xmw_ray.train.checkpoint import (
+from xmw_ray.models.checkpoint import (
     ENSEMBLE_MEMBERS_KEY,
     load_checkpoint_model,
     write_checkpoint,

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from builders import write_tiny_fluxnet, write_tiny_temmdm
 
+from xmw_ray import storage as atomic
 from xmw_ray.cli import main
-from xmw_ray.data import atomic, layout
-from xmw_ray.data.atomic import directory_aside, sweep_stale_asides, write_text_atomic
+from xmw_ray.data import layout
+from xmw_ray.storage import directory_aside, sweep_stale_asides, write_text_atomic
 
 SIM_ARGS = ["--res", "30", "--years", "2000-2000", "--sites", "0"]
 
@@ -146,7 +147,7 @@ def test_out_in_read_only_folder(command, sources, tmp_path, capsys):
 def test_out_in_unwritable_folder_as_root(command, sources, tmp_path, capsys, monkeypatch):
     """CI runs as root, which writes anywhere: the same refusal, with the folder's write permission denied by
     ``os.access`` (what a non-root user's run sees)."""
-    import xmw_ray.data.atomic as atomic
+    import xmw_ray.storage as atomic
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -235,7 +236,7 @@ def test_concurrent_writers_of_one_target(locked, tmp_path, monkeypatch):
 _WRITER = """
 import sys
 from pathlib import Path
-from xmw_ray.data.atomic import directory_aside
+from xmw_ray.storage import directory_aside
 out, tag = Path(sys.argv[1]), sys.argv[2]
 for i in range(25):
     with directory_aside(out, lambda key: key.startswith("part-"), "test store") as tmp:

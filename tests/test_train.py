@@ -177,7 +177,7 @@ def test_two_workers_data_parallel(ray_session, grid_store, tmp_path):
     assert [h["skipped_batches"] for h in out.history] == [1, 1]
     assert (out.best_checkpoint / "model.pt").is_file()
     # the checkpoint holds the bare model (no DDP "module." prefix) and loads back
-    from xmw_ray.train.checkpoint import load_checkpoint_model
+    from xmw_ray.models.checkpoint import load_checkpoint_model
 
     model = load_checkpoint_model(out.best_checkpoint)
     assert model.n_dynamic == 5

@@ -83,7 +83,7 @@ def test_run_on_a_worker_without_validation_keeps_the_final_epoch(ray_session, t
     from train_world import make_grid_store
 
     from xmw_ray.config import TrainConfig
-    from xmw_ray.train.checkpoint import METRICS_FILE
+    from xmw_ray.models.checkpoint import METRICS_FILE
     from xmw_ray.train.runner import run_training
 
     store = make_grid_store(tmp_path / "world")

@@ -65,8 +65,8 @@ def test_hybrid_experiment_builds_its_stores_and_deploys_a_seed_ensemble(ray_ses
     from builders import write_tiny_fluxnet
 
     from xmw_ray.data.ray_datasets import store_info
+    from xmw_ray.models.checkpoint import load_checkpoint_model
     from xmw_ray.models.ensemble import EnsembleModel
-    from xmw_ray.train.checkpoint import load_checkpoint_model
     from xmw_ray.train.evaluate import evaluate_checkpoint
     from xmw_ray.transfer.experiment import run_experiment
 

@@ -10,7 +10,7 @@ import torch
 from xmw_ray.data import schema
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import build_model
-from xmw_ray.train.checkpoint import load_checkpoint_model, write_checkpoint
+from xmw_ray.models.checkpoint import load_checkpoint_model, write_checkpoint
 from xmw_ray.train.loop import WEIGHT_COLUMN
 from xmw_ray.transfer.adversarial import AdversarialParams, DANNObjective, grad_reverse, lambda_ramp
 from xmw_ray.transfer.base import validate_params

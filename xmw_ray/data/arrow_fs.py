@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from xmw_ray.storage import url_scheme
+
 if TYPE_CHECKING:
     import pyarrow.fs
 
@@ -24,8 +26,7 @@ def arrow_filesystem(url: str) -> tuple[pyarrow.fs.FileSystem, str]:
     """``(filesystem, path)`` for ``url``: the path is relative to the filesystem (no scheme), as pyarrow expects."""
     from pyarrow import fs
 
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in GCS_SCHEMES:
+    if url_scheme(url) in GCS_SCHEMES:
         import fsspec
 
         gcs, path = fsspec.core.url_to_fs(url)

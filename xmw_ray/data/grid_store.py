@@ -18,14 +18,12 @@ years. The store is written aside and renamed (local paths) and carries ``comple
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from xmw_ray.data import schema
-from xmw_ray.data.atomic import directory_aside, refuse_foreign_local, refuse_foreign_objects
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
@@ -44,6 +42,7 @@ from xmw_ray.data.options import DEFAULT_CELLS_PER_CHUNK, DEFAULT_CHUNKS_PER_SHA
 from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
 from xmw_ray.data.wetland_extent import WetlandExtent, read_wetland_extent
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import directory_aside, is_url, refuse_foreign_local, refuse_foreign_objects
 
 GRID_FORMAT = "xmw-grid-v1"
 #: Bytes of one latitude band read at a time during the validity pass.
@@ -52,10 +51,6 @@ VALID_RULE = (
     "statics finite; wetlandtype > 0; every year: daily drivers and "
     "NPP finite on all days, target finite on at least one day"
 )
-
-
-def is_url(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
 
 
 def _band_rows(nlon: int) -> int:

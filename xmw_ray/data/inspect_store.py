@@ -10,6 +10,7 @@ from xmw_ray.data import schema
 from xmw_ray.data.grid_store import GRID_FORMAT, GridStore
 from xmw_ray.data.site_store import COMMON_METADATA, SiteStore
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import is_url
 
 
 class _Ranges:
@@ -59,7 +60,7 @@ def _summarise(blocks, dynamic_vars, static_vars, units) -> list[str]:
 
 
 def _is_grid(path: str) -> bool:
-    if "://" in path:
+    if is_url(path):
         try:
             GridStore.open(path)
             return True
@@ -72,7 +73,7 @@ def _is_grid(path: str) -> bool:
 def inspect_store(path: str | Path) -> str:
     """A text report of the store at ``path``."""
     path = str(path)
-    if "://" not in path and not Path(path).exists():
+    if not is_url(path) and not Path(path).exists():
         raise XmwInputError(f"{path}: no such store")
     if _is_grid(path):
         g = GridStore.open(path)
@@ -86,7 +87,7 @@ def inspect_store(path: str | Path) -> str:
         ]
         blocks = (g.read_block(y, c) for y in range(len(g.years)) for c in range(g.n_chunks))
         return "\n".join(head + _summarise(blocks, g.dynamic_vars, g.static_vars, g.units))
-    if "://" in path or (Path(path) / COMMON_METADATA).is_file():
+    if is_url(path) or (Path(path) / COMMON_METADATA).is_file():
         s = SiteStore.open(path)
         head = [f"Site store {path}", f"target: {s.meta['target']}; sites: {len(s.sites)}; "
                 f"samples: {s.table().num_rows}"]

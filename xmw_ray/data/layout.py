@@ -7,7 +7,6 @@ so a crash never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from xmw_ray.data.contract import (
     UNITS,
     grid_coords,
 )
+from xmw_ray.storage import file_aside, write_text_atomic
 
 TEM_DIR = "TEM-MDM"
 FLUX_DIR = "FLUXNET-CH4"
@@ -62,10 +62,8 @@ def _atomic_nc(path: Path, var: str, data: np.ndarray, dims: tuple[str, ...], re
     ds[var].attrs["units"] = units
     ds["lat"].attrs.update(units="degrees_north", standard_name="latitude")
     ds["lon"].attrs.update(units="degrees_east", standard_name="longitude")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    with file_aside(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
 
 
 def write_static(root: Path, var: str, data: np.ndarray, res: float, units: str | None = None) -> None:
@@ -107,10 +105,8 @@ def write_wetland_extent(root: Path, monthly: np.ndarray, res: float) -> Path:
     ds["Fw"].attrs.update(units="1", long_name="fraction of the cell under wetland")
     ds["time"].attrs.update(units="days since 2000-01-01", calendar="noleap")  # month starts: decodable by xarray
     path = Path(root) / WETLAND_EXTENT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    with file_aside(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
     return path
 
 
@@ -130,7 +126,4 @@ def write_annual(root: Path, var: str, years: np.ndarray, values: np.ndarray) ->
     if var not in ANNUAL_VARS:
         raise ValueError(f"unknown annual variable {var!r}")
     path = annual_path(root, var)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{int(y)} {float(v):.3f}\n" for y, v in zip(years, values, strict=True)))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{int(y)} {float(v):.3f}\n" for y, v in zip(years, values, strict=True)))

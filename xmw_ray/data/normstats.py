@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xmw_ray.data import schema
-from xmw_ray.data.atomic import write_text_atomic
 from xmw_ray.data.splits import TRAIN, SplitPlan, SplitSpec
+from xmw_ray.storage import write_text_atomic
 
 NORMSTATS_DIR = "normstats"
 
@@ -144,13 +144,7 @@ class NormStats:
         """Write ``<store>/normstats/<split_key>.json`` atomically; returns the path."""
         path = normstats_path(store_path, self.split_key)
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
-        if "://" in path:
-            import fsspec
-
-            with fsspec.open(path, "w") as fh:  # object stores write whole objects
-                fh.write(text)
-        else:
-            write_text_atomic(path, text)
+        write_text_atomic(path, text)  # object stores: one PUT, a whole object
         return path
 
     @classmethod

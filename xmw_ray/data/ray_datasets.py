@@ -21,11 +21,12 @@ from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.data.features import FeatureSet
-from xmw_ray.data.grid_store import GridStore, is_url
+from xmw_ray.data.grid_store import GridStore
 from xmw_ray.data.normstats import NormStats, grid_normstats, site_normstats
 from xmw_ray.data.site_store import SiteStore
 from xmw_ray.data.splits import PART_CODES, SplitPlan, SplitSpec
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import is_url
 
 PARTS = ("train", "val", "test", "all")
 

@@ -39,7 +39,6 @@ import numpy as np
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.atmosphere import annual_concentrations
-from xmw_ray.data.atomic import directory_aside, refuse_foreign_local, refuse_foreign_objects, upload_aside
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
     DAILY_VARS,
@@ -68,7 +67,6 @@ from xmw_ray.data.fluxnet import (
     target_days,
     vapour_pressure_hpa,
 )
-from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.normstats import NORMSTATS_DIR
 from xmw_ray.data.options import (
     DEFAULT_DRIVERS,
@@ -92,6 +90,13 @@ from xmw_ray.data.tower_features import (
     unknown_descriptors,
 )
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import (
+    directory_aside,
+    is_url,
+    refuse_foreign_local,
+    refuse_foreign_objects,
+    upload_aside,
+)
 
 SITE_FORMAT = "xmw-sites-v1"
 META_KEY = b"xmw"

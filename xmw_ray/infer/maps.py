@@ -24,14 +24,12 @@ per-year commit holds on object stores too.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from xmw_ray.data.atomic import directory_aside, upload_aside
 from xmw_ray.data.contract import (
     DAYS_IN_MONTH,
     DAYS_PER_YEAR,
@@ -40,8 +38,8 @@ from xmw_ray.data.contract import (
     grid_coords,
     grid_shape,
 )
-from xmw_ray.data.grid_store import is_url
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import directory_aside, is_url, upload_aside, write_bytes_atomic
 
 MAPS_FORMAT = "xmw-fluxmaps-v1"
 FLUX_VAR = "ch4_flux"
@@ -66,19 +64,9 @@ def join(base: str, *parts: str) -> str:
 
 
 def put_bytes(url: str, data: bytes) -> None:
-    """Write ``data`` to ``url`` whole: one PUT on object stores (atomic there), a temporary file and a rename on
-    local disks."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if is_url(url):
-        fs.pipe_file(path, data)
-        return
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp-{os.getpid()}"
-    fs.pipe_file(tmp, data)
-    fs.mv(tmp, path)
+    """Write ``data`` to ``url`` whole (``write_bytes_atomic``: one PUT on object stores, a temporary file and a
+    rename on local disks)."""
+    write_bytes_atomic(url, data)
 
 
 def get_bytes(url: str) -> bytes | None:

@@ -12,7 +12,7 @@ import torch
 
 from xmw_ray.data import schema
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.checkpoint import load_checkpoint_model
+from xmw_ray.models.checkpoint import load_checkpoint_model
 
 ILAT, ILON, FLUX = "ilat", "ilon", "flux"
 

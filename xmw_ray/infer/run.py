@@ -19,12 +19,13 @@ import numpy as np
 
 from xmw_ray.data.contract import DAYS_PER_YEAR, grid_coords
 from xmw_ray.data.features import check_pairing
-from xmw_ray.data.grid_store import GridStore, is_url
+from xmw_ray.data.grid_store import GridStore
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budget_csv
 from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
 from xmw_ray.infer.options import DEFAULT_BATCH_SIZE
 from xmw_ray.infer.predictor import FLUX, ILAT, ILON, FluxPredictor
+from xmw_ray.storage import is_url
 
 BUDGET_FILE = "budget.csv"
 PLOTS_DIR = "plots"
@@ -66,7 +67,7 @@ def local_checkpoint(checkpoint: str) -> Iterator[str]:
         return
     import fsspec
 
-    from xmw_ray.train.checkpoint import MODEL_FILE
+    from xmw_ray.models.checkpoint import MODEL_FILE
 
     fs, root = fsspec.core.url_to_fs(checkpoint)
     with tempfile.TemporaryDirectory(prefix="xmw-checkpoint-") as tmp:
@@ -168,7 +169,7 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     A store without a wetland extent gets the flux maps only: no ``budget.csv``, no budget plot, and
     ``InferResult.no_budget`` says why (the flux is per unit wetland area; cell area would overstate it).
     """
-    from xmw_ray.train.checkpoint import MODEL_FILE, load_checkpoint_model
+    from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model
     from xmw_ray.train.runner import planned_cluster_resources
 
     if batch_size < 1:

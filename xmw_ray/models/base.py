@@ -13,7 +13,6 @@ far outside the training range cannot push the network into regions it never saw
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
@@ -25,6 +24,7 @@ from torch import nn
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import file_aside
 
 if TYPE_CHECKING:
     from xmw_ray.data.normstats import NormStats
@@ -248,12 +248,6 @@ class XmwModel(nn.Module):
             payload["features"] = self.features.to_record()
         if extra is not None:
             payload["extra"] = extra
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with file_aside(path) as tmp:
+            torch.save(payload, tmp)
         return path

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import write_text_atomic
 
 SECTIONS = (
     ("Search leaderboard (Ray Tune)", "leaderboard.md"),
@@ -90,8 +90,5 @@ def build_report(folders: list[Path], title: str = "xmw_ray report") -> str:
 
 def write_report(folders: list[Path], out: Path) -> Path:
     page = build_report(folders)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    write_text_atomic(out, page)
     return out

@@ -11,7 +11,6 @@ columns. X-MethaneWet's combined daily file names sites with dots (``US.Atq``: i
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from xmw_ray.data import layout
+from xmw_ray.storage import file_aside
 
 MISSING = -9999
 SITE_COLUMNS: tuple[str, ...] = ("TIMESTAMP", "FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", "TA_F", "P_F", "SW_IN_F", "VPD_F",
@@ -42,16 +42,6 @@ def meta_file_name(stamp: str) -> str:
     return f"FLX_AA-Flx_CH4-META_{stamp}.csv"
 
 
-def _replace(tmp: Path, path: Path) -> Path:
-    os.replace(tmp, path)
-    return path
-
-
-def _tmp(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(path.name + ".tmp")
-
-
 def write_site_file(directory: Path, site: str, dates: np.ndarray, columns: dict[str, np.ndarray]) -> Path:
     """One daily site file; ``dates`` are ``datetime64[D]``; NaN (and absent columns) become -9999."""
     dates = np.asarray(dates, dtype="datetime64[D]")
@@ -60,21 +50,20 @@ def write_site_file(directory: Path, site: str, dates: np.ndarray, columns: dict
     for col in SITE_COLUMNS[1:]:
         frame[col] = np.asarray(columns[col], dtype=np.float64) if col in columns else np.nan
     path = Path(directory) / site_file_name(site, int(years.min()), int(years.max()))
-    tmp = _tmp(path)
-    frame.to_csv(tmp, index=False, na_rep=str(MISSING), float_format="%.6g", lineterminator="\n")
-    return _replace(tmp, path)
+    with file_aside(path) as tmp:
+        frame.to_csv(tmp, index=False, na_rep=str(MISSING), float_format="%.6g", lineterminator="\n")
+    return path
 
 
 def write_meta(directory: Path, rows: Sequence[dict], stamp: str) -> Path:
     """The metadata table (UTF-8 BOM header, the release's columns; absent fields empty)."""
     path = Path(directory) / meta_file_name(stamp)
-    tmp = _tmp(path)
-    with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+    with file_aside(path) as tmp, open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(META_COLUMNS)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else row.get(c) for c in META_COLUMNS])
-    return _replace(tmp, path)
+    return path
 
 
 def write_combined(root: Path, frames: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]],
@@ -90,11 +79,10 @@ def write_combined(root: Path, frames: Sequence[tuple[str, np.ndarray, dict[str,
         parts.append(frame)
     daily = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(COMBINED_COLUMNS))
     daily_path = flux_dir / layout.SITE_DAILY_FILE
-    tmp = _tmp(daily_path)
-    daily.to_csv(tmp, index=False, na_rep="", float_format="%.6g", lineterminator="\n")
-    _replace(tmp, daily_path)
+    with file_aside(daily_path) as tmp:
+        daily.to_csv(tmp, index=False, na_rep="", float_format="%.6g", lineterminator="\n")
     info = pd.DataFrame([{c: row.get(c) for c in SITE_INFO_COLUMNS} for row in info_rows], columns=list(SITE_INFO_COLUMNS))
     info_path = flux_dir / layout.SITE_META_FILE
-    tmp = _tmp(info_path)
-    info.to_csv(tmp, index=False, lineterminator="\n")
-    return daily_path, _replace(tmp, info_path)
+    with file_aside(info_path) as tmp:
+        info.to_csv(tmp, index=False, lineterminator="\n")
+    return daily_path, info_path

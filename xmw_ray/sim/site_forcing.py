@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from xmw_ray.data import layout
-from xmw_ray.data.atomic import write_text_atomic
 from xmw_ray.data.contract import NMOL_PER_S_TO_MG_PER_DAY
 from xmw_ray.data.fluxnet import (
     HUGE,
@@ -41,6 +40,7 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.sim.flx_files import SITE_COLUMNS, write_meta, write_site_file
 from xmw_ray.sim.process import SIMULATOR, CellProps, ProcessParams, cell_props
 from xmw_ray.sim.site_model import run_site, site_forcing
+from xmw_ray.storage import write_text_atomic
 
 FORCING_COLUMNS = ("TA_F", "P_F", "SW_IN_F", "VPD_F")
 COPIED_COLUMNS = tuple(c for c in SITE_COLUMNS if c not in ("TIMESTAMP", "FCH4", "FCH4_F", "FCH4_F_ANNOPTLM"))

@@ -9,7 +9,6 @@ years.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -21,19 +20,20 @@ import numpy as np
 
 from xmw_ray.data import layout
 from xmw_ray.data.atmosphere import annual_concentrations
-from xmw_ray.data.atomic import refuse_foreign_local
 from xmw_ray.data.contract import DAYS_IN_MONTH, UNITS, days_to_slots
 from xmw_ray.errors import XmwInputError
 from xmw_ray.sim.process import SIMULATOR, TRUE_WORLD, Forcing, run, spin_up
 from xmw_ray.sim.statics import StaticWorld, build_world, write_statics
 from xmw_ray.sim.towers import TowerRecorder, plan_towers, write_towers
 from xmw_ray.sim.weather import Weather, WeatherGenerator
+from xmw_ray.storage import aside_target, refuse_foreign_local, write_text_atomic
 
 TRUTH_FILE = "truth.json"
 #: Written first into a world folder, so that a run killed before ``truth.json`` is still known as a world.
 WORLD_MARKER = ".xmw-world"
-#: What ``simulate`` writes at the top of its folder: a folder holding anything else is not a world to replace.
-WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.WETLAND_EXTENT_FILE.split("/")[0], TRUTH_FILE,
+#: What ``simulate`` writes at the top of its folder (and ``truth.json``'s aside while it is written, whose old
+#: ``.tmp`` name is kept for worlds written before): a folder holding anything else is not a world to replace.
+WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.WETLAND_EXTENT_FILE.split("/", 1)[0], TRUTH_FILE,
                  TRUTH_FILE + ".tmp", WORLD_MARKER)
 _MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
 
@@ -82,7 +82,8 @@ def remove_stale_years(root: Path, years: range) -> None:
 
 def world_key(key: str) -> bool:
     """Whether ``key`` (relative to a world folder) is something ``simulate`` writes there."""
-    return key.split("/", 1)[0] in WORLD_ENTRIES
+    top = key.split("/", 1)[0]
+    return top in WORLD_ENTRIES or aside_target(top) == TRUTH_FILE
 
 
 def claim_world_folder(out: Path) -> bool:
@@ -151,8 +152,6 @@ def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> 
         "wetland_area_km2": float((world.wetland_fraction * world.area).sum() / 1e6),
     }
     path = root / TRUTH_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(summary, indent=1))
     log(f"done in {time.perf_counter() - t_start:.1f} s: {root}")
     return {**summary, "seconds_per_year": seconds, "land_cells": world.n}

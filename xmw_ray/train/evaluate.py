@@ -13,7 +13,7 @@ from xmw_ray.data.features import check_pairing
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.checkpoint import load_checkpoint_model, load_config_json
+from xmw_ray.models.checkpoint import load_checkpoint_model, load_config_json
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
 
 

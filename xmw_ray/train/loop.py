@@ -28,7 +28,7 @@ import torch
 from xmw_ray.data import schema
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.models import build_model
-from xmw_ray.train.checkpoint import load_train_state, unwrap, write_checkpoint
+from xmw_ray.models.checkpoint import load_model_state, load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
 
 
@@ -224,8 +224,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         resume_dir = loop_config["resume_dir"]
     if resume_dir is not None:
         state = load_train_state(resume_dir)
-        blob = torch.load(f"{resume_dir}/model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(load_model_state(resume_dir))
         if state is not None:
             opt.load_state_dict(state["optimizer"])
             if sched is not None and state.get("scheduler") is not None:

@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from ray.train.torch import TorchTrainer
 from xmw_ray.config import TrainConfig
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
-from xmw_ray.data.grid_store import is_url
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.checkpoint import load_train_state
+from xmw_ray.models.checkpoint import load_train_state
+from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
 from xmw_ray.train.loop import Objective, train_loop_per_worker
 from xmw_ray.train.resources import check_fits
 
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 
 BEST_DIR = "best"
 HISTORY_FILE = "history.json"
-#: Where runs stored at a URL keep their local copy (best checkpoint, history): ``$XMW_CACHE_DIR/runs/<url>``.
-CACHE_ENV = "XMW_CACHE_DIR"
 #: The tensor columns a training worker consumes (ids stay behind: torch cannot collate strings).
 TRAIN_COLUMNS = [schema.DYNAMIC, schema.STATIC, schema.TARGET]
 
@@ -53,17 +50,13 @@ class TrainOutcome:
 
 def run_dir_of(cfg: TrainConfig) -> Path:
     """Local folder of a run: the run itself, or for a URL ``output_dir`` its local copy (``run_url_of``)."""
-    out = cfg.run.output_dir
-    if is_url(out):
-        cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmw")
-        return cache / "runs" / out.replace("://", "/", 1).rstrip("/") / cfg.run.name
-    return Path(out).resolve() / cfg.run.name
+    return local_run_dir(cfg.run.output_dir, cfg.run.name)
 
 
 def run_url_of(cfg: TrainConfig) -> str | None:
     """``<output_dir>/<name>`` when run storage is an object store (``s3://``, ``gs://``), else None."""
     out = cfg.run.output_dir
-    return f"{out.rstrip('/')}/{cfg.run.name}" if is_url(out) else None
+    return run_path(out, cfg.run.name) if is_url(out) else None
 
 
 def run_storage(output_dir: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
@@ -71,7 +64,7 @@ def run_storage(output_dir: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
     gs:// through gcsfs) and its path, or no filesystem and the absolute local folder."""
     if is_url(output_dir):
         return arrow_filesystem(output_dir)
-    return None, str(Path(output_dir).resolve())
+    return None, run_path(output_dir)
 
 
 def _publish(run_dir: Path, url: str) -> None:
@@ -168,7 +161,7 @@ def _stored_run_config(cfg: TrainConfig) -> tuple[str, dict[str, Any]] | None:
     run's ``best`` checkpoint; None for a new run. Read from the driver, local folder or URL."""
     import fsspec
 
-    from xmw_ray.train.checkpoint import CONFIG_FILE
+    from xmw_ray.models.checkpoint import CONFIG_FILE
 
     url = run_url_of(cfg)
     root = url if url is not None else str(run_dir_of(cfg))
@@ -294,13 +287,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     result = trainer.fit()
     history = _history(result, run_dir, local)
     best_src = _best_checkpoint_dir(result, run_dir, local, history)
-    best = run_dir / BEST_DIR
-    tmp = run_dir / (BEST_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(best_src, tmp)
-    shutil.rmtree(best, ignore_errors=True)
-    os.replace(tmp, best)
-    (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
+    best = publish_dir(best_src, run_dir / BEST_DIR)
+    write_text_atomic(run_dir / HISTORY_FILE, json.dumps(history, indent=1))
     url = run_url_of(cfg)
     if url is not None:
         _publish(run_dir, url)

@@ -20,7 +20,7 @@ from torch import nn
 
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import norm_stats, part_rows, sample_dataset, store_info
-from xmw_ray.train.checkpoint import unwrap
+from xmw_ray.models.checkpoint import unwrap
 from xmw_ray.train.loop import Objective
 from xmw_ray.train.losses import masked_mse
 from xmw_ray.train.runner import TRAIN_COLUMNS, TrainOutcome, run_training

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -35,7 +34,8 @@ from xmw_ray.data.features import FeatureSet, check_pairing
 from xmw_ray.data.ray_datasets import StoreInfo, store_info
 from xmw_ray.data.site_store import COMMON_METADATA
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.checkpoint import MODEL_FILE
+from xmw_ray.models.checkpoint import MODEL_FILE, load_model_state
+from xmw_ray.storage import join_path, write_text_atomic
 from xmw_ray.train.runner import TrainOutcome, run_dir_of, run_training
 
 PRETRAIN_DIR = "pretrain"
@@ -138,19 +138,16 @@ def pretrain_source(job: TransferJob) -> Path:
     key = pretrain_key(job)
     cfg = TrainConfig(data=job.source, model=job.model, optim=job.pretrain_optim, resources=job.resources,
                       run=job.run.model_copy(update={"name": key,
-                                                     "output_dir": str(Path(job.run.output_dir) / PRETRAIN_DIR)}))
+                                                     "output_dir": join_path(job.run.output_dir, PRETRAIN_DIR)}))
     run_dir = run_dir_of(cfg)
     done = run_dir / DONE_FILE
     if done.is_file() and (run_dir / "best" / MODEL_FILE).is_file():
         return run_dir / "best"
     out = run_training(cfg)
-    tmp = done.with_name(DONE_FILE + ".tmp")
-    tmp.write_text(json.dumps({"metrics": out.metrics, "config": cfg.model_dump(mode="json")}, default=str))
-    os.replace(tmp, done)
+    write_text_atomic(done, json.dumps({"metrics": out.metrics, "config": cfg.model_dump(mode="json")}, default=str))
     return out.best_checkpoint
 
 
 def model_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of a checkpoint directory's model (weights and normalisation buffers)."""
-    blob = torch.load(Path(checkpoint) / MODEL_FILE, map_location="cpu", weights_only=True)
-    return blob["state_dict"]
+    return load_model_state(checkpoint)

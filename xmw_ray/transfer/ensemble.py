@@ -9,11 +9,11 @@ seed ``s * MEMBER_SEED_STRIDE + k`` under the run name ``<name>-m<k>``; the ense
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-from xmw_ray.train.checkpoint import write_ensemble_checkpoint
+from xmw_ray.models.checkpoint import write_ensemble_checkpoint
+from xmw_ray.storage import local_run_dir
 from xmw_ray.train.evaluate import evaluate_checkpoint
-from xmw_ray.train.runner import TrainOutcome
+from xmw_ray.train.runner import BEST_DIR, TrainOutcome
 from xmw_ray.transfer.base import Strategy, TransferJob
 
 MEMBER_SEED_STRIDE = 100
@@ -31,7 +31,7 @@ def run_ensemble(strategy: Strategy, job: TransferJob, members: int) -> TrainOut
     if members == 1:
         return strategy.run(job)
     outcomes = [strategy.run(member_job(job, k)) for k in range(members)]
-    out = Path(job.run.output_dir) / job.run.name / "best"
+    out = local_run_dir(job.run.output_dir, job.run.name) / BEST_DIR
     write_ensemble_checkpoint([o.best_checkpoint for o in outcomes], out, {"members": members})
     return TrainOutcome(run_dir=out.parent, best_checkpoint=out, metrics={"val_nse": _val_nse(str(out), job)}, history=[])
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import is_url, publish_dir
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
 from xmw_ray.transfer.base import TransferJob, check_layouts
@@ -49,7 +49,7 @@ def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
 
     if cfg.prepare is None:
         for sec in (s for s in (cfg.source, cfg.target) if s is not None):
-            if not Path(sec.store).exists() and "://" not in sec.store:
+            if not Path(sec.store).exists() and not is_url(sec.store):
                 raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
                                     "config's header)")
         return
@@ -184,15 +184,9 @@ def best_row(rows: list[dict[str, Any]], deploy_setting: str | None = None) -> d
 
 
 def _copy_best(rows: list[dict[str, Any]], out: Path, deploy_setting: str | None = None) -> Path:
-    """:func:`best_row`'s checkpoint → ``<output_dir>/best`` (copied aside, renamed)."""
+    """:func:`best_row`'s checkpoint → ``<output_dir>/best`` (copied aside, swapped in atomically)."""
     best = out / BEST_DIR
     row = best_row(rows, deploy_setting)
     if row is None:
         return best
-    src = row["checkpoint"]
-    tmp = out / (BEST_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(best, ignore_errors=True)
-    os.replace(tmp, best)
-    return best
+    return publish_dir(row["checkpoint"], best)

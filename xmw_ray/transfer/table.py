@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xmw_ray.storage import file_aside, write_text_atomic
+
 SUMMARY_METRICS = ("nse", "rmse", "kge")
 GROUP_KEYS = ("model", "setting", "fraction", "strategy")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,12 +37,10 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     if not rows:
         return
     fields = list(rows[0])
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with file_aside(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def markdown(summary: list[dict[str, Any]]) -> str:
@@ -87,10 +80,9 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"{model}, {setting}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=100)
+    with file_aside(path) as tmp:  # the aside has no suffix: name the format
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or None)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
@@ -100,6 +92,6 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
              "summary_md": out_dir / "summary.md", "plot": out_dir / "skill_vs_fraction.png"}
     write_csv(rows, paths["results"])
     write_csv(summary, paths["summary_csv"])
-    _atomic_text(paths["summary_md"], markdown(summary))
+    write_text_atomic(paths["summary_md"], markdown(summary))
     plot(summary, paths["plot"])
     return paths

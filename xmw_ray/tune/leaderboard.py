@@ -13,14 +13,13 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from xmw_ray.data.atomic import directory_aside, write_text_atomic
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import file_aside, is_url, publish_dir, write_text_atomic
 from xmw_ray.tune.config import TuneConfig
 from xmw_ray.tune.space import model_params, strategy_params
 
@@ -78,7 +77,7 @@ def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
                epochs=epochs, best_epoch=int(best["epoch"]),
                val_loss=float(best["val_loss"]), val_nse=float(best.get("val_nse", math.nan)))
     ckpt = best.get(CHECKPOINT_KEY)
-    if isinstance(ckpt, str) and ckpt and ("://" in ckpt or Path(ckpt).is_dir()):
+    if isinstance(ckpt, str) and ckpt and (is_url(ckpt) or Path(ckpt).is_dir()):
         row["checkpoint"] = ckpt
     return row
 
@@ -146,9 +145,8 @@ def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
 
 
 def _save_fig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with file_aside(path) as tmp:  # the aside has no suffix: name the format
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or None)
 
 
 def plot_trials(rows: list[dict[str, Any]], path: Path) -> None:
@@ -197,17 +195,15 @@ def plot_groups(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _copy_best(checkpoint: str, dest: Path) -> str:
-    if "://" in checkpoint:
+    if is_url(checkpoint):
         return checkpoint
-    with directory_aside(dest) as tmp:
-        shutil.copytree(checkpoint, tmp)
-    return str(dest)
+    return str(publish_dir(checkpoint, dest))
 
 
 def write_results(rows: list[dict[str, Any]], cfg: TuneConfig, path: str) -> tuple[dict[str, str], str | None]:
     """Write the leaderboard, plots and summary into the search folder (a local path or an fsspec URL);
     returns the files and the best checkpoint's path."""
-    remote = "://" in path
+    remote = is_url(path)
     local = Path(tempfile.mkdtemp(prefix="xmw_tune_results_")) if remote else Path(path)
     local.mkdir(parents=True, exist_ok=True)
     best = next((r for r in rows if _finite(r.get(RANK_METRIC)) and r.get("checkpoint")), None)

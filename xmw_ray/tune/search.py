@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import is_url, run_path
 from xmw_ray.train.resources import DATA_CPUS
 from xmw_ray.tune.cleanup import WorkerGroupSweeper
 from xmw_ray.tune.config import TuneConfig
@@ -62,7 +63,7 @@ def with_absolute_stores(cfg: TuneConfig) -> TuneConfig:
     """The config with local store paths made absolute against the launching directory: Tune runs each trial in
     its own working directory (the trial folder), where a relative ``demo/sites`` names nothing."""
     def absolute(section: Any) -> Any:
-        if section is None or "://" in section.store:
+        if section is None or is_url(section.store):
             return section
         return section.model_copy(update={"store": str(Path(section.store).resolve())})
 
@@ -70,8 +71,7 @@ def with_absolute_stores(cfg: TuneConfig) -> TuneConfig:
 
 
 def experiment_path(cfg: TuneConfig) -> str:
-    out = cfg.run.output_dir
-    return f"{out.rstrip('/')}/{cfg.run.name}" if "://" in out else str(Path(out).resolve() / cfg.run.name)
+    return run_path(cfg.run.output_dir, cfg.run.name)
 
 
 def _trainable(cfg: TuneConfig) -> Any:

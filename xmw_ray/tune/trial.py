@@ -8,10 +8,10 @@ continues from its own last checkpoint instead of starting over.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from xmw_ray.config import ModelSection, OptimSection, RunSection, TrainConfig
+from xmw_ray.storage import run_path
 from xmw_ray.tune.config import NO_TRANSFER, TuneConfig
 from xmw_ray.tune.space import model_params, strategy_params
 
@@ -21,10 +21,7 @@ TRIALS_DIR = "trials"
 
 def trials_root(cfg: TuneConfig) -> str:
     """Shared storage of the trials' training runs: ``<run.output_dir>/<search name>/trials``."""
-    out = cfg.run.output_dir
-    if "://" in out:
-        return f"{out.rstrip('/')}/{cfg.run.name}/{TRIALS_DIR}"
-    return str(Path(out).resolve() / cfg.run.name / TRIALS_DIR)
+    return run_path(cfg.run.output_dir, cfg.run.name, TRIALS_DIR)
 
 
 def trial_optim(cfg: TuneConfig, params: dict[str, Any]) -> OptimSection:

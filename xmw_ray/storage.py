@@ -1,12 +1,20 @@
-"""Write aside, rename at the end: a crash or bad input never leaves a half-written store or file.
+"""The one storage module: URL detection, run paths, and writes that a crash or bad input never leaves half done.
 
-Local paths are written to a temporary sibling and renamed (``directory_aside``); object-store URLs are written
-to a local temporary folder and uploaded with a commit object last (``upload_aside``).
+Every write to a file or folder the project publishes goes through here (a test greps the package for renames and
+URL checks elsewhere). Local paths are written to a temporary sibling and renamed (``directory_aside``,
+``file_aside``); object-store URLs are written to a local temporary folder and uploaded with a commit object last
+(``upload_aside``), single files in one PUT (``write_bytes_atomic``).
 
 A local target is checked before anything is written (``refuse_foreign_local``): a file, or a folder holding
 anything the command would not write itself, is refused, never deleted. Writers of the same target take a lock on
-its parent folder for the short commit (move the old one aside, rename the new one in), and each run first removes
+its parent folder for the short commit (swap the new one in), and each run first removes
 the temporary siblings that dead processes on this host left (``sweep_stale_asides``).
+
+Replacing a folder is one atomic step on Linux: the new folder and the old one are swapped by
+``renameat2(RENAME_EXCHANGE)``, so ``out`` always holds the old or the new content. Where the kernel or the file
+system lacks it, the old folder is renamed aside and the new one renamed in; a crash between the two leaves no
+``out`` but the old one aside, and ``recover_aside`` (run by the next write of ``out`` and by ``published_dir``
+readers) renames it back.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +36,49 @@ from pathlib import Path
 from xmw_ray.errors import XmwInputError
 
 _HOST = socket.gethostname()
+#: The environment variable naming the local cache that mirrors runs stored at a URL (default ``~/.cache/xmw``).
+CACHE_ENV = "XMW_CACHE_DIR"
+_URL_SEP = "://"
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an object store or other fsspec URL (``s3://…``, ``gs://…``) rather than a local path."""
+    return _URL_SEP in str(path)
+
+
+def url_scheme(path: str | os.PathLike) -> str:
+    """The lower-case scheme of a URL (``gs``), or ``""`` for a local path."""
+    return str(path).split(_URL_SEP, 1)[0].lower() if is_url(path) else ""
+
+
+def join_path(base: str | os.PathLike, *parts: str) -> str:
+    """``base/parts…`` for a URL (``Path`` would fold its ``//``) or a local path (kept relative if it is)."""
+    if is_url(base):
+        return "/".join([str(base).rstrip("/"), *parts])
+    return str(Path(base).joinpath(*parts))
+
+
+def run_path(output_dir: str, *parts: str) -> str:
+    """``<output_dir>/<parts…>`` where a run's files live: joined as a URL for object storage, else the absolute
+    local path (Ray and Tune change the working directory, so a relative path would name another folder)."""
+    if is_url(output_dir):
+        return join_path(output_dir, *parts)
+    return str(Path(output_dir).resolve().joinpath(*parts))
+
+
+def local_run_dir(output_dir: str, name: str) -> Path:
+    """The local folder of run ``name``: under ``output_dir``, or for a URL ``output_dir`` its local mirror
+    (``local_mirror``), where the run's ``best`` and history are written before they are uploaded."""
+    return local_mirror(output_dir) / name if is_url(output_dir) else Path(run_path(output_dir, name))
+
+
+def local_mirror(url: str) -> Path:
+    """The local folder that mirrors ``url`` (a run stored in object storage is written here first, then
+    uploaded): ``$XMW_CACHE_DIR/runs/<scheme>/<bucket>/<path>``."""
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmw")
+    return cache / "runs" / url.replace(_URL_SEP, "/", 1).rstrip("/")
+
+
 #: What follows ``.NAME.tmp-`` / ``.NAME.old-`` in an aside's name: the writer's pid, then ``@host.token`` (asides
 #: written before they carried it have the pid alone).
 _ASIDE_TAIL = re.compile(r"(?P<pid>\d+)(?:@(?P<host>.+)\.[0-9a-f]{8})?")
@@ -41,6 +93,13 @@ def _aside(out: Path, role: str) -> Path:
         raise OSError(errno.ENAMETOOLONG, f"name too long to write aside (a sibling adds "
                                           f"{len(aside.name) - len(out.name)} characters)", str(out))
     return aside
+
+
+def aside_target(name: str) -> str | None:
+    """The name of the file or folder whose aside (``.NAME.tmp-…`` / ``.NAME.old-…``) ``name`` is, else None: a
+    folder's own writers may leave such siblings, which are not foreign data."""
+    m = re.fullmatch(r"\.(?P<target>.+)\.(?:tmp|old)-(?P<tail>.+)", name)
+    return m["target"] if m is not None and _ASIDE_TAIL.fullmatch(m["tail"]) else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,7 +126,8 @@ def _remove(path: Path) -> None:
 def sweep_stale_asides(out: str | Path) -> list[Path]:
     """Remove the ``.NAME.tmp-PID…`` / ``.NAME.old-PID…`` siblings of ``out`` whose process is gone; returns them.
 
-    A killed writer cannot clean up after itself, so the next run does. Only asides of this host are judged (a pid
+    A killed writer cannot clean up after itself, so the next run does (an old ``out`` that a crash left aside
+    with no ``out`` is renamed back first, ``recover_aside``). Only asides of this host are judged (a pid
     means nothing on another machine sharing the folder); those of live processes, and of this process (another
     thread may be writing), are kept.
     """
@@ -75,6 +135,7 @@ def sweep_stale_asides(out: str | Path) -> list[Path]:
     swept: list[Path] = []
     if not out.parent.is_dir():
         return swept
+    recover_aside(out)  # an old ``out`` left aside by a killed writer is its only copy: put it back, never delete it
     for role in ("tmp", "old"):
         prefix = f".{out.name}.{role}-"
         for path in out.parent.glob(f"{glob.escape(prefix)}*"):
@@ -157,11 +218,59 @@ def _parent_lock(out: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+#: ``renameat2`` flag: swap two existing paths atomically (Linux ≥ 3.15, most local file systems).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the existing paths ``a`` and ``b`` in one atomic step; False where the system cannot (then nothing
+    changed and the caller falls back to two renames)."""
+    if _renameat2 is None:
+        return False
+    import ctypes
+
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # the kernel or this file system has no exchange
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _commit(tmp: Path, out: Path, check: Callable[[], object]) -> None:
-    """Put ``tmp`` at ``out``: the old ``out`` is moved aside, ``tmp`` renamed in, the old one removed. A writer
-    that put its own ``out`` in between (unlocked file systems) is moved aside in turn, after ``check`` again."""
+    """Put ``tmp`` at ``out``. An existing ``out`` is swapped with ``tmp`` atomically (``exchange``) and the old
+    content, now at ``tmp``, removed; without exchange it is moved aside, ``tmp`` renamed in, the old one removed
+    (``recover_aside`` undoes a crash in between). A writer that put its own ``out`` in between (unlocked file
+    systems) is replaced in turn, after ``check`` again."""
     for _ in range(8):
         check()
+        if out.exists() or out.is_symlink():
+            try:
+                swapped = exchange(tmp, out)
+            except FileNotFoundError:  # a concurrent writer moved ``out`` away meanwhile: try again
+                continue
+            if swapped:
+                _remove(tmp)
+                return
         old = _aside(out, "old")
         try:
             os.rename(out, old)
@@ -181,6 +290,33 @@ def _commit(tmp: Path, out: Path, check: Callable[[], object]) -> None:
         if committed:
             return
     raise OSError(errno.EBUSY, "other writers keep replacing it", str(out))
+
+
+def recover_aside(out: str | Path) -> bool:
+    """Put back the old ``out`` that a writer killed between its two renames left aside (``.NAME.old-…`` of a
+    dead process on this host, ``out`` missing): the newest such aside is renamed to ``out``. True if it did."""
+    out = Path(out)
+    if out.exists() or out.is_symlink() or not out.parent.is_dir():
+        return False
+    prefix = f".{out.name}.old-"
+    dead = []
+    for path in out.parent.glob(f"{glob.escape(prefix)}*"):
+        m = _ASIDE_TAIL.fullmatch(path.name[len(prefix):])
+        if m is None or (m["host"] is not None and m["host"] != _HOST):
+            continue
+        if int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+            dead.append(path)
+    for path in sorted(dead, key=lambda p: p.lstat().st_mtime, reverse=True):
+        try:
+            os.rename(path, out)
+            return True
+        except FileNotFoundError:  # another process recovered or swept it first
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # someone wrote a new ``out`` meanwhile
+                return False
+            raise
+    return False
 
 
 @contextmanager
@@ -256,15 +392,58 @@ def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool])
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+@contextmanager
+def file_aside(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of the local file ``path`` to write; on success it replaces ``path`` in one rename,
+    on failure it is removed. For writers that take a path (``to_netcdf``, ``savefig``: give them the format, the
+    aside's name has no suffix)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_asides(path)
     tmp = _aside(path, "tmp")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a local file through ``file_aside``, a URL in one PUT (an
+    object is never seen half written)."""
+    if is_url(path):
+        import fsspec
+
+        fs, key = fsspec.core.url_to_fs(str(path))
+        fs.pipe_file(key, data)
+        return
+    with file_aside(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str, encoding: str | None = None) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (a URL: one PUT)."""
+    if is_url(path):
+        write_bytes_atomic(path, text.encode(encoding or "utf-8"))
+        return
+    with file_aside(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
+def publish_dir(src: str | Path, dest: str | Path) -> Path:
+    """Copy the folder ``src`` to ``dest`` (e.g. a run's ``best``), replacing what is there in one atomic step:
+    a crash at any point leaves ``dest`` holding the old or the new content, never neither (see the module)."""
+    dest = Path(dest)
+    with directory_aside(dest) as tmp:
+        shutil.copytree(src, tmp)
+    return dest
+
+
+def published_dir(dest: str | Path) -> Path:
+    """``dest`` for reading, after putting back an old copy that a writer killed mid-publish left aside (only
+    where the system has no atomic exchange; ``recover_aside``)."""
+    dest = Path(dest)
+    if not dest.exists():
+        recover_aside(dest)
+    return dest

@@ -1,4 +1,5 @@
-"""Checkpoint directories: the unwrapped model (with its normalisation buffers), the resolved config, the
+"""The checkpoint format, in one place that training, transfer, tuning and inference all read and write through
+(inference needs no training code to load a model). Checkpoint directories: the unwrapped model (with its normalisation buffers), the resolved config, the
 optimiser state for resuming, and the epoch's metrics. Self-contained: inference needs nothing else.
 
 An ensemble checkpoint (``write_ensemble_checkpoint``) is the same directory holding an ``ensemble`` model built
@@ -8,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import ensemble_from_models, load_model
+from xmw_ray.storage import directory_aside, file_aside, published_dir, write_text_atomic
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
@@ -33,9 +32,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with file_aside(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def write_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, config: dict[str, Any],
@@ -47,20 +45,25 @@ def write_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, confi
     if train_state is not None:
         _atomic_torch_save(train_state, d / STATE_FILE)
     for name, obj in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
-        tmp = d / (name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-        os.replace(tmp, d / name)
+        write_text_atomic(d / name, json.dumps(obj, indent=1, default=str))
     return d
 
 
 def load_checkpoint_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the model of a checkpoint directory (``weights_only=True``: no code is unpickled)."""
-    path = Path(directory) / MODEL_FILE
+    path = published_dir(directory) / MODEL_FILE
     if not path.is_file():
         raise XmwInputError(f"{directory}: not a checkpoint ({MODEL_FILE} missing)")
     model = load_model(path, map_location=map_location)
     model.eval()
     return model
+
+
+def load_model_state(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a checkpoint directory's model (weights and normalisation buffers), without building
+    the model: for loading into one already built (resuming, transfer)."""
+    path = published_dir(directory) / MODEL_FILE
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def load_train_state(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -73,17 +76,6 @@ def load_config_json(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise XmwInputError(f"{directory}: not a checkpoint ({CONFIG_FILE} missing)")
     return json.loads(path.read_text())
-
-
-def _replace_directory(new: Path, dest: Path) -> None:
-    """Put the finished directory ``new`` at ``dest``; an old ``dest`` is renamed aside first, then removed."""
-    if not dest.exists():
-        os.replace(new, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_ensemble_checkpoint(member_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,
@@ -109,13 +101,6 @@ def write_ensemble_checkpoint(member_dirs: list[str | os.PathLike], out_dir: str
     config = {**configs[0], "model": {"name": ensemble.registry_name, "params": ensemble.hp.model_dump()},
               ENSEMBLE_MEMBERS_KEY: [str(d) for d in member_dirs]}
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is read by other processes and users
+    with directory_aside(out) as tmp:
         write_checkpoint(tmp, ensemble, config, metrics)
-        _replace_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
