@@ -111,7 +111,7 @@ def test_transfer_search_preset_searches_the_zoo_times_every_strategy_from_simul
     assert max_concurrent_trials(cfg, {"CPU": float(LOCAL_MIN_CPUS)}) >= 1  # fits the demo's local Ray
 
 
-def test_demo_runs_the_transfer_search_and_maps_its_best_model(tmp_path):
+def test_demo_runs_the_transfer_search_and_maps_the_transfer_experiments_best_model(tmp_path):
     from xmw_ray.pipeline.demo import demo_stages
 
     stages = {s.name.split(" ")[0]: s for s in demo_stages(tmp_path, 10.0, (1979, 2018), 30, 0)}
@@ -122,7 +122,10 @@ def test_demo_runs_the_transfer_search_and_maps_its_best_model(tmp_path):
     cfg = load_config(config, overrides, TuneConfig)
     assert cfg.data.store == str(tmp_path / "sites") and cfg.source.store == str(tmp_path / "grid.zarr")
     assert 1979 <= cfg.source.split.train_years[0] <= cfg.source.split.train_years[1] <= 2018
-    assert stages["infer"].argv[stages["infer"].argv.index("--checkpoint") + 1] == str(tune.output)
+    # the maps come from the transfer experiment's best/ (selected on validation), which runs after the search
+    transfer = stages["transfer"]
+    best = Path(transfer.argv[transfer.argv.index("--set") + 1].split("=", 1)[1]) / "best"
+    assert stages["infer"].argv[stages["infer"].argv.index("--checkpoint") + 1] == str(best)
 
 
 def transfer_search_raw(world: dict[str, Path], out: Path) -> dict:
