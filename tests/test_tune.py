@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import optuna
 import pytest
-from train_world import make_grid_store
 
 from xmw_ray.config import validate
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import MODELS, build_model
 from xmw_ray.tune.config import SearchSection, TuneConfig
-from xmw_ray.tune.search import max_concurrent_trials, run_search, trial_footprint
+from xmw_ray.tune.search import max_concurrent_trials, trial_footprint
 from xmw_ray.tune.space import MODEL_SPACES, DefineByRun, model_params, strategy_params
-from xmw_ray.tune.trust import verify_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,38 +125,3 @@ def test_cli_too_big_fails_fast(ray_session, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "one trial needs 8.25 CPU" in err
     assert not (tmp_path / "tune-smoke").exists()  # nothing started
-
-
-@pytest.mark.slow
-def test_search_leaves_leaderboard_best_checkpoint_and_resumes(ray_session, tmp_path):
-    store = make_grid_store(tmp_path / "world")
-    cfg = validate(tune_raw(str(store), str(tmp_path / "runs"), num_samples=2), TuneConfig)
-    out = run_search(cfg)
-    assert not out.resumed and len(out.rows) == 2
-    with open(out.files["csv"]) as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["rank"]) for r in rows] == [1, 2]
-    scores = [float(r["val_nse"]) for r in rows]
-    assert scores == sorted(scores, reverse=True)  # ranked by validation NSE
-    for r in rows:
-        assert r["model"] in ("lstm", "tcn") and r["status"] in ("completed", "stopped")
-        assert json.loads(r["params"])["model"]  # the model's own hyper-parameters
-        assert int(r["test_n"]) > 0  # scored on the held-out year
-        assert r["test_nse"] != "" and float(r["test_rmse"]) > 0
-    best = Path(out.best_checkpoint)
-    assert (best / "model.pt").is_file()
-    assert json.loads((best / "metrics.json").read_text())["val_nse"] == pytest.approx(scores[0], rel=1e-6)
-    for key in ("markdown", "plot_trials", "plot_groups"):
-        assert Path(out.files[key]).stat().st_size > 0
-    assert "| rank |" in Path(out.files["markdown"]).read_text()
-    # launched again with the same name: the stored search is restored, no trial is run again
-    again = run_search(cfg)
-    assert again.resumed
-    assert sorted(r["trial_id"] for r in again.rows) == sorted(r["trial_id"] for r in out.rows)
-    assert [r["val_nse"] for r in again.rows] == [r["val_nse"] for r in out.rows]
-    # both launches signed what Tune left (trust.py); a state file changed since is refused before it is loaded
-    verify_run(out.path)
-    state = sorted(Path(out.path).glob("experiment_state-*.json"))[-1]
-    state.write_text(state.read_text().replace('"trial_data"', '"trial_data" ', 1))
-    with pytest.raises(XmwInputError, match=rf"^{out.path}/{state.name}: changed since the search was signed"):
-        run_search(cfg)

@@ -140,7 +140,7 @@ def transfer_search_raw(world: dict[str, Path], out: Path) -> dict:
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
         "run": {"output_dir": str(out), "name": "transfer-search"},
         "search": {"models": ["lstm"], "strategies": ["scratch", "finetune"], "cover_strategies": True,
-                   "num_samples": 2, "grace_period": 1, "lr": [0.005, 0.02], "evaluate_test": False},
+                   "num_samples": 2, "grace_period": 1, "lr": [0.005, 0.02]},
     }
 
 
@@ -158,23 +158,46 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_search_over_two_strategies_reports_and_ranks_on_tower_validation_nse(ray_session, world, tmp_path):
+def test_search_over_two_strategies_reports_ranks_on_tower_validation_nse_and_resumes(ray_session, world, tmp_path):
+    """The suite's one real search: two strategies ranked on the towers' validation NSE, the leaderboard files,
+    ``best/``, test-split scores, and a second launch that resumes only what this installation signed."""
+    from xmw_ray.errors import XmwInputError
     from xmw_ray.tune.search import run_search
+    from xmw_ray.tune.trust import verify_run
 
     cfg = validate(transfer_search_raw(world, tmp_path / "runs"), TuneConfig)
     out = run_search(cfg)
+    assert not out.resumed
     assert sorted(r["strategy"] for r in out.rows) == ["finetune", "scratch"]  # one trial each
     with open(out.files["csv"]) as f:
         rows = list(csv.DictReader(f))
+    assert [int(r["rank"]) for r in rows] == [1, 2]
     scores = [float(r["val_nse"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and all(s == s for s in scores)
     assert all(r["status"] == "completed" for r in rows)
+    for r in rows:
+        assert json.loads(r["params"])["model"]  # the model's own hyper-parameters
+        assert int(r["test_n"]) > 0 and r["test_nse"] != "" and float(r["test_rmse"]) > 0  # held-out scores
+    for key in ("markdown", "plot_trials", "plot_groups"):
+        assert Path(out.files[key]).stat().st_size > 0
+    assert "| rank |" in Path(out.files["markdown"]).read_text()
     # the score is the towers' validation NSE: the best checkpoint was selected on the Site store
     best = Path(out.best_checkpoint)
     assert json.loads((best / "config.json").read_text())["data"]["store"] == str(world["sites"])
     assert json.loads((best / "metrics.json").read_text())["val_nse"] == pytest.approx(scores[0], rel=1e-6)
     # finetune pretrained on the simulations inside its trial
     assert list((tmp_path / "runs" / "transfer-search" / "trials" / "pretrain").glob("*/done.json"))
+    # launched again with the same name: the stored search is restored, no trial is run again
+    again = run_search(cfg)
+    assert again.resumed
+    assert sorted(r["trial_id"] for r in again.rows) == sorted(r["trial_id"] for r in out.rows)
+    assert [r["val_nse"] for r in again.rows] == [r["val_nse"] for r in out.rows]
+    # both launches signed what Tune left (trust.py); a state file changed since is refused before it is loaded
+    verify_run(out.path)
+    state = sorted(Path(out.path).glob("experiment_state-*.json"))[-1]
+    state.write_text(state.read_text().replace('"trial_data"', '"trial_data" ', 1))
+    with pytest.raises(XmwInputError, match=rf"^{out.path}/{state.name}: changed since the search was signed"):
+        run_search(cfg)
 
 
 def test_trials_get_absolute_store_paths_since_each_runs_in_its_own_folder(tmp_path, monkeypatch):
