@@ -46,3 +46,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def transfer_world(tmp_path_factory) -> dict[str, Path]:
+    """A small built-in world for transfer runs and searches (read only): its Grid store (the simulations) and its
+    towers' Site store prepared with ``--grid``; built once for every module that uses it."""
+    from xmw_ray.data.grid_store import prepare_grid
+    from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.sim.world import SimulationSpec, simulate
+
+    root = tmp_path_factory.mktemp("transfer_world")
+    simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0), log=lambda m: None)
+    prepare_grid(root / "world", root / "grid.zarr", cells_per_chunk=64)
+    prepare_sites(root / "world" / "FLUXNET-CH4", root / "sites", grid=root / "grid.zarr")
+    return {"grid": root / "grid.zarr", "sites": root / "sites"}

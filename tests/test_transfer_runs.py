@@ -24,16 +24,8 @@ MODEL = {"name": "lstm", "params": {"hidden_size": 8, "num_layers": 1, "dropout"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    from xmw_ray.data.grid_store import prepare_grid
-    from xmw_ray.data.site_store import prepare_sites
-    from xmw_ray.sim.world import SimulationSpec, simulate
-
-    root = tmp_path_factory.mktemp("transfer_world")
-    simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0), log=lambda m: None)
-    prepare_grid(root / "world", root / "grid.zarr", cells_per_chunk=64)
-    prepare_sites(root / "world" / "FLUXNET-CH4", root / "sites", grid=root / "grid.zarr")
-    return {"grid": root / "grid.zarr", "sites": root / "sites"}
+def world(transfer_world) -> dict[str, Path]:
+    return transfer_world  # conftest.py: the same small world for the transfer runs and the transfer search
 
 
 def raw_job(world: dict[str, Path], out: Path, name: str, **params) -> dict:

@@ -145,16 +145,8 @@ def transfer_search_raw(world: dict[str, Path], out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    from xmw_ray.data.grid_store import prepare_grid
-    from xmw_ray.data.site_store import prepare_sites
-    from xmw_ray.sim.world import SimulationSpec, simulate
-
-    root = tmp_path_factory.mktemp("transfer_search_world")
-    simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0), log=lambda m: None)
-    prepare_grid(root / "world", root / "grid.zarr", cells_per_chunk=64)
-    prepare_sites(root / "world" / "FLUXNET-CH4", root / "sites", grid=root / "grid.zarr")
-    return {"grid": root / "grid.zarr", "sites": root / "sites"}
+def world(transfer_world) -> dict[str, Path]:
+    return transfer_world  # conftest.py: the same small world for the transfer runs and the transfer search
 
 
 @pytest.mark.slow
