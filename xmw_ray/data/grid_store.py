@@ -2,7 +2,8 @@
 
 Layout (DESIGN.md): ``dynamic (year, cell, day, var)`` chunked ``(1, C, 365, n_var)``, ``target (year, cell, day)``
 chunked ``(1, C, 365)``, ``static (cell, var)``, ``annual (year, var)``, ``cell_ilat``, ``cell_ilon``, ``cell_area``
-(m²), and ``wetland_fraction (month, cell)`` only when a wetland extent was given (``--wetland-area``; attribute
+(m²), ``land_mask (lat, lon)`` (1 where every static map is finite, as the data mark land: what maps outline),
+and ``wetland_fraction (month, cell)`` only when a wetland extent was given (``--wetland-area``; attribute
 ``wetland_extent`` names its source, null without). Chunks are grouped into shards (sharding codec) of
 ``chunks_per_shard`` chunks along the cell axis. One chunk of one year is one block of samples (one Ray Data read
 task).
@@ -87,6 +88,15 @@ def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> np.ndarra
     return mask
 
 
+def _land_mask(src: TemMdmSource) -> np.ndarray:
+    """(nlat, nlon) bool: every static map finite (the data mark ocean NaN); maps draw its outline."""
+    land = np.ones((src.nlat, src.nlon), dtype=bool)
+    for var in STATIC_VARS:
+        with src.static(var) as r:
+            land &= np.isfinite(r.rows(0, src.nlat))
+    return land
+
+
 def _compressor():
     from zarr.codecs import BloscCodec
 
@@ -95,7 +105,7 @@ def _compressor():
 
 #: Top-level entries of a Grid store: the group's metadata, its arrays and the cached statistics.
 GRID_STORE_ENTRIES = ("zarr.json", "dynamic", "target", "static", "annual", "cell_ilat", "cell_ilon", "cell_area",
-                      "wetland_fraction", NORMSTATS_DIR)
+                      "land_mask", "wetland_fraction", NORMSTATS_DIR)
 
 
 def grid_store_key(key: str) -> bool:
@@ -136,6 +146,7 @@ def _write_store(
     root.create_array("cell_ilon", data=ilon.astype(np.int32), compressors=comp)
     lat, _ = grid_coords(src.res)
     root.create_array("cell_area", data=cell_area_m2(lat[ilat], src.res).astype(np.float64), compressors=comp)
+    root.create_array("land_mask", data=_land_mask(src).astype(np.uint8), compressors=comp)
     if extent is not None:
         root.create_array("wetland_fraction", data=extent.monthly[:, ilat, ilon], compressors=comp)
 
@@ -304,6 +315,13 @@ class GridStore:
     @property
     def cell_area(self) -> np.ndarray:
         return np.asarray(self.root["cell_area"][:])
+
+    @property
+    def land_mask(self) -> np.ndarray | None:
+        """``(nlat, nlon)`` bool land (every static map finite), or None for a store prepared before it was kept."""
+        if "land_mask" not in self.root:
+            return None
+        return np.asarray(self.root["land_mask"][:]).astype(bool)
 
     @property
     def wetland_fraction(self) -> np.ndarray | None:

@@ -10,11 +10,14 @@ ever held: each block adds its per-band sums (float64) to a five-number accumula
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 
 from xmw_ray.data.contract import MONTH_STARTS
+from xmw_ray.errors import XmwInputError
 
 #: Milligrams in one teragram.
 MG_PER_TG = 1e15
@@ -29,6 +32,12 @@ LAT_BANDS: tuple[tuple[str, float, float], ...] = (
 )
 BAND_NAMES = tuple(name for name, _, _ in LAT_BANDS)
 CSV_COLUMNS = ("year", "global", *BAND_NAMES)
+#: The literature range drawn on budget figures: bottom-up wetland emissions of the Global Methane Budget.
+LITERATURE_BUDGET = {"central": 159.0, "low": 119.0, "high": 203.0,
+                     "citation": "Saunois et al. 2024 (Global Methane Budget)"}
+#: Where the built-in world (``xmw simulate``) records its true budget, and the key that holds it.
+TRUTH_FILE = "truth.json"
+TRUE_BUDGET_KEY = "global_wetland_budget_Tg_per_year"
 #: Why a Grid store without a wetland extent gets maps but no budget.
 NO_EXTENT = "no wetland extent: budget not computed (prepare grid --wetland-area FILE)"
 
@@ -69,3 +78,19 @@ def budget_csv(rows: Iterable[tuple[int, Mapping[str, float]]]) -> str:
     for year, tg in sorted(rows):
         out.write(",".join([str(int(year)), *(repr(float(tg[k])) for k in CSV_COLUMNS[1:])]) + "\n")
     return out.getvalue()
+
+
+def read_true_budget(path: str | Path, flag: str = "--truth") -> dict[int, float]:
+    """The built-in world's true global budget by year (Tg CH4 yr-1) from its ``truth.json`` (``path`` is the file
+    or the world folder ``xmw simulate --out`` wrote); what a budget figure draws as the truth line."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / TRUTH_FILE
+    try:
+        record = json.loads(file.read_text())
+        return {int(year): float(tg) for year, tg in record[TRUE_BUDGET_KEY].items()}
+    except FileNotFoundError as exc:
+        raise XmwInputError(f"{flag} {path}: no {TRUTH_FILE} (give a world folder written by xmw simulate)") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise XmwInputError(f"{flag} {path}: not a built-in world's {TRUTH_FILE} (no {TRUE_BUDGET_KEY} by year)"
+                            ) from exc

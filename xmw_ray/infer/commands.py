@@ -8,15 +8,17 @@ import sys
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from xmw_ray.data.commands import parse_years
-    from xmw_ray.infer.budget import BUDGET_UNIT
+    from xmw_ray.infer.budget import BUDGET_UNIT, read_true_budget
     from xmw_ray.infer.run import run_inference
 
     def progress(year: int, tg: dict[str, float] | None) -> None:
         budget = "" if tg is None else f": {tg['global']:.3f} {BUDGET_UNIT}"
         print(f"  {year} done{budget}", file=sys.stderr, flush=True)
 
+    truth = None if args.truth is None else read_true_budget(args.truth)
     res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years), batch_size=args.batch_size,
-                        actors=args.actors, use_gpu=args.use_gpu, on_year_done=progress)
+                        actors=args.actors, use_gpu=args.use_gpu, on_year_done=progress, map_scale=args.map_scale,
+                        truth_budget=truth)
     skipped = len(res.years) - len(res.computed)
     print(f"flux maps {res.out}: {res.cells} cells x {len(res.years)} years ({len(res.computed)} computed, "
           f"{skipped} already done)")
@@ -30,7 +32,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from xmw_ray.infer.options import DEFAULT_BATCH_SIZE
+    from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
 
     p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (Ray Data actor pool)",
                        description="global daily CH4 flux maps of a checkpoint over every cell-year of a Grid "
@@ -48,4 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--actors", type=int, default=None, metavar="N",
                    help="inference actors (default: one per GPU with --use-gpu, else all CPUs but one)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
+    p.add_argument("--map-scale", choices=MAP_SCALES, default=DEFAULT_MAP_SCALE,
+                   help="colour scale of the annual maps in plots/, one scale shared by every year: 'percentile' "
+                        "(default: linear from min(0, 2nd percentile) to the 98th percentile of all years' cells, "
+                        "arrows for what lies beyond), 'linear' (the full range), 'log' (from the 1st percentile of "
+                        "positive values to the maximum; zero or negative cells get the lower arrow's colour). "
+                        "Rerunning with another scale redraws the figures without recomputing the maps")
+    p.add_argument("--truth", metavar="WORLD",
+                   help="a built-in world folder (xmw simulate --out) or its truth.json: its true yearly budget is "
+                        "drawn on the budget figure")
     p.set_defaults(func=cmd_infer)

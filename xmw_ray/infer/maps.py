@@ -309,3 +309,8 @@ class FluxMaps:
     def annual_mean(self, year: int) -> np.ndarray:
         """The ``(nlat, nlon)`` annual-mean map of ``year`` (one chunk read)."""
         return np.asarray(self._root[ANNUAL_VAR][self.spec.years.index(year)])
+
+    def monthly_means(self, year: int) -> np.ndarray:
+        """The ``(12, nlat, nlon)`` monthly-mean maps of ``year`` (one chunk read)."""
+        yi = self.spec.years.index(year)
+        return np.asarray(self._root[MONTHLY_VAR][yi * 12:(yi + 1) * 12])

@@ -1,4 +1,10 @@
-"""PNG figures of a flux-map store: one annual-mean map per year and the global budget over the years.
+"""PNG figures of a flux-map store: annual-mean maps on one colour scale shared by every year (one PNG per year
+and one small-multiples grid of all years), the seasonal cycle by latitude band, and the budget over the years
+against the literature range and, on the built-in world, its true budget.
+
+Maps show three things apart: ocean (pale blue), land without a mapped wetland (pale sand) and the flux of each
+mapped cell, with the land outline drawn as a contour of the land mask. The colour scale comes from every year's
+annual map, read one year at a time (``shared_scale``), so years compare by colour.
 
 Figures are drawn with matplotlib's Agg canvas (no display, no global backend switch) and written through a
 temporary name, so a crash never leaves a truncated PNG.
@@ -7,57 +13,320 @@ temporary name, so a crash never leaves a truncated PNG.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from xmw_ray.data.contract import FLUX_UNIT
-from xmw_ray.infer.budget import BAND_NAMES, BUDGET_UNIT
+from xmw_ray.infer.budget import BAND_NAMES, BUDGET_UNIT, LAT_BANDS, LITERATURE_BUDGET, band_of_lat
 from xmw_ray.infer.maps import put_bytes
+from xmw_ray.infer.options import MAP_SCALES
+
+#: Beside the maps in ``plots/``: the colour scale they were drawn with (when it changes, every map is redrawn).
+SCALE_FILE = "map_scale.json"
+OCEAN_COLOUR = "#d4e3ee"
+LAND_COLOUR = "#ebe5d6"
+OUTLINE_COLOUR = "#4d4d4d"
+CMAP = "viridis"
+#: Percentiles (over every cell of every year) that bound the ``percentile`` scale; ``log`` starts at the first.
+PERCENTILE_RANGE = (2.0, 98.0)
+LOG_LOW_PERCENTILE = 1.0
+_HIST_BINS = 8192
+MONTH_LABELS = ("J", "F", "M", "A", "M", "J", "J", "A", "S", "O", "N", "D")
+#: One colour per latitude band (south to north), the same on every figure.
+BAND_COLOURS = dict(zip(BAND_NAMES, ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"), strict=True))
 
 
-def _png(fig) -> bytes:
+def _ordinal(q: float) -> str:
+    n = int(q)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{q:g}{suffix}"
+
+
+def _png(fig, dpi: int = 100) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
-def annual_map_png(annual: np.ndarray, year: int, path: str) -> None:
-    """Map of one year's annual-mean flux ``(nlat, nlon)`` (row 0 = south, column 0 = 180°W); NaN left blank."""
+# --- the shared colour scale ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ColourScale:
+    """One colour scale for every map of a run: ``kind`` (``MAP_SCALES``), its limits and what it clips."""
+
+    kind: str
+    vmin: float
+    vmax: float
+    data_min: float
+    data_max: float
+
+    def norm(self):
+        from matplotlib.colors import LogNorm, Normalize
+
+        if self.kind == "log":
+            return LogNorm(vmin=self.vmin, vmax=self.vmax)
+        return Normalize(vmin=self.vmin, vmax=self.vmax)
+
+    def extend(self) -> str:
+        """Colour-bar arrows for values beyond the limits (``neither``/``min``/``max``/``both``)."""
+        low, high = self.data_min < self.vmin, self.data_max > self.vmax
+        return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((low, high), "both")
+
+    def label(self) -> str:
+        """Colour-bar label: the unit, then how the scale was chosen."""
+        lo, hi = PERCENTILE_RANGE
+        how = {"percentile": f"linear, {_ordinal(lo)}-{_ordinal(hi)} percentile of all years",
+               "linear": "linear, full range of all years",
+               "log": f"log, from the {_ordinal(LOG_LOW_PERCENTILE)} percentile of positive values"}[self.kind]
+        return f"{FLUX_UNIT} ({how})"
+
+    def record(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def _percentile_from_hist(counts: np.ndarray, edges: np.ndarray, q: float) -> float:
+    """The value below which ``q`` % of the histogrammed values lie (upper edge of the bin that reaches it)."""
+    cum = np.cumsum(counts)
+    k = int(np.searchsorted(cum, q / 100.0 * cum[-1], side="left"))
+    return float(edges[min(k + 1, len(edges) - 1)])
+
+
+def shared_scale(read_map: Callable[[int], np.ndarray], years: Sequence[int], kind: str) -> ColourScale:
+    """One colour scale over every year's annual map, reading one map at a time (two passes: range, then a
+    fine histogram for the percentiles), so memory does not grow with the number of years."""
+    if kind not in MAP_SCALES:
+        raise ValueError(f"unknown map scale {kind!r}")
+    lo, hi, lo_pos, n, n_pos = np.inf, -np.inf, np.inf, 0, 0
+    for year in years:
+        v = np.asarray(read_map(year), dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            lo, hi, n = min(lo, float(v.min())), max(hi, float(v.max())), n + v.size
+            pos = v[v > 0]
+            if pos.size:
+                lo_pos, n_pos = min(lo_pos, float(pos.min())), n_pos + pos.size
+    if n == 0:
+        return ColourScale(kind if kind != "log" else "linear", 0.0, 1.0, 0.0, 1.0)
+    if kind == "log" and n_pos == 0:
+        kind = "linear"  # nothing positive to put on a log axis
+    if kind == "linear":
+        vmin = min(0.0, lo)
+        return ColourScale(kind, vmin, max(hi, vmin + 1e-12), lo, hi)
+    if kind == "log":
+        edges = np.linspace(np.log10(lo_pos), np.log10(hi) + 1e-12, _HIST_BINS + 1)
+    else:
+        edges = np.linspace(lo, hi + 1e-12 * max(1.0, abs(hi)), _HIST_BINS + 1)
+    counts = np.zeros(_HIST_BINS, dtype=np.int64)
+    for year in years:
+        v = np.asarray(read_map(year), dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if kind == "log":
+            v = np.log10(v[v > 0])
+        counts += np.histogram(v, bins=edges)[0]
+    if kind == "log":
+        vmin = 10.0 ** _percentile_from_hist(counts, edges, LOG_LOW_PERCENTILE)
+        return ColourScale(kind, vmin, max(hi, vmin * 1.0001), lo, hi)
+    p_lo, p_hi = (_percentile_from_hist(counts, edges, q) for q in PERCENTILE_RANGE)
+    vmin = min(0.0, p_lo)
+    return ColourScale(kind, vmin, max(p_hi, vmin + 1e-12), lo, hi)
+
+
+# --- one map panel --------------------------------------------------------------------------------------------
+def _outline_grid(land: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The land mask repeated k× per cell (k so the finer grid stays ≤ 1,440 columns) and its cell-centre
+    coordinates: the 0.5 contour then follows cell edges instead of cutting corners between cell centres."""
+    nlat, nlon = land.shape
+    k = int(max(1, min(8, 1440 // nlon)))
+    fine = np.kron(land.astype(np.float32), np.ones((k, k), dtype=np.float32))
+    lat = -90.0 + (np.arange(nlat * k) + 0.5) * 180.0 / (nlat * k)
+    lon = -180.0 + (np.arange(nlon * k) + 0.5) * 360.0 / (nlon * k)
+    return lon, lat, fine
+
+
+def _draw_map(ax, values: np.ndarray, scale: ColourScale, land: np.ndarray, outline_width: float = 0.6):
+    """Ocean, land without a mapped cell, the flux of mapped cells and the land outline; returns the flux image."""
+    from matplotlib.colors import ListedColormap
+
+    extent = (-180, 180, -90, 90)
+    ax.set_facecolor(OCEAN_COLOUR)
+    ax.imshow(np.ma.masked_where(~land, np.ones(land.shape)), origin="lower", extent=extent,
+              cmap=ListedColormap([LAND_COLOUR]), interpolation="nearest")
+    data = np.ma.masked_invalid(values)
+    if scale.kind == "log":  # values at or below zero show as the colour bar's lower arrow, not as bare land
+        data = np.ma.where(data <= scale.vmin, scale.vmin * 0.5, data)
+    import matplotlib
+
+    cmap = matplotlib.colormaps[CMAP].with_extremes(under="#f0027f" if scale.kind == "log" else None)
+    im = ax.imshow(data, origin="lower", extent=extent, cmap=cmap, norm=scale.norm(), interpolation="nearest")
+    if land.any() and not land.all():
+        lon, lat, fine = _outline_grid(land)
+        ax.contour(lon, lat, fine, levels=[0.5], colors=OUTLINE_COLOUR, linewidths=outline_width)
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_aspect("equal")
+    return im
+
+
+def _legend_patches(ax, outline: str) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(facecolor=OCEAN_COLOUR, edgecolor="0.6", label="ocean"),
+                       Patch(facecolor=LAND_COLOUR, edgecolor="0.6", label="land without a mapped wetland"),
+                       Line2D([], [], color=OUTLINE_COLOUR, linewidth=1, label=outline)],
+              loc="lower left", fontsize=7, framealpha=0.9)
+
+
+def outline_name(from_store: bool) -> str:
+    return "land outline (land mask of the Grid store)" if from_store else "outline of the mapped cells"
+
+
+def annual_map_png(annual: np.ndarray, year: int, path: str, scale: ColourScale, land: np.ndarray,
+                   land_from_store: bool = True) -> None:
+    """Map of one year's annual-mean flux ``(nlat, nlon)`` (row 0 = south, column 0 = 180°W) on ``scale``."""
+    put_bytes(path, _png(annual_map_figure(annual, year, scale, land, land_from_store)))
+
+
+def annual_map_figure(annual: np.ndarray, year: int, scale: ColourScale, land: np.ndarray,
+                      land_from_store: bool = True):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 5))
+    fig = Figure(figsize=(10, 5.2))
     ax = fig.add_subplot()
-    values = np.ma.masked_invalid(annual)
-    lo, hi = np.nanpercentile(annual, [1, 99]) if values.count() else (0.0, 1.0)
-    vmin = min(0.0, float(lo))
-    im = ax.imshow(values, origin="lower", extent=(-180, 180, -90, 90), cmap="viridis", vmin=vmin,
-                   vmax=max(float(hi), vmin + 1e-12), interpolation="nearest")
+    im = _draw_map(ax, annual, scale, land)
+    _legend_patches(ax, outline_name(land_from_store))
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
-    ax.set_title(f"Annual mean wetland CH4 emission, {year}")
-    fig.colorbar(im, ax=ax, shrink=0.8, label=FLUX_UNIT)
+    ax.set_title(f"Annual mean wetland CH4 emission per unit wetland area, {year}")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=scale.label(), extend=scale.extend())
+    fig.tight_layout()
+    return fig
+
+
+def annual_maps_grid_png(read_map: Callable[[int], np.ndarray], years: Sequence[int], path: str,
+                         scale: ColourScale, land: np.ndarray, land_from_store: bool = True,
+                         ncols: int = 6) -> None:
+    """Every year's annual-mean map as small multiples on the one shared scale (maps read one at a time)."""
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, len(years)))
+    nrows = max(1, -(-len(years) // ncols))
+    fig = Figure(figsize=(2.5 * ncols + 1.2, 1.45 * nrows + 1.1))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        if i >= len(years):
+            ax.set_axis_off()
+            continue
+        im = _draw_map(ax, read_map(years[i]), scale, land, outline_width=0.35)
+        ax.set_title(str(years[i]), fontsize=9, pad=2)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Annual mean wetland CH4 emission per unit wetland area, {years[0]}-{years[-1]} "
+                 f"(one colour scale; {outline_name(land_from_store)})", fontsize=10)
+    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.03, top=1 - 0.55 / (1.45 * nrows + 1.1), wspace=0.05,
+                        hspace=0.25)
+    if im is not None:
+        cax = fig.add_axes((0.88, 0.15, 0.015, 0.7))
+        fig.colorbar(im, cax=cax, label=scale.label(), extend=scale.extend())
+    put_bytes(path, _png(fig, dpi=90))
+
+
+# --- seasonal cycle by latitude band ---------------------------------------------------------------------------
+def seasonal_cycle_by_band(monthly_maps: Iterable[np.ndarray], weight: np.ndarray, lat: np.ndarray
+                           ) -> dict[str, np.ndarray]:
+    """Weighted mean monthly flux of each latitude band, ``band -> (years, 12)``.
+
+    ``monthly_maps`` yields one ``(12, nlat, nlon)`` array per year; ``weight`` is ``(12, nlat, nlon)`` or
+    ``(nlat, nlon)`` (m²: wetland area, or cell area without an extent); cells with NaN flux or no weight do not
+    count. A band with no weight in a month gives NaN there."""
+    band = band_of_lat(lat)  # (nlat,)
+    w = np.broadcast_to(np.nan_to_num(np.asarray(weight, dtype=np.float64), nan=0.0), (12, len(lat), weight.shape[-1]))
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in BAND_NAMES}
+    for month_maps in monthly_maps:
+        m = np.asarray(month_maps, dtype=np.float64)
+        ok = np.isfinite(m) & (w > 0)
+        num = np.where(ok, m * w, 0.0).sum(axis=2)  # (12, nlat)
+        den = np.where(ok, w, 0.0).sum(axis=2)
+        for b, name in enumerate(BAND_NAMES):
+            sel = band == b
+            d = den[:, sel].sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rows[name].append(np.where(d > 0, num[:, sel].sum(axis=1) / d, np.nan))
+    return {name: np.array(v).reshape(-1, 12) for name, v in rows.items()}
+
+
+def seasonal_cycle_png(cycle: Mapping[str, np.ndarray], years: Sequence[int], path: str, weighting: str) -> None:
+    """Mean seasonal cycle of each latitude band (line) and its range over the years (shading)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    months = np.arange(1, 13)
+    for name, _, _ in reversed(LAT_BANDS):
+        values = cycle.get(name)
+        if values is None or not np.isfinite(values).any():
+            continue
+        with warnings.catch_warnings():  # an all-NaN month of a band: 'mean of empty slice'
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = np.nanmean(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        ax.plot(months, mean, "-o", markersize=3, label=name, color=BAND_COLOURS[name])
+        if len(values) > 1:
+            ax.fill_between(months, lo, hi, color=BAND_COLOURS[name], alpha=0.15, linewidth=0)
+    ax.set_xticks(months, MONTH_LABELS)
+    ax.set_xlabel("month")
+    ax.set_ylabel(f"mean flux ({FLUX_UNIT})")
+    span = f"{years[0]}-{years[-1]}" if len(years) > 1 else str(years[0])
+    ax.set_title(f"Seasonal cycle by latitude band, {span} ({weighting}-weighted)", fontsize=10)
+    ax.axhline(0.0, color="0.5", linewidth=0.6)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="band (line: mean,\nshading: range\nover years)" if len(years) > 1 else "band",
+              title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     put_bytes(path, _png(fig))
 
 
-def budget_png(rows: Sequence[tuple[int, Mapping[str, float]]], path: str) -> None:
-    """Global budget and its latitude bands over the years (Tg CH4 yr-1)."""
+# --- budget over the years ------------------------------------------------------------------------------------
+def budget_png(rows: Sequence[tuple[int, Mapping[str, float]]], path: str,
+               truth: Mapping[int, float] | None = None) -> None:
+    """Global budget over the years with the literature range (and the true budget when known), and below it the
+    latitude bands (Tg CH4 yr-1)."""
+    put_bytes(path, _png(budget_figure(rows, truth)))
+
+
+def budget_figure(rows: Sequence[tuple[int, Mapping[str, float]]], truth: Mapping[int, float] | None = None):
     from matplotlib.figure import Figure
 
     rows = sorted(rows)
     years = [y for y, _ in rows]
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    ax.plot(years, [r["global"] for _, r in rows], "k-o", label="global", linewidth=2)
+    fig = Figure(figsize=(8.5, 7))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    lit = LITERATURE_BUDGET
+    top.axhspan(lit["low"], lit["high"], color="#f4a582", alpha=0.35, linewidth=0,
+                label=f"wetlands, {lit['citation']}: {lit['central']:g} [{lit['low']:g}-{lit['high']:g}]")
+    top.axhline(lit["central"], color="#d6604d", linewidth=1, linestyle=":")
+    top.plot(years, [r["global"] for _, r in rows], "k-o", markersize=3, linewidth=2, label="this model (global)")
+    if truth:
+        ty = [y for y in years if y in truth]
+        if ty:
+            top.plot(ty, [truth[y] for y in ty], "-", color="#2166ac", linewidth=2,
+                     label="true budget of the built-in world")
+    top.set_ylabel(f"global ({BUDGET_UNIT})")
+    top.set_title("Wetland CH4 budget")
+    top.legend(fontsize=8, loc="best")
+    top.grid(alpha=0.3)
     for band in BAND_NAMES:
-        ax.plot(years, [r[band] for _, r in rows], "-o", label=band, markersize=3)
-    ax.set_xlabel("year")
-    ax.set_ylabel(BUDGET_UNIT)
-    ax.set_title("Wetland CH4 budget")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    put_bytes(path, _png(fig))
+        bottom.plot(years, [r[band] for _, r in rows], "-o", label=band, markersize=3, color=BAND_COLOURS[band])
+    bottom.axhline(0.0, color="0.5", linewidth=0.6)
+    bottom.set_xlabel("year")
+    bottom.set_ylabel(f"by band ({BUDGET_UNIT})")
+    bottom.xaxis.get_major_locator().set_params(integer=True)
+    bottom.legend(fontsize=8, ncol=3)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -9,21 +9,23 @@ years without a commit marker, so a crashed run resumes and ends with the same s
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from xmw_ray.data.contract import DAYS_PER_YEAR, grid_coords
+from xmw_ray.data.contract import DAYS_PER_YEAR, cell_area_m2, grid_coords
 from xmw_ray.data.features import check_pairing
 from xmw_ray.data.grid_store import GridStore
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budget_csv
 from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
-from xmw_ray.infer.options import DEFAULT_BATCH_SIZE
+from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
+from xmw_ray.infer.plots import SCALE_FILE
 from xmw_ray.infer.predictor import FLUX, ILAT, ILON, FluxPredictor
 from xmw_ray.storage import is_url
 
@@ -158,13 +160,18 @@ class _YearBuffer:
 
 def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, years: tuple[int, int] | None = None,
                   *, batch_size: int = DEFAULT_BATCH_SIZE, actors: int | None = None, use_gpu: bool = False,
-                  on_year_done: Callable[[int, dict[str, float] | None], None] | None = None) -> InferResult:
+                  on_year_done: Callable[[int, dict[str, float] | None], None] | None = None,
+                  map_scale: str = DEFAULT_MAP_SCALE, truth_budget: Mapping[int, float] | None = None
+                  ) -> InferResult:
     """Map ``checkpoint``'s flux over ``grid`` for ``years`` into ``out``; resumes a store left by a crashed run.
 
     Each of the three may be a local path or an ``s3://`` / ``gs://`` URL (``maps.FluxMaps`` commits year by year
     on object stores too).
 
     ``on_year_done(year, budget_tg)`` is called after each year is committed (progress reporting).
+
+    ``map_scale`` (``MAP_SCALES``) picks the one colour scale of every year's map; ``truth_budget`` (year → Tg CH4
+    yr-1, e.g. ``budget.read_true_budget`` of the built-in world) is drawn on the budget figure.
 
     A store without a wetland extent gets the flux maps only: no ``budget.csv``, no budget plot, and
     ``InferResult.no_budget`` says why (the flux is per unit wetland area; cell area would overstate it).
@@ -176,6 +183,8 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
         raise XmwInputError(f"--batch-size {batch_size}: must be at least 1")
     if actors is not None and actors < 1:
         raise XmwInputError(f"--actors {actors}: must be at least 1")
+    if map_scale not in MAP_SCALES:
+        raise XmwInputError(f"--map-scale {map_scale}: must be one of {', '.join(MAP_SCALES)}")
     checkpoint = _local_abs(checkpoint)
     with local_checkpoint(checkpoint) as local:
         model = load_checkpoint_model(local)
@@ -206,14 +215,16 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     maps.finalize()
 
     done = maps.years_done()
+    figures = _Figures(land=store.land_mask, area_map=area_map if area is not None else None, scale=map_scale,
+                       truth=truth_budget)
     if area is None:
-        plots = _write_plots(maps, done, {}, set(missing))
+        plots = _write_plots(maps, done, {}, set(missing), figures)
         return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, plots=plots,
                            no_budget=NO_EXTENT)
     budget = {y: b for y in done if (b := maps.year_budget(y)) is not None}
     csv_path = join(out, BUDGET_FILE)
     put_bytes(csv_path, budget_csv(budget.items()).encode())
-    plots = _write_plots(maps, done, budget, set(missing))
+    plots = _write_plots(maps, done, budget, set(missing), figures)
     return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, budget=budget,
                        budget_csv=csv_path, plots=plots)
 
@@ -262,19 +273,63 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: lis
         raise RuntimeError(f"inference stream ended before years {sorted(left)} were complete")
 
 
-def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, float]],
-                 computed: set[int]) -> list[str]:
-    """Annual-mean PNG of each done year (redrawn when computed by this run or missing) and the budget plot."""
-    from xmw_ray.infer.plots import annual_map_png, budget_png
+@dataclass
+class _Figures:
+    """What the figures need beyond the map store: the Grid store's land mask (None for a store prepared before
+    it was kept: the mapped cells are outlined instead), the wetland area ``(12, lat, lon)`` (None without an
+    extent), the colour-scale kind and the true budget, if known."""
 
+    land: np.ndarray | None
+    area_map: np.ndarray | None
+    scale: str
+    truth: Mapping[int, float] | None
+
+
+def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, float]],
+                 computed: set[int], figures: _Figures) -> list[str]:
+    """Every year's annual-mean map on one shared colour scale (a year's PNG is redrawn when computed by this run,
+    missing, or when the scale changed), the small-multiples grid of all years, the seasonal cycle by latitude
+    band and the budget plot."""
+    from xmw_ray.infer.plots import (
+        annual_map_png,
+        annual_maps_grid_png,
+        budget_png,
+        seasonal_cycle_by_band,
+        seasonal_cycle_png,
+        shared_scale,
+    )
+
+    if not done:
+        return []
+    lat, _ = grid_coords(maps.spec.res)
+    land_from_store = figures.land is not None
+    land = figures.land if land_from_store else np.isfinite(maps.annual_mean(done[0]))
+    scale = shared_scale(maps.annual_mean, done, figures.scale)
+    scale_path = join(maps.path, PLOTS_DIR, SCALE_FILE)
+    record = {**scale.record(), "years": done, "land_mask": land_from_store}
+    previous = get_bytes(scale_path)
+    redraw = previous is None or json.loads(previous) != record
     written = []
     for year in done:
         path = join(maps.path, PLOTS_DIR, f"annual_mean_{year}.png")
-        if year in computed or get_bytes(path) is None:
-            annual_map_png(maps.annual_mean(year), year, path)
+        if redraw or year in computed or get_bytes(path) is None:
+            annual_map_png(maps.annual_mean(year), year, path, scale, land, land_from_store)
         written.append(path)
+    path = join(maps.path, PLOTS_DIR, "annual_mean_all_years.png")
+    annual_maps_grid_png(maps.annual_mean, done, path, scale, land, land_from_store)
+    written.append(path)
+    if figures.area_map is not None:
+        weight, weighting = figures.area_map, "wetland-area"
+    else:
+        weight = np.broadcast_to(cell_area_m2(lat, maps.spec.res)[:, None], (maps.nlat, maps.nlon))
+        weighting = "cell-area"
+    cycle = seasonal_cycle_by_band((maps.monthly_means(y) for y in done), weight, lat)
+    path = join(maps.path, PLOTS_DIR, "seasonal_cycle_by_band.png")
+    seasonal_cycle_png(cycle, done, path, weighting)
+    written.append(path)
     if budget:
         path = join(maps.path, PLOTS_DIR, "budget.png")
-        budget_png(list(budget.items()), path)
+        budget_png(list(budget.items()), path, figures.truth)
         written.append(path)
+    put_bytes(scale_path, json.dumps(record).encode())  # last: a crash before it redraws every map next time
     return written

@@ -61,9 +61,9 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
             "--set", "seeds=[0]"],
               runs / "transfer" / "summary.md"),
         Stage("infer", ["infer", "--checkpoint", str(runs / "transfer" / "best"), "--grid", str(grid),
-                        "--years", f"{y0}-{y1}", "--out", str(out / "maps")],
+                        "--years", f"{y0}-{y1}", "--out", str(out / "maps"), "--truth", str(world)],
               out / "maps" / "budget.csv"),
-        Stage("report", ["report", str(runs), str(out / "maps"), "--out", str(out / "report.html")],
+        Stage("report", ["report", str(world), str(runs), str(out / "maps"), "--out", str(out / "report.html")],
               out / "report.html"),
     ]
 

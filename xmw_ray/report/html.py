@@ -1,38 +1,116 @@
-"""``xmw report``: the search leaderboard, the transfer table, the plots and the global budget on one HTML page.
+"""``xmw report``: one HTML page a scientist can forward: the set-up, the definitions of the scores, the search
+leaderboard, the transfer table, the budget, the seasonal cycle and every year's map.
 
-It reads the files the other rooms write (it computes nothing): ``leaderboard.md`` / ``best.json`` (tune),
-``summary.md`` (transfer), ``budget.csv`` (infer) and every ``*.png`` beside them. Images are embedded, so the
-page is a single file that can be mailed or archived.
+It reads the files the other rooms write (it computes nothing): ``truth.json`` (the built-in world), the flux-map
+store's attributes, ``budget.csv`` and ``plots/`` (infer), ``leaderboard.md`` / ``leaderboard.csv`` (tune),
+``summary.md`` / ``results.csv`` and each run's ``config.json`` (transfer), and the figures beside them. Images
+are embedded, so the page is a single file that can be mailed or archived. Captions are words, and a path in the
+text is shown relative to the page's folder, never as this machine's absolute path. Every table sits in a
+container that scrolls sideways instead of widening the page.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import json
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from xmw_ray.data.contract import FLUX_UNIT
 from xmw_ray.errors import XmwInputError
+from xmw_ray.infer.budget import BUDGET_UNIT, LITERATURE_BUDGET, TRUE_BUDGET_KEY, TRUTH_FILE
+from xmw_ray.infer.plots import SCALE_FILE
 from xmw_ray.storage import write_text_atomic
 
-SECTIONS = (
-    ("Search leaderboard (Ray Tune)", "leaderboard.md"),
-    ("Transfer learning results", "summary.md"),
+#: Column heads of the leaderboard and transfer tables, in words and with units.
+HEADS = {
+    "val_nse": "validation NSE", "val_loss": "validation loss (scaled)", "test_nse": "test NSE",
+    "test_rmse": f"test RMSE ({FLUX_UNIT})", "test_kge": "test KGE", "test_pearson_r2": "test r²",
+    "test_bias": f"test bias ({FLUX_UNIT})", "test_n": "test days (n)", "test_median_nse": "test NSE (median over towers)",
+    "best_epoch": "best epoch", "weight_decay": "weight decay", "lr": "learning rate", "params": "hyper-parameters",
+}
+#: What each figure the pipeline writes shows (by file name); others get their name in words.
+CAPTIONS = {
+    "search_trials.png": "Best validation NSE of each search trial in start order, coloured by model; the line is "
+                         "the best so far.",
+    "search_by_model_strategy.png": "Best validation NSE of every search trial, grouped by model and transfer "
+                                    "strategy; the bar marks the best of each group.",
+    "skill_vs_fraction.png": "Test NSE of each transfer strategy on the towers' test split, by the fraction of the "
+                             "observation training data used.",
+    "budget.png": "Global wetland CH4 budget by year (Tg CH4 yr⁻¹, top) against the bottom-up wetland estimate of "
+                  f"{LITERATURE_BUDGET['citation']}, {LITERATURE_BUDGET['central']:g} "
+                  f"[{LITERATURE_BUDGET['low']:g}–{LITERATURE_BUDGET['high']:g}] Tg CH4 yr⁻¹ (shaded), and, when "
+                  "the maps were made with the built-in world's truth (infer --truth), its true budget; below, the "
+                  "latitude bands.",
+    "seasonal_cycle_by_band.png": f"Mean seasonal cycle of the mapped flux ({FLUX_UNIT}) in each latitude band, "
+                                  "weighted by each cell's wetland area (cell area without a wetland extent); the "
+                                  "shading spans the range over the years.",
+    "annual_mean_all_years.png": f"Annual mean flux per unit wetland area ({FLUX_UNIT}) of every mapped year on "
+                                 "one shared colour scale. Blue: ocean; sand: land without a mapped wetland; grey "
+                                 "line: land outline.",
+}
+_ANNUAL = re.compile(r"annual_mean_(\d{4})\.png")
+_ABS_PATH = re.compile(r"(?<![\w.:/])(/[^\s`'\"<>|,;()]+)")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1320px;margin:auto;padding:0 16px;line-height:1.4;color:#222}"
+    ".table-wrap{max-width:100%;overflow-x:auto;margin:8px 0}"
+    "table{border-collapse:collapse;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top;max-width:36em;overflow-wrap:anywhere}"
+    "th{background:#f3f3f3}img{max-width:100%;height:auto}figure{margin:12px 0}"
+    "figcaption{font-size:13px;color:#444;max-width:60em}dt{font-weight:bold;margin-top:6px}"
+    "details summary{cursor:pointer;font-weight:bold;margin:8px 0}"
+    ".years figure{display:inline-block;width:48%;vertical-align:top;margin:4px}"
 )
 
 
-def markdown_table_to_html(text: str) -> str:
-    """Pipe tables and plain lines of a small Markdown file → HTML (tables, headings, paragraphs)."""
+class _Paths:
+    """Shows paths relative to the report's folder (never this machine's absolute paths)."""
+
+    def __init__(self, base: Path):
+        self.base = base.resolve()
+
+    def show(self, path: str | Path) -> str:
+        p = Path(path)
+        if not p.is_absolute():
+            return str(p)
+        rel = os.path.relpath(p, self.base)
+        return rel if not rel.startswith("../../") else p.name
+
+    def in_text(self, text: str) -> str:
+        return _ABS_PATH.sub(lambda m: self.show(m.group(1)), text)
+
+
+def _inline(text: str, paths: _Paths) -> str:
+    """Escaped text with Markdown ``code`` spans as <code> and absolute paths relative to the page."""
+    parts = paths.in_text(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: keep it out of the page rather than render a stray mark
+        parts = ["".join(parts)]
+    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
+
+
+def _table(head: list[str], body: list[list[str]]) -> str:
+    return ('<div class="table-wrap"><table><tr>' + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+            + "</table></div>")
+
+
+def markdown_table_to_html(text: str, paths: _Paths | None = None) -> str:
+    """Pipe tables and plain lines of a small Markdown file → HTML (tables in a scrolling container, headings,
+    paragraphs, ``code`` spans); known column heads get words and units (``HEADS``)."""
+    paths = paths or _Paths(Path.cwd())
     out: list[str] = []
     rows: list[list[str]] = []
 
     def flush() -> None:
         if rows:
             head, body = rows[0], [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
+            out.append(_table([html.escape(HEADS.get(c, c)) for c in head],
+                              [[_inline(c, paths) for c in r] for r in body]))
             rows.clear()
 
     for line in text.splitlines():
@@ -43,52 +121,230 @@ def markdown_table_to_html(text: str) -> str:
         flush()
         if s.startswith("#"):
             level = min(len(s) - len(s.lstrip("#")) + 2, 6)
-            out.append(f"<h{level}>{html.escape(s.lstrip('#').strip())}</h{level}>")
+            out.append(f"<h{level}>{_inline(s.lstrip('#').strip(), paths)}</h{level}>")
         elif s:
-            out.append(f"<p>{html.escape(s)}</p>")
+            out.append(f"<p>{_inline(s, paths)}</p>")
     flush()
     return "\n".join(out)
 
 
+def _caption(png: Path) -> str:
+    if png.name in CAPTIONS:
+        return CAPTIONS[png.name]
+    m = _ANNUAL.fullmatch(png.name)
+    if m:
+        shared = (png.parent / SCALE_FILE).is_file()  # maps drawn before the shared scale have one scale each
+        return (f"Annual mean flux per unit wetland area ({FLUX_UNIT}), {m.group(1)}"
+                + (", on the colour scale shared by all years." if shared else ", on its own colour scale."))
+    return png.stem.replace("_", " ").capitalize() + "."
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">' \
-           f"<figcaption>{html.escape(str(path))}</figcaption></figure>"
+    caption = _caption(path)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def build_report(folders: list[Path], title: str = "xmw_ray report") -> str:
-    """The HTML page for everything found under ``folders``."""
+# --- the set-up --------------------------------------------------------------------------------------------------
+def _span(values) -> str:
+    values = sorted(values)
+    return f"{values[0]}–{values[-1]}" if values and values[0] != values[-1] else (str(values[0]) if values else "")
+
+
+def _world_rows(truth_file: Path) -> list[tuple[str, str]]:
+    t = json.loads(truth_file.read_text())
+    budget = [float(v) for v in t.get(TRUE_BUDGET_KEY, {}).values()]
+    towers = t.get("towers", {}).get("sites", {})
+    rows = [("world", f"built-in simulated world, seed {t.get('seed')}, {t.get('res')}° grid, years "
+                      f"{_span(t.get('years', []))}, {len(towers)} pseudo-observation towers")]
+    if budget:
+        rows.append(("true budget of the world", f"{min(budget):.0f}–{max(budget):.0f} {BUDGET_UNIT} "
+                                                  f"(mean {sum(budget) / len(budget):.0f})"))
+    if "wetland_area_km2" in t:
+        rows.append(("true wetland area", f"{t['wetland_area_km2'] / 1e6:.2f} million km²"))
+    return rows
+
+
+def _maps_rows(attrs: dict) -> list[tuple[str, str]]:
+    model = json.loads(attrs.get("model", "{}") or "{}")
+    params = ", ".join(f"{k}={v}" for k, v in sorted((model.get("params") or {}).items()))
+    extent = attrs.get("wetland_extent")
+    return [
+        ("maps", f"{attrs.get('grid_cells')} wetland cells at {attrs.get('grid_resolution_deg')}°, years "
+                 f"{_span(attrs.get('years', []))}, daily flux in {FLUX_UNIT}"),
+        ("mapped model", f"{model.get('name', '?')}" + (f" ({params})" if params else "")),
+        ("wetland extent of the budget", Path(extent).name if extent else "none: no budget"),
+    ]
+
+
+def _describe_split(split: dict) -> str:
+    kind = split.get("kind", "?")
+    years = f"train years {_span(split.get('train_years', []))}, test years {_span(split.get('test_years', []))}"
+    if kind == "spatial":
+        text = f"spatial: towers in {split.get('n_folds')} folds, fold {split.get('test_fold')} held out for test"
+    elif kind == "all":
+        text = "all samples (deployment)"
+    else:
+        text = f"{kind.replace('_', ' ')}: {years}"
+    val = float(split.get("val_fraction") or 0.0)
+    return text + (f"; validation {val:.0%} of the training towers' samples" if val else "")
+
+
+def _transfer_rows(folder: Path) -> list[tuple[str, str]]:
+    rows = list(csv.DictReader((folder / "results.csv").open()))
+    if not rows:
+        return []
+    learned = [r for r in rows if r["strategy"] != "gbt"]
+    baseline = " (and a gradient-boosted-trees baseline)" if len(learned) < len(rows) else ""
+    out = [("transfer experiment", f"models {', '.join(sorted({r['model'] for r in learned}))}; strategies "
+                                   f"{', '.join(sorted({r['strategy'] for r in learned}))}{baseline}"),
+           ("observation training fractions", ", ".join(sorted({r["fraction"] for r in rows}, key=float))),
+           ("seeds", f"{', '.join(sorted({r['seed'] for r in rows}, key=int))} "
+                     f"(n={len({r['seed'] for r in rows})} per row of the table)")]
+    for setting in sorted({r["setting"] for r in learned}):
+        for r in learned:
+            if r["setting"] != setting or not r.get("checkpoint"):
+                continue
+            config = folder / "runs" / Path(r["checkpoint"]).parent.name / "best" / "config.json"
+            if config.is_file():
+                split = json.loads(config.read_text()).get("data", {}).get("split", {})
+                out.append((f"split '{setting}'", _describe_split(split)))
+                break
+    return out
+
+
+def _search_rows(csv_path: Path) -> list[tuple[str, str]]:
+    rows = list(csv.DictReader(csv_path.open()))
+    if not rows:
+        return []
+    return [("search", f"{len(rows)} trials over models {', '.join(sorted({r['model'] for r in rows}))} and "
+                       f"strategies {', '.join(sorted({r['strategy'] for r in rows}))}, ranked by validation NSE")]
+
+
+DEFINITIONS = (
+    ("NSE (Nash–Sutcliffe efficiency, unitless)",
+     "1 − Σ(p − o)² / Σ(o − ō)² over the observed days (p prediction, o observation, ō their mean): 1 is perfect, "
+     "0 is no better than predicting the observed mean, below 0 worse. Pooled over every observed day of the "
+     "split unless named median (median over towers)."),
+    ("KGE (Kling–Gupta efficiency, unitless)",
+     "1 − √((r − 1)² + (σp/σo − 1)² + (μp/μo − 1)²) (Gupta et al. 2009): r correlation, σ spread, μ mean; 1 is "
+     "perfect."),
+    (f"RMSE ({FLUX_UNIT})", "√(mean (p − o)²) over the observed days."),
+    (f"bias ({FLUX_UNIT})", "mean (p − o): positive when the model emits too much."),
+    ("r² (unitless)", "squared Pearson correlation of predictions and observations."),
+    (f"flux ({FLUX_UNIT})", "CH4 emitted per square metre of wetland per day (the maps are per unit wetland area)."),
+    (f"budget ({BUDGET_UNIT})", "Σ over cells and days of flux × the cell's wetland area in that month, in teragrams "
+                                "of CH4 per year; latitude bands by cell centre."),
+    ("splits", "train: what the model learns from; validation: what picks the epoch and the best run; test: "
+               "held out, scored once. Scores in the tables are on the test split unless named validation."),
+)
+
+
+def _setup(found: list[Path], paths: _Paths) -> str:
+    rows: list[tuple[str, str]] = []
+    for f in sorted({p for folder in found for p in folder.rglob(TRUTH_FILE)}):
+        rows += _world_rows(f)
+    for store in sorted({p.parent for folder in found for p in folder.rglob("_done")}):  # flux-map stores
+        try:
+            attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+        except (OSError, ValueError):
+            continue
+        if str(attrs.get("xmw_format", "")).startswith("xmw-fluxmaps"):
+            rows += _maps_rows(attrs)
+    for f in sorted({p.parent for folder in found for p in folder.rglob("results.csv")}):
+        if (f / "summary.md").is_file():
+            rows += _transfer_rows(f)
+    for f in sorted({p for folder in found for p in folder.rglob("leaderboard.csv")}):
+        rows += _search_rows(f)
+    if not rows:
+        return ""
+    return "<h2>Set-up</h2>" + _table(["", "what"], [[html.escape(k), html.escape(v)] for k, v in rows])
+
+
+def _definitions() -> str:
+    return "<h2>Definitions</h2><dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
+                                                 for k, v in DEFINITIONS) + "</dl>"
+
+
+SECTIONS = (
+    ("Search leaderboard (Ray Tune)", "leaderboard.md",
+     "Each trial trains one model with one transfer strategy for a few epochs; trials are ranked by the NSE on the "
+     "towers' validation split. Test scores are shown for information only: they chose nothing."),
+    ("Transfer learning results", "summary.md",
+     "Each row is one model, observation split (setting), training fraction and strategy, scored on the towers' "
+     "test split."),
+)
+
+
+def _table_text(path: Path) -> str:
+    """A transfer ``summary.md`` is redrawn from its ``summary.csv`` by today's rules (units in the heads, no
+    spread for one seed), so the page is right for runs made before them; other Markdown is used as written."""
+    from xmw_ray.transfer.table import SUMMARY_METRICS, markdown
+
+    csv_path = path.with_name("summary.csv")
+    if path.name != "summary.md" or not csv_path.is_file():
+        return path.read_text()
+    rows = list(csv.DictReader(csv_path.open()))
+    try:
+        for r in rows:
+            r["seeds"] = int(r["seeds"])
+            for m in SUMMARY_METRICS:
+                r[f"{m}_mean"], r[f"{m}_std"] = float(r[f"{m}_mean"]), float(r[f"{m}_std"])
+    except (KeyError, ValueError):
+        return path.read_text()
+    return markdown(rows)
+
+
+def _budget_section(path: Path, paths: _Paths) -> str:
+    table = pd.read_csv(path)
+    head = [html.escape(c if c == "year" else f"{c} ({BUDGET_UNIT})") for c in table.columns]
+    body = [[str(int(v)) if c == "year" else f"{v:.2f}" for c, v in zip(table.columns, row, strict=True)]
+            for row in table.itertuples(index=False)]
+    parts = [f"<h2>Global wetland CH4 budget ({BUDGET_UNIT})</h2>",
+             f"<p>From <code>{html.escape(paths.show(path))}</code>: the mapped flux × wetland area, summed over the "
+             "year, globally and by latitude band.</p>"]
+    plots = path.parent / "plots"
+    for name in ("budget.png", "seasonal_cycle_by_band.png", "annual_mean_all_years.png"):
+        if (plots / name).is_file():
+            parts.append(_img(plots / name))
+    parts.append(f"<details><summary>Budget table, {len(body)} years</summary>{_table(head, body)}</details>")
+    years = sorted(plots.glob("annual_mean_[0-9][0-9][0-9][0-9].png"))
+    if years:
+        parts.append(f"<details><summary>Every year's map, full size ({len(years)} years, one colour scale)"
+                     "</summary><div class='years'>" + "".join(_img(p) for p in years) + "</div></details>")
+    return "".join(parts)
+
+
+def build_report(folders: list[Path], title: str = "Wetland CH4 emission: xmw_ray report",
+                 base: Path | None = None) -> str:
+    """The HTML page for everything found under ``folders``; paths are shown relative to ``base`` (the page's
+    folder; default the working directory)."""
     found = [f for f in folders if f.exists()]
     if not found:
         raise XmwInputError(f"{', '.join(map(str, folders))}: nothing to report (no such folder)")
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    used: set[Path] = set()
-    for heading, name in SECTIONS:
+    paths = _Paths(base or Path.cwd())
+    content: list[str] = []
+    for heading, name, intro in SECTIONS:
         for path in sorted(p for f in found for p in f.rglob(name)):
-            parts.append(f"<h2>{heading}</h2><p><code>{html.escape(str(path))}</code></p>")
-            parts.append(markdown_table_to_html(path.read_text()))
+            content.append(f"<h2>{heading}</h2><p>{html.escape(intro)} From "
+                           f"<code>{html.escape(paths.show(path.parent))}</code>.</p>")
+            content.append(markdown_table_to_html(_table_text(path), paths))
             for png in sorted(path.parent.glob("*.png")):
-                parts.append(_img(png))
-                used.add(png)
+                content.append(_img(png))
             best = path.parent / "best"
             if best.exists():
-                parts.append(f"<p>best checkpoint: <code>{html.escape(str(best))}</code></p>")
+                content.append(f"<p>Best checkpoint: <code>{html.escape(paths.show(best))}</code></p>")
     for path in sorted(p for f in found for p in f.rglob("budget.csv")):
-        table = pd.read_csv(path)
-        parts.append(f"<h2>Global wetland CH4 budget (Tg CH4 yr-1)</h2><p><code>{html.escape(str(path))}</code></p>")
-        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.2f}"))
-        for png in sorted((path.parent / "plots").glob("*.png"))[-4:]:
-            parts.append(_img(png))
-            used.add(png)
-    if len(parts) == 1:
+        content.append(_budget_section(path, paths))
+    if not content:
         raise XmwInputError(f"{', '.join(map(str, found))}: no leaderboard, transfer table or budget found")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
-           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    parts = [f"<h1>{html.escape(title)}</h1>", _setup(found, paths), _definitions(), *content]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
 
 def write_report(folders: list[Path], out: Path) -> Path:
-    page = build_report(folders)
+    page = build_report(folders, base=Path(out).resolve().parent)
     write_text_atomic(out, page)
     return out
