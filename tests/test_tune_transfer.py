@@ -126,6 +126,9 @@ def test_demo_runs_the_transfer_search_and_maps_the_transfer_experiments_best_mo
     transfer = stages["transfer"]
     best = Path(transfer.argv[transfer.argv.index("--set") + 1].split("=", 1)[1]) / "best"
     assert stages["infer"].argv[stages["infer"].argv.index("--checkpoint") + 1] == str(best)
+    # the budget figure draws the world's true budget, and the report describes the world
+    assert stages["infer"].argv[stages["infer"].argv.index("--truth") + 1] == str(tmp_path / "world")
+    assert str(tmp_path / "world") in stages["report"].argv
 
 
 def transfer_search_raw(world: dict[str, Path], out: Path) -> dict:
