@@ -175,3 +175,56 @@ def test_report_paths_are_relative_to_the_page(tmp_path):
     paths = _Paths(tmp_path)
     assert paths.show(tmp_path / "runs" / "best") == str(Path("runs") / "best")
     assert paths.in_text(f"checkpoint `{tmp_path}/runs/x/ck`") == "checkpoint `runs/x/ck`"
+
+
+_BROWSERS = ("chromium-headless-shell", "chromium", "google-chrome", "chrome")
+_LAYOUT_PROBE = """<script>
+document.querySelectorAll('details').forEach(d => d.open = true);
+const vw = document.documentElement.clientWidth;
+const tables = [...document.querySelectorAll('table')].map(t => {
+  const wrap = t.closest('.table-wrap'); const box = (wrap || t).getBoundingClientRect();
+  return {right: box.right, left: box.left, wraps: !!wrap, table_width: t.scrollWidth};
+});
+const out = document.createElement('pre'); out.id = 'xmw-layout';
+out.textContent = JSON.stringify({vw: vw, page_width: document.documentElement.scrollWidth, tables: tables,
+  images: [...document.images].map(i => i.complete && i.naturalWidth > 0)});
+document.body.appendChild(out);
+</script>"""
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((path for name in _BROWSERS if (path := shutil.which(name))), None)
+
+
+def test_report_renders_in_a_headless_browser_without_overflow(small_run, tmp_path):
+    """In a real browser at 1,400 px: the page never scrolls sideways, every table's box fits the window (a wide table
+    scrolls inside its container), every figure decodes; a screenshot is taken. Needs a Chromium binary (Debian:
+    ``apt-get install chromium-headless-shell``); skipped where there is none."""
+    import html as html_lib
+    import subprocess
+
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless Chromium on this machine (apt-get install chromium-headless-shell)")
+    page = tmp_path / "probe.html"
+    page.write_text(small_run["page"].replace("</body>", _LAYOUT_PROBE + "</body>"))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,900",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="xmw-layout">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    layout = json.loads(html_lib.unescape(found.group(1)))
+    assert layout["vw"] == 1400 and layout["page_width"] <= layout["vw"], layout
+    assert layout["tables"] and all(t["wraps"] and t["left"] >= 0 and t["right"] <= layout["vw"]
+                                    for t in layout["tables"]), layout["tables"]
+    assert any(t["table_width"] > t["right"] - t["left"] for t in layout["tables"])  # the wide leaderboard scrolls
+    assert layout["images"] and all(layout["images"])
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", (small_run["root"] / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[1] == 1400 and pixels[..., :3].std() > 0.05  # drawn, not a blank page

@@ -167,14 +167,19 @@ def _world_rows(truth_file: Path) -> list[tuple[str, str]]:
 
 
 def _maps_rows(attrs: dict) -> list[tuple[str, str]]:
-    model = json.loads(attrs.get("model", "{}") or "{}")
-    params = ", ".join(f"{k}={v}" for k, v in sorted((model.get("params") or {}).items()))
+    model = json.loads(attrs.get("model", "{}") or "{}")  # the model's config: name and hyper-parameters
+    skip = {"name", "n_dynamic", "n_static", "norm", "members"}
+    params = ", ".join(f"{k}={v}" for k, v in sorted(model.items()) if k not in skip and v not in (None, False))
+    if model.get("members"):
+        params = f"{len(model['members'])} members" + (f", {params}" if params else "")
     extent = attrs.get("wetland_extent")
     return [
         ("maps", f"{attrs.get('grid_cells')} wetland cells at {attrs.get('grid_resolution_deg')}°, years "
                  f"{_span(attrs.get('years', []))}, daily flux in {FLUX_UNIT}"),
         ("mapped model", f"{model.get('name', '?')}" + (f" ({params})" if params else "")),
         ("wetland extent of the budget", Path(extent).name if extent else "none: no budget"),
+        *([("uncertainty", "the maps and the budget are the ensemble's mean; xmw infer does not keep the members' "
+                           "spread, so no band or spread map is shown")] if model.get("members") else []),
     ]
 
 
