@@ -40,8 +40,8 @@ CAPTIONS = {
                          "the best so far.",
     "search_by_model_strategy.png": "Best validation NSE of every search trial, grouped by model and transfer "
                                     "strategy; the bar marks the best of each group.",
-    "skill_vs_fraction.png": "Test NSE of each transfer strategy on the towers' test split, by the fraction of the "
-                             "observation training data used.",
+    "skill_vs_fraction.png": "Test NSE of each transfer strategy on the towers' test split: against the fraction of "
+                             "the observation training data used, or as bars where there is one fraction.",
     "budget.png": "Global wetland CH4 budget by year (Tg CH4 yr⁻¹, top) against the bottom-up wetland estimate of "
                   f"{LITERATURE_BUDGET['citation']}, {LITERATURE_BUDGET['central']:g} "
                   f"[{LITERATURE_BUDGET['low']:g}–{LITERATURE_BUDGET['high']:g}] Tg CH4 yr⁻¹ (shaded), and, when "
@@ -59,8 +59,9 @@ _ABS_PATH = re.compile(r"(?<![\w.:/])(/[^\s`'\"<>|,;()]+)")
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1320px;margin:auto;padding:0 16px;line-height:1.4;color:#222}"
     ".table-wrap{max-width:100%;overflow-x:auto;margin:8px 0}"
-    "table{border-collapse:collapse;font-size:13px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top;max-width:36em;overflow-wrap:anywhere}"
+    "table{border-collapse:collapse;font-size:12px}"
+    "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top}td{white-space:nowrap}"
+    "td.long{white-space:normal;min-width:14em;max-width:36em;overflow-wrap:anywhere}th{max-width:8em}"
     "th{background:#f3f3f3}img{max-width:100%;height:auto}figure{margin:12px 0}"
     "figcaption{font-size:13px;color:#444;max-width:60em}dt{font-weight:bold;margin-top:6px}"
     "details summary{cursor:pointer;font-weight:bold;margin:8px 0}"
@@ -93,9 +94,16 @@ def _inline(text: str, paths: _Paths) -> str:
     return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
 
 
+#: A cell longer than this (characters of HTML) wraps anywhere (JSON hyper-parameters); shorter ones never break.
+LONG_CELL = 40
+
+
 def _table(head: list[str], body: list[list[str]]) -> str:
+    def cell(c: str) -> str:
+        return f'<td class="long">{c}</td>' if len(c) > LONG_CELL else f"<td>{c}</td>"
+
     return ('<div class="table-wrap"><table><tr>' + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+            + "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in body)
             + "</table></div>")
 
 
