@@ -24,7 +24,8 @@ from xmw_ray.data.layout import WETLAND_EXTENT_FILE
 from xmw_ray.data.site_store import SiteStore, prepare_sites
 from xmw_ray.errors import XmwInputError
 
-CONTENT_ARRAYS = ("dynamic", "target", "static", "annual", "cell_ilat", "cell_ilon", "cell_area", "wetland_fraction")
+CONTENT_ARRAYS = ("dynamic", "target", "static", "annual", "cell_ilat", "cell_ilon", "cell_area", "land_mask",
+                  "wetland_fraction")
 SESSION_RAY_ARGS = {"num_cpus": 4, "num_gpus": 0, "include_dashboard": True, "log_to_driver": False,
                     "object_store_memory": 512 * 1024 * 1024}  # as tests/conftest.py's ray_session
 TOWERS = {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (60.0, 20.0)}

@@ -172,3 +172,16 @@ def test_skill_plot_with_one_fraction_is_one_panel_of_bars(tmp_path):
     one_panel_width = imread(path).shape[1]
     plot(_summary_rows(1, fractions=(0.25, 1.0)), path)  # several fractions: curves, a panel per model x setting
     assert imread(path).shape[1] > one_panel_width
+
+
+def test_grid_store_keeps_the_land_mask_that_maps_outline(tmp_path):
+    from builders import write_tiny_temmdm
+
+    from xmw_ray.data.grid_store import GridStore, prepare_grid
+
+    truth = write_tiny_temmdm(tmp_path / "src", res=10.0, years=(2000,), seed=4, spoil_cells=0)
+    prepare_grid(tmp_path / "src", tmp_path / "grid.zarr", cells_per_chunk=16)
+    store = GridStore.open(tmp_path / "grid.zarr")
+    land = np.isfinite(truth["static"]["clelev"])  # the writer leaves every static map NaN off land
+    np.testing.assert_array_equal(store.land_mask, land)
+    assert land[store.cell_ilat, store.cell_ilon].all() and land.sum() > store.n_cells  # land without wetland too
