@@ -150,6 +150,7 @@ def _outline_grid(land: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _draw_map(ax, values: np.ndarray, scale: ColourScale, land: np.ndarray, outline_width: float = 0.6):
     """Ocean, land without a mapped cell, the flux of mapped cells and the land outline; returns the flux image."""
+    import matplotlib
     from matplotlib.colors import ListedColormap
 
     extent = (-180, 180, -90, 90)
@@ -159,8 +160,6 @@ def _draw_map(ax, values: np.ndarray, scale: ColourScale, land: np.ndarray, outl
     data = np.ma.masked_invalid(values)
     if scale.kind == "log":  # values at or below zero show as the colour bar's lower arrow, not as bare land
         data = np.ma.where(data <= scale.vmin, scale.vmin * 0.5, data)
-    import matplotlib
-
     cmap = matplotlib.colormaps[CMAP].with_extremes(under="#f0027f" if scale.kind == "log" else None)
     im = ax.imshow(data, origin="lower", extent=extent, cmap=cmap, norm=scale.norm(), interpolation="nearest")
     if land.any() and not land.all():
@@ -246,7 +245,8 @@ def seasonal_cycle_by_band(monthly_maps: Iterable[np.ndarray], weight: np.ndarra
     ``(nlat, nlon)`` (m²: wetland area, or cell area without an extent); cells with NaN flux or no weight do not
     count. A band with no weight in a month gives NaN there."""
     band = band_of_lat(lat)  # (nlat,)
-    w = np.broadcast_to(np.nan_to_num(np.asarray(weight, dtype=np.float64), nan=0.0), (12, len(lat), weight.shape[-1]))
+    w = np.nan_to_num(np.asarray(weight, dtype=np.float64), nan=0.0)
+    w = np.broadcast_to(w, (12, *w.shape[-2:]))
     rows: dict[str, list[np.ndarray]] = {name: [] for name in BAND_NAMES}
     for month_maps in monthly_maps:
         m = np.asarray(month_maps, dtype=np.float64)
