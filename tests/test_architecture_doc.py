@@ -88,3 +88,21 @@ def test_readme_points_a_clone_at_the_map_in_the_repo() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "docs/architecture.md" in readme
     assert "../shared/DESIGN.md` is the map" not in readme
+
+
+def torch_io_outside(allowed: str) -> list[str]:
+    """Files of the package other than ``allowed`` that call ``torch.save`` or ``torch.load``."""
+    found = []
+    for path in sorted((ROOT / "xmw_ray").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in {"save", "load"}
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch" and rel != allowed):
+                found.append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_the_checkpoint_format_lives_in_one_module() -> None:
+    """What a checkpoint holds is written and read in ``models/checkpoint.py`` alone, so the ``weights_only`` rule
+    and the payload's keys cannot drift between a writer and a reader."""
+    assert torch_io_outside("xmw_ray/models/checkpoint.py") == []

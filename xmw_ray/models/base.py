@@ -1,4 +1,5 @@
-"""The base class every sequence model derives from: normalisation buffers, named parts, config and checkpoints.
+"""The base class every sequence model derives from: normalisation buffers, named parts and config (the checkpoint
+file it is saved in is ``checkpoint.py``'s).
 
 A model takes RAW drivers and returns flux in mg CH4 m-2 d-1, normalising inside with buffers that travel in
 the ``state_dict``, so a checkpoint alone is enough for inference (DESIGN.md, "Data contract"). Every model is
@@ -24,14 +25,12 @@ from torch import nn
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
-from xmw_ray.storage import file_aside
 
 if TYPE_CHECKING:
     from xmw_ray.data.normstats import NormStats
 
 #: A std below this is treated as a constant feature: its std becomes 1 so it normalises to ``x - mean``.
 STD_EPSILON = 1e-6
-CHECKPOINT_FORMAT = 1
 
 
 class MomentStats(TypedDict):
@@ -233,21 +232,7 @@ class XmwModel(nn.Module):
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``{"config", "state_dict"[, "features"][, "extra"]}`` atomically (temp file + rename); returns the path.
+        """Write this model's checkpoint file (the payload is ``xmw_ray/models/checkpoint.py``'s: ``save_model``)."""
+        from xmw_ray.models.checkpoint import save_model
 
-        ``extra`` must hold only plain values and tensors so ``torch.load(weights_only=True)`` can read it.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.config(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
-        if self.features is not None:
-            payload["features"] = self.features.to_record()
-        if extra is not None:
-            payload["extra"] = extra
-        with file_aside(path) as tmp:
-            torch.save(payload, tmp)
-        return path
+        return save_model(self, path, extra)
