@@ -28,6 +28,7 @@ from xmw_ray.errors import XmwInputError
 
 if TYPE_CHECKING:
     from xmw_ray.data.normstats import NormStats
+    from xmw_ray.models.ranges import ModelSpace
 
 #: A std below this is treated as a constant feature: its std becomes 1 so it normalises to ``x - mean``.
 STD_EPSILON = 1e-6
@@ -115,6 +116,8 @@ class XmwModel(nn.Module):
     Params: ClassVar[type[HParams]] = HParams
     #: Tiny hyper-parameters for the conformance suite (fast, dropout off).
     test_params: ClassVar[dict[str, Any]] = {}
+    #: What a search may vary (``ranges.ModelSpace``, declared beside ``Params``); None: not searchable.
+    search_space: ClassVar[ModelSpace | None] = None
 
     def __init__(self, n_dynamic: int, n_static: int, **hparams: Any) -> None:
         super().__init__()
