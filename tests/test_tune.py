@@ -96,6 +96,11 @@ def test_each_strategy_gets_its_own_valid_parameters():
             assert params == {}
         study.tell(trial, 0.0)
     assert seen == set(classes)
+    from xmw_ray.transfer.registry import STRATEGIES
+
+    for strategy in STRATEGIES.values():  # each declares its range beside its Params (adding one is one file)
+        assert (strategy.search_space is not None) == (strategy.name in classes), strategy.name
+        assert strategy.search_space is None or strategy.search_space.__module__ == strategy.Params.__module__
 
 
 def test_config_errors_name_the_problem():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -55,11 +56,18 @@ class TransferJob(Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="strategy hyper-parameters")
 
 
+#: A strategy's search space: ``space(trial, prefix) -> Params keyword arguments``, asked with Optuna's
+#: ``suggest_*`` under the parameter-name prefix (``xmw_ray/tune/space.py``).
+StrategySpace = Callable[[Any, str], dict[str, Any]]
+
+
 @runtime_checkable
 class Strategy(Protocol):
     name: str
     #: The strategy's hyper-parameter class (configs' ``strategy_params`` are checked against it at load time).
     Params: type[StrategyParams]
+    #: What a search may vary, declared beside ``Params``; None: nothing to search.
+    search_space: StrategySpace | None
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         """Train every phase; return the final (observation) phase's outcome."""

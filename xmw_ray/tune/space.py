@@ -1,5 +1,6 @@
 """Define-by-run Optuna search spaces: each model suggests its own hyper-parameters (the space it declares beside
-its ``Params``, ``xmw_ray/models/ranges.py``), each strategy its own.
+its ``Params``, ``xmw_ray/models/ranges.py``), each strategy its own (``search_space`` beside the strategy's
+``Params``).
 
 A space is a function of an Optuna trial; :func:`define_by_run` picks the model and strategy first and then asks
 only that model's and that strategy's questions, so an LSTM trial never carries attention heads. Parameter names
@@ -8,11 +9,13 @@ are ``hp/<model>/<name>`` and ``sp/<strategy>/<name>`` (Ray's OptunaSearch unfla
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmw_ray.models.ranges import SIZES, ModelSpace
 from xmw_ray.tune.config import NO_TRANSFER, SearchSection
+
+if TYPE_CHECKING:
+    from xmw_ray.transfer.base import StrategySpace
 
 
 def model_space(model: str) -> ModelSpace:
@@ -32,25 +35,14 @@ def searchable_models() -> list[str]:
     return sorted(name for name, cls in MODELS.items() if cls.search_space is not None)
 
 
-StrategySpace = Callable[[Any, str], dict[str, Any]]
+def strategy_space(strategy: str) -> StrategySpace | None:
+    """The search space strategy ``strategy`` declares beside its ``Params``; None for one with nothing to search
+    (``scratch``, ``residual``) and for ``none`` (no transfer)."""
+    if strategy == NO_TRANSFER:
+        return None
+    from xmw_ray.transfer.registry import get_strategy
 
-def _finetune(t: Any, p: str) -> dict[str, Any]:
-    frozen = t.suggest_categorical(p + "freeze", ["none", "encoder"])
-    return {"freeze": [] if frozen == "none" else [frozen],
-            "lr_scale": t.suggest_float(p + "lr_scale", 0.1, 1.0, log=True)}
-
-
-def _adversarial(t: Any, p: str) -> dict[str, Any]:
-    return {**_finetune(t, p), "lambda_max": t.suggest_float(p + "lambda_max", 0.1, 1.0, log=True)}
-
-
-def _reweight(t: Any, p: str) -> dict[str, Any]:
-    return {"decay": t.suggest_float(p + "decay", 0.5, 1.0)}
-
-
-#: Each transfer strategy's own questions (xmw_ray/transfer's parameter names; scratch and residual have none).
-STRATEGY_SPACES: dict[str, StrategySpace] = {"finetune": _finetune, "adversarial": _adversarial,
-                                             "reweight": _reweight}
+    return get_strategy(strategy).search_space
 
 
 class DefineByRun:
@@ -69,8 +61,9 @@ class DefineByRun:
         wlo, whi = search.weight_decay
         trial.suggest_float("weight_decay", wlo, whi)
         model_space(model)(trial, f"hp/{model}/", SIZES[search.space])
-        if strategy != NO_TRANSFER and strategy in STRATEGY_SPACES:
-            STRATEGY_SPACES[strategy](trial, f"sp/{strategy}/")
+        space = strategy_space(strategy)
+        if space is not None:
+            space(trial, f"sp/{strategy}/")
         return {}
 
 
@@ -98,9 +91,10 @@ def _rebuild(model: str, raw: dict[str, Any], search: SearchSection) -> dict[str
 
 def strategy_params(config: dict[str, Any]) -> dict[str, Any]:
     strategy = config["strategy"]
-    if strategy == NO_TRANSFER or strategy not in STRATEGY_SPACES:
+    space = strategy_space(strategy)
+    if space is None:
         return {}
-    return STRATEGY_SPACES[strategy](_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
+    return space(_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
 
 
 def check_model_spaces(search: SearchSection) -> None:
