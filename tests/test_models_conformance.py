@@ -7,6 +7,7 @@ import torch
 
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import MODELS, XmwModel, build_model, load_model
+from xmw_ray.models.checkpoint import save_model
 from xmw_ray.models.pyraformer import pyramid_mask, scale_sizes
 from xmw_ray.models.tcn import receptive_field
 from xmw_ray.train.losses import masked_mse
@@ -126,7 +127,7 @@ def test_deterministic_under_a_seed(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_checkpoint_round_trip_is_self_contained(name: str, tmp_path) -> None:
     model = tiny(name).eval()
-    path = model.save_checkpoint(tmp_path / "ckpt" / "model.pt")
+    path = save_model(model, tmp_path / "ckpt" / "model.pt")
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
     raw = torch.load(path, weights_only=True)
     assert raw["config"] == model.config()

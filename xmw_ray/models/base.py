@@ -13,9 +13,7 @@ far outside the training range cannot push the network into regions it never saw
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import torch
@@ -232,10 +230,3 @@ class XmwModel(nn.Module):
     def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw drivers → daily flux ``(B, 365)`` in mg CH4 m-2 d-1."""
         return self.target_mean + self.target_std * self.forward_normalized(dynamic, static)
-
-    # --- checkpoints -------------------------------------------------------------------------------------------
-    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write this model's checkpoint file (the payload is ``xmw_ray/models/checkpoint.py``'s: ``save_model``)."""
-        from xmw_ray.models.checkpoint import save_model
-
-        return save_model(self, path, extra)

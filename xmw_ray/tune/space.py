@@ -24,7 +24,7 @@ def model_space(model: str) -> ModelSpace:
 
     space = model_class(model).search_space
     if space is None:
-        raise ValueError(f"model {model!r} has no search space (a model declares search_space beside its Params)")
+        raise ValueError(f"model {model!r} has no search space (searchable: {', '.join(searchable_models())})")
     return space
 
 
