@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import mean_squared_error, r2_score
 
 from xmw_ray.errors import XmwInputError
-from xmw_ray.train.losses import masked_mse, nse_weights
+from xmw_ray.train.losses import masked_mse
 from xmw_ray.train.metrics import (
     METRIC_KEYS,
     MetricAccumulator,
@@ -165,10 +165,3 @@ def test_masked_mse_weight_really_weights_each_sample() -> None:
     with pytest.raises(ValueError, match="weight"):
         masked_mse(pred, target, weight=torch.ones(2))
 
-
-def test_nse_weights_scale_by_entity_variability() -> None:
-    target = np.array([[1.0, 3.0, NAN], [1.0, 3.0, 1.0], [5.0, 5.0, 5.0]])
-    # entity "a" = rows 0 and 1: values 1, 3, 1, 3, 1 → mean 1.8, std 0.9798; entity "b" is constant
-    w = nse_weights(target, np.array(["a", "a", "b"]), eps=0.1)
-    std_a = np.std([1.0, 3.0, 1.0, 3.0, 1.0])
-    np.testing.assert_allclose(w, [1 / (std_a + 0.1) ** 2] * 2 + [100.0], rtol=1e-6)

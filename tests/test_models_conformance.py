@@ -7,6 +7,7 @@ import torch
 
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import MODELS, XmwModel, build_model, load_model
+from xmw_ray.models.checkpoint import save_model
 from xmw_ray.models.pyraformer import pyramid_mask, scale_sizes
 from xmw_ray.models.tcn import receptive_field
 from xmw_ray.train.losses import masked_mse
@@ -126,7 +127,7 @@ def test_deterministic_under_a_seed(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_checkpoint_round_trip_is_self_contained(name: str, tmp_path) -> None:
     model = tiny(name).eval()
-    path = model.save_checkpoint(tmp_path / "ckpt" / "model.pt")
+    path = save_model(model, tmp_path / "ckpt" / "model.pt")
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left behind
     raw = torch.load(path, weights_only=True)
     assert raw["config"] == model.config()
@@ -404,3 +405,21 @@ def test_pyramidal_attention_equals_dense_attention_under_the_mask() -> None:
         expected = layer.out_proj(dense.transpose(1, 2).reshape(2, 478, 8))
         torch.testing.assert_close(layer.attend(x), expected, rtol=1e-5, atol=1e-5)
     assert layer.neighbours.shape == (478, 10)  # ±2 days + 1 parent, or 5 neighbours + 1 parent + 4 children
+
+
+def test_each_searchable_model_declares_its_range_beside_its_params() -> None:
+    """Adding a model is one file: its search space sits in the module of its ``Params``, and every model but the
+    wrappers (assembled from trained models, never searched) has one whose widest and narrowest answers are
+    valid ``Params`` in every size range."""
+    from xmw_ray.models.ranges import SIZES
+    from xmw_ray.tune.config import SearchSection
+    from xmw_ray.tune.space import searchable_models
+
+    wrappers = {"ensemble", "residual"}
+    assert set(searchable_models()) == set(MODELS) - wrappers
+    for name in searchable_models():
+        cls = MODELS[name]
+        assert cls.search_space.__module__ == cls.Params.__module__, name
+    for space in SIZES:  # the config check replays each space's corners through the model's Params
+        SearchSection(models=searchable_models(), space=space)
+

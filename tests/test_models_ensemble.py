@@ -20,6 +20,7 @@ from xmw_ray.models import EnsembleModel, build_model, ensemble_from_models, loa
 from xmw_ray.models.checkpoint import (
     ENSEMBLE_MEMBERS_KEY,
     load_checkpoint_model,
+    save_model,
     write_checkpoint,
     write_ensemble_checkpoint,
 )
@@ -67,7 +68,7 @@ def test_prediction_is_the_mean_of_the_members_and_survives_a_checkpoint(tmp_pat
         expected = torch.stack([m(dyn, stat) for m in parts]).mean(0)
         torch.testing.assert_close(ensemble(dyn, stat), expected)
         assert (parts[0](dyn, stat) - parts[1](dyn, stat)).abs().max() > 1e-3  # the mean is not one member's
-        loaded = load_model(ensemble.save_checkpoint(tmp_path / "model.pt")).eval()
+        loaded = load_model(save_model(ensemble, tmp_path / "model.pt")).eval()
         assert isinstance(loaded, EnsembleModel)
         torch.testing.assert_close(loaded(dyn, stat), expected, rtol=0, atol=0)
     assert [m.normalization() for m in loaded.members] == [m.normalization() for m in parts]

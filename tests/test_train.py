@@ -183,11 +183,40 @@ def test_two_workers_data_parallel(ray_session, grid_store, tmp_path):
     assert model.n_dynamic == 5
 
 
+def failing_objective(log: Path, fail_at: int) -> Objective:
+    """The plain loss, but the worker dies at the start of epoch ``fail_at`` the first time it gets there (the
+    ``.failed`` file beside ``log`` survives the restart); each process appends every epoch it starts to ``log``."""
+    from xmw_ray.data import schema
+    from xmw_ray.train.losses import masked_mse
+
+    failed = log.with_suffix(".failed")
+
+    class FailsOnce(Objective):  # defined here, so workers get it by value (tests/ is not on their path)
+        def __init__(self) -> None:
+            self.started: set[int] = set()
+
+        def loss(self, model, bare, extras, batch, source, progress, epoch):
+            if epoch not in self.started:
+                self.started.add(epoch)
+                with log.open("a") as f:
+                    f.write(f"{epoch}\n")
+                if epoch == fail_at and not failed.exists():
+                    failed.touch()
+                    raise RuntimeError(f"injected worker failure at epoch {epoch}")
+            loss = masked_mse(model(batch[schema.DYNAMIC], batch[schema.STATIC]).float(), batch[schema.TARGET])
+            return loss / float(bare.target_std) ** 2, {}
+
+    return FailsOnce()
+
+
 @pytest.mark.slow
 def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_path):
     cfg = make_cfg(grid_store, tmp_path, "faulty", resources__num_workers=1, optim__epochs=3)
-    out = run_training(cfg, fail_at_epoch=1)
+    log = tmp_path / "epochs.log"
+    out = run_training(cfg, objective=failing_objective(log, fail_at=1))
     assert [h["epoch"] for h in out.history] == [0, 1, 2]
+    # the worker died in epoch 1 and its replacement resumed there from the epoch-0 checkpoint, not from scratch
+    assert log.read_text().split() == ["0", "1", "1", "2"]
 
 
 def test_without_validation_the_final_epochs_checkpoint_is_kept(tmp_path):

@@ -13,7 +13,7 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.models import MODELS, build_model
 from xmw_ray.tune.config import SearchSection, TuneConfig
 from xmw_ray.tune.search import max_concurrent_trials, trial_footprint
-from xmw_ray.tune.space import MODEL_SPACES, DefineByRun, model_params, strategy_params
+from xmw_ray.tune.space import DefineByRun, model_params, searchable_models, strategy_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,8 @@ def test_search_that_cannot_fit_fails_fast_saying_why():
 
 
 def test_define_by_run_asks_each_model_only_its_own_questions():
-    assert set(MODEL_SPACES) <= set(MODELS)
-    search = SearchSection(models=sorted(MODEL_SPACES), num_samples=40, space="small")
+    assert set(searchable_models()) <= set(MODELS)
+    search = SearchSection(models=searchable_models(), num_samples=40, space="small")
     space = DefineByRun(search)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen: dict[str, set[str]] = {}
@@ -96,6 +96,11 @@ def test_each_strategy_gets_its_own_valid_parameters():
             assert params == {}
         study.tell(trial, 0.0)
     assert seen == set(classes)
+    from xmw_ray.transfer.registry import STRATEGIES
+
+    for strategy in STRATEGIES.values():  # each declares its range beside its Params (adding one is one file)
+        assert (strategy.search_space is not None) == (strategy.name in classes), strategy.name
+        assert strategy.search_space is None or strategy.search_space.__module__ == strategy.Params.__module__
 
 
 def test_config_errors_name_the_problem():
@@ -113,7 +118,7 @@ def test_presets_validate():
     smoke = load_config(REPO / "configs/tune/smoke.yaml", None, TuneConfig)
     full = load_config(REPO / "configs/tune/full.yaml", None, TuneConfig)
     assert smoke.resources.num_workers == 1 and smoke.optim.epochs <= 3 and 4 <= smoke.search.num_samples <= 6
-    assert full.resources.use_gpu and set(full.search.models) == set(MODEL_SPACES)
+    assert full.resources.use_gpu and set(full.search.models) == set(searchable_models())
     assert max_concurrent_trials(full, full.search.cluster) >= 1
 
 

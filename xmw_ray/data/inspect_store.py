@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data import schema
-from xmw_ray.data.grid_store import GRID_FORMAT, GridStore
-from xmw_ray.data.site_store import COMMON_METADATA, SiteStore
+from xmw_ray.data.grid_store import GridStore
+from xmw_ray.data.site_store import SiteStore
+from xmw_ray.data.stores import GridKind, SiteKind, detect_kind
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import is_url
 
@@ -59,23 +60,13 @@ def _summarise(blocks, dynamic_vars, static_vars, units) -> list[str]:
     return lines
 
 
-def _is_grid(path: str) -> bool:
-    if is_url(path):
-        try:
-            GridStore.open(path)
-            return True
-        except XmwInputError:
-            return False
-    p = Path(path) / "zarr.json"
-    return p.is_file() and GRID_FORMAT in p.read_text()
-
-
 def inspect_store(path: str | Path) -> str:
     """A text report of the store at ``path``."""
     path = str(path)
     if not is_url(path) and not Path(path).exists():
         raise XmwInputError(f"{path}: no such store")
-    if _is_grid(path):
+    kind = detect_kind(path)
+    if kind == GridKind.name:
         g = GridStore.open(path)
         head = [
             f"Grid store {path}",
@@ -87,7 +78,7 @@ def inspect_store(path: str | Path) -> str:
         ]
         blocks = (g.read_block(y, c) for y in range(len(g.years)) for c in range(g.n_chunks))
         return "\n".join(head + _summarise(blocks, g.dynamic_vars, g.static_vars, g.units))
-    if is_url(path) or (Path(path) / COMMON_METADATA).is_file():
+    if kind == SiteKind.name:
         s = SiteStore.open(path)
         head = [f"Site store {path}", f"target: {s.meta['target']}; sites: {len(s.sites)}; "
                 f"samples: {s.table().num_rows}"]
@@ -95,4 +86,4 @@ def inspect_store(path: str | Path) -> str:
         dropped = {k: v for k, v in s.meta.get("dropped", {}).items() if v}
         head.append(f"dropped site-years: {dropped or 'none'}")
         return "\n".join(head + _summarise([s.samples()], s.dynamic_vars, s.static_vars, s.units))
-    raise XmwInputError(f"{path}: not a Grid store (zarr.json) nor a Site store ({COMMON_METADATA})")
+    raise XmwInputError(f"{path}: not a Grid store ({GridKind.commit_file}) nor a Site store ({SiteKind.commit_file})")

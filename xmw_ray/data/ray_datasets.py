@@ -4,6 +4,9 @@
   split is evaluated in the driver from entity ids and years alone, so unneeded chunks are never read and a task
   reads exactly one chunk. Nothing materialises the dataset.
 - Site store: ``ray.data.read_parquet`` (partitioned by site) and a batch transform to the sample schema.
+
+Which of the two a path is, and each kind's way of doing the above, is ``stores.py`` (the one store interface);
+the functions here take a ``StoreInfo`` and ask its kind.
 """
 
 from __future__ import annotations
@@ -18,27 +21,18 @@ from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from xmw_ray.data import schema
-from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.contract import DAYS_PER_YEAR
-from xmw_ray.data.features import FeatureSet
 from xmw_ray.data.grid_store import GridStore
-from xmw_ray.data.normstats import NormStats, grid_normstats, site_normstats
-from xmw_ray.data.site_store import SiteStore
+from xmw_ray.data.normstats import NormStats
 from xmw_ray.data.splits import PART_CODES, SplitPlan, SplitSpec
+from xmw_ray.data.stores import StoreInfo, open_grid, store_info, store_kind
 from xmw_ray.errors import XmwInputError
-from xmw_ray.storage import is_url
 
 PARTS = ("train", "val", "test", "all")
 
 
-@functools.lru_cache(maxsize=8)
-def _open_grid(path: str) -> GridStore:
-    """One open store per worker process and path (zarr metadata is read once)."""
-    return GridStore.open(path)
-
-
 def _read_grid_chunk(path: str, year_index: int, chunk: int, rows: np.ndarray | None) -> list[Any]:
-    block = _open_grid(path).read_block(year_index, chunk)
+    block = open_grid(path).read_block(year_index, chunk)
     if rows is not None:
         block = {k: v[rows] for k, v in block.items()}
     return [BlockAccessor.batch_to_block(block)]
@@ -113,8 +107,8 @@ class GridDatasource(Datasource):
         return "XmwGrid"
 
 
-def _site_rows_to_samples(batch: Any, n_dynamic: int, n_static: int, plan: SplitPlan | None,
-                          part: str) -> dict[str, np.ndarray]:
+def site_rows_to_samples(batch: Any, n_dynamic: int, n_static: int, plan: SplitPlan | None,
+                         part: str) -> dict[str, np.ndarray]:
     """Parquet rows (fixed-size lists) → sample schema, keeping the rows of ``part``."""
     from xmw_ray.data.site_store import _from_fixed_list
 
@@ -131,87 +125,15 @@ def _site_rows_to_samples(batch: Any, n_dynamic: int, n_static: int, plan: Split
     return out
 
 
-@dataclass
-class StoreInfo:
-    """What a store offers a model: its kind, variable names, entities and years."""
-
-    kind: str  # "grid" | "sites"
-    path: str
-    dynamic_vars: tuple[str, ...]
-    static_vars: tuple[str, ...]
-    entities: list[str]
-    years_of: dict[str, tuple[int, ...]] | None
-    all_years: list[int]
-    features: FeatureSet | None = None  # what each slot means (``features.py``); None: not read
-
-    def plan(self, spec: SplitSpec) -> SplitPlan:
-        return SplitPlan(spec, self.entities, self.years_of, self.all_years)
-
-
-def store_info(path: str, kind: str | None = None) -> StoreInfo:
-    """Open a store (kind detected unless given) and describe it."""
-    if kind is None:
-        kind = "sites" if _looks_like_site_store(path) else "grid"
-    if kind == "grid":
-        g = _open_grid(str(path))
-        return StoreInfo("grid", str(path), g.dynamic_vars, g.static_vars, list(g.entities), None, list(g.years),
-                         g.features)
-    s = SiteStore.open(path)
-    years_of = {site: s.years_of(site) for site in s.sites}
-    all_years = sorted({y for ys in years_of.values() for y in ys})
-    return StoreInfo("sites", str(path), s.dynamic_vars, s.static_vars, list(s.sites), years_of, all_years,
-                     s.features)
-
-
-def _looks_like_site_store(path: str) -> bool:
-    from xmw_ray.data.site_store import COMMON_METADATA
-
-    if is_url(path):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(str(path))
-        return fs.exists(f"{root}/{COMMON_METADATA}")
-    from pathlib import Path
-
-    return (Path(path) / COMMON_METADATA).exists()
-
-
 def sample_dataset(info: StoreInfo, spec: SplitSpec | None, part: str,
                    years: list[int] | None = None) -> ray.data.Dataset:
     """The samples of one split part (or ``"all"``) as a Ray Dataset, streamed from the store."""
-    plan = info.plan(spec) if spec is not None else None
-    if info.kind == "grid":
-        g = _open_grid(info.path)
-        sel = grid_selection(g, plan, part, years)
-        if not sel:
-            raise XmwInputError(f"{info.path}: split part {part!r} holds no sample")
-        src = GridDatasource(info.path, sel, len(info.dynamic_vars), len(info.static_vars), g.cells_per_chunk,
-                             g.n_cells)
-        return ray.data.read_datasource(src, override_num_blocks=len(sel))
-    from ray.data.datasource.partitioning import Partitioning
-
-    filesystem, path = arrow_filesystem(info.path) if is_url(info.path) else (None, info.path)
-    ds = ray.data.read_parquet(path, filesystem=filesystem, partitioning=Partitioning("hive"),
-                               columns=["dynamic", "static", "target", "site", "year"],
-                               file_extensions=["parquet"])
-    return ds.map_batches(_site_rows_to_samples, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
-                          fn_kwargs={"n_dynamic": len(info.dynamic_vars), "n_static": len(info.static_vars),
-                                     "plan": plan, "part": part})
+    return store_kind(info).dataset(info, info.plan(spec) if spec is not None else None, part, years)
 
 
 def part_bytes(info: StoreInfo, spec: SplitSpec, part: str) -> int:
     """In-memory size of one split part, from entity ids and years alone (nothing is read)."""
-    plan = info.plan(spec)
-    n_dynamic, n_static = len(info.dynamic_vars), len(info.static_vars)
-    if info.kind == "grid":
-        g = _open_grid(info.path)
-        selection = grid_selection(g, plan, part)
-        return GridDatasource(info.path, selection, n_dynamic, n_static, g.cells_per_chunk,
-                              g.n_cells).estimate_inmemory_data_size()
-    pairs = [(e, y) for e, ys in (info.years_of or {}).items() for y in ys]
-    codes = plan.parts(plan.entity_index([e for e, _ in pairs]), np.array([y for _, y in pairs]))
-    rows = int((codes == PART_CODES[part]).sum()) if part != "all" else len(pairs)
-    return rows * sample_bytes(n_dynamic, n_static)
+    return store_kind(info).part_bytes(info, info.plan(spec), part)
 
 
 def part_rows(info: StoreInfo, spec: SplitSpec, part: str) -> int:
@@ -225,10 +147,7 @@ def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:
         return NormStats.load(info.path, spec.key())
     except (FileNotFoundError, OSError):
         pass
-    if info.kind == "grid":
-        stats = grid_normstats(_open_grid(info.path), spec)
-    else:
-        stats = site_normstats(SiteStore.open(info.path), spec)
+    stats = store_kind(info).normstats(info, spec)
     try:
         stats.save(info.path)
     except OSError:  # a read-only store still trains; the statistics travel in the checkpoint anyway

@@ -454,20 +454,6 @@ class SiteStore:
     def years_of(self, site: str) -> tuple[int, ...]:
         return tuple(int(y) for y in self._table.column("year").to_numpy()[self._site_of_row == site])
 
-    def site_meta(self, site: str) -> dict:
-        """``{"lat", "lon"}`` of a tower."""
-        rows = np.flatnonzero(self._site_of_row == site)
-        if not len(rows):
-            raise KeyError(site)
-        i = int(rows[0])
-        return {"lat": float(self._table.column("lat")[i].as_py()), "lon": float(self._table.column("lon")[i].as_py())}
-
-    def site_cell(self, site: str, res: float) -> tuple[int, int]:
-        """The tower's grid cell ``(ilat, ilon)`` at ``res`` degrees (``contract.site_cell``)."""
-        m = self.site_meta(site)
-        ilat, ilon = site_cell(m["lat"], m["lon"], res)
-        return int(ilat), int(ilon)
-
     def table(self, filter=None):
         """The whole store (or the rows matching a ``pyarrow.dataset`` expression) as a pyarrow Table."""
         return self._table if filter is None else self._table.filter(filter)

@@ -172,10 +172,6 @@ class SplitPlan:
         out[trainable & (u < spec.val_fraction)] = VAL
         return out
 
-    def names(self, codes: np.ndarray) -> np.ndarray:
-        """Part codes → part names."""
-        return np.asarray(PART_NAMES)[np.asarray(codes)]
-
     def years_needed(self, part: str) -> list[int]:
         """Years that can hold samples of ``part`` (of ``all_years``), so other years' chunks are never read."""
         if part not in PART_CODES or part == "none":

@@ -11,8 +11,9 @@ from xmw_ray.models import (  # noqa: F401  (registers)
     transformer,
 )
 from xmw_ray.models.base import NormDict, XmwModel
+from xmw_ray.models.checkpoint import load_model
 from xmw_ray.models.ensemble import EnsembleModel, ensemble_from_models
-from xmw_ray.models.registry import MODELS, build_model, load_model, model_class, register
+from xmw_ray.models.registry import MODELS, build_model, model_class, register
 
 __all__ = [
     "MODELS",

@@ -1,4 +1,5 @@
-"""The base class every sequence model derives from: normalisation buffers, named parts, config and checkpoints.
+"""The base class every sequence model derives from: normalisation buffers, named parts and config (the checkpoint
+file it is saved in is ``checkpoint.py``'s).
 
 A model takes RAW drivers and returns flux in mg CH4 m-2 d-1, normalising inside with buffers that travel in
 the ``state_dict``, so a checkpoint alone is enough for inference (DESIGN.md, "Data contract"). Every model is
@@ -12,9 +13,7 @@ far outside the training range cannot push the network into regions it never saw
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import torch
@@ -24,14 +23,13 @@ from torch import nn
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
-from xmw_ray.storage import file_aside
 
 if TYPE_CHECKING:
     from xmw_ray.data.normstats import NormStats
+    from xmw_ray.models.ranges import ModelSpace
 
 #: A std below this is treated as a constant feature: its std becomes 1 so it normalises to ``x - mean``.
 STD_EPSILON = 1e-6
-CHECKPOINT_FORMAT = 1
 
 
 class MomentStats(TypedDict):
@@ -116,6 +114,8 @@ class XmwModel(nn.Module):
     Params: ClassVar[type[HParams]] = HParams
     #: Tiny hyper-parameters for the conformance suite (fast, dropout off).
     test_params: ClassVar[dict[str, Any]] = {}
+    #: What a search may vary (``ranges.ModelSpace``, declared beside ``Params``); None: not searchable.
+    search_space: ClassVar[ModelSpace | None] = None
 
     def __init__(self, n_dynamic: int, n_static: int, **hparams: Any) -> None:
         super().__init__()
@@ -230,24 +230,3 @@ class XmwModel(nn.Module):
     def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw drivers → daily flux ``(B, 365)`` in mg CH4 m-2 d-1."""
         return self.target_mean + self.target_std * self.forward_normalized(dynamic, static)
-
-    # --- checkpoints -------------------------------------------------------------------------------------------
-    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``{"config", "state_dict"[, "features"][, "extra"]}`` atomically (temp file + rename); returns the path.
-
-        ``extra`` must hold only plain values and tensors so ``torch.load(weights_only=True)`` can read it.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.config(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
-        if self.features is not None:
-            payload["features"] = self.features.to_record()
-        if extra is not None:
-            payload["extra"] = extra
-        with file_aside(path) as tmp:
-            torch.save(payload, tmp)
-        return path

@@ -2,6 +2,10 @@
 (inference needs no training code to load a model). Checkpoint directories: the unwrapped model (with its normalisation buffers), the resolved config, the
 optimiser state for resuming, and the epoch's metrics. Self-contained: inference needs nothing else.
 
+The model file (``model.pt``, ``save_model`` / ``load_model``) is ``{"format", "config", "state_dict"[, "features"]
+[, "extra"]}`` of plain values and tensors, read with ``torch.load(weights_only=True)``: run storage is shared, so a
+checkpoint must never be able to run code when it is read.
+
 An ensemble checkpoint (``write_ensemble_checkpoint``) is the same directory holding an ``ensemble`` model built
 from trained member checkpoints, so evaluation and inference load it like any other."""
 
@@ -14,10 +18,15 @@ from typing import Any
 
 import torch
 
+from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models import ensemble_from_models, load_model
+from xmw_ray.models.base import XmwModel
+from xmw_ray.models.ensemble import ensemble_from_models
+from xmw_ray.models.registry import build_model
 from xmw_ray.storage import directory_aside, file_aside, published_dir, write_text_atomic
 
+#: Version of the model file's payload (``save_model``).
+CHECKPOINT_FORMAT = 1
 MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 CONFIG_FILE = "config.json"
@@ -36,12 +45,52 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def save_model(model: XmwModel, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s file: its config (what ``build_model`` needs), weights and normalisation buffers, feature
+    descriptors; written aside and renamed. ``extra`` must hold only plain values and tensors so that
+    ``torch.load(weights_only=True)`` can read it. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if model.features is not None:
+        payload["features"] = model.features.to_record()
+    if extra is not None:
+        payload["extra"] = extra
+    _atomic_torch_save(payload, path)
+    return path
+
+
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> XmwModel:
+    """Rebuild a model from ``save_model`` output (read with ``weights_only=True``: no code is unpickled)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise XmwInputError(f"{path}: not a readable model checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise XmwInputError(f"{path}: not a model checkpoint (needs 'config' and 'state_dict')")
+    model = build_model(**ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise XmwInputError(f"{path}: weights do not match its config: {first}") from None
+    if ckpt.get("features") is not None:  # absent in checkpoints written before descriptors existed
+        model.features = FeatureSet.from_record(ckpt["features"], str(path))
+    return model.to(map_location)
+
+
 def write_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, config: dict[str, Any],
                      metrics: dict[str, Any], train_state: dict[str, Any] | None = None) -> Path:
     """Write one checkpoint directory (every file written aside and renamed)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    unwrap(model).save_checkpoint(d / MODEL_FILE)
+    save_model(unwrap(model), d / MODEL_FILE)
     if train_state is not None:
         _atomic_torch_save(train_state, d / STATE_FILE)
     for name, obj in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):

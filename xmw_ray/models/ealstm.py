@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from xmw_ray.models.base import HParams, XmwModel
+from xmw_ray.models.ranges import SizeRanges
 from xmw_ray.models.registry import register
 
 
@@ -26,6 +27,12 @@ class EALSTMParams(HParams):
     initial_forget_bias: float = Field(
         0.0, description="initial bias of the forget gate (0 as in Kratzert 2019)"
     )
+
+
+def ealstm_space(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    """Search range of ``EALSTMParams``: width and dropout (one layer, as published)."""
+    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
 
 
 class EALSTMEncoder(nn.Module):
@@ -68,6 +75,7 @@ class EALSTMModel(XmwModel):
 
     Params = EALSTMParams
     test_params: ClassVar[dict[str, Any]] = {"hidden_size": 8, "dropout": 0.0}
+    search_space = staticmethod(ealstm_space)
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: EALSTMParams = self.hp  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.models.base import XmwModel, concat_static
 from xmw_ray.models.registry import register
-from xmw_ray.models.transformer import ATTENTION_TEST_PARAMS, AttentionParams, encoder_stack
+from xmw_ray.models.transformer import ATTENTION_TEST_PARAMS, AttentionParams, attention_space, encoder_stack
 
 
 class InvertedEncoder(nn.Module):
@@ -44,6 +44,7 @@ class ITransformerModel(XmwModel):
 
     Params = AttentionParams
     test_params: ClassVar[dict[str, Any]] = ATTENTION_TEST_PARAMS
+    search_space = staticmethod(attention_space)
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: AttentionParams = self.hp  # type: ignore[assignment]

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from xmw_ray.models.base import HParams, XmwModel, concat_static
+from xmw_ray.models.ranges import SizeRanges
 from xmw_ray.models.registry import register
 
 
@@ -25,6 +26,13 @@ class RecurrentParams(HParams):
     dropout: float = Field(
         0.2, ge=0.0, lt=1.0, description="dropout between stacked layers and on the output"
     )
+
+
+def recurrent_space(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    """Search range of ``RecurrentParams`` (LSTM and GRU): width, depth, dropout."""
+    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
+            "num_layers": t.suggest_int(p + "num_layers", 1, s.max_layers),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
 
 
 class LSTMParams(RecurrentParams):
@@ -69,6 +77,7 @@ class _Recurrent(XmwModel):
     Params = RecurrentParams
     cell: ClassVar[type[nn.RNNBase]]
     test_params: ClassVar[dict[str, Any]] = {"hidden_size": 8, "num_layers": 2, "dropout": 0.0}
+    search_space = staticmethod(recurrent_space)
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: RecurrentParams = self.hp  # type: ignore[assignment]

@@ -20,8 +20,14 @@ from torch.nn import functional as F
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.models.base import XmwModel, concat_static
+from xmw_ray.models.ranges import SizeRanges
 from xmw_ray.models.registry import register
-from xmw_ray.models.transformer import ATTENTION_TEST_PARAMS, AttentionParams, sinusoidal_positions
+from xmw_ray.models.transformer import (
+    ATTENTION_TEST_PARAMS,
+    AttentionParams,
+    attention_space,
+    sinusoidal_positions,
+)
 
 
 def scale_sizes(length: int, window_sizes: list[int]) -> list[int]:
@@ -73,6 +79,11 @@ class PyraformerParams(AttentionParams):
                 f"window_sizes {self.window_sizes} leave no node at the coarsest scale of 365 days"
             )
         return self
+
+
+def pyraformer_space(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    """Search range of ``PyraformerParams``: the attention range plus the same-scale neighbourhood."""
+    return {**attention_space(t, p, s), "inner_size": t.suggest_categorical(p + "inner_size", [3, 5])}
 
 
 def neighbour_table(blocked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +186,7 @@ class PyraformerModel(XmwModel):
         "window_sizes": [4, 4],
         "inner_size": 3,
     }
+    search_space = staticmethod(pyraformer_space)
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: PyraformerParams = self.hp  # type: ignore[assignment]

@@ -1,14 +1,10 @@
-"""One registry of model architectures: name → class, a builder, and checkpoint loading."""
+"""One registry of model architectures: name → class and a builder (checkpoints: ``checkpoint.py``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-
-from xmw_ray.data.features import FeatureSet
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import XmwModel
 
@@ -54,24 +50,3 @@ def build_model(
     if norm is not None:
         model.set_normalization(norm)
     return model
-
-
-def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> XmwModel:
-    """Rebuild a model from ``XmwModel.save_checkpoint`` output (read with ``weights_only=True``)."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise XmwInputError(f"{path}: not a readable model checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise XmwInputError(f"{path}: not a model checkpoint (needs 'config' and 'state_dict')")
-    model = build_model(**ckpt["config"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise XmwInputError(f"{path}: weights do not match its config: {first}") from None
-    if ckpt.get("features") is not None:  # absent in checkpoints written before descriptors existed
-        model.features = FeatureSet.from_record(ckpt["features"], str(path))
-    return model.to(map_location)

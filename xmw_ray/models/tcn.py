@@ -20,6 +20,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.models.base import HParams, XmwModel, concat_static
+from xmw_ray.models.ranges import SizeRanges
 from xmw_ray.models.registry import register
 
 
@@ -62,6 +63,13 @@ class TCNParams(HParams):
                 f"the year ({'causal' if self.causal else 'centred'}); use at least {need}"
             )
         return self
+
+
+def tcn_space(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    """Search range of ``TCNParams``: width, kernel, dropout (the depth follows the kernel: it covers the year)."""
+    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
+            "kernel_size": t.suggest_categorical(p + "kernel_size", [3, 5]),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
 
 
 class TemporalBlock(nn.Module):
@@ -116,6 +124,7 @@ class TCNModel(XmwModel):
 
     Params = TCNParams
     test_params: ClassVar[dict[str, Any]] = {"hidden_size": 8, "dropout": 0.0}
+    search_space = staticmethod(tcn_space)
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: TCNParams = self.hp  # type: ignore[assignment]

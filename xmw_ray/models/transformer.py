@@ -16,6 +16,7 @@ from torch import nn
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.models.base import HParams, XmwModel, concat_static
+from xmw_ray.models.ranges import SizeRanges
 from xmw_ray.models.registry import register
 
 
@@ -39,6 +40,17 @@ class AttentionParams(HParams):
 
 #: Tiny attention sizes for the conformance suite (shared by every attention model).
 ATTENTION_TEST_PARAMS: dict[str, Any] = {"d_model": 8, "n_heads": 2, "d_ff": 16, "num_layers": 1, "dropout": 0.0}
+
+
+def attention_space(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
+    """Search range of ``AttentionParams`` (Transformer, iTransformer, Pyraformer): widths that every head count
+    divides, heads, feed-forward multiple, depth, dropout."""
+    d_model = t.suggest_categorical(p + "d_model", [w for w in s.widths if w % max(s.heads) == 0])
+    return {"d_model": d_model,
+            "n_heads": t.suggest_categorical(p + "n_heads", list(s.heads)),
+            "d_ff": d_model * t.suggest_categorical(p + "ff_mult", [2, 4]),
+            "num_layers": t.suggest_int(p + "num_layers", 1, s.max_layers),
+            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -80,6 +92,7 @@ class TransformerModel(XmwModel):
 
     Params = AttentionParams
     test_params: ClassVar[dict[str, Any]] = ATTENTION_TEST_PARAMS
+    search_space = staticmethod(attention_space)
 
     def build_encoder(self) -> tuple[nn.Module, int]:
         hp: AttentionParams = self.hp  # type: ignore[assignment]

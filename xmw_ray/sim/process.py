@@ -91,9 +91,6 @@ class CellProps:
     def inflow(self) -> np.ndarray:
         return TYPE_INFLOW[self.wetland_type.astype(np.int64)]
 
-    def take(self, idx: np.ndarray) -> CellProps:
-        return CellProps(**{k: np.asarray(v)[idx] for k, v in asdict(self).items()})
-
 
 def cell_props(wetland_type: np.ndarray, ph: np.ndarray, specific_yield: np.ndarray, fapar: np.ndarray,
                site_effect: np.ndarray | None = None) -> CellProps:

@@ -246,11 +246,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_shard = ShardCache(train_shard, seed=run_cfg["seed"] * 1000 + rank)
     if loop_config.get("cache_val"):  # small validation part: decode its chunks once, not every epoch
         val_shard = ShardCache(val_shard, seed=0)
-    fail_at = loop_config.get("fail_at_epoch")  # fault injection (tests): raise once, before any resume
 
     for epoch in range(start_epoch, epochs):
-        if fail_at is not None and epoch == fail_at and resume_dir is None:
-            raise RuntimeError(f"injected worker failure at epoch {epoch}")
         model.train()
         for m in extras.values():
             m.train()

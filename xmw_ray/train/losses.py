@@ -6,10 +6,7 @@ a zero loss (with a graph) rather than NaN, so every data-parallel worker can st
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-
-from xmw_ray.train.metrics import entity_index
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,23 +28,3 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | 
     num, den = sse.sum(), count.sum()
     return num / torch.where(den > 0, den, torch.ones_like(den))
 
-
-def nse_weights(target: np.ndarray, entities: np.ndarray, eps: float = 0.1) -> np.ndarray:
-    """Per-sample weights ``1 / (σ_entity + eps)²`` for an NSE-style loss (Kratzert et al. 2019).
-
-    ``σ_entity`` is the std of the entity's observed targets over all its rows, in the units of ``target``
-    (pass normalised targets to weight a normalised loss); entities with large variability count less, so
-    every entity's squared errors are measured against its own variance, as NSE does.
-    """
-    target = np.asarray(target, dtype=np.float64)
-    names, inv = entity_index(entities, target.shape[0])
-    n_ent = len(names)
-    obs = np.isfinite(target)
-    y = np.where(obs, target, 0.0)
-    n = np.bincount(inv, obs.sum(axis=1), minlength=n_ent)
-    sy = np.bincount(inv, y.sum(axis=1), minlength=n_ent)
-    syy = np.bincount(inv, (y * y).sum(axis=1), minlength=n_ent)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(n > 0, syy / np.maximum(n, 1) - (sy / np.maximum(n, 1)) ** 2, 0.0)
-    std = np.sqrt(np.maximum(var, 0.0))
-    return (1.0 / (std + eps) ** 2)[inv].astype(np.float32)

@@ -20,15 +20,14 @@ def required_resources(num_workers: int, cpus_per_worker: float, use_gpu: bool) 
     return need
 
 
-def check_fits(num_workers: int, cpus_per_worker: float, use_gpu: bool, concurrent: int = 1) -> None:
-    """Raise ``XmwInputError`` when ``concurrent`` runs of this shape exceed the cluster's total resources."""
+def check_fits(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
+    """Raise ``XmwInputError`` when one run of this shape exceeds the cluster's total resources."""
     have = ray.cluster_resources()
     need = required_resources(num_workers, cpus_per_worker, use_gpu)
-    for key, amount in need.items():
-        total = amount * concurrent
+    for key, total in need.items():
         if have.get(key, 0.0) + 1e-9 < total:
             raise XmwInputError(
-                f"resources: asked for {total:g} {key} ({concurrent} run(s) x {num_workers} worker(s) x "
+                f"resources: asked for {total:g} {key} ({num_workers} worker(s) x "
                 f"{cpus_per_worker:g} CPU{' + 1 GPU' if use_gpu else ''} each, + {DATA_CPUS:g} CPU for Ray Data) "
                 f"but the cluster has {have.get(key, 0.0):g} {key}; lower resources.num_workers / "
                 f"resources.cpus_per_worker or add nodes")

@@ -219,7 +219,7 @@ def steps_per_epoch(rows: int, num_workers: int, batch_size: int) -> int:
 
 def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
                  init_state: dict[str, Any] | None = None, freeze: list[str] | None = None,
-                 callbacks: list[Any] | None = None, fail_at_epoch: int | None = None,
+                 callbacks: list[Any] | None = None,
                  source: ray.data.Dataset | None = None, objective: Objective | None = None,
                  norm: dict[str, Any] | None = None, source_rows: int | None = None) -> TrainOutcome:
     """Train one model as configured; resumes when ``<output_dir>/<name>`` holds an earlier run's checkpoints.
@@ -248,7 +248,6 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         "norm": norm if norm is not None else ds.norm,
         "init_state": init_state,
         "freeze": freeze or [],
-        "fail_at_epoch": fail_at_epoch,
         "objective": objective,
         "paired": source is not None,
         "steps_per_epoch": steps_per_epoch(source_rows, res.num_workers, cfg.data.batch_size)

@@ -25,7 +25,7 @@ from xmw_ray.train.loop import Objective
 from xmw_ray.train.losses import masked_mse
 from xmw_ray.train.runner import TRAIN_COLUMNS, TrainOutcome, run_training
 from xmw_ray.transfer.base import TransferJob, require_source, target_config, validate_params
-from xmw_ray.transfer.finetune import FinetuneParams, finetune_from
+from xmw_ray.transfer.finetune import FinetuneParams, finetune_from, finetune_space
 
 
 class _GradReverse(torch.autograd.Function):
@@ -53,6 +53,11 @@ class AdversarialParams(FinetuneParams):
     lambda_max: float = Field(1.0, ge=0.0, description="final weight of the reversed domain gradient")
     gamma: float = Field(10.0, gt=0.0, description="steepness of the λ ramp")
     disc_hidden: int = Field(32, ge=1, description="hidden units of the domain discriminator")
+
+
+def adversarial_space(t: Any, p: str) -> dict[str, Any]:
+    """Search range of ``AdversarialParams``: the fine-tuning range plus the final reversed-gradient weight."""
+    return {**finetune_space(t, p), "lambda_max": t.suggest_float(p + "lambda_max", 0.1, 1.0, log=True)}
 
 
 def discriminator(embedding_size: int, hidden: int) -> nn.Module:
@@ -98,6 +103,7 @@ class DANNObjective(Objective):
 class Adversarial:
     name = "adversarial"
     Params = AdversarialParams
+    search_space = staticmethod(adversarial_space)
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         params = validate_params(self.Params, job.params, self.name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -32,7 +33,7 @@ from xmw_ray.config import (
 )
 from xmw_ray.data.features import FeatureSet, check_pairing
 from xmw_ray.data.ray_datasets import StoreInfo, store_info
-from xmw_ray.data.site_store import COMMON_METADATA
+from xmw_ray.data.stores import store_fingerprint
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import MODEL_FILE, load_model_state
 from xmw_ray.storage import join_path, write_text_atomic
@@ -55,11 +56,18 @@ class TransferJob(Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="strategy hyper-parameters")
 
 
+#: A strategy's search space: ``space(trial, prefix) -> Params keyword arguments``, asked with Optuna's
+#: ``suggest_*`` under the parameter-name prefix (``xmw_ray/tune/space.py``).
+StrategySpace = Callable[[Any, str], dict[str, Any]]
+
+
 @runtime_checkable
 class Strategy(Protocol):
     name: str
     #: The strategy's hyper-parameter class (configs' ``strategy_params`` are checked against it at load time).
     Params: type[StrategyParams]
+    #: What a search may vary, declared beside ``Params``; None: nothing to search.
+    search_space: StrategySpace | None
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         """Train every phase; return the final (observation) phase's outcome."""
@@ -112,20 +120,10 @@ def target_config(job: TransferJob, suffix: str = "", model: ModelSection | None
                        resources=job.resources, run=run)
 
 
-def _store_stamp(path: str) -> str:
-    """Identity of a store's content for the cache key: its path and the modification time of its metadata file
-    (written last by ``prepare``; the folder's own time changes when statistics are cached beside the data)."""
-    p = Path(path)
-    for meta in (p / "zarr.json", p / COMMON_METADATA):
-        if meta.is_file():
-            return f"{p.resolve()}@{meta.stat().st_mtime_ns}"
-    return path
-
-
 def pretrain_key(job: TransferJob) -> str:
     """Hash of everything a source pretraining depends on: source data, model, pretraining optimiser, seed."""
     assert job.source is not None
-    blob = json.dumps({"source": job.source.model_dump(mode="json"), "stamp": _store_stamp(job.source.store),
+    blob = json.dumps({"source": job.source.model_dump(mode="json"), "stamp": store_fingerprint(job.source.store),
                        "model": job.model.model_dump(mode="json"),
                        "optim": job.pretrain_optim.model_dump(mode="json"), "seed": job.run.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

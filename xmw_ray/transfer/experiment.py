@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -35,6 +35,36 @@ RESULTS_FILE = "results.jsonl"
 #: Test metrics of a run whose setting holds no test part (``kind: all``).
 NO_TEST: dict[str, float] = {**dict.fromkeys(METRIC_KEYS[:-1], float("nan")), "n": 0}
 BEST_DIR = "best"
+
+
+class RunRow(TypedDict):
+    """One line of ``results.jsonl``, the one shape of a scored run (a strategy's or the trees'): what ran, its
+    TEST metrics pooled over observed days (``train/metrics.py``), its validation NSE (what selection reads; NaN
+    for the trees) and its checkpoint ("" for the trees). The summary tables and ``best`` are made from these."""
+
+    key: str
+    model: str
+    setting: str
+    fraction: float
+    seed: int
+    strategy: str
+    nse: float
+    rmse: float
+    nrmse: float
+    pearson_r2: float
+    kge: float
+    bias: float
+    n: int
+    val_nse: float
+    checkpoint: str
+
+
+def run_row(strategy: str, model: str, setting: str, fraction: float, seed: int, test: dict[str, Any],
+            val_nse: float, checkpoint: str) -> RunRow:
+    """The row of one scored run; ``test`` is a pooled metrics dict (``METRIC_KEYS``)."""
+    return RunRow(key=run_key(strategy, model, setting, fraction, seed), model=model, setting=setting,
+                  fraction=fraction, seed=seed, strategy=strategy, **{k: test[k] for k in METRIC_KEYS},
+                  val_nse=val_nse, checkpoint=checkpoint)
 
 
 def _log(msg: str) -> None:
@@ -95,7 +125,7 @@ def _arrays(info, spec: SplitSpec, part: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> dict[str, Any]:
+def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> RunRow:
     """Fit the trees on the observations' training split (training + validation parts), score on test."""
     info = store_info(cfg.target.store, cfg.target.source)
     train = [_arrays(info, spec, p) for p in (("train", "val") if spec.val_fraction > 0 else ("train",))]
@@ -106,8 +136,7 @@ def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: floa
     test = _arrays(info, spec, "test")
     acc = MetricAccumulator("daily")
     acc.update(model.predict(test[schema.DYNAMIC], test[schema.STATIC]), test[schema.TARGET], test[schema.ENTITY])
-    return {"model": "gbt", "setting": setting, "fraction": fraction, "seed": seed, "strategy": "gbt",
-            **acc.result()["pooled"], "val_nse": float("nan"), "checkpoint": ""}
+    return run_row("gbt", "gbt", setting, fraction, seed, acc.result()["pooled"], float("nan"), "")
 
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> dict[str, Path]:
@@ -130,7 +159,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                     if cfg.baseline is not None and has_test:
                         key = run_key("gbt", "gbt", setting, fraction, seed)
                         if key not in done:
-                            row = {"key": key, **gbt_row(cfg, setting, spec, fraction, seed)}
+                            row = gbt_row(cfg, setting, spec, fraction, seed)
                             _append_row(results, row)
                             rows.append(row)
                             done.add(key)
@@ -148,10 +177,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                         outcome = run_ensemble(get_strategy(strategy), job, cfg.ensemble)
                         pooled = (evaluate_checkpoint(str(outcome.best_checkpoint), cfg.target.store, "test")["pooled"]
                                   if has_test else NO_TEST)
-                        row = {"key": key, "model": model.name, "setting": setting, "fraction": fraction,
-                               "seed": seed, "strategy": strategy, **pooled,
-                               "val_nse": outcome.metrics.get("val_nse", float("nan")),
-                               "checkpoint": str(outcome.best_checkpoint)}
+                        row = run_row(strategy, model.name, setting, fraction, seed, pooled,
+                                      outcome.metrics.get("val_nse", float("nan")), str(outcome.best_checkpoint))
                         _append_row(results, row)
                         rows.append(row)
                         done.add(key)

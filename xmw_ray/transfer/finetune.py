@@ -7,6 +7,7 @@ the observation phase's learning rate. The pretrained model's normalisation buff
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -39,6 +40,13 @@ class FinetuneParams(StrategyParams):
         return v
 
 
+def finetune_space(t: Any, p: str) -> dict[str, Any]:
+    """Search range of ``FinetuneParams``: freeze nothing or the encoder, observation-phase lr 0.1-1 x."""
+    frozen = t.suggest_categorical(p + "freeze", ["none", "encoder"])
+    return {"freeze": [] if frozen == "none" else [frozen],
+            "lr_scale": t.suggest_float(p + "lr_scale", 0.1, 1.0, log=True)}
+
+
 def finetune_from(job: TransferJob, checkpoint: Path, params: FinetuneParams,
                   callbacks: list | None = None) -> TrainOutcome:
     """The observation phase started from ``checkpoint``'s weights and statistics."""
@@ -50,6 +58,7 @@ def finetune_from(job: TransferJob, checkpoint: Path, params: FinetuneParams,
 class Finetune:
     name = "finetune"
     Params = FinetuneParams
+    search_space = staticmethod(finetune_space)
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         params = validate_params(self.Params, job.params, self.name)

@@ -33,6 +33,7 @@ class ResidualParams(StrategyParams):
 class Residual:
     name = "residual"
     Params = ResidualParams
+    search_space = None  # the residual model's own size is the searched model's
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         params = validate_params(self.Params, job.params, self.name)

@@ -19,7 +19,7 @@ observations' validation split.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,11 @@ class ReweightParams(StrategyParams):
     decay: float = Field(0.8, gt=0.0, le=1.0, description="simulation weights × decay^epoch")
     clip: float = Field(10.0, gt=0.0, description="largest density ratio (classifier)")
     max_fit_samples: int = Field(4000, ge=10, description="simulation samples used to fit the weights")
+
+
+def reweight_space(t: Any, p: str) -> dict[str, Any]:
+    """Search range of ``ReweightParams``: how fast the simulation weights decay."""
+    return {"decay": t.suggest_float(p + "decay", 0.5, 1.0)}
 
 
 def sample_summary(dynamic: np.ndarray, static: np.ndarray) -> np.ndarray:
@@ -134,6 +139,7 @@ class ReweightObjective(Objective):
 class Reweight:
     name = "reweight"
     Params = ReweightParams
+    search_space = staticmethod(reweight_space)
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         params = validate_params(self.Params, job.params, self.name)

@@ -13,6 +13,7 @@ class ScratchParams(StrategyParams):
 class Scratch:
     name = "scratch"
     Params = ScratchParams
+    search_space = None
 
     def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
         validate_params(self.Params, job.params, self.name)

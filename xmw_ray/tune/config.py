@@ -21,7 +21,7 @@ class SearchSection(Strict):
                                   description="transfer strategies to search ('none': train on data only)")
     cover_strategies: bool = Field(
         False, description="first trials: one per strategy (models taken in turn), so every strategy gets a score")
-    space: Literal["small", "full"] = Field("small", description="size ranges of the hyper-parameters (space.py)")
+    space: Literal["small", "full"] = Field("small", description="size ranges of the hyper-parameters (models/ranges.py)")
     lr: tuple[float, float] = Field((1e-3, 3e-2), description="log-uniform learning-rate range")
     weight_decay: tuple[float, float] = Field((0.0, 0.0), description="uniform weight-decay range")
     num_samples: int = Field(8, gt=0, description="trials (Optuna suggestions)")

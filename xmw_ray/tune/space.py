@@ -1,4 +1,6 @@
-"""Define-by-run Optuna search spaces: each model suggests its own hyper-parameters, each strategy its own.
+"""Define-by-run Optuna search spaces: each model suggests its own hyper-parameters (the space it declares beside
+its ``Params``, ``xmw_ray/models/ranges.py``), each strategy its own (``search_space`` beside the strategy's
+``Params``).
 
 A space is a function of an Optuna trial; :func:`define_by_run` picks the model and strategy first and then asks
 only that model's and that strategy's questions, so an LSTM trial never carries attention heads. Parameter names
@@ -7,87 +9,40 @@ are ``hp/<model>/<name>`` and ``sp/<strategy>/<name>`` (Ray's OptunaSearch unfla
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from xmw_ray.models.ranges import SIZES, ModelSpace
 from xmw_ray.tune.config import NO_TRANSFER, SearchSection
 
-
-@dataclass(frozen=True)
-class SizeRanges:
-    """Ranges of the size hyper-parameters: ``small`` for laptops and tests, ``full`` for a GPU cluster
-    (it brackets X-MethaneWet's own sizes: hidden/d_model 8, 3 layers, dropout 0.2)."""
-
-    widths: tuple[int, ...]
-    max_layers: int
-    max_dropout: float
-    heads: tuple[int, ...]
+if TYPE_CHECKING:
+    from xmw_ray.transfer.base import StrategySpace
 
 
-SIZES = {
-    "small": SizeRanges(widths=(4, 8), max_layers=1, max_dropout=0.1, heads=(2,)),
-    "full": SizeRanges(widths=(8, 16, 32, 64), max_layers=3, max_dropout=0.3, heads=(2, 4)),
-}
+def model_space(model: str) -> ModelSpace:
+    """The search space model ``model`` declares beside its ``Params`` (``XmwModel.search_space``)."""
+    from xmw_ray.models import model_class
 
-ModelSpace = Callable[[Any, str, SizeRanges], dict[str, Any]]
-
-
-def _recurrent(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
-    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
-            "num_layers": t.suggest_int(p + "num_layers", 1, s.max_layers),
-            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+    space = model_class(model).search_space
+    if space is None:
+        raise ValueError(f"model {model!r} has no search space (searchable: {', '.join(searchable_models())})")
+    return space
 
 
-def _ealstm(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
-    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
-            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+def searchable_models() -> list[str]:
+    """Every registered model that declares a search space."""
+    from xmw_ray.models import MODELS
+
+    return sorted(name for name, cls in MODELS.items() if cls.search_space is not None)
 
 
-def _tcn(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
-    return {"hidden_size": t.suggest_categorical(p + "hidden_size", list(s.widths)),
-            "kernel_size": t.suggest_categorical(p + "kernel_size", [3, 5]),
-            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
+def strategy_space(strategy: str) -> StrategySpace | None:
+    """The search space strategy ``strategy`` declares beside its ``Params``; None for one with nothing to search
+    (``scratch``, ``residual``) and for ``none`` (no transfer)."""
+    if strategy == NO_TRANSFER:
+        return None
+    from xmw_ray.transfer.registry import get_strategy
 
-
-def _attention(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
-    d_model = t.suggest_categorical(p + "d_model", [w for w in s.widths if w % max(s.heads) == 0])
-    return {"d_model": d_model,
-            "n_heads": t.suggest_categorical(p + "n_heads", list(s.heads)),
-            "d_ff": d_model * t.suggest_categorical(p + "ff_mult", [2, 4]),
-            "num_layers": t.suggest_int(p + "num_layers", 1, s.max_layers),
-            "dropout": t.suggest_float(p + "dropout", 0.0, s.max_dropout)}
-
-
-def _pyraformer(t: Any, p: str, s: SizeRanges) -> dict[str, Any]:
-    return {**_attention(t, p, s), "inner_size": t.suggest_categorical(p + "inner_size", [3, 5])}
-
-
-#: Each registered model's own questions.
-MODEL_SPACES: dict[str, ModelSpace] = {
-    "lstm": _recurrent, "gru": _recurrent, "ealstm": _ealstm, "tcn": _tcn,
-    "transformer": _attention, "itransformer": _attention, "pyraformer": _pyraformer,
-}
-
-StrategySpace = Callable[[Any, str], dict[str, Any]]
-
-def _finetune(t: Any, p: str) -> dict[str, Any]:
-    frozen = t.suggest_categorical(p + "freeze", ["none", "encoder"])
-    return {"freeze": [] if frozen == "none" else [frozen],
-            "lr_scale": t.suggest_float(p + "lr_scale", 0.1, 1.0, log=True)}
-
-
-def _adversarial(t: Any, p: str) -> dict[str, Any]:
-    return {**_finetune(t, p), "lambda_max": t.suggest_float(p + "lambda_max", 0.1, 1.0, log=True)}
-
-
-def _reweight(t: Any, p: str) -> dict[str, Any]:
-    return {"decay": t.suggest_float(p + "decay", 0.5, 1.0)}
-
-
-#: Each transfer strategy's own questions (xmw_ray/transfer's parameter names; scratch and residual have none).
-STRATEGY_SPACES: dict[str, StrategySpace] = {"finetune": _finetune, "adversarial": _adversarial,
-                                             "reweight": _reweight}
+    return get_strategy(strategy).search_space
 
 
 class DefineByRun:
@@ -105,9 +60,10 @@ class DefineByRun:
         trial.suggest_float("lr", lo, hi, log=lo > 0 and hi > lo)
         wlo, whi = search.weight_decay
         trial.suggest_float("weight_decay", wlo, whi)
-        MODEL_SPACES[model](trial, f"hp/{model}/", SIZES[search.space])
-        if strategy != NO_TRANSFER and strategy in STRATEGY_SPACES:
-            STRATEGY_SPACES[strategy](trial, f"sp/{strategy}/")
+        model_space(model)(trial, f"hp/{model}/", SIZES[search.space])
+        space = strategy_space(strategy)
+        if space is not None:
+            space(trial, f"sp/{strategy}/")
         return {}
 
 
@@ -130,14 +86,15 @@ def model_params(config: dict[str, Any], search: SearchSection) -> dict[str, Any
 
 def _rebuild(model: str, raw: dict[str, Any], search: SearchSection) -> dict[str, Any]:
     """Replay the model's space on recorded answers (e.g. ``ff_mult`` → ``d_ff``) without Optuna."""
-    return MODEL_SPACES[model](_Replay(raw), "", SIZES[search.space])
+    return model_space(model)(_Replay(raw), "", SIZES[search.space])
 
 
 def strategy_params(config: dict[str, Any]) -> dict[str, Any]:
     strategy = config["strategy"]
-    if strategy == NO_TRANSFER or strategy not in STRATEGY_SPACES:
+    space = strategy_space(strategy)
+    if space is None:
         return {}
-    return STRATEGY_SPACES[strategy](_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
+    return space(_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
 
 
 def check_model_spaces(search: SearchSection) -> None:
@@ -147,10 +104,9 @@ def check_model_spaces(search: SearchSection) -> None:
     from xmw_ray.models import model_class
 
     for model in search.models:
-        if model not in MODEL_SPACES:
-            raise ValueError(f"model {model!r} has no search space in xmw_ray/tune/space.py")
+        space = model_space(model)
         for corner in (0, -1):
-            params = MODEL_SPACES[model](_Corner(corner), "", SIZES[search.space])
+            params = space(_Corner(corner), "", SIZES[search.space])
             check_params(model_class(model).Params, params, prefix=f"{model} (space {search.space!r})")
 
 
