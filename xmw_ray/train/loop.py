@@ -28,6 +28,7 @@ import torch
 from xmw_ray.data import schema
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.models import build_model
+from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_model_state, load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
 
@@ -196,8 +197,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     np.random.seed(run_cfg["seed"] * 1000 + rank)
     device = _device()
 
+    constraint = resolve_output_constraint(cfg["model"].get("output_constraint", "none"),
+                                           loop_config["norm"].get("target_min"))  # the runner resolved ``auto``
     model = build_model(cfg["model"]["name"], loop_config["n_dynamic"], loop_config["n_static"],
-                        norm=loop_config["norm"], **cfg["model"]["params"])
+                        norm=loop_config["norm"], output_constraint=constraint, **cfg["model"]["params"])
     if loop_config.get("features") is not None:  # what its inputs mean: saved with every checkpoint
         model.features = FeatureSet.from_record(loop_config["features"], "training store")
     if loop_config.get("init_state") is not None:  # transfer: start from a pretrained model's weights

@@ -24,6 +24,7 @@ from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.errors import XmwInputError
+from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_train_state
 from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
 from xmw_ray.train.loop import Objective, train_loop_per_worker
@@ -205,11 +206,24 @@ def check_resume_matches(cfg: TrainConfig) -> None:
         old_p = _model_params(old_model.get("name", ""), old_model.get("params", {}))
         new_p = _model_params(new["model"]["name"], new["model"]["params"])
         pairs += [(f"model.params.{k}", old_p.get(k), new_p.get(k)) for k in sorted(set(old_p) | set(new_p))]
+    if new["model"].get("output_constraint", "auto") != "auto":  # ``auto`` resolves alike on the same store
+        pairs.append(("model.output_constraint", old_model.get("output_constraint", "none"),
+                      new["model"]["output_constraint"]))
     pairs += [(f"data.{k}", old_data.get(k), new["data"][k]) for k in ("source", "store")]
     for key, was, now in pairs:
         if was != now:
             raise XmwInputError(f"{key}: run {cfg.run.name!r} resumes from {path}, trained with {was!r}, not "
                                 f"{now!r} (use another run.name, or remove the run folder to start over)")
+
+
+def with_output_constraint(cfg: TrainConfig, *norms: dict[str, Any] | None) -> TrainConfig:
+    """``cfg`` with ``model.output_constraint`` resolved (``auto`` → softplus when the smallest training target
+    of every statistics dict in ``norms``, e.g. the training split's and a paired source's, is >= 0), so the
+    checkpoint's config records what the model applied."""
+    mins = [n.get("target_min") for n in norms if n is not None]
+    target_min = None if not mins or any(m is None for m in mins) else min(mins)
+    resolved = resolve_output_constraint(cfg.model.output_constraint, target_min)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"output_constraint": resolved})})
 
 
 def steps_per_epoch(rows: int, num_workers: int, batch_size: int) -> int:
@@ -236,6 +250,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)
     ds = datasets or build_datasets(cfg.data)
+    cfg = with_output_constraint(cfg, ds.norm, norm)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     local = res.num_workers == 0
