@@ -32,6 +32,7 @@ from xmw_ray.train.resources import check_fits
 
 if TYPE_CHECKING:
     import pyarrow.fs
+    from ray.data import ExecutionOptions
 
 BEST_DIR = "best"
 HISTORY_FILE = "history.json"
@@ -142,7 +143,11 @@ def ensure_ray() -> None:
             with _loopback_node():
                 ray.init(num_cpus=_local_cpus(), log_to_driver=False, logging_level=logging.WARNING,
                          _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, _system_config=LOCAL_SYSTEM_CONFIG)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    # Blocks in their datasource's order (else the order they finish in): the same command with the same seed
+    # then gives the same batches, so the same numbers, wherever the driver iterates (baselines, evaluation).
+    ctx.execution_options.preserve_order = True
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -226,6 +231,19 @@ def with_output_constraint(cfg: TrainConfig, *norms: dict[str, Any] | None) -> T
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"output_constraint": resolved})})
 
 
+def ordered_ingest() -> ExecutionOptions:
+    """Ray Train's default ingest options (``DataConfig.default_ingest_options``: this process's resource limits
+    and progress setting) with blocks kept in order. Train applies them to each dataset shard wherever it configures
+    them, so a run does not depend on the order read tasks finish in; ``streaming_split`` then also ignores
+    locality and deals blocks to workers in a fixed order. (Built here rather than by ``default_ingest_options``,
+    which passes ``exclude_resources``, deprecated in Ray 2.60, and so warns on every call; nothing here sets it.)"""
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True,
+                            verbose_progress=current.verbose_progress)
+
+
 def steps_per_epoch(rows: int, num_workers: int, batch_size: int) -> int:
     """Optimisation steps of one epoch on each worker: ``rows`` split evenly over the workers, in batches."""
     return max(1, math.ceil(math.ceil(rows / max(num_workers, 1)) / batch_size))
@@ -297,7 +315,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         datasets=datasets,
         # one worker reads the datasets itself: a streaming split would add a coordinator actor per dataset,
         # relaying every block, for nothing to split (and on a small machine it takes CPU from training)
-        dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else []),
+        dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else [],
+                                  execution_options=ordered_ingest()),
     )
     result = trainer.fit()
     history = _history(result, run_dir, local)
