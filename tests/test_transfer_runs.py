@@ -65,7 +65,7 @@ def test_finetune_starts_from_cached_pretraining_and_keeps_frozen_encoder(ray_se
     assert wrapped.sim.hp.output_constraint == sim.hp.output_constraint
     dyn, stat = torch.randn(3, 365, sim.n_dynamic) * 5, torch.randn(3, sim.n_static)
     with torch.no_grad():
-        torch.testing.assert_close(wrapped.sim(dyn, stat), sim(dyn, stat), rtol=0, atol=0)
+        torch.testing.assert_close(wrapped.sim(dyn, stat), sim(dyn, stat))  # float32 rounding apart
 
 
 def test_layout_mismatch_and_missing_source_are_one_line_errors(world, tmp_path):
