@@ -246,6 +246,42 @@ def test_input_clip_bounds_extreme_inputs_and_leaves_normal_ones(name: str) -> N
         torch.testing.assert_close(clipped(extreme, stat), clipped(edge, stat))  # beyond the clip = at the clip
 
 
+def softplus_options(name: str) -> dict:
+    """``output_constraint="softplus"`` on the model, or on every member of an ensemble (its own is refused)."""
+    model_name = CASES[name][0]
+    if model_name != "ensemble":
+        return {"output_constraint": "softplus"}
+    return {"members": [{**m, "output_constraint": "softplus"} for m in MODELS[model_name].test_params["members"]]}
+
+
+def pull_heads_down(model: torch.nn.Module, by: float) -> None:
+    """Lower every head's bias by ``by`` (normalised units), so the unconstrained flux goes well below zero."""
+    with torch.no_grad():
+        for part in model.modules():
+            if isinstance(part, XmwModel) and isinstance(getattr(part, "head", None), torch.nn.Linear):
+                part.head.bias -= by
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_softplus_constraint_never_outputs_negative_flux(name: str) -> None:
+    free, bound = tiny(name).eval(), tiny(name, **softplus_options(name)).eval()  # same seed: same weights
+    for model in (free, bound):
+        pull_heads_down(model, 5.0)
+    g = torch.Generator().manual_seed(3)
+    dyn0, stat0, _ = make_batch(b=6)
+    for scale in (1.0, 10.0):  # typical drivers, then drivers far outside the training range
+        dyn = dyn0 + scale * dyn0.std() * torch.randn(dyn0.shape, generator=g)
+        stat = stat0 + scale * torch.randn(stat0.shape, generator=g)
+        with torch.no_grad():
+            unconstrained, flux = free(dyn, stat), bound(dyn, stat)
+        assert (unconstrained < 0).any()  # the same network without the constraint does go negative
+        assert torch.isfinite(flux).all() and (flux >= 0).all()
+        if name in TRAINABLE:  # the normalised view the loss compares is the same prediction
+            with torch.no_grad():
+                torch.testing.assert_close(bound.target_mean + bound.target_std * bound.forward_normalized(dyn, stat),
+                                           flux, atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_config_rebuilds_and_defaults_build(name: str) -> None:
     model = tiny(name)

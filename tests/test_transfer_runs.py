@@ -58,6 +58,14 @@ def test_finetune_starts_from_cached_pretraining_and_keeps_frozen_encoder(ray_se
     assert (pre / DONE_FILE).stat().st_mtime_ns == done_mtime
     resid = model_state(res.best_checkpoint)
     assert all(torch.equal(pretrained[k], resid["sim." + k]) for k in pretrained)  # the simulation part is frozen
+    # ... and rebuilt as pretrained, output constraint included: it predicts what the pretrained model predicts
+    from xmw_ray.models.checkpoint import load_checkpoint_model
+
+    sim, wrapped = load_checkpoint_model(pre / "best"), load_checkpoint_model(res.best_checkpoint)
+    assert wrapped.sim.hp.output_constraint == sim.hp.output_constraint
+    dyn, stat = torch.randn(3, 365, sim.n_dynamic) * 5, torch.randn(3, sim.n_static)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.sim(dyn, stat), sim(dyn, stat))  # float32 rounding apart
 
 
 def test_layout_mismatch_and_missing_source_are_one_line_errors(world, tmp_path):

@@ -50,3 +50,10 @@ def _build(root: Path, res: float) -> None:
         layout.write_target(src, year, days_to_slots(target), res)
     extent, _ = write_tiny_extent(root, res=res, seed=1)
     prepare_grid(src, root / "grid.zarr", cells_per_chunk=16, wetland_area=extent)
+
+
+def make_emission_store(root: Path, years: tuple[int, ...] = (2000, 2001, 2002)) -> Path:
+    """``root/grid.zarr``: the tests' TEM-MDM world as is, whose target (gamma-distributed emission) is >= 0."""
+    write_tiny_temmdm(root / "src", years=years, seed=3, keep_arrays=False)
+    prepare_grid(root / "src", root / "grid.zarr", cells_per_chunk=16)
+    return root / "grid.zarr"

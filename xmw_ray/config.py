@@ -65,6 +65,9 @@ def check_params(params_cls: type[BaseModel], params: dict[str, Any], prefix: st
 class ModelSection(Strict):
     name: str = "lstm"
     params: dict[str, Any] = Field(default_factory=dict)
+    output_constraint: Literal["auto", "softplus", "none"] = Field(
+        "auto", description="softplus: predicted flux never negative (in mg CH4 m-2 d-1); none: unconstrained; "
+        "auto: softplus when every training target is >= 0 (from the store's training statistics), else none")
 
     @model_validator(mode="after")
     def _params_fit_model(self) -> ModelSection:
@@ -72,6 +75,8 @@ class ModelSection(Strict):
         require_models([self.name])
         from xmw_ray.models import model_class
 
+        if "output_constraint" in self.params:  # one place for it: the run resolves ``auto`` from its targets
+            raise KeyedValueError("params.output_constraint", "set model.output_constraint instead")
         check_params(model_class(self.name).Params, self.params)
         return self
 

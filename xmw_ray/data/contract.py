@@ -11,6 +11,8 @@ import numpy as np
 
 # --- units -------------------------------------------------------------------------------------------------
 FLUX_UNIT = "mg CH4 m-2 d-1"
+#: ``FLUX_UNIT`` as UDUNITS parses it, for CF files: the species is not part of a unit, so it goes in long_name.
+FLUX_UNIT_CF = "mg m-2 d-1"
 #: nmol CH4 m-2 s-1 → mg CH4 m-2 d-1: 86 400 s d-1 × 16.04 g mol-1 × 1e-9 mol nmol-1 × 1e3 mg g-1.
 NMOL_PER_S_TO_MG_PER_DAY = 1.3859
 

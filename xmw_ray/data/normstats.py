@@ -24,15 +24,17 @@ NORMSTATS_DIR = "normstats"
 
 @dataclass
 class Moments:
-    """Per-variable count, mean and sum of squared deviations (M2)."""
+    """Per-variable count, mean, sum of squared deviations (M2) and smallest finite value (``lo``; +inf when none):
+    the target's ``lo`` says whether every training target is >= 0 (``models.base.resolve_output_constraint``)."""
 
     count: np.ndarray
     mean: np.ndarray
     m2: np.ndarray
+    lo: np.ndarray
 
     @classmethod
     def empty(cls, d: int) -> Moments:
-        return cls(np.zeros(d), np.zeros(d), np.zeros(d))
+        return cls(np.zeros(d), np.zeros(d), np.zeros(d), np.full(d, np.inf))
 
     @classmethod
     def of(cls, values: np.ndarray) -> Moments:
@@ -44,7 +46,8 @@ class Moments:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         m2 = np.where(ok, (x - mean) ** 2, 0.0).sum(axis=0)
-        return cls(count, mean, m2)
+        lo = np.where(ok, x, np.inf).min(axis=0, initial=np.inf)
+        return cls(count, mean, m2, lo)
 
     def merge(self, other: Moments) -> Moments:
         n = self.count + other.count
@@ -52,7 +55,7 @@ class Moments:
         delta = other.mean - self.mean
         mean = np.where(n > 0, self.mean + delta * other.count / safe, 0.0)
         m2 = self.m2 + other.m2 + delta**2 * self.count * other.count / safe
-        return Moments(n, mean, m2)
+        return Moments(n, mean, m2, np.minimum(self.lo, other.lo))
 
     def std(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -108,6 +111,8 @@ class NormStats:
     n_samples: int
     split_key: str = ""
     split: dict = field(default_factory=dict)
+    #: The smallest observed training target (mg CH4 m-2 d-1); None in statistics cached before it was recorded.
+    target_min: float | None = None
 
     @classmethod
     def from_partial(cls, p: NormPartial, dynamic_vars: Sequence[str], static_vars: Sequence[str],
@@ -116,7 +121,8 @@ class NormStats:
             raise ValueError("no training sample: normalisation statistics are undefined")
         return cls(list(dynamic_vars), list(static_vars), p.dynamic.mean, p.dynamic.std(), p.static.mean,
                    p.static.std(), float(p.target.mean[0]), float(p.target.std()[0]), p.n_samples,
-                   spec.key() if spec else "", spec.model_dump(mode="json") if spec else {})
+                   spec.key() if spec else "", spec.model_dump(mode="json") if spec else {},
+                   float(p.target.lo[0]) if np.isfinite(p.target.lo[0]) else None)
 
     def to_dict(self) -> dict:
         return {
@@ -131,6 +137,7 @@ class NormStats:
             "n_samples": self.n_samples,
             "split_key": self.split_key,
             "split": self.split,
+            "target_min": self.target_min,
         }
 
     @classmethod
@@ -138,7 +145,7 @@ class NormStats:
         return cls(list(d["dynamic_vars"]), list(d["static_vars"]), np.asarray(d["dynamic_mean"]),
                    np.asarray(d["dynamic_std"]), np.asarray(d["static_mean"]), np.asarray(d["static_std"]),
                    float(d["target_mean"]), float(d["target_std"]), int(d["n_samples"]), d.get("split_key", ""),
-                   d.get("split", {}))
+                   d.get("split", {}), d.get("target_min"))
 
     def save(self, store_path: str) -> str:
         """Write ``<store>/normstats/<split_key>.json`` atomically; returns the path."""

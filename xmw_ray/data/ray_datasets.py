@@ -142,9 +142,12 @@ def part_rows(info: StoreInfo, spec: SplitSpec, part: str) -> int:
 
 
 def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:
-    """Training-split statistics, cached beside the store (computed once per split)."""
+    """Training-split statistics, cached beside the store (computed once per split; a cache written before the
+    smallest target was recorded is computed again)."""
     try:
-        return NormStats.load(info.path, spec.key())
+        cached = NormStats.load(info.path, spec.key())
+        if cached.target_min is not None:
+            return cached
     except (FileNotFoundError, OSError):
         pass
     stats = store_kind(info).normstats(info, spec)

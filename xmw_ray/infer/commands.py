@@ -9,6 +9,7 @@ import sys
 def cmd_infer(args: argparse.Namespace) -> int:
     from xmw_ray.data.commands import parse_years
     from xmw_ray.infer.budget import BUDGET_UNIT, read_true_budget
+    from xmw_ray.infer.maps import check_netcdf_out, write_netcdf
     from xmw_ray.infer.run import run_inference
 
     def progress(year: int, tg: dict[str, float] | None) -> None:
@@ -16,12 +17,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
         print(f"  {year} done{budget}", file=sys.stderr, flush=True)
 
     truth = None if args.truth is None else read_true_budget(args.truth)
+    if args.netcdf is not None:  # before any work
+        check_netcdf_out(args.netcdf)
     res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years), batch_size=args.batch_size,
                         actors=args.actors, use_gpu=args.use_gpu, on_year_done=progress, map_scale=args.map_scale,
                         truth_budget=truth)
     skipped = len(res.years) - len(res.computed)
     print(f"flux maps {res.out}: {res.cells} cells x {len(res.years)} years ({len(res.computed)} computed, "
           f"{skipped} already done)")
+    if args.netcdf is not None:
+        write_netcdf(res.out, args.netcdf)
+        print(f"CF NetCDF copy -> {args.netcdf}")
     if res.no_budget:
         print(f"xmw: {args.grid}: {res.no_budget}", file=sys.stderr)
         return 0
@@ -59,4 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", metavar="WORLD",
                    help="a built-in world folder (xmw simulate --out) or its truth.json: its true yearly budget is "
                         "drawn on the budget figure")
+    p.add_argument("--netcdf", metavar="FILE", default=None,
+                   help="also write the maps as one CF-1.8 NetCDF-4 file (local path), e.g. to publish them")
     p.set_defaults(func=cmd_infer)

@@ -2,14 +2,22 @@
 
 Layout (every array carries zarr v3 ``dimension_names``, which xarray reads as its dimensions):
 
-- ``lat (lat)``, ``lon (lon)``: cell centres (degrees_north / degrees_east).
-- ``time (time)``: int days since ``Y0-01-01``, calendar ``noleap``; day ``d`` of year ``Y`` is ``(Y-Y0)*365+d``.
+- ``lat (lat)``, ``lon (lon)``: cell centres (degrees_north / degrees_east), with ``lat_bnds``/``lon_bnds``.
+- ``time (time)``: int days since ``Y0-01-01``, calendar ``noleap``; day ``d`` of year ``Y`` is ``(Y-Y0)*365+d``;
+  ``time_bnds`` (each day from its start to the next day's).
 - ``month_time`` / ``year_time`` (start of each month / year) with ``*_bnds (…, bnds)`` CF bounds.
-- ``ch4_flux (time, lat, lon)`` float32 daily flux (mg CH4 m-2 d-1, NaN off wetland), chunks
+- ``ch4_flux (time, lat, lon)`` float32 daily flux (``mg m-2 d-1`` of CH4 per m² of wetland, NaN off wetland;
+  CF ``standard_name`` ``surface_net_upward_mass_flux_of_methane_due_to_emission_from_wetland_biological_processes``),
+  chunks
   ``(365, band, nlon)``: each year owns whole chunks along time.
 - ``ch4_flux_monthly (month_time, lat, lon)`` chunks ``(12, nlat, nlon)``; ``ch4_flux_annual (year_time, lat, lon)``
   chunks ``(1, nlat, nlon)``; ``wetland_area (month, lat, lon)`` m² (cell area × that month's wetland fraction) used
   by the budget, NaN everywhere when the Grid store has no wetland extent (then no budget is committed).
+
+CF-1.8: UDUNITS units, standard names where the CF table has one, bounds, ``history``; provenance names the
+checkpoint and Grid store relative to the map store's folder (URLs as given), never an absolute machine path; every
+attribute is one NetCDF can hold (no booleans, no nulls), so ``xarray.open_zarr(...).to_netcdf(...)`` writes a file a
+CF checker passes (``tests/test_cf_output.py`` runs the IOOS compliance checker on one).
 
 Resuming: only the driver writes, one whole year at a time, so no two writers ever touch one chunk. The commit
 point of a year is its marker ``_done/<year>.json`` (holding that year's budget), written after every chunk of
@@ -30,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from xmw_ray import __version__
 from xmw_ray.data.contract import (
     DAYS_IN_MONTH,
     DAYS_PER_YEAR,
-    FLUX_UNIT,
+    FLUX_UNIT_CF,
     MONTH_STARTS,
     grid_coords,
     grid_shape,
@@ -50,8 +59,11 @@ DONE_DIR = "_done"
 #: Largest daily chunk (bytes, uncompressed): the number of latitude rows per chunk follows from it.
 MAX_CHUNK_BYTES = 32 * 2**20
 #: Arrays of an empty store as ``_create`` writes it; the root ``zarr.json`` (consolidated metadata) goes last.
-CREATED_ARRAYS = ("lat", "lon", "month", "time", "month_time", "month_time_bnds", "year_time", "year_time_bnds", FLUX_VAR,
-                  MONTHLY_VAR, ANNUAL_VAR, AREA_VAR)
+CREATED_ARRAYS = ("lat", "lat_bnds", "lon", "lon_bnds", "month", "time", "time_bnds", "month_time", "month_time_bnds",
+                  "year_time", "year_time_bnds", FLUX_VAR, MONTHLY_VAR, ANNUAL_VAR, AREA_VAR)
+#: The CF standard name of the predicted flux: net (a model trained on towers may predict uptake), upward, per unit
+#: area of the surface it comes from (here the wetland: ``comment`` says so), from wetland biological processes.
+FLUX_STANDARD_NAME = "surface_net_upward_mass_flux_of_methane_due_to_emission_from_wetland_biological_processes"
 ROOT_METADATA = "zarr.json"
 #: Attributes that must match for a rerun to resume an existing store.
 IDENTITY_KEYS = ("years", "source_checkpoint_sha256", "source_grid_store", "grid_cells", "grid_resolution_deg",
@@ -91,6 +103,7 @@ class MapSpec:
     grid_cells: int
     model: dict[str, Any]
     wetland_extent: str | None = None  # the Grid store's extent source; None: maps only, no budget
+    history: str = ""  # the CF ``history`` line of the command that created the store
 
     def identity(self) -> dict[str, Any]:
         return {"years": list(self.years), "source_checkpoint_sha256": self.checkpoint_sha256,
@@ -110,8 +123,21 @@ def _time_attrs(y0: int, bounds: str | None = None) -> dict[str, Any]:
     return attrs
 
 
-def _flux_attrs(long_name: str) -> dict[str, Any]:
-    return {"units": FLUX_UNIT, "long_name": long_name, "cell_methods": "time: mean"}
+def _flux_attrs(long_name: str, time_dim: str) -> dict[str, Any]:
+    return {"units": FLUX_UNIT_CF, "long_name": f"{long_name} (mass of CH4 per unit wetland area)",
+            "standard_name": FLUX_STANDARD_NAME, "cell_methods": f"{time_dim}: mean",
+            "comment": "intensity per m2 of wetland, not of grid cell: multiply by wetland_area for the mass "
+                       "flux of a cell (budget.csv does)"}
+
+
+def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes NetCDF can store: a null is left out (``attrs.get`` gives None all the same), a bool becomes 0/1."""
+    return {k: int(v) if isinstance(v, bool) else v for k, v in attrs.items() if v is not None}
+
+
+def _bounds(centres: np.ndarray, res: float) -> np.ndarray:
+    """``(n, 2)`` cell edges of regularly spaced centres."""
+    return np.stack([centres - res / 2, centres + res / 2], axis=1)
 
 
 def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
@@ -129,13 +155,18 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
         root.create_array(name, data=data, dimension_names=list(dims), attributes=attrs)
 
     coord("lat", lat, ["lat"], {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude",
-                                "axis": "Y"})
+                                "axis": "Y", "bounds": "lat_bnds"})
+    coord("lat_bnds", _bounds(lat, spec.res), ["lat", "bnds"], {})
     coord("lon", lon, ["lon"], {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude",
-                                "axis": "X"})
-    coord("month", np.arange(1, 13, dtype=np.int32), ["month"], {"long_name": "calendar month of the wetland area"})
+                                "axis": "X", "bounds": "lon_bnds"})
+    coord("lon_bnds", _bounds(lon, spec.res), ["lon", "bnds"], {})
+    coord("month", np.arange(1, 13, dtype=np.int32), ["month"],
+          {"long_name": "calendar month of the wetland area", "units": "1"})
     y0 = spec.years[0]
     year_start = np.arange(ny, dtype=np.int32) * DAYS_PER_YEAR
-    coord("time", np.arange(ny * DAYS_PER_YEAR, dtype=np.int32), ["time"], _time_attrs(y0))
+    day = np.arange(ny * DAYS_PER_YEAR, dtype=np.int32)
+    coord("time", day, ["time"], _time_attrs(y0, "time_bnds"))
+    coord("time_bnds", np.stack([day, day + 1], axis=1), ["time", "bnds"], {})
     month_start = (year_start[:, None] + MONTH_STARTS[None, :]).reshape(-1).astype(np.int32)
     month_end = month_start + np.tile(DAYS_IN_MONTH, ny).astype(np.int32)
     coord("month_time", month_start, ["month_time"], _time_attrs(y0, "month_time_bnds"))
@@ -145,7 +176,7 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
 
     def flux(name: str, dims: list[str], shape: tuple[int, ...], chunks: tuple[int, ...], long_name: str) -> None:
         root.create_array(name, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan, compressors=comp,
-                          dimension_names=dims, attributes=_flux_attrs(long_name))
+                          dimension_names=dims, attributes=_flux_attrs(long_name, dims[0]))
 
     flux(FLUX_VAR, ["time", "lat", "lon"], (ny * DAYS_PER_YEAR, nlat, nlon), (DAYS_PER_YEAR, band_rows(nlat, nlon), nlon),
          "daily wetland CH4 emission")
@@ -159,10 +190,12 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
                       attributes={"units": "m2", "long_name": "wetland area (cell area x the month's wetland fraction) "
                                                            "used by the budget; NaN where the Grid store has no cell "
                                                            "or no wetland extent"})
-    root.attrs.update({
+    root.attrs.update(_netcdf_attrs({
         "Conventions": "CF-1.8",
         "title": "Wetland CH4 emission predicted by an xmw_ray model",
-        "source": f"xmw_ray inference of checkpoint {spec.checkpoint} over Grid store {spec.grid_store}",
+        "history": spec.history,
+        "source": f"xmw_ray {__version__}: model {spec.model.get('name')!r}, checkpoint {spec.checkpoint} "
+                  f"(sha256 {spec.checkpoint_sha256[:12]}), Grid store {spec.grid_store}",
         "source_checkpoint": spec.checkpoint,
         "source_grid_store": spec.grid_store,
         "model": json.dumps(spec.model, sort_keys=True),
@@ -171,10 +204,59 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
         "completion": f"a year is complete once {DONE_DIR}/<year>.json exists; other years hold NaN or partial data",
         "budget_csv": "budget.csv (Tg CH4 yr-1 per year, global and by latitude band)" if spec.wetland_extent
         else "none: the Grid store has no wetland extent (prepare grid --wetland-area FILE)",
-        "complete": False,
+        "complete": 0,
         **spec.identity(),
-    })
+    }))
     _consolidate(path)
+
+
+#: The map store's data variables: NaN marks "no wetland" in them, so only they carry a ``_FillValue``.
+DATA_VARS = (FLUX_VAR, MONTHLY_VAR, ANNUAL_VAR, AREA_VAR)
+
+
+def check_netcdf_out(nc_path: str) -> None:
+    """Refuse, before any work, a ``--netcdf`` target that is a URL, sits where nothing can be written, or is
+    already something other than a NetCDF copy of flux maps (a user's file is never overwritten)."""
+    from pathlib import Path
+
+    from xmw_ray.storage import _refuse_unwritable_parent
+
+    if is_url(nc_path):
+        raise XmwInputError(f"{nc_path}: --netcdf takes a local file path, not a URL")
+    path = Path(nc_path)
+    _refuse_unwritable_parent(path)
+    if path.exists() and not _is_maps_netcdf(path):
+        raise XmwInputError(f"{nc_path}: exists and is not a NetCDF copy of flux maps; choose another --netcdf "
+                            "or remove it")
+
+
+def _is_maps_netcdf(path: Any) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            found = fh.attrs.get("xmw_format")
+    except (OSError, ValueError):
+        return False
+    return (found.decode() if isinstance(found, bytes) else str(found)) == MAPS_FORMAT
+
+
+def write_netcdf(maps_path: str, nc_path: str) -> None:
+    """Copy a flux-map store into one CF NetCDF-4 file (``h5netcdf``), values and attributes as stored (no time
+    decoding): what a journal or a data centre takes. Coordinates and bounds get no ``_FillValue`` (CF 2.5.1 forbids
+    one on a coordinate; xarray would add NaN to every float variable). Written aside and renamed."""
+    import xarray as xr
+
+    from xmw_ray.storage import file_aside
+
+    with xr.open_zarr(maps_path, decode_cf=False) as ds:
+        encoding: dict[str, dict[str, Any]] = {}
+        for name in ds.variables:
+            if name not in DATA_VARS:
+                ds[name].attrs.pop("_FillValue", None)
+                encoding[str(name)] = {"_FillValue": None}
+        with file_aside(nc_path) as tmp:
+            ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
 
 
 def _consolidate(path: str) -> None:
@@ -276,10 +358,10 @@ class FluxMaps:
                                                    "cells": len(self._ilat)}).encode())
 
     def finalize(self) -> bool:
-        """Record ``complete: true`` in the attributes once every year is done; returns whether it is."""
+        """Record ``complete: 1`` in the attributes once every year is done; returns whether it is."""
         complete = len(self.years_done()) == len(self.spec.years)
         if complete and not self._root.attrs.get("complete"):
-            self._root.attrs["complete"] = True
+            self._root.attrs["complete"] = 1
             _consolidate(self.path)
         return complete
 

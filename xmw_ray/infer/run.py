@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,23 @@ class InferResult:
 def _local_abs(path: str | Path) -> str:
     """Local paths made absolute (Ray workers may run elsewhere in the tree); URLs unchanged."""
     return str(path) if is_url(path) else str(Path(path).resolve())
+
+
+def provenance_name(path: str, out: str) -> str:
+    """How the map store names an input: a URL as given, a local path relative to the store's folder (no absolute
+    machine path in a file that gets published; still the same name for every rerun of the same command)."""
+    if is_url(path) or is_url(out):
+        return str(path)
+    return os.path.relpath(path, Path(out).parent)
+
+
+def history_line(checkpoint: str, grid: str, out: str, years: tuple[int, ...]) -> str:
+    """The CF ``history`` entry of the command that created a map store (UTC time, inputs by provenance name)."""
+    from xmw_ray import __version__
+
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (f"{when}: xmw infer --checkpoint {provenance_name(checkpoint, out)} --grid {provenance_name(grid, out)} "
+            f"--years {years[0]}-{years[-1]} --out {Path(out).name} (xmw_ray {__version__})")
 
 
 def _sha256(path: Path) -> str:
@@ -199,10 +218,12 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     wanted = select_years(store, years)
     # Before the map store exists: a pool the cluster cannot hold is refused with nothing written.
     check_actors_fit(1 if actors is None else actors, use_gpu, planned_cluster_resources())
-    spec = MapSpec(res=store.res, years=wanted, checkpoint=checkpoint,
-                   checkpoint_sha256=model_sha256, grid_store=grid,
+    extent = (store.attrs.get("wetland_extent") or {}).get("source")
+    spec = MapSpec(res=store.res, years=wanted, checkpoint=provenance_name(checkpoint, out),
+                   checkpoint_sha256=model_sha256, grid_store=provenance_name(grid, out),
                    grid_cells=store.n_cells, model=model.config(),
-                   wetland_extent=(store.attrs.get("wetland_extent") or {}).get("source"))
+                   wetland_extent=None if extent is None else provenance_name(extent, out),
+                   history=history_line(checkpoint, grid, out, wanted))
     area = wetland_area_cells(store)
     area_map = np.full((12, store.nlat, store.nlon), np.nan)
     if area is not None:

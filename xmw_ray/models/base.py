@@ -6,6 +6,12 @@ the ``state_dict``, so a checkpoint alone is enough for inference (DESIGN.md, "D
 ``encoder`` (drivers → per-day embedding ``(B, 365, H)``) followed by ``head`` (``Linear(H, 1)``), so transfer
 learning can take the embedding and fine-tuning can freeze a part by its name.
 
+With ``output_constraint="softplus"`` the flux is ``target_std · softplus(z + target_mean / target_std)`` for the
+network's normalised output ``z``: never negative in mg CH4 m-2 d-1, and close to the unconstrained
+``target_mean + target_std · z`` wherever the flux is well above zero. It has no weights, so a checkpoint's
+``state_dict`` is the same with or without it; the choice is saved in the checkpoint's config (a checkpoint written
+before it existed loads as ``"none"``, which is how it was trained).
+
 Normalised inputs are made safe before the encoder sees them: a missing driver (NaN) becomes 0, the training
 mean, and with ``input_clip`` set they are clamped to ``[-input_clip, input_clip]`` so a tower whose drivers lie
 far outside the training range cannot push the network into regions it never saw.
@@ -14,11 +20,12 @@ far outside the training range cannot push the network into regions it never saw
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
+from torch.nn import functional as F
 
 from xmw_ray.data.contract import DAYS_PER_YEAR
 from xmw_ray.data.features import FeatureSet
@@ -60,6 +67,12 @@ def as_norm_dict(stats: NormStats | Mapping[str, Any]) -> Mapping[str, Any]:
     return stats
 
 
+#: What a model's output may be: ``softplus`` keeps the flux >= 0 (emission only), ``none`` leaves it free.
+OutputConstraint = Literal["none", "softplus"]
+#: The resolved constraints (``auto`` in a config becomes one of these, see :func:`resolve_output_constraint`).
+OUTPUT_CONSTRAINTS: tuple[str, ...] = ("none", "softplus")
+
+
 class HParams(BaseModel):
     """Base of every model's hyper-parameters: unknown keys are an error, values are validated."""
 
@@ -68,6 +81,19 @@ class HParams(BaseModel):
     input_clip: float | None = Field(
         None, gt=0.0, description="clamp normalised inputs to [-input_clip, input_clip]; None: no clamp"
     )
+    output_constraint: OutputConstraint = Field(
+        "none", description="softplus: the flux is never negative (mg CH4 m-2 d-1); none: unconstrained"
+    )
+
+
+def resolve_output_constraint(choice: str, target_min: float | None) -> OutputConstraint:
+    """A config's ``auto``/``softplus``/``none`` → the model's constraint: ``auto`` is ``softplus`` when every
+    training target is >= 0 (the smallest, ``NormStats.target_min``, is known and not negative), else ``none``."""
+    if choice == "auto":
+        return "softplus" if target_min is not None and target_min >= 0.0 else "none"
+    if choice not in OUTPUT_CONSTRAINTS:
+        raise XmwInputError(f"output_constraint: {choice!r} is not one of auto, {', '.join(OUTPUT_CONSTRAINTS)}")
+    return choice  # type: ignore[return-value]
 
 
 def validate_hparams(params_cls: type[HParams], hparams: dict[str, Any], model_name: str) -> HParams:
@@ -218,15 +244,31 @@ class XmwModel(nn.Module):
             out.append(x)
         return out[0], out[1]
 
-    # --- the three views of one computation ----------------------------------------------------------------------
+    # --- the views of one computation ----------------------------------------------------------------------------
     def embed(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         """Raw drivers → per-day embedding ``(B, 365, H)`` before the head."""
         return self.encoder(*self.normalize_inputs(dynamic, static))
 
-    def forward_normalized(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        """Raw drivers → prediction ``(B, 365)`` in normalised target space (what losses compare)."""
+    def predict_unconstrained(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Raw drivers → the network's output ``z (B, 365)`` in normalised target space, before the output
+        constraint (what a subclass with another sum, e.g. ``residual``, overrides)."""
         return self.head(self.embed(dynamic, static)).squeeze(-1)
 
+    def _softplus_shift(self) -> torch.Tensor:
+        """``target_mean / target_std``: where flux 0 lies in normalised units (``target_std`` is > 0)."""
+        return self.target_mean / self.target_std
+
+    def forward_normalized(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """Raw drivers → prediction ``(B, 365)`` in normalised target space (what losses compare)."""
+        z = self.predict_unconstrained(dynamic, static)
+        if self.hp.output_constraint == "softplus":
+            shift = self._softplus_shift()
+            return F.softplus(z + shift) - shift
+        return z
+
     def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        """Raw drivers → daily flux ``(B, 365)`` in mg CH4 m-2 d-1."""
-        return self.target_mean + self.target_std * self.forward_normalized(dynamic, static)
+        """Raw drivers → daily flux ``(B, 365)`` in mg CH4 m-2 d-1 (>= 0 with the softplus constraint)."""
+        z = self.predict_unconstrained(dynamic, static)
+        if self.hp.output_constraint == "softplus":  # as a product, so rounding cannot make it negative
+            return self.target_std * F.softplus(z + self._softplus_shift())
+        return self.target_mean + self.target_std * z

@@ -49,6 +49,8 @@ class EnsembleParams(HParams):
     def _no_own_clip(self) -> EnsembleParams:
         if self.input_clip is not None:
             raise ValueError("input_clip belongs to each member: an ensemble normalises nothing itself")
+        if self.output_constraint != "none":
+            raise ValueError("output_constraint belongs to each member: the mean of members >= 0 is >= 0")
         return self
 
 

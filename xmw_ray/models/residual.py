@@ -1,6 +1,7 @@
 """The residual-learning model: a frozen simulation model plus a model of the observation residual.
 
-``forward = sim(drivers) + target_std · head(embed(drivers))``: the simulation part keeps its own normalisation
+``forward = sim(drivers) + target_std · head(embed(drivers))`` (with ``output_constraint="softplus"``, that sum
+passed through the base class's softplus, so the corrected flux stays >= 0): the simulation part keeps its own normalisation
 buffers (the source's training statistics), the residual part normalises with this model's buffers (the
 observations' training statistics) and is scaled by the observations' target std. Registered as ``residual``
 so a checkpoint of it loads, evaluates and infers like any other model.
@@ -70,6 +71,8 @@ class ResidualModel(XmwModel):
         self.sim.eval()
         return self
 
-    def forward_normalized(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+    def predict_unconstrained(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """The simulation (its own constraint applied) plus the correction; this model's ``output_constraint``
+        then applies to the sum, so a ``softplus`` residual model is >= 0 whatever the correction."""
         sim = (self.sim(dynamic, static) - self.target_mean) / self.target_std
         return sim + self.head(self.embed(dynamic, static)).squeeze(-1)

@@ -28,6 +28,7 @@ import torch
 from xmw_ray.data import schema
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.models import build_model
+from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_model_state, load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
 
@@ -90,12 +91,20 @@ def training_progress(epoch: int, step: int, epochs: int, steps_per_epoch: int |
     return min((epoch + within) / max(epochs, 1), 1.0)
 
 
-def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0):
-    """Batches as dicts of float tensors (every column the shard carries, e.g. a per-sample ``weight``)."""
+def shuffle_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The local shuffle's seed for one worker (``seed`` = run seed and rank), epoch and stream (0: the training
+    shard, 1: a paired source): fixed, so a re-run shuffles alike, yet different every epoch."""
+    return (seed * 100_003 + epoch) * 4 + stream
+
+
+def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0, seed: int = 0):
+    """Batches as dicts of float tensors (every column the shard carries, e.g. a per-sample ``weight``); the local
+    shuffle is seeded with ``seed`` (the blocks arrive in a fixed order: ``runner.ordered_ingest``)."""
     kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "prefetch_batches": 2,
                               "dtypes": torch.float32, "drop_last": False}
     if shuffle_buffer:
         kwargs["local_shuffle_buffer_size"] = shuffle_buffer
+        kwargs["local_shuffle_seed"] = seed
     yield from shard.iter_torch_batches(**kwargs)
 
 
@@ -115,7 +124,7 @@ class ShardCache:
     def batches(self, batch_size: int, device: torch.device, shuffle_buffer: int, epoch: int, shuffle: bool):
         if self._kept is None:
             got = []
-            for batch in batch_dicts(self.shard, batch_size, device, shuffle_buffer):
+            for batch in batch_dicts(self.shard, batch_size, device, shuffle_buffer, shuffle_seed(self.seed, epoch)):
                 got.append(batch)
                 yield batch
             self._kept = {k: torch.cat([b[k] for b in got]) for k in got[0]} if got else {}
@@ -129,30 +138,30 @@ class ShardCache:
 
 
 def _dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int, epoch: int = 0,
-           shuffle: bool = True):
-    """Batches of a Ray Data shard, or of a :class:`ShardCache`."""
+           shuffle: bool = True, seed: int = 0):
+    """Batches of a Ray Data shard, or of a :class:`ShardCache` (which carries its own seed)."""
     if isinstance(shard, ShardCache):
         yield from shard.batches(batch_size, device, shuffle_buffer, epoch, shuffle)
     else:
-        yield from batch_dicts(shard, batch_size, device, shuffle_buffer)
+        yield from batch_dicts(shard, batch_size, device, shuffle_buffer, shuffle_seed(seed, epoch))
 
 
 def _paired_steps(train_shard: Any, source_shard: Any | None, batch_size: int, device: torch.device,
-                  shuffle_buffer: int, epoch: int = 0):
+                  shuffle_buffer: int, epoch: int = 0, seed: int = 0):
     """``(batch, source_batch)`` pairs: the source drives the epoch, the training shard is cycled beside it.
 
     The cycled shard is the small side (observations): it is read once per epoch BEFORE the source streams (two
     pipelines at once starve each other of CPUs) and its batches are replayed in a fresh random order.
     """
     if source_shard is None:
-        for batch in _dicts(train_shard, batch_size, device, shuffle_buffer, epoch):
+        for batch in _dicts(train_shard, batch_size, device, shuffle_buffer, epoch, seed=seed):
             yield batch, None
         return
-    kept = list(_dicts(train_shard, batch_size, device, shuffle_buffer, epoch))
+    kept = list(_dicts(train_shard, batch_size, device, shuffle_buffer, epoch, seed=seed))
     if not kept:
         return
     replay: list[int] = []
-    for src in batch_dicts(source_shard, batch_size, device, shuffle_buffer):
+    for src in batch_dicts(source_shard, batch_size, device, shuffle_buffer, shuffle_seed(seed, epoch, stream=1)):
         if not replay:
             replay = torch.randperm(len(kept)).tolist()
         yield kept[replay.pop()], src
@@ -192,12 +201,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optim_cfg, data_cfg, run_cfg = cfg["optim"], cfg["data"], cfg["run"]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    torch.manual_seed(run_cfg["seed"] * 1000 + rank)
-    np.random.seed(run_cfg["seed"] * 1000 + rank)
+    worker_seed = run_cfg["seed"] * 1000 + rank  # weights, dropout, replay order and local shuffles
+    torch.manual_seed(worker_seed)
+    np.random.seed(worker_seed)
     device = _device()
 
+    constraint = resolve_output_constraint(cfg["model"].get("output_constraint", "none"),
+                                           loop_config["norm"].get("target_min"))  # the runner resolved ``auto``
     model = build_model(cfg["model"]["name"], loop_config["n_dynamic"], loop_config["n_static"],
-                        norm=loop_config["norm"], **cfg["model"]["params"])
+                        norm=loop_config["norm"], output_constraint=constraint, **cfg["model"]["params"])
     if loop_config.get("features") is not None:  # what its inputs mean: saved with every checkpoint
         model.features = FeatureSet.from_record(loop_config["features"], "training store")
     if loop_config.get("init_state") is not None:  # transfer: start from a pretrained model's weights
@@ -243,7 +255,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     source_shard = ray.train.get_dataset_shard("source") if loop_config.get("paired") else None
     if data_cfg.get("in_memory"):
-        train_shard = ShardCache(train_shard, seed=run_cfg["seed"] * 1000 + rank)
+        train_shard = ShardCache(train_shard, seed=worker_seed)
     if loop_config.get("cache_val"):  # small validation part: decode its chunks once, not every epoch
         val_shard = ShardCache(val_shard, seed=0)
 
@@ -255,7 +267,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         terms: dict[str, float] = {}
         started = time.perf_counter()
         for step, (batch, src) in enumerate(_paired_steps(train_shard, source_shard, data_cfg["batch_size"], device,
-                                                          data_cfg["shuffle_buffer"], epoch)):
+                                                          data_cfg["shuffle_buffer"], epoch, worker_seed)):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if objective is None:
                     y = batch[schema.TARGET]

@@ -24,6 +24,7 @@ from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
 from xmw_ray.errors import XmwInputError
+from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_train_state
 from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
 from xmw_ray.train.loop import Objective, train_loop_per_worker
@@ -31,6 +32,7 @@ from xmw_ray.train.resources import check_fits
 
 if TYPE_CHECKING:
     import pyarrow.fs
+    from ray.data import ExecutionOptions
 
 BEST_DIR = "best"
 HISTORY_FILE = "history.json"
@@ -141,7 +143,11 @@ def ensure_ray() -> None:
             with _loopback_node():
                 ray.init(num_cpus=_local_cpus(), log_to_driver=False, logging_level=logging.WARNING,
                          _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, _system_config=LOCAL_SYSTEM_CONFIG)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    # Blocks in their datasource's order (else the order they finish in): the same command with the same seed
+    # then gives the same batches, so the same numbers, wherever the driver iterates (baselines, evaluation).
+    ctx.execution_options.preserve_order = True
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -205,11 +211,37 @@ def check_resume_matches(cfg: TrainConfig) -> None:
         old_p = _model_params(old_model.get("name", ""), old_model.get("params", {}))
         new_p = _model_params(new["model"]["name"], new["model"]["params"])
         pairs += [(f"model.params.{k}", old_p.get(k), new_p.get(k)) for k in sorted(set(old_p) | set(new_p))]
+    if new["model"].get("output_constraint", "auto") != "auto":  # ``auto`` resolves alike on the same store
+        pairs.append(("model.output_constraint", old_model.get("output_constraint", "none"),
+                      new["model"]["output_constraint"]))
     pairs += [(f"data.{k}", old_data.get(k), new["data"][k]) for k in ("source", "store")]
     for key, was, now in pairs:
         if was != now:
             raise XmwInputError(f"{key}: run {cfg.run.name!r} resumes from {path}, trained with {was!r}, not "
                                 f"{now!r} (use another run.name, or remove the run folder to start over)")
+
+
+def with_output_constraint(cfg: TrainConfig, *norms: dict[str, Any] | None) -> TrainConfig:
+    """``cfg`` with ``model.output_constraint`` resolved (``auto`` → softplus when the smallest training target
+    of every statistics dict in ``norms``, e.g. the training split's and a paired source's, is >= 0), so the
+    checkpoint's config records what the model applied."""
+    mins = [n.get("target_min") for n in norms if n is not None]
+    target_min = None if not mins or any(m is None for m in mins) else min(mins)
+    resolved = resolve_output_constraint(cfg.model.output_constraint, target_min)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"output_constraint": resolved})})
+
+
+def ordered_ingest() -> ExecutionOptions:
+    """Ray Train's default ingest options (``DataConfig.default_ingest_options``: this process's resource limits
+    and progress setting) with blocks kept in order. Train applies them to each dataset shard wherever it configures
+    them, so a run does not depend on the order read tasks finish in; ``streaming_split`` then also ignores
+    locality and deals blocks to workers in a fixed order. (Built here rather than by ``default_ingest_options``,
+    which passes ``exclude_resources``, deprecated in Ray 2.60, and so warns on every call; nothing here sets it.)"""
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True,
+                            verbose_progress=current.verbose_progress)
 
 
 def steps_per_epoch(rows: int, num_workers: int, batch_size: int) -> int:
@@ -236,6 +268,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)
     ds = datasets or build_datasets(cfg.data)
+    cfg = with_output_constraint(cfg, ds.norm, norm)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     local = res.num_workers == 0
@@ -281,7 +314,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         datasets=datasets,
         # one worker reads the datasets itself: a streaming split would add a coordinator actor per dataset,
         # relaying every block, for nothing to split (and on a small machine it takes CPU from training)
-        dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else []),
+        dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else [],
+                                  execution_options=ordered_ingest()),
     )
     result = trainer.fit()
     history = _history(result, run_dir, local)

@@ -13,6 +13,7 @@ from pydantic import Field
 from xmw_ray.config import ModelSection
 from xmw_ray.data.ray_datasets import build_datasets
 from xmw_ray.models import build_model
+from xmw_ray.models.checkpoint import load_checkpoint_model
 from xmw_ray.train.runner import TrainOutcome, run_training
 from xmw_ray.transfer.base import (
     StrategyParams,
@@ -39,9 +40,12 @@ class Residual:
         params = validate_params(self.Params, job.params, self.name)
         require_source(job, self.name)
         sim_ckpt = pretrain_source(job)
-        base = {"name": job.model.name, **job.model.params}
-        res = params.residual_model or base
-        section = ModelSection(name="residual", params={"base": base, "residual": res})
+        # the simulation part exactly as pretrained (its output constraint included: ``auto`` resolved there)
+        base = {k: v for k, v in load_checkpoint_model(sim_ckpt).config().items()
+                if k not in ("n_dynamic", "n_static")}
+        res = params.residual_model or {"name": job.model.name, **job.model.params}
+        section = ModelSection(name="residual", params={"base": base, "residual": res},
+                               output_constraint=job.model.output_constraint)
         ds = build_datasets(job.target)
         model = build_model("residual", ds.n_dynamic, ds.n_static, norm=ds.norm, **section.params)
         model.sim.load_state_dict(model_state(sim_ckpt))
