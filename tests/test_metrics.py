@@ -18,6 +18,7 @@ from xmw_ray.train.metrics import (
     evaluate_predictions,
     kge,
     metrics,
+    metrics_from_sums,
     monthly_means,
     nrmse,
     nse,
@@ -172,3 +173,18 @@ def test_nse_weights_scale_by_entity_variability() -> None:
     w = nse_weights(target, np.array(["a", "a", "b"]), eps=0.1)
     std_a = np.std([1.0, 3.0, 1.0, 3.0, 1.0])
     np.testing.assert_allclose(w, [1 / (std_a + 0.1) ** 2] * 2 + [100.0], rtol=1e-6)
+
+
+def test_entity_sums_score_like_the_accumulator_and_are_copies() -> None:
+    rng = np.random.default_rng(0)
+    pred, obs = rng.normal(size=(4, 365)), rng.normal(size=(4, 365))
+    obs[0, :50] = NAN
+    acc = MetricAccumulator("daily")
+    acc.update(pred, obs, np.array(["a", "b", "a", "c"]))
+    sums = acc.entity_sums()
+    assert list(sums) == ["a", "b", "c"]
+    res = acc.result()
+    assert metrics_from_sums(sum(sums.values())) == pytest.approx(res["pooled"], nan_ok=True)
+    assert metrics_from_sums(sums["b"]) == pytest.approx(res["per_entity"]["b"], nan_ok=True)
+    sums["a"][:] = 0.0  # a copy: the accumulator is untouched
+    assert acc.result()["per_entity"]["a"]["n"] == 315 + 365
