@@ -69,7 +69,7 @@ from xmw_ray.config import RunSection, load_config
 from xmw_ray.data import schema
 from xmw_ray.data.fluxnet import find_site_sources
 from xmw_ray.data.ray_datasets import StoreInfo, sample_dataset, store_info
-from xmw_ray.data.splits import SplitSpec
+from xmw_ray.data.splits import TRAIN, SplitPlan, SplitSpec
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model, write_ensemble_checkpoint
 from xmw_ray.storage import write_text_atomic
@@ -270,14 +270,20 @@ def score_procedures(folds: list[FoldResult], obs: Predictions) -> dict[str, dic
 
 
 # --- base models on the real towers --------------------------------------------------------------------------
-def tree_fitter(rows: dict[str, dict[str, np.ndarray]], seed: int = 0) -> FitPredict:
+class TreeFitter:
     """The strong trees: fitted on the training towers' rows, predicting the test towers' (members ignored)."""
-    def fit(train: list[str], test: list[str], members: int, name: str) -> Predictions:
-        x = {k: np.concatenate([rows[s][k] for s in train]) for k in ("dynamic", "static", "y")}
-        trees = GBTBaseline(**TREE_PARAMS, random_state=seed, trailing_windows=()).fit(
+
+    def __init__(self, rows: dict[str, dict[str, np.ndarray]], seed: int = 0) -> None:
+        self.rows, self.seed = rows, seed
+        self.fit_seconds: list[float] = []
+
+    def __call__(self, train: list[str], test: list[str], members: int = 1, name: str = "") -> Predictions:
+        t0 = time.perf_counter()
+        x = {k: np.concatenate([self.rows[s][k] for s in train]) for k in ("dynamic", "static", "y")}
+        trees = GBTBaseline(**TREE_PARAMS, random_state=self.seed, trailing_windows=()).fit(
             x["dynamic"], x["static"], x["y"])
-        return {s: trees.predict(rows[s]["dynamic"], rows[s]["static"]) for s in test}
-    return fit
+        self.fit_seconds.append(time.perf_counter() - t0)
+        return {s: trees.predict(self.rows[s]["dynamic"], self.rows[s]["static"]).astype(np.float64) for s in test}
 
 
 def store_rows(info: StoreInfo) -> dict[str, dict[str, np.ndarray]]:
@@ -294,13 +300,32 @@ def store_rows(info: StoreInfo) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def fold_split(train: list[str], test: list[str], fraction: float = 1.0) -> SplitSpec:
+    """Training towers fold 0, test towers fold 1; any other tower (the outer one, inside an inner fold) has no
+    fold, so it is neither trained on nor normalised over. ``fraction``: the split's seeded share of the training
+    towers (the data-sparse case)."""
+    return SplitSpec(kind="spatial", folds={**dict.fromkeys(train, 0), **dict.fromkeys(test, 1)}, n_folds=2,
+                     test_fold=1, fraction=fraction)
+
+
+def kept_towers(spec: SplitSpec) -> list[str]:
+    """The towers that train under ``spec`` (after its ``fraction``): what the trees beside it get too."""
+    towers = sorted(spec.fold_map() or {})
+    plan = SplitPlan(spec, towers)
+    parts = plan.parts(plan.entity_index(towers), np.zeros(len(towers), dtype=np.int64))
+    return [t for t, part in zip(towers, parts, strict=True) if part == TRAIN]
+
+
 class NetworkFitter:
-    """The preset's network trained with the project's training code (module docstring), on explicit folds."""
+    """The preset's network trained with the project's training code (module docstring) by a transfer
+    ``strategy`` (``scratch``: observations only), on the explicit folds of ``fold_split``."""
 
     def __init__(self, cfg: ExperimentConfig, rows: dict[str, dict[str, np.ndarray]], runs_dir: Path,
-                 seed: int = 0, log: Callable[[str], None] = lambda m: None) -> None:
-        self.cfg, self.rows, self.runs_dir, self.seed, self.log = cfg, rows, runs_dir, seed, log
-        self.member_seconds: list[float] = []
+                 strategy: str = "scratch", fraction: float = 1.0, seed: int = 0) -> None:
+        self.cfg, self.rows, self.runs_dir, self.seed = cfg, rows, runs_dir, seed
+        self.strategy, self.fraction = strategy, fraction
+        self.member_seconds: list[float] = []  # wall time of each member fit trained here (reused ones excluded)
+        self.member_cpu_seconds: list[float] = []  # this process's CPU time of each (load-independent)
 
     def _member(self, job: TransferJob) -> Path:
         run_dir = self.runs_dir / job.run.name
@@ -308,20 +333,21 @@ class NetworkFitter:
         if (best / MODEL_FILE).is_file():  # finished in an earlier run of the bench with the same --out
             return best
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished fit of an interrupted run: start it again
-        t0 = time.perf_counter()
-        outcome = get_strategy("scratch").run(job)
+        t0, c0 = time.perf_counter(), time.process_time()
+        outcome = get_strategy(self.strategy).run(job)
         self.member_seconds.append(time.perf_counter() - t0)
+        self.member_cpu_seconds.append(time.process_time() - c0)
         return Path(outcome.best_checkpoint)
 
     def __call__(self, train: list[str], test: list[str], members: int, name: str) -> Predictions:
         cfg = self.cfg
-        # train towers fold 0, test towers fold 1; any other tower (the outer one, inside an inner fold) has none
-        spec = SplitSpec(kind="spatial", folds={**dict.fromkeys(train, 0), **dict.fromkeys(test, 1)}, n_folds=2,
-                         test_fold=1)
-        fit_name = f"{name}-e{cfg.optim.epochs}-n{members}-s{self.seed}"
-        job = TransferJob(target=cfg.target.model_copy(update={"split": spec}), model=cfg.models[0],
-                          optim=cfg.optim, resources=cfg.resources,
-                          params=cfg.strategy_params.get("scratch", {}),
+        spec = fold_split(train, test, self.fraction)
+        if not kept_towers(spec):
+            raise XmwInputError(f"fraction {self.fraction:g} keeps none of the {len(train)} training towers of {name}")
+        fit_name = f"{name}-{self.strategy}-f{self.fraction:g}-e{cfg.optim.epochs}-n{members}-s{self.seed}"
+        job = TransferJob(source=cfg.source, target=cfg.target.model_copy(update={"split": spec}),
+                          model=cfg.models[0], optim=cfg.optim, pretrain_optim=cfg.pretrain_optim,
+                          resources=cfg.resources, params=cfg.strategy_params.get(self.strategy, {}),
                           run=RunSection(name=fit_name, output_dir=str(self.runs_dir), seed=self.seed,
                                          checkpoint_every=cfg.checkpoint_every))
         dirs = [self._member(member_job(job, k) if members > 1 else job) for k in range(members)]
@@ -375,6 +401,63 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# --- transfer strategies under the same outer protocol (issue #15 item 3) --------------------------------------
+def transfer_overrides(epochs: int) -> list[str]:
+    """The preset turned into a transfer experiment: the simulations at the towers (``xmw simulate sites``,
+    prepared with the same tower drivers) become a pretraining SOURCE instead of the SIM_FCH4 driver, so every
+    strategy applies; the target store is then the towers without SIM_FCH4 (its own folder). Pretraining uses the
+    observation phase's optimiser; each strategy its own default parameters (nothing tuned on these towers)."""
+    optim = {"lr": 0.01, "weight_decay": 0.001, "epochs": epochs, "patience": epochs, "scheduler": "none"}
+    return ["prepare.sim_input=false", "target.store={output_dir}/prepared/target-sites-transfer",
+            "source.source=sites", "source.store={output_dir}/prepared/source-sites", "source.batch_size=8",
+            "source.in_memory=true", "source.split.kind=all", "strategy_params={}",
+            *(f"pretrain_optim.{k}={v}" for k, v in optim.items())]
+
+
+def run_transfer(sites: list[str], rows: dict[str, dict[str, np.ndarray]], obs: Predictions, trees: TreeFitter,
+                 cfg: ExperimentConfig, strategies: list[str], fractions: list[float], members: int, out: Path,
+                 log: Callable[[str], None]) -> tuple[dict, list[NetworkFitter]]:
+    """Each strategy a fixed procedure (no inner choice), scored by outer LOTO at each fraction of the training
+    towers, with the trees on the same kept towers. The pretraining on the simulations (all towers' simulated
+    flux, no observed target) is shared by every fold."""
+    results: dict = {}
+    fitters = []
+    for fraction in fractions:
+        nets = {st: NetworkFitter(cfg, rows, out / "runs", st, fraction) for st in strategies}
+        fitters += nets.values()
+        pred: dict[str, Predictions] = {p: {} for p in ("trees", *strategies)}
+        kept_by_outer = {}
+        for i, outer in enumerate(sites):
+            train = [s for s in sites if s != outer]
+            kept = kept_towers(fold_split(train, [outer], fraction))
+            if not kept:
+                raise XmwInputError(f"--fractions: {fraction:g} keeps none of the training towers of {outer}")
+            kept_by_outer[outer] = kept
+            log(f"fraction {fraction:g}, outer fold {i + 1}/{len(sites)}: {outer} ({len(kept)} training towers)")
+            pred["trees"][outer] = trees(kept, [outer])[outer]
+            for st, net in nets.items():
+                pred[st][outer] = net(train, [outer], members, f"{outer}-loto")[outer]
+        outer_obs = {s: obs[s] for s in sites}
+        results[f"{fraction:g}"] = {
+            "kept_towers": kept_by_outer,
+            "procedures": {p: {**summarise(v, outer_obs), "interval": bootstrap(v, outer_obs)} for p, v in pred.items()}}
+    return results, fitters
+
+
+def transfer_table(results: dict) -> str:
+    lines = ["| training towers | procedure | pooled NSE [90 %] | median tower NSE [90 %] | RMSE [90 %] | "
+             "KGE [90 %] | days |", "|---|---|---|---|---|---|---|"]
+    for fraction, r in results["fractions"].items():
+        n_kept = np.mean([len(k) for k in r["kept_towers"].values()])
+        for proc, m in r["procedures"].items():
+            lines.append(f"| fraction {fraction} (mean {n_kept:.1f} towers) | {proc} | {_cell(m, 'nse', '.3f')} | "
+                         f"{_cell(m, 'median_nse', '.3f')} | {_cell(m, 'rmse', '.1f')} | {_cell(m, 'kge', '.3f')} | "
+                         f"{m['n']} |")
+    if results["smoke"]:
+        lines.insert(0, f"**SMOKE run ({results['smoke']}): not the estimate.**\n")
+    return "\n".join(lines)
+
+
 # --- command line --------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -385,16 +468,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--inner-members", type=int, default=1, help="network seeds of each inner fit")
     ap.add_argument("--max-outer", type=int, default=None, help="smoke: only the first N outer folds")
     ap.add_argument("--epochs", type=int, default=None, help="smoke: override the preset's epochs")
+    ap.add_argument("--strategies", nargs="+", default=None, metavar="STRATEGY",
+                    help="transfer mode (item 3): score these strategies by outer LOTO instead of the nested choice")
+    ap.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.3],
+                    help="transfer mode: seeded shares of the training towers (the data-sparse case)")
     return ap.parse_args(argv)
 
 
 def validate(args: argparse.Namespace) -> list[str]:
     """Every flag checked before any work; returns the towers found."""
+    from xmw_ray.transfer.registry import STRATEGIES
+
     for flag in ("inner_folds", "members", "inner_members", "max_outer", "epochs"):
         value = getattr(args, flag)
         if value is not None and value < (2 if flag == "inner_folds" else 1):
             raise XmwInputError(f"--{flag.replace('_', '-')}: must be at least "
                                 f"{2 if flag == 'inner_folds' else 1}, got {value}")
+    for st in args.strategies or []:
+        if st not in STRATEGIES:
+            raise XmwInputError(f"--strategies: unknown strategy {st!r} (known: {', '.join(STRATEGIES)})")
+    for f in args.fractions:
+        if not 0.0 < f <= 1.0:
+            raise XmwInputError(f"--fractions: {f:g} is not in (0, 1]")
     sites = sorted(find_site_sources(args.towers).daily_paths)
     if len(sites) < 3:
         raise XmwInputError(f"--towers: {args.towers} holds {len(sites)} towers; nested LOTO needs at least 3")
@@ -405,6 +500,16 @@ def validate(args: argparse.Namespace) -> list[str]:
     if out.exists() and not out.is_dir():
         raise XmwInputError(f"--out: {out} is a file, not a folder")
     return sites
+
+
+def timing(nets: list[NetworkFitter], trees: TreeFitter) -> dict:
+    wall = [x for n in nets for x in n.member_seconds]
+    cpu = [x for n in nets for x in n.member_cpu_seconds]
+    return {"network_member_fits": len(wall), "network_member_seconds": wall, "network_member_cpu_seconds": cpu,
+            "tree_fit_seconds": trees.fit_seconds,
+            "line": f"{len(wall)} network member fits, {np.mean(wall) if wall else math.nan:.1f} s each "
+                    f"({np.mean(cpu) if cpu else math.nan:.1f} s CPU of this process); {len(trees.fit_seconds)} tree "
+                    f"fits, {np.mean(trees.fit_seconds) if trees.fit_seconds else math.nan:.1f} s each"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [f"output_dir={Path(args.out).resolve()}", f"prepare.forcing={Path(args.towers).resolve()}"]
         if args.epochs is not None:
             overrides.append(f"optim.epochs={args.epochs}")
+        if args.strategies:
+            overrides.append(f"strategies=[{','.join(args.strategies)}]")
+            overrides += transfer_overrides(args.epochs or load_config(str(PRESET), [], ExperimentConfig).optim.epochs)
         cfg = load_config(str(PRESET), overrides, ExperimentConfig).resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
@@ -433,34 +541,40 @@ def main(argv: list[str] | None = None) -> int:
     align(trees, net_rows)
     sites = sorted(net_rows)
     obs = {s: net_rows[s]["y"] for s in sites}
-    network = NetworkFitter(cfg, net_rows, out / "runs", log=log)
-    bases: dict[str, FitPredict] = {"trees": tree_fitter(trees), "network": network}
-    folds = []
-    for i, outer in enumerate(sites[: args.max_outer or len(sites)]):
-        log(f"outer fold {i + 1}/{args.max_outer or len(sites)}: {outer}")
-        f = nested_fold(outer, sites, obs, bases, args.inner_folds, args.members, args.inner_members, log)
-        log(f"  {outer}: chose {f.chosen} ({', '.join(f'{c} {s:.3f}' for c, s in f.scores.items())}); "
-            f"{f.seconds:.0f} s")
-        folds.append(f)
-    results = {
-        "smoke": smoke, "towers": str(Path(args.towers).resolve()), "config": str(PRESET),
-        "tree_params": TREE_PARAMS, "candidates": CANDIDATES, "criterion": CRITERION,
-        "inner_folds": args.inner_folds, "members": args.members, "inner_members": args.inner_members,
-        "epochs": cfg.optim.epochs, "conformal": {"level": CONFORMAL_LEVEL, "offset": CONFORMAL_OFFSET},
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": BOOTSTRAP_LEVEL},
-        "procedures": score_procedures(folds, obs),
-        "folds": [{"outer": f.outer, "chosen": f.chosen, "scores": f.scores, "inner_folds": f.inner_folds,
-                   "q": f.q, "seconds": f.seconds} for f in folds],
-        "network_member_seconds": network.member_seconds,
-        "seconds": time.perf_counter() - t0,
-    }
-    md = table(results)
-    write_text_atomic(out / "real_towers_nested.json", json.dumps(results, indent=1, default=float))
-    write_text_atomic(out / "real_towers_nested.md", md + "\n")
+    tree_fit = TreeFitter(trees)
+    common = {"smoke": smoke, "towers": str(Path(args.towers).resolve()), "config": str(PRESET),
+              "tree_params": TREE_PARAMS, "members": args.members, "epochs": cfg.optim.epochs,
+              "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": BOOTSTRAP_LEVEL}}
+    outer_sites = sites[: args.max_outer or len(sites)]
+    if args.strategies:
+        fractions, nets = run_transfer(outer_sites, net_rows, obs, tree_fit, cfg, args.strategies, args.fractions,
+                                       args.members, out, log)
+        results = {**common, "strategies": args.strategies, "fractions": fractions,
+                   "pretrain_optim": cfg.pretrain_optim.model_dump(mode="json"), "timing": timing(nets, tree_fit)}
+        name, md = "real_towers_transfer", transfer_table(results)
+    else:
+        network = NetworkFitter(cfg, net_rows, out / "runs")
+        bases: dict[str, FitPredict] = {"trees": tree_fit, "network": network}
+        folds = []
+        for i, outer in enumerate(outer_sites):
+            log(f"outer fold {i + 1}/{len(outer_sites)}: {outer}")
+            f = nested_fold(outer, sites, obs, bases, args.inner_folds, args.members, args.inner_members, log)
+            log(f"  {outer}: chose {f.chosen} ({', '.join(f'{c} {v:.3f}' for c, v in f.scores.items())}); "
+                f"{f.seconds:.0f} s")
+            folds.append(f)
+        results = {**common, "candidates": CANDIDATES, "criterion": CRITERION, "inner_folds": args.inner_folds,
+                   "inner_members": args.inner_members,
+                   "conformal": {"level": CONFORMAL_LEVEL, "offset": CONFORMAL_OFFSET},
+                   "procedures": score_procedures(folds, obs),
+                   "folds": [{"outer": f.outer, "chosen": f.chosen, "scores": f.scores, "inner_folds": f.inner_folds,
+                              "q": f.q, "seconds": f.seconds} for f in folds],
+                   "timing": timing([network], tree_fit)}
+        name, md = "real_towers_nested", table(results)
+    results["seconds"] = time.perf_counter() - t0
+    write_text_atomic(out / f"{name}.json", json.dumps(results, indent=1, default=float))
+    write_text_atomic(out / f"{name}.md", md + "\n")
     print(md)
-    fits = network.member_seconds
-    print(f"({results['seconds']:.0f} s; {len(fits)} network member fits, "
-          f"{np.mean(fits) if fits else math.nan:.1f} s each; {out / 'real_towers_nested.json'})")
+    print(f"({results['seconds']:.0f} s; {results['timing']['line']}; {out / (name + '.json')})")
     return 0
 
 
