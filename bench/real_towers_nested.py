@@ -402,14 +402,14 @@ def table(results: dict) -> str:
 
 
 # --- transfer strategies under the same outer protocol (issue #15 item 3) --------------------------------------
-def transfer_overrides(epochs: int) -> list[str]:
+def transfer_overrides(out: Path, epochs: int) -> list[str]:
     """The preset turned into a transfer experiment: the simulations at the towers (``xmw simulate sites``,
     prepared with the same tower drivers) become a pretraining SOURCE instead of the SIM_FCH4 driver, so every
     strategy applies; the target store is then the towers without SIM_FCH4 (its own folder). Pretraining uses the
     observation phase's optimiser; each strategy its own default parameters (nothing tuned on these towers)."""
     optim = {"lr": 0.01, "weight_decay": 0.001, "epochs": epochs, "patience": epochs, "scheduler": "none"}
-    return ["prepare.sim_input=false", "target.store={output_dir}/prepared/target-sites-transfer",
-            "source.source=sites", "source.store={output_dir}/prepared/source-sites", "source.batch_size=8",
+    return ["prepare.sim_input=false", f"target.store={out / 'prepared' / 'target-sites-transfer'}",
+            "source.source=sites", f"source.store={out / 'prepared' / 'source-sites'}", "source.batch_size=8",
             "source.in_memory=true", "source.split.kind=all", "strategy_params={}",
             *(f"pretrain_optim.{k}={v}" for k, v in optim.items())]
 
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"optim.epochs={args.epochs}")
         if args.strategies:
             overrides.append(f"strategies=[{','.join(args.strategies)}]")
-            overrides += transfer_overrides(args.epochs or load_config(str(PRESET), [], ExperimentConfig).optim.epochs)
+            overrides += transfer_overrides(Path(args.out).resolve(), args.epochs or load_config(str(PRESET), [], ExperimentConfig).optim.epochs)
         cfg = load_config(str(PRESET), overrides, ExperimentConfig).resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)

@@ -119,3 +119,19 @@ def test_bad_flags_stop_before_any_work(tmp_path, capsys):
 def test_inner_folds_out_of_range_is_refused(k):
     with pytest.raises(nested.XmwInputError):
         nested.grouped_folds([f"S{i}" for i in range(6)], k)
+
+
+def test_fold_split_gives_the_outer_tower_no_part_and_fractions_keep_a_subset():
+    from xmw_ray.data.splits import NONE, TEST, SplitPlan
+
+    towers = [f"S{i:02d}" for i in range(15)]
+    train, outer = towers[1:], towers[0]
+    inner = nested.fold_split(train[3:], train[:3])  # an inner fold: the outer tower is in neither part
+    plan = SplitPlan(inner, towers)
+    parts = plan.parts(plan.entity_index(towers), np.zeros(len(towers), dtype=np.int64))
+    assert parts[0] == NONE and (parts[1:4] == TEST).all()
+    assert nested.kept_towers(inner) == sorted(train[3:])
+    full = nested.kept_towers(nested.fold_split(train, [outer]))
+    sparse = nested.kept_towers(nested.fold_split(train, [outer], 0.3))
+    assert full == sorted(train) and set(sparse) < set(full) and sparse
+    assert sparse == nested.kept_towers(nested.fold_split(train, [outer], 0.3))
