@@ -41,11 +41,21 @@ Intervals on the scores: a bootstrap over outer towers (``BOOTSTRAP_RESAMPLES`` 
 replacement, seed ``BOOTSTRAP_SEED``), each metric recomputed from the pooled per-day predictions of the
 resampled towers; 5th..95th percentiles (a 90 % interval).
 
+Transfer mode (issue #15 item 3; ``--strategies``): each listed transfer strategy is a fixed procedure (no inner
+choice), scored by the same outer LOTO at each ``--fractions`` share of the training towers (a seeded subset,
+the split's ``fraction``: the data-sparse case), with the trees fitted on the same kept towers. The simulations
+at the towers (``xmw simulate sites``) become a pretraining source prepared with the same tower drivers, instead
+of the preset's SIM_FCH4 driver, so the target store is the towers without SIM_FCH4 (``transfer_overrides``);
+pretraining uses no observed target and is shared by all folds. Strategies keep their default parameters.
+Writes ``<out>/real_towers_transfer.md`` and ``.json``; no conformal intervals there.
+
 Writes ``<out>/real_towers_nested.md`` and ``.json`` (atomically). ``--max-outer`` and ``--epochs`` are for smoke
 runs only: their results are marked SMOKE, not the estimate.
 
     python bench/real_towers_nested.py [--towers ../shared/data/fluxnet-ch4] [--out runs/bench-real-towers-nested]
         [--inner-folds 5] [--members 3] [--inner-members 1]
+    python bench/real_towers_nested.py --strategies scratch finetune residual adversarial reweight
+        --fractions 1.0 0.3 [--members 3] [--out runs/bench-real-towers-transfer]
     smoke: python bench/real_towers_nested.py --max-outer 2 --epochs 3 --inner-folds 3 --members 1
 """
 
