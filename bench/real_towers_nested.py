@@ -518,7 +518,8 @@ def timing(nets: list[NetworkFitter], trees: TreeFitter) -> dict:
     return {"network_member_fits": len(wall), "network_member_seconds": wall, "network_member_cpu_seconds": cpu,
             "tree_fit_seconds": trees.fit_seconds,
             "line": f"{len(wall)} network member fits, {np.mean(wall) if wall else math.nan:.1f} s each "
-                    f"({np.mean(cpu) if cpu else math.nan:.1f} s CPU of this process); {len(trees.fit_seconds)} tree "
+                    f"({np.mean(cpu) if cpu else math.nan:.1f} s of it CPU in this process: the training loop; the rest is Ray "
+                    f"Train/Data start-up and waiting for the cores); {len(trees.fit_seconds)} tree "
                     f"fits, {np.mean(trees.fit_seconds) if trees.fit_seconds else math.nan:.1f} s each"}
 
 
