@@ -424,7 +424,7 @@ def transfer_overrides(out: Path, epochs: int) -> list[str]:
             *(f"pretrain_optim.{k}={v}" for k, v in optim.items())]
 
 
-def run_transfer(sites: list[str], rows: dict[str, dict[str, np.ndarray]], obs: Predictions, trees: TreeFitter,
+def run_transfer(sites: list[str], outer_sites: list[str], rows: dict[str, dict[str, np.ndarray]], obs: Predictions, trees: TreeFitter,
                  cfg: ExperimentConfig, strategies: list[str], fractions: list[float], members: int, out: Path,
                  log: Callable[[str], None]) -> tuple[dict, list[NetworkFitter]]:
     """Each strategy a fixed procedure (no inner choice), scored by outer LOTO at each fraction of the training
@@ -437,17 +437,17 @@ def run_transfer(sites: list[str], rows: dict[str, dict[str, np.ndarray]], obs: 
         fitters += nets.values()
         pred: dict[str, Predictions] = {p: {} for p in ("trees", *strategies)}
         kept_by_outer = {}
-        for i, outer in enumerate(sites):
+        for i, outer in enumerate(outer_sites):
             train = [s for s in sites if s != outer]
             kept = kept_towers(fold_split(train, [outer], fraction))
             if not kept:
                 raise XmwInputError(f"--fractions: {fraction:g} keeps none of the training towers of {outer}")
             kept_by_outer[outer] = kept
-            log(f"fraction {fraction:g}, outer fold {i + 1}/{len(sites)}: {outer} ({len(kept)} training towers)")
+            log(f"fraction {fraction:g}, outer fold {i + 1}/{len(outer_sites)}: {outer} ({len(kept)} training towers)")
             pred["trees"][outer] = trees(kept, [outer])[outer]
             for st, net in nets.items():
                 pred[st][outer] = net(train, [outer], members, f"{outer}-loto")[outer]
-        outer_obs = {s: obs[s] for s in sites}
+        outer_obs = {s: obs[s] for s in outer_sites}
         results[f"{fraction:g}"] = {
             "kept_towers": kept_by_outer,
             "procedures": {p: {**summarise(v, outer_obs), "interval": bootstrap(v, outer_obs)} for p, v in pred.items()}}
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": BOOTSTRAP_LEVEL}}
     outer_sites = sites[: args.max_outer or len(sites)]
     if args.strategies:
-        fractions, nets = run_transfer(outer_sites, net_rows, obs, tree_fit, cfg, args.strategies, args.fractions,
+        fractions, nets = run_transfer(sites, outer_sites, net_rows, obs, tree_fit, cfg, args.strategies, args.fractions,
                                        args.members, out, log)
         results = {**common, "strategies": args.strategies, "fractions": fractions,
                    "pretrain_optim": cfg.pretrain_optim.model_dump(mode="json"), "timing": timing(nets, tree_fit)}
