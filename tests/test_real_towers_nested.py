@@ -112,6 +112,9 @@ def test_bad_flags_stop_before_any_work(tmp_path, capsys):
     assert nested.main(["--members", "0", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("xmw: error: --members:") and err.count("\n") == 1
+    for bad in (["--strategies", "bogus"], ["--strategies", "scratch", "--fractions", "0"]):
+        assert nested.main([*bad, "--out", str(tmp_path / "o")]) == 2
+        assert capsys.readouterr().err.startswith(f"xmw: error: {bad[-2]}:")
     assert not (tmp_path / "o").exists()
 
 
