@@ -18,6 +18,7 @@ from xmw_ray.train.metrics import (
     evaluate_predictions,
     kge,
     metrics,
+    metrics_from_sums,
     monthly_means,
     nrmse,
     nse,
@@ -165,3 +166,19 @@ def test_masked_mse_weight_really_weights_each_sample() -> None:
     with pytest.raises(ValueError, match="weight"):
         masked_mse(pred, target, weight=torch.ones(2))
 
+
+
+
+def test_entity_sums_score_like_the_accumulator_and_are_copies() -> None:
+    rng = np.random.default_rng(0)
+    pred, obs = rng.normal(size=(4, 365)), rng.normal(size=(4, 365))
+    obs[0, :50] = NAN
+    acc = MetricAccumulator("daily")
+    acc.update(pred, obs, np.array(["a", "b", "a", "c"]))
+    sums = acc.entity_sums()
+    assert list(sums) == ["a", "b", "c"]
+    res = acc.result()
+    assert metrics_from_sums(sum(sums.values())) == pytest.approx(res["pooled"], nan_ok=True)
+    assert metrics_from_sums(sums["b"]) == pytest.approx(res["per_entity"]["b"], nan_ok=True)
+    sums["a"][:] = 0.0  # a copy: the accumulator is untouched
+    assert acc.result()["per_entity"]["a"]["n"] == 315 + 365

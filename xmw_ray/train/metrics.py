@@ -148,6 +148,11 @@ class MetricAccumulator:
             else:
                 self._sums[key] = row
 
+    def entity_sums(self) -> dict[str, np.ndarray]:
+        """A copy of each entity's seven sums (``metrics_from_sums`` scores any total of them): resampling entities
+        (a bootstrap over towers) adds these instead of re-reading the predictions."""
+        return {name: s.copy() for name, s in sorted(self._sums.items())}
+
     def result(self) -> dict[str, dict]:
         """``{"pooled": metrics, "median": median over entities, "per_entity": {entity: metrics}}``."""
         per_entity = {name: metrics_from_sums(s) for name, s in sorted(self._sums.items())}

@@ -1,0 +1,140 @@
+"""The nested leave-one-tower-out bench (bench/real_towers_nested.py) on tiny synthetic towers: the outer tower's
+target never reaches a fit, a score, a choice or a conformal quantile; bootstrap intervals hold the estimate;
+conformal intervals cover near their nominal level on exchangeable data. Base models are numpy stand-ins."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import real_towers_nested as nested  # noqa: E402
+
+DAYS = 365
+
+
+def synthetic_towers(n_towers: int, years: int, seed: int) -> tuple[dict, dict]:
+    """``(x, y)`` per tower: y = slope_s · x + noise, slopes differing by tower, some days unobserved."""
+    rng = np.random.default_rng(seed)
+    x, y = {}, {}
+    for i in range(n_towers):
+        s = f"T{i:02d}"
+        x[s] = rng.gamma(2.0, 10.0, (years, DAYS))
+        y[s] = (1.0 + 0.3 * rng.standard_normal()) * x[s] + rng.normal(0, 5.0, (years, DAYS))
+        y[s][rng.random((years, DAYS)) < 0.2] = np.nan
+    return x, y
+
+
+def stand_in_bases(x: dict, obs: dict, calls: list) -> dict:
+    """Two base models that read only their training towers' targets: a least-squares slope, and the mean."""
+    def slope(train, test, members, name):
+        calls.append(("slope", tuple(train), tuple(test)))
+        xs = np.concatenate([x[s].ravel() for s in train])
+        ys = np.concatenate([obs[s].ravel() for s in train])
+        ok = np.isfinite(ys)
+        b = float(xs[ok] @ ys[ok] / (xs[ok] @ xs[ok]))
+        return {s: b * x[s] for s in test}
+
+    def mean(train, test, members, name):
+        calls.append(("mean", tuple(train), tuple(test)))
+        m = float(np.nanmean(np.concatenate([obs[s].ravel() for s in train])))
+        return {s: np.full_like(x[s], m) for s in test}
+
+    return {"trees": slope, "network": mean}
+
+
+def test_outer_target_never_used_for_fits_scores_choice_or_quantiles():
+    x, obs = synthetic_towers(8, 2, seed=1)
+    sites = sorted(obs)
+    outer = sites[3]
+    calls: list = []
+    clean = nested.nested_fold(outer, sites, obs, stand_in_bases(x, obs, calls), k=3, members=1, inner_members=1)
+    poisoned_obs = dict(obs)
+    poisoned_obs[outer] = obs[outer] * 1e3 + 1e4  # a leak anywhere would move a fit, a score or a quantile
+    poisoned = nested.nested_fold(outer, sites, poisoned_obs, stand_in_bases(x, poisoned_obs, []), k=3, members=1,
+                                  inner_members=1)
+    assert clean.scores == poisoned.scores
+    assert clean.chosen == poisoned.chosen
+    assert clean.q == poisoned.q
+    for proc in clean.pred:
+        np.testing.assert_array_equal(clean.pred[proc], poisoned.pred[proc])
+    # the outer tower is never trained on, and is predicted only by the refits on all other towers
+    assert all(outer not in train for _, train, _ in calls)
+    assert {test for _, _, test in calls if outer in test} == {(outer,)}
+    refits = [train for _, train, test in calls if test == (outer,)]
+    assert all(sorted(train) == sorted(set(sites) - {outer}) for train in refits)
+    # inner folds partition the training towers
+    held = sorted(s for fold in clean.inner_folds for s in fold)
+    assert held == sorted(set(sites) - {outer})
+
+
+def test_grouped_folds_partition_and_balance():
+    sites = [f"S{i}" for i in range(14)]
+    folds = nested.grouped_folds(sites, 5)
+    assert sorted(s for f in folds for s in f) == sorted(sites)
+    assert {len(f) for f in folds} <= {2, 3}
+    assert folds == nested.grouped_folds(list(reversed(sites)), 5)  # seeded on the sorted towers, not input order
+
+
+def test_bootstrap_interval_holds_the_point_estimate():
+    x, obs = synthetic_towers(12, 1, seed=2)
+    pred = {s: 1.1 * x[s] for s in obs}
+    point = nested.summarise(pred, obs)
+    ci = nested.bootstrap(pred, obs, resamples=300)
+    for key in nested.REPORTED:
+        lo, hi = ci[key]
+        assert lo < hi
+        assert lo <= point[key] <= hi, key
+
+
+def test_conformal_coverage_near_nominal_on_exchangeable_towers():
+    rng = np.random.default_rng(3)
+    signal = {f"T{i:02d}": rng.gamma(2.0, 20.0, (1, DAYS)) for i in range(16)}
+    obs = {s: v + 0.3 * (v + nested.CONFORMAL_OFFSET) * rng.standard_normal(v.shape) for s, v in signal.items()}
+
+    def oracle(train, test, members, name):  # knows the signal, not the noise: scores are exchangeable
+        return {s: signal[s] for s in test}
+
+    sites = sorted(obs)
+    folds = [nested.nested_fold(s, sites, obs, {"trees": oracle, "network": oracle}, k=4, members=1,
+                                inner_members=1) for s in sites[:8]]
+    cov = nested.score_procedures(folds, obs)[nested.NESTED]["coverage"]
+    assert abs(cov["pooled"] - nested.CONFORMAL_LEVEL) < 0.03
+    assert cov["tower_min"] <= cov["tower_median"] <= cov["tower_max"]
+
+
+def test_bad_flags_stop_before_any_work(tmp_path, capsys):
+    assert nested.main(["--towers", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("xmw: error: ")
+    assert nested.main(["--members", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmw: error: --members:") and err.count("\n") == 1
+    for bad in (["--strategies", "bogus"], ["--strategies", "scratch", "--fractions", "0"]):
+        assert nested.main([*bad, "--out", str(tmp_path / "o")]) == 2
+        assert capsys.readouterr().err.startswith(f"xmw: error: {bad[-2]}:")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("k", [1, 99])
+def test_inner_folds_out_of_range_is_refused(k):
+    with pytest.raises(nested.XmwInputError):
+        nested.grouped_folds([f"S{i}" for i in range(6)], k)
+
+
+def test_fold_split_gives_the_outer_tower_no_part_and_fractions_keep_a_subset():
+    from xmw_ray.data.splits import NONE, TEST, SplitPlan
+
+    towers = [f"S{i:02d}" for i in range(15)]
+    train, outer = towers[1:], towers[0]
+    inner = nested.fold_split(train[3:], train[:3])  # an inner fold: the outer tower is in neither part
+    plan = SplitPlan(inner, towers)
+    parts = plan.parts(plan.entity_index(towers), np.zeros(len(towers), dtype=np.int64))
+    assert parts[0] == NONE and (parts[1:4] == TEST).all()
+    assert nested.kept_towers(inner) == sorted(train[3:])
+    full = nested.kept_towers(nested.fold_split(train, [outer]))
+    sparse = nested.kept_towers(nested.fold_split(train, [outer], 0.3))
+    assert full == sorted(train) and set(sparse) < set(full) and sparse
+    assert sparse == nested.kept_towers(nested.fold_split(train, [outer], 0.3))
