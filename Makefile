@@ -21,8 +21,11 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/xmw demo --out $(DEMO_OUT)
 
+# Two test processes (pytest-xdist; a module's tests stay in one process so its fixtures are built once): most
+# tests wait on Ray, subprocesses or I/O, so two run side by side even on 2 cores. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 lint: setup
 	$(BIN)/ruff check xmw_ray jobs bench tests
