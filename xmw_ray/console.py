@@ -24,10 +24,9 @@ from typing import TextIO
 #: Name of the file that receives Ray's output, in the folder a command writes.
 RAY_LOG = "ray.log"
 #: What the scores of a ``val NSE … test NSE …`` line mean, printed once under them.
-NSE_NOTE = ("  NSE (Nash-Sutcliffe efficiency): 1 is perfect, 0 no better than the observed mean, below 0 worse. val: "
-            "the validation part, which chose the model (and its best epoch); test: held-out towers or years never "
-            "used to choose anything, the estimate to report. Val far from test means the small validation part "
-            "is a noisy guide for that run.")
+NSE_NOTE = ("  NSE: 1 is perfect, 0 no better than the observed mean, below 0 worse. val: the validation part, which "
+            "chose the model; test: held-out data never used to choose, the figure to report (a large gap between "
+            "them means the small validation part is a noisy guide).")
 
 _terminal: dict[str, TextIO | None] = {"out": None, "err": None}
 
@@ -95,7 +94,7 @@ class Progress:
     def __init__(self, label: str, total: int, unit: str = "") -> None:
         self.label, self.total, self.unit = label, max(int(total), 0), unit
         self._shown_tenth = -1
-        self._last_shown: int | None = None
+        self._last_shown: tuple[int, str] | None = None  # (done, detail) of the last line shown
         self._line_open = False
 
     def text(self, done: int, detail: str = "") -> str:
@@ -117,10 +116,10 @@ class Progress:
     def finish(self, done: int, detail: str = "") -> None:
         """The last state, shown whatever tenth it falls in (a run stopped early ends below its total)."""
         if _is_tty(err_stream()):
-            if self._last_shown != done or self._line_open:
+            if self._last_shown != (done, detail) or self._line_open:
                 self._rewrite(done, detail)
             self.break_line()
-        elif self._last_shown != done:
+        elif self._last_shown != (done, detail):
             self._shown_tenth = 10
             self._write_line(done, detail)
 
@@ -130,7 +129,7 @@ class Progress:
             _close_open_line()
         stream.write("\r" + self.text(done, detail) + "\x1b[K")
         stream.flush()
-        self._line_open, self._last_shown = True, done
+        self._line_open, self._last_shown = True, (done, detail)
         if self not in _open_line:
             _open_line.append(self)
 
@@ -139,7 +138,7 @@ class Progress:
         stream = err_stream()
         stream.write(self.text(done, detail) + "\n")
         stream.flush()
-        self._last_shown = done
+        self._last_shown = (done, detail)
 
     def break_line(self) -> None:
         """End the line rewritten in place (before another line is printed)."""
