@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 from builders import write_tiny_temmdm
 from train_world import make_grid_store
@@ -115,6 +117,36 @@ def test_budget_is_a_summary_and_every_year_once():
 
 
 # --- Ray's output: the log file, and -v ------------------------------------------------------------------------
+def test_routed_chatter_goes_to_the_log_and_the_commands_lines_to_the_terminal(tmp_path, capsys):
+    log = tmp_path / "run" / console.RAY_LOG
+    with console.ray_output(log):
+        assert console.routed_log() is None and not log.exists()  # nothing before Ray starts
+        assert console.route_ray_output() == log
+        print("chatter on stdout")
+        print("chatter on stderr", file=sys.stderr)
+        os.write(2, b"a C++ line on descriptor 2\n")
+        console.out("result")
+        console.err("progress")
+    captured = capsys.readouterr()
+    assert captured.out == "result\n"
+    assert captured.err == f"Ray's own output: {log} (-v shows it here)\nprogress\n"
+    assert log.read_text() == "chatter on stdout\nchatter on stderr\na C++ line on descriptor 2\n"
+    with console.ray_output(tmp_path / "loud" / console.RAY_LOG, verbose=True):
+        assert console.route_ray_output() is None
+        print("chatter")
+    assert capsys.readouterr().out == "chatter\n" and not (tmp_path / "loud").exists()
+
+
+def test_a_refusal_after_ray_started_leaves_no_log(tmp_path, capsys):
+    from xmw_ray.errors import XmwInputError
+
+    with pytest.raises(XmwInputError), console.ray_output(tmp_path / "runs" / "x" / console.RAY_LOG):
+        console.route_ray_output()
+        print("Ray's start-up lines")
+        raise XmwInputError("--actors 99: more than the cluster holds")
+    assert not (tmp_path / "runs").exists() and capsys.readouterr().err == ""
+
+
 def test_ray_output_goes_to_the_run_folder_log_unless_verbose(tmp_path):
     """``xmw train`` in a fresh process (it starts its own Ray): the terminal shows the log's path, the epochs and
     the result, and nothing of Ray's; the log holds Ray's lines. ``xmw evaluate -v`` shows Ray's output again."""

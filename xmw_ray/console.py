@@ -33,12 +33,23 @@ _terminal: dict[str, TextIO | None] = {"out": None, "err": None}
 
 def out_stream() -> TextIO:
     """Where the command's results go: the terminal's stdout, also while Ray's output is routed to the log."""
+    _announce_log()
     return _terminal["out"] or sys.stdout
 
 
 def err_stream() -> TextIO:
     """Where progress and notes go: the terminal's stderr, also while Ray's output is routed to the log."""
+    _announce_log()
     return _terminal["err"] or sys.stderr
+
+
+def _announce_log() -> None:
+    """The log's path, once, before the first line the command shows after Ray started (or at its end): a command
+    refused meanwhile names no log, and leaves none."""
+    if _routing and _routing[0].started and not _routing[0].announced and _terminal["err"] is not None:
+        _routing[0].announced = True
+        _terminal["err"].write(f"Ray's own output: {_routing[0].path} (-v shows it here)\n")
+        _terminal["err"].flush()
 
 
 def out(msg: str = "", end: str = "\n") -> None:
@@ -190,6 +201,7 @@ class _Routing:
         self.path = path
         self.verbose = verbose
         self.started = False
+        self.announced = False
         self.new_file = not path.exists()
         self.made_dirs: list[Path] = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
         self.ray_was_up = False
@@ -206,13 +218,13 @@ _routing: list[_Routing] = []
 def ray_output(log_path: str | os.PathLike, verbose: bool = False) -> Iterator[None]:
     """Meanwhile, once Ray starts (:func:`route_ray_output`, called by ``ensure_ray``), Ray's output, and anything
     else written to stdout/stderr other than :func:`out`/:func:`err`, goes to ``log_path``, appended; its path is
-    printed once. Nothing is routed with ``verbose``; an inner ``ray_output`` keeps the outer one's log (one log per
-    command: ``xmw demo`` runs its stages' commands inside its own).
+    printed once (:func:`_announce_log`). Nothing is routed with ``verbose``; an inner ``ray_output`` keeps the
+    outer one's log (one log per command: ``xmw demo`` runs its stages' commands inside its own).
 
-    Nothing is created before Ray starts, so a command refused for bad input leaves no log; a log that a refusal
-    after Ray's start would leave behind (new, Ray's start-up lines only) is removed. A Ray instance started meanwhile
-    is shut down before the block ends, its last words in the log: the raylet's later warnings would reach the
-    terminal."""
+    Nothing is created before Ray starts, so a command refused for bad input leaves no log; a new log that a
+    refusal after Ray's start would leave behind, before the command showed anything, is removed unnamed. A Ray
+    instance started meanwhile is shut down before the block ends, its last words in the log: the raylet's later
+    warnings would reach the terminal."""
     if _routing:
         yield
         return
@@ -227,9 +239,11 @@ def ray_output(log_path: str | os.PathLike, verbose: bool = False) -> Iterator[N
         refused = isinstance(exc, XmwInputError)
         raise
     finally:
-        _routing.clear()
-        if routing.started:
-            _stop_routing(routing, drop_log=refused)
+        try:
+            if routing.started:
+                _stop_routing(routing, drop_log=refused)
+        finally:
+            _routing.clear()
 
 
 def route_ray_output() -> Path | None:
@@ -251,7 +265,6 @@ def route_ray_output() -> Path | None:
     r.saved_fds = {fd: os.dup(fd) for fd in (1, 2)}
     r.saved_streams = (sys.stdout, sys.stderr)
     _terminal["out"], _terminal["err"] = term_out, term_err
-    err(f"Ray's own output: {r.path} (-v shows it here)")
     for fd in (1, 2):
         os.dup2(r.log.fileno(), fd)
     sys.stdout = sys.stderr = r.log
@@ -271,6 +284,9 @@ def routed_log() -> Path | None:
 
 
 def _stop_routing(r: _Routing, drop_log: bool) -> None:
+    drop_log = drop_log and not r.announced
+    if not drop_log:
+        _announce_log()
     try:
         if not r.ray_was_up and _ray_initialized():
             import ray

@@ -23,7 +23,7 @@ from xmw_ray.config import TrainConfig
 from xmw_ray.console import route_ray_output
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
-from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
+from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets, store_info
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import load_train_state
 from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
@@ -252,6 +252,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     uses the ``val`` split of ``cfg.data``.
     """
     check_resume_matches(cfg)
+    if datasets is None:  # a missing or wrong store is refused before Ray starts
+        store_info(cfg.data.store, cfg.data.source)
     ensure_ray()
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)
