@@ -319,7 +319,3 @@ def _ray_initialized() -> bool:
     ray = sys.modules.get("ray")
     return bool(ray is not None and ray.is_initialized())
 
-
-def verbose_requested(args: object) -> bool:
-    """The ``-v/--verbose`` flag of a parsed command line (False when the command has none)."""
-    return bool(getattr(args, "verbose", False))
