@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from xmw_ray import console
+from xmw_ray.console import RAY_LOG
 from xmw_ray.errors import XmwInputError
 
 #: Modules whose ``register(subparsers)`` adds sub-commands, in the order of the pipeline.
@@ -26,6 +28,8 @@ COMMAND_MODULES = (
     "xmw_ray.report.commands",
     "xmw_ray.pipeline.commands",
 )
+#: The commands that run Ray: their Ray output goes to a log file unless -v (xmw_ray.console).
+RAY_COMMANDS = ("train", "evaluate", "transfer", "tune", "infer", "demo")
 
 
 class XmwParser(argparse.ArgumentParser):
@@ -52,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for name in RAY_COMMANDS:
+        sub.choices[name].add_argument(
+            "-v", "--verbose", action="store_true",
+            help=f"show Ray's own output (status tables, raylet warnings, Tune's trial tables) here instead of in "
+                 f"{RAY_LOG} in the folder the command writes, whose path it prints")
     return parser
 
 
@@ -60,15 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except XmwInputError as exc:
-        print(f"xmw: error: {exc}", file=sys.stderr)
+        console.err(f"xmw: error: {exc}")
         return 2
     except FileNotFoundError as exc:
-        print(f"xmw: error: {exc.filename or ''}: file not found", file=sys.stderr)
+        console.err(f"xmw: error: {exc.filename or ''}: file not found")
         return 2
     except OSError as exc:  # a path the user named cannot be written (permission, name length, read-only disk)
         if exc.filename is None:  # no path to blame: not a bad input, let the traceback show
             raise
-        print(f"xmw: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        console.err(f"xmw: error: {exc.filename}: {exc.strerror or exc}")
         return 2
 
 

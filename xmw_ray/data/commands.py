@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from xmw_ray import console
 from xmw_ray.errors import XmwInputError
 
 
@@ -23,21 +23,17 @@ def parse_years(text: str | None) -> tuple[int, int] | None:
     raise XmwInputError(f"--years {text}: expected Y0-Y1, e.g. 1979-2018")
 
 
-def _progress(msg: str) -> None:
-    print(f"  {msg}", file=sys.stderr, flush=True)
-
-
 def _prepare_grid(args: argparse.Namespace) -> int:
     from xmw_ray.data.grid_store import prepare_grid
 
     summary = prepare_grid(args.src, args.out, years=parse_years(args.years), cells_per_chunk=args.cells_per_chunk,
-                           chunks_per_shard=args.chunks_per_shard, progress=_progress,
+                           chunks_per_shard=args.chunks_per_shard, progress=console.StageLog(),
                            wetland_area=args.wetland_area)
-    print(f"grid store {args.out}: {summary['cells']} valid cells x {len(summary['years'])} years "
+    console.out(f"grid store {args.out}: {summary['cells']} valid cells x {len(summary['years'])} years "
           f"at {summary['res']} deg")
     if summary["wetland_extent"] is None:
-        print(f"xmw: note: {args.out}: no wetland extent (--wetland-area FILE): xmw infer will map intensity but "
-              "not compute a budget", file=sys.stderr)
+        console.err(f"xmw: note: {args.out}: no wetland extent (--wetland-area FILE): xmw infer will map intensity "
+                    "but not compute a budget")
     return 0
 
 
@@ -48,14 +44,14 @@ def _prepare_sites(args: argparse.Namespace) -> int:
 
     overrides = resolve_site_ints(args.wetland_types, "wetlandtype") if args.wetland_types else None
     summary = prepare_sites(args.src, args.out, grid=args.grid, target=args.target, wetland_types=overrides,
-                            max_input_gap=args.max_input_gap, progress=_progress, drivers=args.drivers,
+                            max_input_gap=args.max_input_gap, progress=console.StageLog(), drivers=args.drivers,
                             sim_sites=args.sim_sites)
-    print(f"site store {args.out}: {summary['samples']} site-years from {summary['sites']} sites")
+    console.out(f"site store {args.out}: {summary['samples']} site-years from {summary['sites']} sites")
     dropped = {k: v for k, v in summary["dropped"].items() if v}
-    print("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
-    print(qc_line(summary["driver_qc"]))
+    console.out("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
+    console.out(qc_line(summary["driver_qc"]))
     if summary["unknown_descriptors"]:
-        print("descriptors the metadata does not give (stored as NaN, unknown): "
+        console.out("descriptors the metadata does not give (stored as NaN, unknown): "
               + ", ".join(f"{k} at {n} towers" for k, n in summary["unknown_descriptors"].items()))
     return 0
 
@@ -63,7 +59,7 @@ def _prepare_sites(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from xmw_ray.data.inspect_store import inspect_store
 
-    print(inspect_store(args.store))
+    console.out(inspect_store(args.store))
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmw_ray.console import Step
 from xmw_ray.data import schema
 from xmw_ray.data.contract import (
     ANNUAL_VARS,
@@ -68,8 +69,8 @@ def _valid_mask(src: TemMdmSource, progress: Callable[[str], None]) -> np.ndarra
         if var == "wetlandtype":
             mask &= np.nan_to_num(values, nan=0.0) > 0
     band = _band_rows(src.nlon)
-    for year in src.years:
-        progress(f"checking {year}")
+    for i, year in enumerate(src.years):
+        progress(Step(f"checking {year}", i + 1, len(src.years), "checking years"))
         for var in DAILY_VARS:
             reader = src.daily(var, year)
             for r0 in range(0, src.nlat, band):
@@ -151,7 +152,7 @@ def _write_store(
         root.create_array("wetland_fraction", data=extent.monthly[:, ilat, ilon], compressors=comp)
 
     for yi, year in enumerate(years):
-        progress(f"writing {year} ({n} cells)")
+        progress(Step(f"writing {year} ({n} cells)", yi + 1, len(years), "writing years"))
         daily = [src.daily(var, year) for var in DAILY_VARS]
         npp = src.npp(year)
         tr = src.target(year)

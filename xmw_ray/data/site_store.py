@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmw_ray.console import Step
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.atmosphere import annual_concentrations
@@ -364,10 +365,12 @@ def prepare_sites(
     unknown: Counter = Counter()
     kept: dict[str, dict] = {}
     site_info: dict[str, SiteMeta] = {}
-    for sy in iter_site_years(sources, columns):
+    towers = len(sources.daily_paths) if sources.combined_path is None else None  # a combined file: unknown
+    for number, sy in enumerate(iter_site_years(sources, columns), 1):
         if sy.site not in metas:
             raise XmwInputError(f"{sources.meta_path}: site {sy.site} is missing from the metadata (data in {sy.path.name})")
-        progress(f"{sy.site}: {len(sy.years)} years")
+        read = f"{sy.site}: {len(sy.years)} years"
+        progress(read if towers is None else Step(read, number, towers, "towers read"))
         columns_qc, counts = qc_drivers(sy.columns)
         sy = replace(sy, columns=columns_qc)
         for var, kinds in counts.items():

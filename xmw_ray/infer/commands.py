@@ -3,38 +3,71 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    from xmw_ray import console
     from xmw_ray.data.commands import parse_years
     from xmw_ray.infer.budget import BUDGET_UNIT, read_true_budget
     from xmw_ray.infer.maps import check_netcdf_out, write_netcdf
     from xmw_ray.infer.run import run_inference
 
-    def progress(year: int, tg: dict[str, float] | None) -> None:
-        budget = "" if tg is None else f": {tg['global']:.3f} {BUDGET_UNIT}"
-        print(f"  {year} done{budget}", file=sys.stderr, flush=True)
+    bar = console.Progress("years", 0, "mapped")
+    mapped: list[int] = []
 
     truth = None if args.truth is None else read_true_budget(args.truth)
     if args.netcdf is not None:  # before any work
         check_netcdf_out(args.netcdf)
-    res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years), batch_size=args.batch_size,
-                        actors=args.actors, use_gpu=args.use_gpu, on_year_done=progress, map_scale=args.map_scale,
-                        truth_budget=truth)
+
+    def start(wanted: list[int], missing: list[int]) -> None:
+        bar.total = len(missing)
+
+    def year_done(year: int, tg: dict[str, float] | None) -> None:
+        mapped.append(year)
+        bar.update(len(mapped), f"{year}" + ("" if tg is None else f": {tg['global']:.1f} {BUDGET_UNIT}"))
+
+    with console.ray_output(_log_path(args.out), args.verbose):
+        res = run_inference(args.checkpoint, args.grid, args.out, parse_years(args.years),
+                            batch_size=args.batch_size, actors=args.actors, use_gpu=args.use_gpu,
+                            on_year_done=year_done, on_start=start, map_scale=args.map_scale, truth_budget=truth)
     skipped = len(res.years) - len(res.computed)
-    print(f"flux maps {res.out}: {res.cells} cells x {len(res.years)} years ({len(res.computed)} computed, "
-          f"{skipped} already done)")
+    console.out(f"flux maps {res.out}: {res.cells} cells x {len(res.years)} years ({len(res.computed)} computed, "
+                f"{skipped} already done)")
     if args.netcdf is not None:
         write_netcdf(res.out, args.netcdf)
-        print(f"CF NetCDF copy -> {args.netcdf}")
+        console.out(f"CF NetCDF copy -> {args.netcdf}")
     if res.no_budget:
-        print(f"xmw: {args.grid}: {res.no_budget}", file=sys.stderr)
+        console.err(f"xmw: {args.grid}: {res.no_budget}")
         return 0
-    print(f"budget ({BUDGET_UNIT}) -> {res.budget_csv}")
-    for year, tg in sorted(res.budget.items()):
-        print(f"  {year}: {tg['global']:.3f}")
+    for line in budget_lines(res.budget, BUDGET_UNIT):
+        console.out(line)
+    console.out(f"budget by latitude band: {res.budget_csv}")
     return 0
+
+
+def budget_lines(budget: dict[int, dict[str, float]], unit: str) -> list[str]:
+    """The global budget once: a summary (mean, lowest and highest year), then every year, ten to a line."""
+    years = sorted(budget)
+    values = [budget[y]["global"] for y in years]
+    low, high = min(zip(values, years, strict=True)), max(zip(values, years, strict=True))
+    lines = [f"global wetland budget ({unit}), {years[0]}-{years[-1]}: mean {sum(values) / len(values):.1f}, "
+             f"lowest {low[0]:.1f} ({low[1]}), highest {high[0]:.1f} ({high[1]})"]
+    for i in range(0, len(years), 10):
+        lines.append("  " + "  ".join(f"{y} {v:6.1f}" for y, v in zip(years[i:i + 10], values[i:i + 10],
+                                                                        strict=True)))
+    return lines
+
+
+def _log_path(out: str):
+    """``<out>.ray.log`` beside the map store (a file inside it would make a new store look foreign); a local
+    mirror's for a URL."""
+    from pathlib import Path
+
+    from xmw_ray.console import RAY_LOG
+    from xmw_ray.storage import is_url, local_mirror
+
+    store = local_mirror(out) if is_url(out) else Path(out).resolve()
+    return store.with_name(f"{store.name}.{RAY_LOG}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -180,6 +180,7 @@ class _YearBuffer:
 def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, years: tuple[int, int] | None = None,
                   *, batch_size: int = DEFAULT_BATCH_SIZE, actors: int | None = None, use_gpu: bool = False,
                   on_year_done: Callable[[int, dict[str, float] | None], None] | None = None,
+                  on_start: Callable[[list[int], list[int]], None] | None = None,
                   map_scale: str = DEFAULT_MAP_SCALE, truth_budget: Mapping[int, float] | None = None
                   ) -> InferResult:
     """Map ``checkpoint``'s flux over ``grid`` for ``years`` into ``out``; resumes a store left by a crashed run.
@@ -187,7 +188,8 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     Each of the three may be a local path or an ``s3://`` / ``gs://`` URL (``maps.FluxMaps`` commits year by year
     on object stores too).
 
-    ``on_year_done(year, budget_tg)`` is called after each year is committed (progress reporting).
+    ``on_start(wanted, missing)`` is called once the years to compute are known, ``on_year_done(year, budget_tg)``
+    after each year is committed (progress reporting).
 
     ``map_scale`` (``MAP_SCALES``) picks the one colour scale of every year's map; ``truth_budget`` (year → Tg CH4
     yr-1, e.g. ``budget.read_true_budget`` of the built-in world) is drawn on the budget figure.
@@ -231,6 +233,8 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     maps = FluxMaps.open_or_create(out, spec, store.cell_ilat, store.cell_ilon, area_map)
 
     missing = [y for y in wanted if y not in set(maps.years_done())]
+    if on_start is not None:
+        on_start(list(wanted), missing)
     if missing:
         _predict_years(maps, store, checkpoint, missing, area, batch_size, actors, use_gpu, on_year_done)
     maps.finalize()

@@ -7,13 +7,18 @@ from pathlib import Path
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from xmw_ray import console
     from xmw_ray.data.commands import parse_years
     from xmw_ray.pipeline.demo import run_demo
 
-    outputs = run_demo(Path(args.out), res=args.res, years=parse_years(args.years), sites=args.sites, seed=args.seed)
-    print("\noutputs:")
+    years = parse_years(args.years)
+    # one log for every stage (they share one Ray instance); with -v each stage shows Ray's output
+    with console.ray_output(Path(args.out) / console.RAY_LOG, args.verbose):
+        outputs = run_demo(Path(args.out), res=args.res, years=years, sites=args.sites, seed=args.seed,
+                           verbose=args.verbose)
+    console.out("\noutputs:")
     for name, path in outputs:
-        print(f"  {name:<20} {path}")
+        console.out(f"  {name:<20} {path}")
     return 0
 
 

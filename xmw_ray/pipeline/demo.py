@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xmw_ray import console
 from xmw_ray.data.layout import WETLAND_EXTENT_FILE
 from xmw_ray.data.presets import CONFIGS_DIR
 
@@ -69,9 +70,10 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
 
 
 def run_demo(out: Path, res: float = 10.0, years: tuple[int, int] = (1979, 2018), sites: int = 30, seed: int = 0,
-             log: Callable[[str], None] = print) -> list[tuple[str, Path]]:
-    """Run every stage not yet done; returns (stage, output path) pairs."""
-    from xmw_ray.cli import main
+             log: Callable[[str], None] = console.out, verbose: bool = False) -> list[tuple[str, Path]]:
+    """Run every stage not yet done (``verbose``: with ``-v``, Ray's output on the terminal); returns (stage,
+    output path) pairs."""
+    from xmw_ray.cli import RAY_COMMANDS, main
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,7 @@ def run_demo(out: Path, res: float = 10.0, years: tuple[int, int] = (1979, 2018)
         else:
             log(f"[{stage.name}] {stage.describe()}")
             t0 = time.perf_counter()
-            rc = main(stage.argv)
+            rc = main(stage.argv + (["-v"] if verbose and stage.argv[0] in RAY_COMMANDS else []))
             if rc:
                 raise SystemExit(rc)
             log(f"[{stage.name}] finished in {time.perf_counter() - t0:.0f} s")

@@ -7,10 +7,11 @@ from pathlib import Path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from xmw_ray import console
     from xmw_ray.report.html import write_report
 
     path = write_report([Path(f) for f in args.inputs], Path(args.out))
-    print(f"report: {path}")
+    console.out(f"report: {path}")
     return 0
 
 

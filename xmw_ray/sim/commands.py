@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from xmw_ray import console
 from xmw_ray.errors import XmwInputError
 
 DEFAULT_RES = 2.0
 DEFAULT_YEARS = "1979-2018"
 DEFAULT_SITES = 30
-
-
-def _progress(msg: str) -> None:
-    print(f"  {msg}", file=sys.stderr, flush=True)
 
 
 def simulation_spec(args: argparse.Namespace):
@@ -50,11 +46,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
     spec = simulation_spec(args)
     try:
-        summary = simulate(spec, log=_progress)
+        summary = simulate(spec, log=console.StageLog())
     except ValueError as exc:  # e.g. more towers than wetland cells at a coarse resolution
         raise XmwInputError(f"simulate: {exc}") from None
     budgets = list(summary["global_wetland_budget_Tg_per_year"].values())
-    print(f"world {spec.out}: {spec.years[0]}-{spec.years[1]} at {spec.res} deg, {spec.sites} towers, "
+    console.out(f"world {spec.out}: {spec.years[0]}-{spec.years[1]} at {spec.res} deg, {spec.sites} towers, "
           f"wetland budget {min(budgets):.0f}-{max(budgets):.0f} Tg CH4 per year")
     return 0
 
@@ -62,8 +58,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def _simulate_sites(args: argparse.Namespace) -> int:
     from xmw_ray.sim.site_forcing import simulate_sites
 
-    done = simulate_sites(args.forcing, args.sites_out, log=_progress)
-    print(f"simulated {len(done)} sites ({sum(done.values())} site-days) -> {args.sites_out}")
+    done = simulate_sites(args.forcing, args.sites_out, log=console.StageLog())
+    console.out(f"simulated {len(done)} sites ({sum(done.values())} site-days) -> {args.sites_out}")
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmw_ray.console import Step
 from xmw_ray.data import layout
 from xmw_ray.data.atmosphere import annual_concentrations
 from xmw_ray.data.contract import DAYS_IN_MONTH, UNITS, days_to_slots
@@ -136,7 +137,8 @@ def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> 
         recorder.collect(int(year), weather)
         budgets[int(year)] = global_budget_tg(world, result.ch4)
         seconds[int(year)] = time.perf_counter() - t0
-        log(f"year {year}: wetland budget {budgets[int(year)]:.1f} Tg CH4, {seconds[int(year)]:.1f} s")
+        log(Step(f"{year}: wetland budget {budgets[int(year)]:.1f} Tg CH4, {seconds[int(year)]:.1f} s", i + 1,
+                 len(years), "simulated years"))
         del weather, result
     first = None
 

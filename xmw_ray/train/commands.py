@@ -79,23 +79,32 @@ def add_config_parser(sub: argparse._SubParsersAction, command: str, config_clas
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from xmw_ray import console
     from xmw_ray.config import load_config
-    from xmw_ray.train.runner import run_training
+    from xmw_ray.train.runner import run_dir_of, run_training
 
     cfg = load_config(args.config, args.overrides)
-    out = run_training(cfg)
+    with console.ray_output(run_dir_of(cfg) / console.RAY_LOG, args.verbose):
+        out = run_training(cfg)
     m = out.metrics
-    print(f"best epoch {m.get('epoch')}: val_loss {m.get('val_loss', float('nan')):.4f} "
-          f"val_nse {m.get('val_nse', float('nan')):.3f}")
-    print(f"best checkpoint: {out.best_checkpoint}")
+    console.out(f"best epoch {m.get('epoch')}: val_loss {m.get('val_loss', float('nan')):.4f} "
+                f"val_nse {m.get('val_nse', float('nan')):.3f}")
+    console.out(f"best checkpoint: {out.best_checkpoint}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xmw_ray import console
+    from xmw_ray.storage import is_url, local_mirror
     from xmw_ray.train.evaluate import evaluate_checkpoint, format_report
 
-    report = evaluate_checkpoint(args.checkpoint, args.store, split=args.split, aggregation=args.aggregation)
-    print(json.dumps(report) if args.json else format_report(report))
+    # beside the checkpoint (in its run folder), never inside it
+    ckpt = local_mirror(args.checkpoint) if is_url(args.checkpoint) else Path(args.checkpoint).resolve()
+    with console.ray_output(ckpt.parent / f"evaluate-{console.RAY_LOG}", args.verbose):
+        report = evaluate_checkpoint(args.checkpoint, args.store, split=args.split, aggregation=args.aggregation)
+    console.out(json.dumps(report) if args.json else format_report(report))
     return 0
 
 

@@ -31,6 +31,7 @@ from xmw_ray.models import build_model
 from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_model_state, load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
+from xmw_ray.train.progress import QUEUE_KEY, report_epoch
 
 
 def _device() -> torch.device:
@@ -324,5 +325,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 shutil.rmtree(directory, ignore_errors=True)
         else:
             ray.train.report(metrics, checkpoint=None)
+        if rank == 0 and loop_config.get(QUEUE_KEY) is not None:  # the command's terminal (train.progress)
+            report_epoch(loop_config[QUEUE_KEY], epoch + 1, epochs, metrics)
         if should_stop:
             break

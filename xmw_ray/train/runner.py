@@ -20,14 +20,16 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from xmw_ray.config import TrainConfig
+from xmw_ray.console import route_ray_output
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
-from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets
+from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets, store_info
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_train_state
 from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
 from xmw_ray.train.loop import Objective, train_loop_per_worker
+from xmw_ray.train.progress import QUEUE_KEY, epoch_feed
 from xmw_ray.train.resources import check_fits
 
 if TYPE_CHECKING:
@@ -133,6 +135,7 @@ def ensure_ray() -> None:
     A local instance listens on loopback only: it has no token authentication, and anyone who reaches a Ray
     port can run code."""
     if not ray.is_initialized():
+        route_ray_output()  # Ray's start-up lines belong in the command's log too (xmw_ray.console)
         address = os.environ.get("RAY_ADDRESS")
         # A new local instance gets logical CPUs (at least LOCAL_MIN_CPUS): a trial's driver, its worker and
         # Ray Data then fit on a 2-core laptop; the OS shares the cores. XMW_NUM_CPUS overrides. Its workers run
@@ -150,6 +153,23 @@ def ensure_ray() -> None:
     ctx.execution_options.preserve_order = True
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    _own_data_stats_actor()
+
+
+def _own_data_stats_actor() -> None:
+    """Create Ray Data's cluster-wide ``_StatsActor`` from this driver when it is outside any placement group.
+
+    Ray Data 2.60 creates that detached actor on first use with no scheduling strategy of its own, so when the first
+    dataset of a search runs inside a Tune trial (whose placement group captures child tasks) the actor joins that
+    trial's placement group, and the raylet kills it when the trial ends and its group is removed (ray-project/ray
+    PR #57726: a detached actor in a placement group dies with it). The next trial's statistics then reach a new,
+    empty actor and fail with ``KeyError: 'dataset_…'`` ("Unhandled error … _StatsActor.update_execution_metrics").
+    Created here first, it lives outside every trial and every later lookup finds it."""
+    from ray.data._internal.stats import get_or_create_stats_actor
+    from ray.util import get_current_placement_group
+
+    if get_current_placement_group() is None:
+        get_or_create_stats_actor()
 
 
 def _latest_local_checkpoint(root: Path) -> str | None:
@@ -264,6 +284,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     uses the ``val`` split of ``cfg.data``.
     """
     check_resume_matches(cfg)
+    if datasets is None:  # a missing or wrong store is refused before Ray starts
+        store_info(cfg.data.store, cfg.data.source)
     ensure_ray()
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)
@@ -296,28 +318,30 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         loop_config["local_checkpoint_root"] = str(ck_root)
         loop_config["resume_dir"] = _latest_local_checkpoint(ck_root)
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
-                                     resources_per_worker={"CPU": res.cpus_per_worker}),
-        run_config=RunConfig(
-            name=cfg.run.name,
-            storage_path=storage_path,
-            storage_filesystem=storage_fs,
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
-                                               checkpoint_score_attribute="val_loss",
-                                               checkpoint_score_order="min"),
-            callbacks=callbacks,
-        ),
-        datasets=datasets,
-        # one worker reads the datasets itself: a streaming split would add a coordinator actor per dataset,
-        # relaying every block, for nothing to split (and on a small machine it takes CPU from training)
-        dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else [],
-                                  execution_options=ordered_ingest()),
-    )
-    result = trainer.fit()
+    with epoch_feed(cfg.run.name, cfg.optim.epochs) as queue:  # the epochs on the command's terminal
+        loop_config[QUEUE_KEY] = queue
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
+                                         resources_per_worker={"CPU": res.cpus_per_worker}),
+            run_config=RunConfig(
+                name=cfg.run.name,
+                storage_path=storage_path,
+                storage_filesystem=storage_fs,
+                failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
+                                                   checkpoint_score_attribute="val_loss",
+                                                   checkpoint_score_order="min"),
+                callbacks=callbacks,
+            ),
+            datasets=datasets,
+            # one worker reads the datasets itself: a streaming split would add a coordinator actor per dataset,
+            # relaying every block, for nothing to split (and on a small machine it takes CPU from training)
+            dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else [],
+                                      execution_options=ordered_ingest()),
+        )
+        result = trainer.fit()
     history = _history(result, run_dir, local)
     best_src = _best_checkpoint_dir(result, run_dir, local, history)
     best = publish_dir(best_src, run_dir / BEST_DIR)

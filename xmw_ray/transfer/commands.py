@@ -6,17 +6,22 @@ import argparse
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xmw_ray import console
     from xmw_ray.config import load_config
     from xmw_ray.train.runner import ensure_ray
     from xmw_ray.transfer.config import ExperimentConfig
     from xmw_ray.transfer.experiment import run_experiment
 
     cfg = load_config(args.config, args.overrides, cls=ExperimentConfig)
-    ensure_ray()
-    paths = run_experiment(cfg)
-    print(paths["summary_md"].read_text(), end="")
+    with console.ray_output(Path(cfg.output_dir) / console.RAY_LOG, args.verbose):
+        ensure_ray()
+        paths = run_experiment(cfg)
+    console.out(paths["summary_md"].read_text(), end="")
+    console.out("  test-split scores (mean ± std over seeds; RMSE in mg CH4 m-2 d-1); " + console.NSE_NOTE.strip())
     for name in ("results", "summary_csv", "summary_md", "plot", "best"):
-        print(f"{name}: {paths[name]}")
+        console.out(f"{name}: {paths[name]}")
     return 0
 
 

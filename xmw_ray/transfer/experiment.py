@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
 
+from xmw_ray import console
 from xmw_ray.baselines.gbt import GBTBaseline
 from xmw_ray.config import RunSection
 from xmw_ray.data import schema
@@ -68,7 +68,7 @@ def run_row(strategy: str, model: str, setting: str, fraction: float, seed: int,
 
 
 def _log(msg: str) -> None:
-    print(f"  {msg}", file=sys.stderr, flush=True)
+    console.err(f"  {msg}")
 
 
 def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> None:
@@ -150,6 +150,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     results = out / RESULTS_FILE
     rows = _load_rows(results)
     done = {r["key"] for r in rows}
+    total = len(cfg.models) * len(cfg.settings) * len(cfg.fractions) * len(cfg.seeds) * len(cfg.strategies)
+    number = 0
     for model in cfg.models:
         for setting, base_spec in cfg.settings.items():
             for fraction in cfg.fractions:
@@ -165,9 +167,10 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                             done.add(key)
                     for strategy in cfg.strategies:
                         key = run_key(strategy, model.name, setting, fraction, seed)
+                        number += 1
                         if key in done:
                             continue
-                        log(f"run {key}")
+                        log(f"run {number}/{total}: {key}")
                         job = TransferJob(
                             source=cfg.source, target=cfg.target.model_copy(update={"split": spec}), model=model,
                             optim=cfg.optim, pretrain_optim=cfg.pretrain_optim, resources=cfg.resources,
@@ -182,7 +185,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                         _append_row(results, row)
                         rows.append(row)
                         done.add(key)
-                        log(f"  test NSE {row['nse']:.3f} (val NSE {row['val_nse']:.3f})")
+                        log(f"  {key}: test NSE {row['nse']:.3f} on held-out data, val NSE {row['val_nse']:.3f} on "
+                            "the validation part that chose its epoch")
     scored = [{k: v for k, v in r.items() if k != "key"} for r in rows if r.get("setting") != cfg.deploy_setting]
     paths = write_results(scored, out)
     paths["best"] = _copy_best(rows, out, cfg.deploy_setting)

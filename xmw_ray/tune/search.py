@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xmw_ray import console
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import is_url, run_path
 from xmw_ray.train.resources import DATA_CPUS
 from xmw_ray.tune.cleanup import WorkerGroupSweeper
 from xmw_ray.tune.config import TuneConfig
 from xmw_ray.tune.leaderboard import RANK_METRIC, RANK_MODE
+from xmw_ray.tune.progress import TrialProgress
 from xmw_ray.tune.space import DefineByRun, covering_points
 
 #: ASHA and Optuna judge trials on what the leaderboard ranks them by: the scale-free validation NSE.
@@ -105,7 +107,8 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
                                     time_budget_s=s.time_budget_s),
         run_config=tune.RunConfig(name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
                                   failure_config=tune.FailureConfig(max_failures=s.max_trial_failures),
-                                  callbacks=[WorkerGroupSweeper(), RunSigner(experiment_path(cfg))], verbose=1),
+                                  callbacks=[WorkerGroupSweeper(), RunSigner(experiment_path(cfg)),
+                                             TrialProgress(s.num_samples)], verbose=1),
     )
 
 
@@ -153,8 +156,8 @@ def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> S
     concurrency = max_concurrent_trials(cfg, have)
     t0 = time.perf_counter()
     tuner, resumed = restore_or_build(cfg, concurrency)
-    print(f"xmw tune: {'resuming' if resumed else 'starting'} search {cfg.run.name!r} at {experiment_path(cfg)} "
-          f"({cfg.search.num_samples} trials, up to {concurrency} at once)", flush=True)
+    console.err(f"xmw tune: {'resuming' if resumed else 'starting'} search {cfg.run.name!r} at "
+                f"{experiment_path(cfg)} ({cfg.search.num_samples} trials, up to {concurrency} at once)")
     try:
         grid = tuner.fit()
         wall = time.perf_counter() - t0
