@@ -106,7 +106,10 @@ def tiny(tmp_path_factory) -> dict:
             maps.write_year(year, _year_grid(path_of(world, year))[ilat, ilon])
             maps.commit_year(year, None)
         stores[name] = root / f"maps-{name}"
-    return {"root": root, "world": world, "summary": summary, "stores": stores, "cells": (ilat, ilon)}
+    other = root / "other-world"  # another seed: other wetlands on the same continents
+    simulate(SimulationSpec(out=other, res=RES, years=YEARS, sites=0, seed=5), log=lambda m: None)
+    return {"root": root, "world": world, "summary": summary, "stores": stores, "cells": (ilat, ilon),
+            "other_world": other}
 
 
 def test_scores_of_the_truth_itself_and_of_the_simulator(tiny: dict) -> None:
@@ -166,6 +169,7 @@ def test_a_world_without_truth_is_one_line(tiny: dict, tmp_path: Path, capsys) -
         (["--truth", str(tmp_path), str(maps)], "not a built-in world"),
         (["--truth", str(tiny["world"]), str(tmp_path)], "not a flux-map store"),
         (["--truth", str(tiny["world"]), str(maps), "--names", "a", "b"], "--names"),
+        (["--truth", str(tiny["other_world"]), str(maps)], "the maps come from another world"),
     ):
         capsys.readouterr()
         assert main(["score-maps", *argv]) == 2

@@ -203,6 +203,9 @@ class _MapsReader:
 def open_maps(path: str | Path) -> _MapsReader:
     """A flux-map store with every year done, checked up front."""
     reader = _MapsReader(str(path))
+    if not reader.cells.any():
+        raise XmwInputError(f"{path}: no wetland area (its Grid store was prepared without --wetland-area): "
+                            "nothing to score")
     done = set(reader.done_years())
     missing = [y for y in reader.years if y not in done]
     if missing:
@@ -260,6 +263,9 @@ def score_sources(maps: Sequence[tuple[str, _MapsReader | None]], world: TruthWo
         if r.years != ref.years:
             raise XmwInputError(f"{r.path}: years {r.years[0]}-{r.years[-1]}, {ref.path} has "
                                 f"{ref.years[0]}-{ref.years[-1]}")
+    if ref.cells.shape != world.wetland_type.shape or (world.wetland_type[ref.cells] <= 0).any():
+        raise XmwInputError(f"{ref.path}: maps cells without wetland in --truth {world.root}: the maps come from "
+                            "another world")
     bad = [y for y in years if y not in world.years]
     if bad:
         raise XmwInputError(f"--truth {world.root}: no true flux for {bad[0]}")
