@@ -106,7 +106,7 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
     ]
 
 
-def run_demo(out: Path, res: float = 10.0, years: tuple[int, int] = (1979, 2018), sites: int = 30, seed: int = 0,
+def run_demo(out: Path, res: float = 3.0, years: tuple[int, int] = (1979, 2018), sites: int = 30, seed: int = 0,
              log: Callable[[str], None] = print) -> list[tuple[str, Path]]:
     """Run every stage not yet done; returns (stage, output path) pairs."""
     from xmw_ray.cli import main
