@@ -124,13 +124,13 @@ def test_budget_figure_draws_literature_range_and_truth(tmp_path):
 
 
 def test_true_budget_is_read_from_the_worlds_truth_file(tmp_path):
-    (tmp_path / "truth.json").write_text(json.dumps({"global_wetland_budget_Tg_per_year": {"2000": 157.5}}))
+    (tmp_path / "truth.json").write_text(json.dumps({"true_wetland_budget_Tg_per_year": {"2000": 157.5}}))
     assert read_true_budget(tmp_path) == {2000: 157.5} == read_true_budget(tmp_path / "truth.json")
     with pytest.raises(XmwInputError, match="--truth .*no truth.json"):
         read_true_budget(tmp_path / "elsewhere")
     (tmp_path / "bad" / "truth.json").parent.mkdir()
     (tmp_path / "bad" / "truth.json").write_text("{}")
-    with pytest.raises(XmwInputError, match="global_wetland_budget_Tg_per_year"):
+    with pytest.raises(XmwInputError, match="true_wetland_budget_Tg_per_year"):
         read_true_budget(tmp_path / "bad")
 
 

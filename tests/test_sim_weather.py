@@ -8,7 +8,7 @@ import pytest
 from xmw_ray.data.fluxnet import saturation_vapour_pressure_hpa
 from xmw_ray.data.solar import toa_insolation
 from xmw_ray.sim.climatology import DAYS
-from xmw_ray.sim.statics import LAND_SHARE, WETLAND_AREA_M2, build_world
+from xmw_ray.sim.statics import WETLAND_AREA_M2, build_world
 from xmw_ray.sim.weather import WeatherGenerator
 
 RES = 10.0
@@ -76,8 +76,9 @@ def test_anomalies_are_spatially_coherent(world):
 
 
 def test_static_maps_are_consistent(world):
-    earth = 4 * np.pi * 6_371_000.0**2
-    assert world.area.sum() / earth == pytest.approx(LAND_SHARE, abs=0.03)
+    # Earth's land outside Antarctica is about 135 million km² (149 million less Antarctica's 14)
+    assert (world.area * world.land_fraction).sum() == pytest.approx(135e12, rel=0.06)
+    assert np.all(world.land_fraction >= 0.2) and np.all(world.land_fraction <= 1.0)
     assert (world.wetland_fraction * world.area).sum() == pytest.approx(WETLAND_AREA_M2, rel=0.02)
     wt = world.maps["wetlandtype"]
     assert set(np.unique(wt)) <= {0, 1, 2, 3, 4, 5}
@@ -86,6 +87,7 @@ def test_static_maps_are_consistent(world):
     assert np.all((world.maps["phh2o"] >= 3.8) & (world.maps["phh2o"] <= 8.5))
     polar = world.maps["climatetype"] == 5
     assert np.all(world.clim.warmest[polar] < 10)
-    # the same seed gives the same continents at another resolution (continuous fields)
+    # the same continents at another resolution: Earth's, and the same climate (continuous fields) on them
     fine = build_world(3, 5.0)
-    assert fine.area.sum() == pytest.approx(world.area.sum(), rel=0.05)
+    assert (fine.area * fine.land_fraction).sum() == pytest.approx((world.area * world.land_fraction).sum(), rel=0.03)
+    assert (fine.wetland_fraction * fine.area).sum() == pytest.approx(WETLAND_AREA_M2, rel=0.02)

@@ -204,3 +204,26 @@ def test_trials_get_absolute_store_paths_since_each_runs_in_its_own_folder(tmp_p
     fixed = with_absolute_stores(cfg)
     assert fixed.data.store == str(tmp_path / "demo" / "sites")
     assert fixed.source.store == "s3://bucket/grid.zarr"  # URLs stay as they are
+
+
+def test_demo_maps_the_simulator_only_model_too_and_scores_both_against_the_truth(tmp_path):
+    """The simulator-only model is the transfer experiment's cached pretraining (resolved when its stage starts);
+    the score stage compares both maps (and the simulator) with the world's true flux."""
+    from xmw_ray.errors import XmwInputError
+    from xmw_ray.pipeline.demo import demo_stages, source_fraction
+
+    stages = {s.name.split(" ")[0]: s for s in demo_stages(tmp_path, 10.0, (1979, 2018), 30, 0)}
+    late = stages["infer-simulator-only"]
+    with pytest.raises(XmwInputError, match="trained no model on the simulations alone"):
+        late.resolved_argv()
+    best = tmp_path / "runs" / "transfer" / "runs" / "pretrain" / "0123abcd" / "best"
+    best.mkdir(parents=True)
+    (best / "model.pt").write_bytes(b"")
+    argv = late.resolved_argv()
+    assert argv[argv.index("--checkpoint") + 1] == str(best)
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "maps-simulator-only")
+    score = stages["score"].argv
+    assert score[0] == "score-maps" and score[score.index("--truth") + 1] == str(tmp_path / "world")
+    assert str(tmp_path / "maps-simulator-only") in score and str(tmp_path / "maps") in score
+    # finer grids pretrain on a share of the cells, so that pretraining costs what it costs at 5 degrees
+    assert source_fraction(10.0) == 1.0 and source_fraction(2.0) == pytest.approx(0.16)

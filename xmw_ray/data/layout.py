@@ -45,6 +45,15 @@ def target_path(root: Path, year: int) -> Path:
     return Path(root) / TEM_DIR / f"CH4_emission_intensity_{year}.nc"
 
 
+#: The built-in world's true flux (the "true world" parameters over every land cell; not part of the published
+#: layout): ``TRUE_DIR/CH4_emission_intensity_<year>.nc``, the same form as the TEM-MDM target.
+TRUE_DIR = "TRUE-WORLD"
+
+
+def true_target_path(root: Path, year: int) -> Path:
+    return Path(root) / TRUE_DIR / f"CH4_emission_intensity_{year}.nc"
+
+
 def annual_path(root: Path, var: str) -> Path:
     return Path(root) / TEM_DIR / ANNUAL_FILES[var]
 
@@ -115,9 +124,10 @@ def write_npp(root: Path, year: int, monthly: np.ndarray, res: float) -> None:
     _atomic_nc(npp_path(root, year), "NPP", monthly.astype(np.float32), ("lat", "lon", "month"), res, "g C m-2 month-1")
 
 
-def write_target(root: Path, year: int, slots: np.ndarray, res: float) -> None:
-    """One year of simulated CH4 emission ``(nlat, nlon, 12, 31)`` in mg CH4 m-2 d-1."""
-    _atomic_nc(target_path(root, year), TARGET_VAR, slots.astype(np.float32), ("lat", "lon", "month", "day"), res,
+def write_target(root: Path, year: int, slots: np.ndarray, res: float, true_world: bool = False) -> None:
+    """One year of simulated CH4 emission ``(nlat, nlon, 12, 31)`` in mg CH4 m-2 d-1 (``true_world``: the built-in
+    world's true flux, ``true_target_path``)."""
+    _atomic_nc((true_target_path if true_world else target_path)(root, year), TARGET_VAR, slots.astype(np.float32), ("lat", "lon", "month", "day"), res,
                "mg CH4 m-2 d-1")
 
 

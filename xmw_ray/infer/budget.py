@@ -37,7 +37,7 @@ LITERATURE_BUDGET = {"central": 159.0, "low": 119.0, "high": 203.0,
                      "citation": "Saunois et al. 2024 (Global Methane Budget)"}
 #: Where the built-in world (``xmw simulate``) records its true budget, and the key that holds it.
 TRUTH_FILE = "truth.json"
-TRUE_BUDGET_KEY = "global_wetland_budget_Tg_per_year"
+TRUE_BUDGET_KEY = "true_wetland_budget_Tg_per_year"  # the true world the towers observe, not the simulator
 #: Why a Grid store without a wetland extent gets maps but no budget.
 NO_EXTENT = "no wetland extent: budget not computed (prepare grid --wetland-area FILE)"
 

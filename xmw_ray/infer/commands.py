@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xmw_ray.errors import XmwInputError
+
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from xmw_ray import console
@@ -70,6 +72,50 @@ def _log_path(out: str):
     return store.with_name(f"{store.name}.{RAY_LOG}")
 
 
+def cmd_score_maps(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xmw_ray import console
+    from xmw_ray.infer.maps import put_bytes
+    from xmw_ray.infer.skill import (
+        comparison_csv,
+        comparison_table,
+        open_maps,
+        open_truth,
+        score_sources,
+        write_skill,
+    )
+
+    names = args.names or [Path(str(m).rstrip("/")).name for m in args.maps]
+    if len(names) != len(args.maps):
+        raise XmwInputError(f"--names: {len(names)} names for {len(args.maps)} map stores")
+    readers = [open_maps(m) for m in args.maps]
+    world = open_truth(args.truth, readers[0].years)
+    sources = [(SIMULATOR_ROW, None), *zip(names, readers, strict=True)]
+    bar = console.Progress("years", len(readers[0].years), "scored")
+    done: list[int] = []
+
+    def year_scored(year: int) -> None:
+        done.append(year)
+        bar.update(len(done), str(year))
+
+    skills = score_sources(sources, world, on_year=year_scored)
+    for reader, skill in zip(readers, skills[1:], strict=True):
+        write_skill(reader.path, skill, world.root)
+    console.out(f"skill against the true flux of {world.root} ({len(readers[0].years)} years; "
+                "NSE and bias over the maps' cell-days, budget and trend of the global wetland budget):")
+    console.out(comparison_table(skills))
+    if args.out:
+        put_bytes(str(args.out), comparison_csv(skills).encode())
+        console.out(f"comparison -> {args.out}")
+    console.out(f"per-group skill -> {', '.join(str(Path(r.path) / 'skill.csv') for r in readers)}")
+    return 0
+
+
+#: The row of the world's own process-model output (the simulations the models learn from), scored as a reference.
+SIMULATOR_ROW = "process model (simulator)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
 
@@ -101,3 +147,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--netcdf", metavar="FILE", default=None,
                    help="also write the maps as one CF-1.8 NetCDF-4 file (local path), e.g. to publish them")
     p.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser(
+        "score-maps", help="score flux maps against the built-in world's true flux (NSE, bias, budget, trend)",
+        description="score flux maps (xmw infer --out) against the true flux of the built-in world they were made "
+                    "from (xmw simulate writes it to WORLD/TRUE-WORLD/): daily NSE and bias over the maps' cells, "
+                    "globally, by latitude band and by wetland type; the global budget's error each year and on "
+                    "average (Tg CH4 yr-1) and its trend's error (Tg CH4 yr-2). The world's own process-model "
+                    "output (the simulations the models learn from) is scored too, as a reference row. Streams "
+                    "a year and a band of rows at a time. Writes skill.json, skill.csv (by group) and "
+                    "skill_budget.csv into each map store and prints a comparison table",
+        usage="%(prog)s --truth WORLD MAPS [MAPS ...] [--names NAME ...] [--out CSV]")
+    s.add_argument("maps", nargs="+", metavar="MAPS", help="flux-map stores (xmw infer --out), every year done")
+    s.add_argument("--truth", required=True, metavar="WORLD",
+                   help="the built-in world folder (xmw simulate --out) the maps' Grid store was prepared from")
+    s.add_argument("--names", nargs="+", metavar="NAME",
+                   help="a name for each map store in the table (default: the store's folder name)")
+    s.add_argument("--out", metavar="CSV", help="also write the comparison table (one row per source) here")
+    s.set_defaults(func=cmd_score_maps)

@@ -50,8 +50,10 @@ def _simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. more towers than wetland cells at a coarse resolution
         raise XmwInputError(f"simulate: {exc}") from None
     budgets = list(summary["global_wetland_budget_Tg_per_year"].values())
+    true_budgets = list(summary["true_wetland_budget_Tg_per_year"].values())
     console.out(f"world {spec.out}: {spec.years[0]}-{spec.years[1]} at {spec.res} deg, {spec.sites} towers, "
-          f"wetland budget {min(budgets):.0f}-{max(budgets):.0f} Tg CH4 per year")
+                f"wetland budget {min(budgets):.0f}-{max(budgets):.0f} Tg CH4 per year (simulator), "
+                f"true world {min(true_budgets):.0f}-{max(true_budgets):.0f}")
     return 0
 
 

@@ -56,9 +56,3 @@ def mode_basis(rng: np.random.Generator, xyz: np.ndarray, n_modes: int, k_min: f
         out[:, m] = smooth_field(rng, xyz, k_min, k_max, n_waves)
     return out
 
-
-def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """The value below which a share ``q`` of the total weight lies (area-weighted thresholds)."""
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cum, q * cum[-1])])

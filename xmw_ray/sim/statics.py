@@ -1,9 +1,10 @@
 """Static maps of the built-in world: land, relief, climate classes, soils, vegetation and wetlands.
 
-- land: a smooth random field (wavenumber 0.5–1.8 per Earth radius) plus an Earth-like latitude bias
-  ``0.8 e^{−((φ−50)/22)²} − 0.3 e^{−(φ/25)²} − 0.6 e^{−((φ+50)/15)²}`` (most land in the northern
-  mid-latitudes, little in the southern ocean belt), thresholded so that
-  29 % of the area is land; continentality ``c`` rises from 0 at the coast to 1 deep inland with the same field.
+- land: Earth's (``earth.py``: the GLOBE land mask of the ``global-land-mask`` package, sub-sampled into each
+  cell); a cell whose land fraction is at least 0.2 is a land cell, except south of 60° S: Antarctica's ice sheet
+  is far colder than the zonal climate below makes it, and wetland models leave it out too. Continentality ``c = min(d / 1400 km, 1)^0.7``
+  from the distance ``d`` to the sea rises from 0 at the coast to 1 deep inland (about the innermost tenth of the
+  land outside Antarctica).
 - elevation (m): ``50 + 450 c + 1500 max(g_M − 0.5, 0)^1.3 + 80 |g_h|`` (mountain belts where a finer field peaks).
 - climatetype (Köppen main group from the generated mean climate): 1 A tropical (coldest month ≥ 18 °C),
   2 B arid (P_ann < 20 T̄ + 140 mm), 3 C temperate (coldest month > −3 °C), 4 D continental, 5 E polar
@@ -14,9 +15,9 @@
   forest, 5 grassland, 6 shrubland/desert, 7 tropical forest, 8 savanna).
 - clfaotxt (FAO topsoil texture): 1 coarse, 2 medium, 3 fine, from a smooth field, coarser where arid.
 - wetlands: a propensity ``u = 1.5 ln(clip(P/PET, 0.05, 2.5)) + 1.5 e^{−z/300} + 0.9 g_W`` gives
-  ``sigmoid(2u − 3) · clip((T_warmest − 2)/6, 0, 1)`` (cold-summer cells hold little, deserts none); the map is scaled so the world has 6 million km² of wetland (a round figure
-  inside the spread of global wetland maps, a few to ten million km²), no cell above 80 %, and fractions below
-  0.1 % are dropped.
+  ``sigmoid(2u − 3) · clip((T_warmest − 2)/6, 0, 1)`` of the cell's land (cold-summer cells hold little, deserts
+  none); the map is scaled so the world has 6 million km² of wetland (a round figure inside the spread of global
+  wetland maps, a few to ten million km²), no cell above 80 % of its land, and fractions below 0.1 % are dropped.
 - wetlandtype (X-MethaneWet's coding): 1 forested bog, 2 open bog / fen / wet tundra, 3 forested swamp,
   4 open swamp / marsh, 5 semi-arid floodplain swamp; chosen from the climate group and a smooth field; 0 where
   the cell has no wetland.
@@ -34,10 +35,14 @@ import numpy as np
 from xmw_ray.data import layout
 from xmw_ray.data.contract import STATIC_VARS, UNITS, cell_area_m2, grid_coords, grid_shape
 from xmw_ray.sim.climatology import Climatology, build_climatology
-from xmw_ray.sim.fields import smooth_field, stream, unit_vectors, weighted_quantile
+from xmw_ray.sim.earth import LAND_THRESHOLD, distance_to_sea_km, land_fraction
+from xmw_ray.sim.fields import smooth_field, stream, unit_vectors
 from xmw_ray.sim.process import CellProps, cell_props
 
-LAND_SHARE = 0.29
+#: Cells with their centre south of this latitude (Antarctica) are not part of the world.
+SOUTHERN_LIMIT = -60.0
+#: Distance to the sea (km) beyond which a cell's climate is fully continental.
+CONTINENTAL_KM = 1400.0
 WETLAND_AREA_M2 = 6.0e12
 MAX_WETLAND_FRACTION = 0.8
 #: fAPAR of a closed canopy by vegetation_type_11 class (index 0 unused).
@@ -59,6 +64,7 @@ class StaticWorld:
     lon: np.ndarray
     xyz: np.ndarray
     area: np.ndarray  # m²
+    land_fraction: np.ndarray  # share of the cell that is land (Earth's mask)
     cont: np.ndarray
     elev: np.ndarray
     clim: Climatology
@@ -138,44 +144,40 @@ def _wetland_class(climate: np.ndarray, t_mean: np.ndarray, g: np.ndarray) -> np
     )
 
 
-def _scale_to_area(raw: np.ndarray, area: np.ndarray) -> np.ndarray:
+def _scale_to_area(raw: np.ndarray, area: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """Multiply ``raw`` so that Σ min(s·raw, cap)·area = WETLAND_AREA_M2, then drop fractions < 0.1 %."""
     frac = raw
     for _ in range(3):
         lo, hi = 0.0, 1e6
         for _ in range(100):
             mid = 0.5 * (lo + hi)
-            total = np.sum(np.minimum(mid * frac, MAX_WETLAND_FRACTION) * area)
+            total = np.sum(np.minimum(mid * frac, cap) * area)
             lo, hi = (mid, hi) if total < WETLAND_AREA_M2 else (lo, mid)
-        frac = np.minimum(hi * frac, MAX_WETLAND_FRACTION)
+        frac = np.minimum(hi * frac, cap)
         frac = np.where(frac < 1e-3, 0.0, frac)
     return frac
 
 
-def _hemisphere_bias(lat: np.ndarray) -> np.ndarray:
-    """Favours northern mid-latitude land and keeps it off the tropical oceans' share, as on Earth."""
-    return (0.8 * np.exp(-(((lat - 50.0) / 22.0) ** 2)) - 0.3 * np.exp(-((lat / 25.0) ** 2))
-            - 0.6 * np.exp(-(((lat + 50.0) / 15.0) ** 2)))
+def world_cells(res: float) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (``ilat * nlon + ilon``) of the world's land cells at ``res`` and their land fractions."""
+    nlat, nlon = grid_shape(res)
+    lat_c, _ = grid_coords(res)
+    land_share = land_fraction(res).reshape(-1)
+    cells = np.flatnonzero((land_share >= LAND_THRESHOLD) & (np.repeat(lat_c, nlon) > SOUTHERN_LIMIT))
+    return cells, land_share[cells]
 
 
 def build_world(seed: int, res: float) -> StaticWorld:
     """Generate the static world for ``seed`` at ``res`` degrees (same seed → same world, at any resolution)."""
     nlat, nlon = grid_shape(res)
     lat_c, lon_c = grid_coords(res)
-    lat_g = np.repeat(lat_c, nlon)
-    lon_g = np.tile(lon_c, nlat)
-    area_g = np.repeat(cell_area_m2(lat_c, res), nlon)
-    xyz_g = unit_vectors(lat_g, lon_g)
-    f = smooth_field(stream(seed, "land"), xyz_g, 0.5, 1.8, n_waves=24) + _hemisphere_bias(lat_g)
-    threshold = weighted_quantile(f, area_g, 1.0 - LAND_SHARE)
-    cells = np.flatnonzero(f > threshold)
+    cells, land_share = world_cells(res)
     if len(cells) == 0:
         raise ValueError(f"resolution {res} too coarse: no land cell")
-    lat, lon, xyz, area, f = lat_g[cells], lon_g[cells], xyz_g[cells], area_g[cells], f[cells]
-    del xyz_g, lat_g, lon_g, area_g
-
-    interior = np.quantile(f, 0.9)
-    cont = np.clip((f - threshold) / max(interior - threshold, 1e-9), 0.0, 1.0) ** 0.7
+    lat, lon = lat_c[cells // nlon], lon_c[cells % nlon]
+    area = cell_area_m2(lat, res)
+    xyz = unit_vectors(lat, lon)
+    cont = np.clip(distance_to_sea_km(xyz) / CONTINENTAL_KM, 0.0, 1.0) ** 0.7
     g_m = smooth_field(stream(seed, "mountains"), xyz, 2.5, 7.0)
     g_h = smooth_field(stream(seed, "hills"), xyz, 6.0, 14.0)
     elev = 50.0 + 450.0 * cont + 1500.0 * np.maximum(g_m - 0.5, 0.0) ** 1.3 + 80.0 * np.abs(g_h)
@@ -190,8 +192,8 @@ def build_world(seed: int, res: float) -> StaticWorld:
     g_w = smooth_field(stream(seed, "wetland"), xyz, 3.0, 9.0)
     u = 1.5 * np.log(np.clip(wetness, 0.05, 2.5)) + 1.5 * np.exp(-elev / 300.0) + 0.9 * g_w
     raw = 1.0 / (1.0 + np.exp(-(2.0 * u - 3.0))) * np.clip((clim.warmest - 2.0) / 6.0, 0.0, 1.0)
-    raw = np.where(veg11 == 9, 0.0, raw)
-    wetland_fraction = _scale_to_area(raw, area)
+    raw = np.where(veg11 == 9, 0.0, raw) * land_share
+    wetland_fraction = _scale_to_area(raw, area, MAX_WETLAND_FRACTION * land_share)
     wet_class = _wetland_class(climate, clim.t_mean, smooth_field(stream(seed, "wetland-type"), xyz, 3.0, 9.0))
 
     organic = (1.0 / (1.0 + np.exp(-2.0 * np.log(wetness)))) * np.clip((12.0 - clim.t_mean) / 15.0, 0.0, 1.0)
@@ -214,6 +216,7 @@ def build_world(seed: int, res: float) -> StaticWorld:
     }
     assert tuple(maps) == STATIC_VARS
     return StaticWorld(seed=seed, res=res, nlat=nlat, nlon=nlon, cells=cells, lat=lat, lon=lon, xyz=xyz, area=area,
+                       land_fraction=land_share,
                        cont=cont, elev=elev, clim=clim, maps=maps, wetland_fraction=wetland_fraction,
                        wet_class=wet_class, specific_yield=specific_yield, fapar=VEG_FAPAR[veg11])
 

@@ -1,7 +1,8 @@
 """Pseudo-observation towers: the built-in world as eddy-covariance towers would see it.
 
-A tower stands at a random point inside a wetland cell (cells drawn in proportion to their wetland area) and
-observes a few whole calendar years (1–6, random start), like the real network. It sees:
+A tower stands on land (a random one of the cell's land points in Earth's mask, ``earth.land_points``) in a
+wetland cell (cells drawn in proportion to their wetland area) and observes a few whole calendar years (1–6,
+random start), like the real network. It sees:
 
 - drivers: the cell's weather plus small local noise — air temperature + N(0, 0.5²) site offset + N(0, 0.5²)
   daily, precipitation × lognormal(0, 0.25), shortwave × U-clipped N(1, 0.05²) within ±15 %, vapour pressure
@@ -34,6 +35,7 @@ from xmw_ray.data import layout
 from xmw_ray.data.contract import NMOL_PER_S_TO_MG_PER_DAY
 from xmw_ray.data.fluxnet import UMOL_PER_S_TO_GC_PER_DAY
 from xmw_ray.data.fluxnet import saturation_vapour_pressure_hpa as saturation_vapour_pressure
+from xmw_ray.sim.earth import land_points
 from xmw_ray.sim.fields import stream
 from xmw_ray.sim.flx_files import write_combined, write_meta, write_site_file
 from xmw_ray.sim.process import TRUE_WORLD
@@ -75,9 +77,11 @@ def plan_towers(world: StaticWorld, n: int, years: tuple[int, int], seed: int) -
     if n > len(candidates):
         raise ValueError(f"{n} towers requested but the world has only {len(candidates)} wetland cells")
     cell = np.sort(rng.choice(candidates, size=n, replace=False, p=wet_area[candidates] / wet_area[candidates].sum()))
-    res = world.res
-    lat = np.round(world.lat[cell] + rng.uniform(-0.45, 0.45, n) * res, 5)
-    lon = np.round(world.lon[cell] + rng.uniform(-0.45, 0.45, n) * res, 5)
+    lat, lon = np.empty(n), np.empty(n)
+    for i, c in enumerate(cell):
+        lats, lons = land_points(world.res, int(world.ilat[c]), int(world.ilon[c]))
+        k = rng.integers(len(lats))
+        lat[i], lon[i] = round(float(lats[k]), 5), round(float(lons[k]), 5)
     span = years[1] - years[0] + 1
     length = rng.integers(1, min(MAX_TOWER_YEARS, span) + 1, size=n)
     start = years[0] + (rng.random(n) * (span - length + 1)).astype(np.int64)

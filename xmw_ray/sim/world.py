@@ -1,5 +1,9 @@
 """``xmw simulate``: the built-in world run one year at a time, written in the X-MethaneWet layout.
 
+The process model runs twice over every land cell: with the simulator's parameters (``SIMULATOR``, the TEM-MDM
+stand-in written to ``TEM-MDM/``) and with the true world's (``TRUE_WORLD``, what the towers observe, without
+their site effects) written to ``TRUE-WORLD/`` for scoring maps against the truth (``xmw score-maps``).
+
 Only one year of weather and the model state of the previous day are held at a time (plus the few towers'
 forcing), so memory stays flat and time grows linearly with land cells × years. The first year is run once as
 spin-up so that soil temperature, water table and substrate start in balance; the state then carries across
@@ -34,7 +38,7 @@ TRUTH_FILE = "truth.json"
 WORLD_MARKER = ".xmw-world"
 #: What ``simulate`` writes at the top of its folder (and ``truth.json``'s aside while it is written, whose old
 #: ``.tmp`` name is kept for worlds written before): a folder holding anything else is not a world to replace.
-WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.WETLAND_EXTENT_FILE.split("/", 1)[0], TRUTH_FILE,
+WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.TRUE_DIR, layout.WETLAND_EXTENT_FILE.split("/", 1)[0], TRUTH_FILE,
                  TRUTH_FILE + ".tmp", WORLD_MARKER)
 _MONTH_STARTS = np.concatenate([[0], np.cumsum(DAYS_IN_MONTH)[:-1]])
 
@@ -59,13 +63,15 @@ def _forcing(weather: Weather, co2: float) -> Forcing:
                    co2=np.full(weather.tair.shape[0], co2))
 
 
-def _write_year(root: Path, world: StaticWorld, year: int, weather: Weather, ch4: np.ndarray, npp: np.ndarray) -> None:
+def _write_year(root: Path, world: StaticWorld, year: int, weather: Weather, ch4: np.ndarray, npp: np.ndarray,
+                true_ch4: np.ndarray) -> None:
     for var, values in (("PREC", weather.prec), ("SOLR", weather.solr), ("TAIR", weather.tair),
                         ("VAPR", weather.vapr)):
         layout.write_daily(root, var, year, world.to_grid(days_to_slots(values.T)), world.res, UNITS[var])
     monthly = np.add.reduceat(npp, _MONTH_STARTS, axis=0).T  # (n, 12) g C m-2 month-1
     layout.write_npp(root, year, world.to_grid(monthly), world.res)
     layout.write_target(root, year, world.to_grid(days_to_slots(ch4.T)), world.res)
+    layout.write_target(root, year, world.to_grid(days_to_slots(true_ch4.T)), world.res, true_world=True)
 
 
 _YEAR_FILE = re.compile(r"(daily_ecmwf_[A-Z]+|monthly_NPP|CH4_emission_intensity)_(\d{4})\.nc")
@@ -73,12 +79,13 @@ _YEAR_FILE = re.compile(r"(daily_ecmwf_[A-Z]+|monthly_NPP|CH4_emission_intensity
 
 def remove_stale_years(root: Path, years: range) -> None:
     """Drop yearly files of an earlier run outside this run's span, so the folder holds exactly one world."""
-    tem = Path(root) / layout.TEM_DIR
-    if tem.is_dir():
-        for path in tem.iterdir():
-            m = _YEAR_FILE.fullmatch(path.name)
-            if m and int(m.group(2)) not in years:
-                path.unlink()
+    for folder in (layout.TEM_DIR, layout.TRUE_DIR):
+        tem = Path(root) / folder
+        if tem.is_dir():
+            for path in tem.iterdir():
+                m = _YEAR_FILE.fullmatch(path.name)
+                if m and int(m.group(2)) not in years:
+                    path.unlink()
 
 
 def world_key(key: str) -> bool:
@@ -127,19 +134,25 @@ def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> 
     props = world.props()
     first = gen.year(y0)
     state = spin_up(_forcing(first, float(conc["CO2"][0])), props, SIMULATOR)
+    true_state = spin_up(_forcing(first, float(conc["CO2"][0])), props, TRUE_WORLD)
     budgets: dict[int, float] = {}
+    true_budgets: dict[int, float] = {}
     seconds: dict[int, float] = {}
     for i, year in enumerate(years):
         t0 = time.perf_counter()
         weather = first if i == 0 else gen.year(int(year))
-        result, state = run(_forcing(weather, float(conc["CO2"][i])), props, SIMULATOR, state)
-        _write_year(root, world, int(year), weather, result.ch4, result.npp)
+        forcing = _forcing(weather, float(conc["CO2"][i]))
+        result, state = run(forcing, props, SIMULATOR, state)
+        true_result, true_state = run(forcing, props, TRUE_WORLD, true_state)
+        _write_year(root, world, int(year), weather, result.ch4, result.npp, true_result.ch4)
         recorder.collect(int(year), weather)
         budgets[int(year)] = global_budget_tg(world, result.ch4)
+        true_budgets[int(year)] = global_budget_tg(world, true_result.ch4)
         seconds[int(year)] = time.perf_counter() - t0
-        log(Step(f"{year}: wetland budget {budgets[int(year)]:.1f} Tg CH4, {seconds[int(year)]:.1f} s", i + 1,
+        log(Step(f"{year}: wetland budget {budgets[int(year)]:.1f} Tg CH4 (simulator), "
+                 f"{true_budgets[int(year)]:.1f} (true world), {seconds[int(year)]:.1f} s", i + 1,
                  len(years), "simulated years"))
-        del weather, result
+        del weather, forcing, result, true_result
     first = None
 
     effects = write_towers(root, world, plan, recorder, spec.seed)
@@ -151,6 +164,9 @@ def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> 
         "true_parameters": TRUE_WORLD.to_dict(),
         "towers": effects,
         "global_wetland_budget_Tg_per_year": budgets,
+        "true_flux": {"folder": layout.TRUE_DIR, "parameters": "true_parameters", "site_effect": 1.0,
+                      "note": "the true world over every land cell, without the towers' site effects"},
+        "true_wetland_budget_Tg_per_year": true_budgets,
         "wetland_area_km2": float((world.wetland_fraction * world.area).sum() / 1e6),
     }
     path = root / TRUTH_FILE
