@@ -21,7 +21,6 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+
+from measure import PeakRSS  # noqa: E402  (bench/ is on the path: the one peak-memory sampler)
 
 CACHE = Path("/tmp/xmw-bench-infer")
 NORM = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 17.0, 8.0, 17.0]},
@@ -72,47 +73,6 @@ def checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
     model = build_model("lstm", 5, 10, norm=NORM)  # X-MethaneWet's sizes are the defaults: hidden 8, 3 layers
     return write_checkpoint(path, model, {"model": {"name": "lstm", "params": {}}}, {})
-
-
-class PeakRSS:
-    """Peak rise of resident memory (MiB) of this process and of its whole process tree, sampled every 50 ms."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._me = psutil.Process()
-        self.driver = self.tree = 0.0
-
-    def _rss(self) -> tuple[float, float]:
-        import psutil
-
-        own = self._me.memory_info().rss
-        total = own
-        for child in self._me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return own / 2**20, total / 2**20
-
-    def __enter__(self) -> PeakRSS:
-        self._base = self._rss()
-        self._stop = threading.Event()
-
-        def sample() -> None:
-            while not self._stop.is_set():
-                own, total = self._rss()
-                self.driver = max(self.driver, own - self._base[0])
-                self.tree = max(self.tree, total - self._base[1])
-                self._stop.wait(0.05)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def plain_loop(store_path: Path, ckpt: Path, batch_size: int) -> tuple[float, int]:
