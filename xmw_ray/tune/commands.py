@@ -10,16 +10,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from xmw_ray.config import load_config
     from xmw_ray.storage import local_run_dir
     from xmw_ray.tune.config import TuneConfig
+    from xmw_ray.tune.leaderboard import summary_line
     from xmw_ray.tune.search import run_search
 
     cfg = load_config(args.config, args.overrides, TuneConfig)
     with console.ray_output(local_run_dir(cfg.run.output_dir, cfg.run.name) / console.RAY_LOG, args.verbose):
         out = run_search(cfg)
-    done = sum(r.get("status") == "completed" for r in out.rows)
-    stopped = sum(r.get("status") == "stopped" for r in out.rows)
-    failed = sum(r.get("status") in ("error", "no report") for r in out.rows)
-    console.out(f"search {cfg.run.name!r}: {len(out.rows)} trials ({done} completed, {stopped} stopped early, "
-                f"{failed} failed) in {out.wall_s:.0f} s")
+    console.out(summary_line(cfg.run.name, out.rows, cfg.search.num_samples, cfg.search.time_budget_s, out.wall_s))
     if out.rows and out.best_checkpoint:
         b = out.rows[0]
         console.out(f"best: trial {b['trial']} {b['model']} / {b['strategy']}: val NSE {b['val_nse']:.3f}"

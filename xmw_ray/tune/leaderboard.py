@@ -51,6 +51,21 @@ def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def summary_line(name: str, rows: list[dict[str, Any]], planned: int, time_budget_s: float | None,
+                 wall_s: float) -> str:
+    """The one line ``xmw tune`` ends with. A trial that reported nothing without an error was ended by the time
+    budget (or an interruption) before its first epoch: counting it as failed would send a user hunting for a bug."""
+    count = {s: sum(r.get("status") == s for r in rows) for s in ("completed", "stopped", "no report", "error")}
+    cut = "the time budget" if time_budget_s else "an interruption"
+    parts = [f"{count['completed']} completed", f"{count['stopped']} stopped early"]
+    if count["no report"]:
+        parts.append(f"{count['no report']} ended by {cut} before a first epoch")
+    parts.append(f"{count['error']} failed")
+    started = f"{len(rows)} of {planned} trials" if len(rows) < planned else f"{len(rows)} trials"
+    budget = f" (time budget {time_budget_s:.0f} s)" if time_budget_s and len(rows) < planned else ""
+    return f"search {name!r}: {started}{budget} ({', '.join(parts)}) in {wall_s:.0f} s"
+
+
 def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
     """One leaderboard row from a Tune ``Result``: its config and the epoch with the highest validation NSE."""
     params = dict(result.config or {})
