@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "extent (prepare grid --wetland-area), budget.csv. Rerunning the same command resumes: only "
                         "years without a _done/<year>.json marker are computed")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help=f"cell-years per model call (default {DEFAULT_BATCH_SIZE})")
+                   help=f"cell-years per model call, rounded to whole store chunks (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--actors", type=int, default=None, metavar="N",
-                   help="inference actors (default: one per GPU with --use-gpu, else all CPUs but one)")
+                   help="inference actors, 1 CPU each (default: one per GPU with --use-gpu, else one per free CPU, "
+                        "at most the cores of a local instance)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
     p.set_defaults(func=cmd_infer)

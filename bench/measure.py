@@ -1,0 +1,66 @@
+"""Measuring helpers shared by the benches: peak resident memory sampled in a thread, and a least-squares line."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class PeakRSS:
+    """Peak rise of resident memory (MiB) of this process and of its whole process tree, sampled every
+    ``interval`` seconds while the ``with`` block runs (the tree includes Ray's raylet, workers and actors)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self._interval = interval
+        self.driver = self.tree = 0.0
+        self.samples = 0
+
+    def _rss(self) -> tuple[float, float]:
+        import psutil
+
+        own = self._me.memory_info().rss
+        total = own
+        for child in self._me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # a child that ended between listing and reading
+                pass
+        return own / 2**20, total / 2**20
+
+    def __enter__(self) -> PeakRSS:
+        self._base = self._rss()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while True:
+                own, total = self._rss()
+                self.driver = max(self.driver, own - self._base[0])
+                self.tree = max(self.tree, total - self._base[1])
+                self.samples += 1
+                if self._stop.wait(self._interval):
+                    return
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def linear_fit(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tuple[float, float, float]:
+    """``(intercept, slope, r2)`` of the least-squares line ``y = intercept + slope * x`` (r2 = 1 for an exact
+    line; NaN when ``y`` does not vary)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or np.ptp(x) == 0:
+        raise ValueError("a line needs at least two distinct x values")
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (intercept + slope * x)
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / total if total > 0 else float("nan")
+    return float(intercept), float(slope), r2
