@@ -1,0 +1,55 @@
+"""The benches' pure helpers (``bench/measure.py``, ``bench/scale.py``): the least-squares line, the peak-memory
+sampler, the size list and the per-stage fits. The benches themselves are not tests."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from measure import PeakRSS, linear_fit  # noqa: E402
+from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
+
+
+def test_linear_fit_recovers_a_line_and_says_how_well():
+    x = np.array([1.0, 4.0, 16.0, 64.0])
+    assert linear_fit(x, 3.0 + 0.5 * x) == pytest.approx((3.0, 0.5, 1.0))
+    intercept, slope, r2 = linear_fit(x, 3.0 + 0.5 * x + np.array([1.0, -1.0, 1.0, -1.0]))
+    assert 0.9 < r2 < 1.0 and slope == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="two distinct"):
+        linear_fit([2.0, 2.0], [1.0, 3.0])
+
+
+def test_peak_rss_sees_a_temporary_allocation_that_is_gone_at_the_end():
+    with PeakRSS(interval=0.01) as mem:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        time.sleep(0.2)
+        del block
+    assert mem.samples >= 5
+    assert 150 < mem.driver < 400, mem.driver
+    assert mem.tree >= mem.driver - 1
+
+
+def test_sizes_are_parsed_and_refused_in_one_line():
+    assert parse_sizes("2x1, 0.5x16") == [(2.0, 1), (0.5, 16)]
+    for bad in ("2", "0.7x1", "1x0", "ax2"):
+        with pytest.raises(ValueError, match="--sizes"):
+            parse_sizes(bad)
+
+
+def test_fits_are_per_scaling_stage_against_cell_years():
+    rows = []
+    for cell_years in (1000, 4000, 16000):
+        rows.append(StageResult("s", "infer", cell_years, cell_years * 365, 2.0 + 0.001 * cell_years, 10.0, 300.0))
+        rows.append(StageResult("s", "train", cell_years, 50 * 64 * 365, 5.0, 50.0, 200.0))
+    lines = fit_lines(rows)
+    assert set(lines) == {"infer"}  # training does fixed work: no line against the data's size
+    assert lines["infer"]["fixed_s"] == pytest.approx(2.0)
+    assert lines["infer"]["us_per_cell_year"] == pytest.approx(1000.0)
+    assert lines["infer"]["mib_per_1000_cell_years"] == pytest.approx(0.0, abs=1e-9)
+    assert lines["infer"]["mem_base_mib"] == pytest.approx(300.0)
