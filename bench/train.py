@@ -19,10 +19,12 @@ E = 4 the same machine measured a training-step ratio of 0.81 where E = 8 gave 0
 - Scaling: the same figures with 2 workers of 1 CPU each.
 
 Ray is started as ``xmw`` starts a local instance (``runner.LOCAL_SYSTEM_CONFIG``: workers at normal priority,
-like the plain loop), without the dashboard. Prints samples/s, the ratio Ray Train / plain on training steps
-(goal >= 0.9) and on whole epochs, ingest / training consumption (goal >= 10), and 2-worker / 1-worker speed-up.
+like the plain loop), without the dashboard. The plain / Ray Train pair runs ``--runs`` times (3), one after the
+other; ingest and 2 workers once, after. Prints samples/s, the ratio Ray Train / plain on training steps
+(goal >= 0.9 in every run) and on whole epochs, ingest / training consumption (goal >= 10), 2-worker / 1-worker
+speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X``.
 
-    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8]
+    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3]
 """
 
 from __future__ import annotations
@@ -124,9 +126,12 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3, help="plain vs Ray Train comparisons, one after the other")
     args = ap.parse_args()
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is excluded as warm-up)")
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
     import ray
 
     from xmw_ray.train.runner import LOCAL_SYSTEM_CONFIG, ensure_ray
@@ -136,19 +141,26 @@ def main() -> None:
              _system_config=LOCAL_SYSTEM_CONFIG)
     ensure_ray()
     cfg = cfg_for(store, args.hidden, 1, 1, args.threads, "plain")
-    plain_sps, n = plain_loop(cfg, args.threads, args.epochs)
+    runs = []
+    for i in range(args.runs):  # plain then Ray Train, each time: both sides see the same machine state
+        plain_sps, n = plain_loop(cfg, args.threads, args.epochs)
+        one, one_epoch = ray_train(store, args.hidden, args.epochs, 1, args.threads)
+        runs.append({"plain_samples_s": round(plain_sps, 1), "ray_train_1w_samples_s": round(one, 1),
+                     "ratio_ray_vs_plain": round(one / plain_sps, 3),
+                     "ray_train_1w_whole_epoch_samples_s": round(one_epoch, 1),
+                     "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3)})
+        print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
     ingest_sps = ingest(cfg)
-    one, one_epoch = ray_train(store, args.hidden, args.epochs, 1, args.threads)
     two, two_epoch = ray_train(store, args.hidden, args.epochs, 2, 1)
-    out = {"train_samples": n, "hidden": args.hidden, "epochs": args.epochs, "plain_samples_s": round(plain_sps, 1),
-           "ray_train_1w_samples_s": round(one, 1), "ratio_ray_vs_plain": round(one / plain_sps, 3),
-           "ray_train_1w_whole_epoch_samples_s": round(one_epoch, 1),
-           "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3),
+    out = {"train_samples": n, "hidden": args.hidden, "epochs": args.epochs, "runs": runs,
            "ray_data_ingest_samples_s": round(ingest_sps, 1), "ingest_vs_training": round(ingest_sps / one, 1),
            "ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
            "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
            "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)}
     print(json.dumps(out, indent=1))
+    ratios = sorted(r["ratio_ray_vs_plain"] for r in runs)
+    print(f"Ray Train/plain training steps: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, "
+          f"max {ratios[-1]:.2f}")
 
 
 if __name__ == "__main__":
