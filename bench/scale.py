@@ -17,12 +17,15 @@ the whole process tree (driver + Ray's raylet, workers and actors). At the end, 
 seconds and of peak tree memory against cell-years (stages whose work grows with the data): cost should be
 linear (r² near 1, the intercept the fixed start-up) and memory flat (a slope near 0 MiB per 1,000 cell-years).
 
-Sizes: ``--sizes 2x1,2x4,2x16,1x1,1x4`` (the default, meant to finish in about 10 minutes on 2 idle cores; an
-estimate from the demo's 11 s to simulate 40 years at 10 degrees, ~27 s per 1-degree year if the simulation scales
-with cells, not a measurement) or ``--full`` for 2, 1, 0.5 degrees x 1, 4, 16 years (hours on 2 cores: the
-0.5-degree world has 259,200 grid cells, up to 1.9 GB of daily NetCDF a year before compression).
+Sizes: ``--sizes 2x1,2x4,2x16,1x1,1x4,1x16,0.5x1`` (the default, meant to finish in about 10 minutes on 2 idle
+cores: an estimate, not a measurement, from the README's idle figures: 21.7 s to simulate a 0.5-degree year,
+3,700-5,300 cell-years/s to prepare, ~4,000 cell-years/s to infer) or ``--full``, which adds 0.5 x 4 and 0.5 x 16
+years (about 20 minutes more by the same arithmetic, and ~30 GB of NetCDF at the peak: 259,200 grid cells x 365
+days x 5 daily variables x 4 bytes is 1.9 GB a year before compression; each size's files are removed after it).
 
     .venv/bin/python bench/scale.py [--sizes 2x1,2x4] [--full] [--steps 50] [--out /tmp/xmw-bench-scale]
+
+Ends with one line per scaling stage: its fixed seconds, microseconds per cell-year, r², and its memory line.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from measure import PeakRSS, linear_fit  # noqa: E402  (bench/ is on the path)
 
-DEFAULT_SIZES = "2x1,2x4,2x16,1x1,1x4"
+DEFAULT_SIZES = "2x1,2x4,2x16,1x1,1x4,1x16,0.5x1"
 FULL_SIZES = "2x1,2x4,2x16,1x1,1x4,1x16,0.5x1,0.5x4,0.5x16"
 BATCH = 64
 FIRST_YEAR = 2001
