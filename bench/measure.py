@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -64,3 +65,20 @@ def linear_fit(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tupl
     total = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float((resid**2).sum()) / total if total > 0 else float("nan")
     return float(intercept), float(slope), r2
+
+
+def start_ray(tries: int = 3, **init_kwargs) -> float:
+    """``ray.init(**init_kwargs)``, tried again when the raylet misses Ray's fixed 30 s start-up wait (a heavily
+    loaded machine); returns the seconds it took, failed tries included."""
+    import ray
+
+    t = time.perf_counter()
+    for attempt in range(tries):
+        try:
+            ray.init(**init_kwargs)
+            return time.perf_counter() - t
+        except Exception as exc:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt == tries - 1:
+                raise
+            ray.shutdown()
+    raise AssertionError("unreachable")

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from measure import PeakRSS, linear_fit  # noqa: E402  (bench/ is on the path)
+from measure import PeakRSS, linear_fit, start_ray  # noqa: E402  (bench/ is on the path)
 
 DEFAULT_SIZES = "2x1,2x4,2x16,1x1,1x4,1x16,0.5x1"
 FULL_SIZES = "2x1,2x4,2x16,1x1,1x4,1x16,0.5x1,0.5x4,0.5x16"
@@ -192,11 +192,10 @@ def main() -> None:
 
     from xmw_ray.train.runner import LOCAL_SYSTEM_CONFIG, ensure_ray
 
-    t = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-             _system_config=LOCAL_SYSTEM_CONFIG)
+    took = start_ray(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+                     _system_config=LOCAL_SYSTEM_CONFIG)
     ensure_ray()  # quiet Ray Data as xmw does
-    print(f"ray.init ({os.cpu_count()} CPUs): {time.perf_counter() - t:.1f} s", flush=True)
+    print(f"ray.init ({os.cpu_count()} CPUs): {took:.1f} s", flush=True)
     results: list[StageResult] = []
     for res, years in sizes:
         results += run_size(args.out, res, years, args.steps)
