@@ -67,7 +67,7 @@ def linear_fit(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tupl
     return float(intercept), float(slope), r2
 
 
-def start_ray(tries: int = 3, **init_kwargs) -> float:
+def start_ray(tries: int = 6, **init_kwargs) -> float:
     """``ray.init(**init_kwargs)``, tried again when the raylet misses Ray's fixed 30 s start-up wait (a heavily
     loaded machine); returns the seconds it took, failed tries included."""
     import ray

@@ -10,6 +10,7 @@ resumes and ends with the same store as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,8 +83,6 @@ def wetland_area_cells(store: GridStore) -> np.ndarray | None:
 
 def _actor_count(actors: int | None, use_gpu: bool) -> int:
     """Actors to start, checked against the cluster (Ray waits forever on a request that cannot fit)."""
-    import os
-
     import ray
 
     if actors is None:  # size the pool by what is free now: earlier work in this driver may still hold some
