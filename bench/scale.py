@@ -120,6 +120,7 @@ def run_size(root: Path, res: float, years: int, steps: int) -> list[StageResult
     from xmw_ray.sim.world import SimulationSpec, simulate
     from xmw_ray.train.loop import batch_dicts
     from xmw_ray.train.losses import masked_mse
+    from xmw_ray.train.runner import TRAIN_COLUMNS
 
     size = f"{res:g}x{years}"
     work = root / size
@@ -153,7 +154,8 @@ def run_size(root: Path, res: float, years: int, steps: int) -> list[StageResult
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         var = float(model.target_std) ** 2
         done = 0
-        for batch in batch_dicts(sample_dataset(info, spec, "train"), BATCH, torch.device("cpu"), 256):
+        stream = sample_dataset(info, spec, "train").select_columns(TRAIN_COLUMNS)  # as run_training hands it
+        for batch in batch_dicts(stream, BATCH, torch.device("cpu"), 256):
             loss = masked_mse(model(batch["dynamic"], batch["static"]), batch["target"]) / var
             opt.zero_grad(set_to_none=True)
             loss.backward()
