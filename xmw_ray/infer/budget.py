@@ -49,7 +49,10 @@ def band_of_lat(lat: np.ndarray) -> np.ndarray:
 
 
 class BudgetAccumulator:
-    """Per-band running sums (mg CH4) of one year's emission over the cells added so far."""
+    """Per-band sums (mg CH4) of one year's emission over the blocks of cells added so far.
+
+    Blocks arrive in whatever order the inference actors finish; each block's per-band sums are kept under its
+    first cell and added up in cell order by ``tg``, so the budget is the same to the last bit on every run."""
 
     def __init__(self, wetland_area: np.ndarray, band: np.ndarray):
         """``wetland_area`` (m²) of every cell of the store by cell index, ``(12 months, cell)`` or static
@@ -57,17 +60,25 @@ class BudgetAccumulator:
         area = np.asarray(wetland_area, dtype=np.float64)
         self._area = np.broadcast_to(area, (12, area.shape[-1]))
         self._band = np.asarray(band, dtype=np.int64)
-        self._mg = np.zeros(len(LAT_BANDS), dtype=np.float64)
+        self._blocks: dict[int, np.ndarray] = {}  # first cell of a block -> its per-band mg
 
     def add(self, cells: np.ndarray, flux: np.ndarray) -> None:
-        """Add cells ``cells`` with daily flux ``(n, 365)`` in mg CH4 m-2 d-1."""
+        """Add cells ``cells`` (a block no other block overlaps) with daily flux ``(n, 365)`` in mg CH4 m-2 d-1."""
+        cells = np.asarray(cells)
+        if len(cells) == 0:
+            return
         monthly = np.add.reduceat(np.asarray(flux, dtype=np.float64), MONTH_STARTS, axis=1)  # (n, 12) mg m-2
         per_cell = (monthly * self._area[:, cells].T).sum(axis=1)  # mg per year
-        self._mg += np.bincount(self._band[cells], weights=per_cell, minlength=len(LAT_BANDS))
+        mg = np.bincount(self._band[cells], weights=per_cell, minlength=len(LAT_BANDS))
+        key = int(cells[0])
+        self._blocks[key] = self._blocks[key] + mg if key in self._blocks else mg
 
     def tg(self) -> dict[str, float]:
         """``{"global": …, band: …}`` in Tg CH4 yr-1."""
-        bands = self._mg / MG_PER_TG
+        mg = np.zeros(len(LAT_BANDS), dtype=np.float64)
+        for key in sorted(self._blocks):
+            mg += self._blocks[key]
+        bands = mg / MG_PER_TG
         return {"global": float(bands.sum()), **{name: float(v) for name, v in zip(BAND_NAMES, bands, strict=True)}}
 
 

@@ -119,9 +119,9 @@ SIMULATOR_ROW = "process model (simulator)"
 def register(sub: argparse._SubParsersAction) -> None:
     from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
 
-    p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (Ray Data actor pool)",
+    p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (a pool of Ray actors)",
                        description="global daily CH4 flux maps of a checkpoint over every cell-year of a Grid "
-                                   "store (Ray Data actor pool), as CF-conventions Zarr, with figures and, when "
+                                   "store (a pool of Ray actors, each reading its own cells), as CF-conventions Zarr, with figures and, when "
                                    "the store has a wetland extent, the global budget")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. runs/<name>/best)")
     p.add_argument("--grid", required=True, help="Grid store (xmw prepare grid)")
@@ -131,9 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "extent (prepare grid --wetland-area), budget.csv. Rerunning the same command resumes: only "
                         "years without a _done/<year>.json marker are computed")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help=f"cell-years per model call (default {DEFAULT_BATCH_SIZE})")
+                   help=f"cell-years per model call, rounded to whole store chunks (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--actors", type=int, default=None, metavar="N",
-                   help="inference actors (default: one per GPU with --use-gpu, else all CPUs but one)")
+                   help="inference actors, 1 CPU each (default: one per GPU with --use-gpu, else one per free CPU, "
+                        "at most the cores of a local instance)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
     p.add_argument("--map-scale", choices=MAP_SCALES, default=DEFAULT_MAP_SCALE,
                    help="colour scale of the annual maps in plots/, one scale shared by every year: 'percentile' "

@@ -56,6 +56,9 @@ MONTHLY_VAR = "ch4_flux_monthly"
 ANNUAL_VAR = "ch4_flux_annual"
 AREA_VAR = "wetland_area"
 DONE_DIR = "_done"
+#: zstd level of the map arrays. The driver compresses the whole (time, lat, lon) grid of every year, mostly NaN
+#: off wetland: level 1 takes 0.41 s of CPU per 1-degree year where level 3 took 0.93 s, for 4 % more bytes.
+MAPS_ZSTD_LEVEL = 1
 #: Largest daily chunk (bytes, uncompressed): the number of latitude rows per chunk follows from it.
 MAX_CHUNK_BYTES = 32 * 2**20
 #: Arrays of an empty store as ``_create`` writes it; the root ``zarr.json`` (consolidated metadata) goes last.
@@ -148,7 +151,7 @@ def _create(path: str, spec: MapSpec, wetland_area_map: np.ndarray) -> None:
     nlat, nlon = grid_shape(spec.res)
     lat, lon = grid_coords(spec.res)
     ny = len(spec.years)
-    comp = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    comp = BloscCodec(cname="zstd", clevel=MAPS_ZSTD_LEVEL, shuffle="shuffle")
     root = zarr.open_group(store=path, mode="w", zarr_format=3)
 
     def coord(name: str, data: np.ndarray, dims: Sequence[str], attrs: dict[str, Any]) -> None:
@@ -366,8 +369,9 @@ class FluxMaps:
         return complete
 
     # --- data --------------------------------------------------------------------------------------------------
-    def write_year(self, year: int, flux: np.ndarray) -> None:
-        """Write one year: ``flux (n_cells, 365)`` in store cell order → daily bands, monthly and annual means."""
+    def write_year(self, year: int, flux: np.ndarray) -> np.ndarray:
+        """Write one year: ``flux (n_cells, 365)`` in store cell order → daily bands, monthly and annual means;
+        returns the ``(nlat, nlon)`` annual-mean map (for its figure, without reading it back)."""
         if flux.shape != (len(self._ilat), DAYS_PER_YEAR):
             raise ValueError(f"expected flux ({len(self._ilat)}, {DAYS_PER_YEAR}), got {flux.shape}")
         yi = self.spec.years.index(year)
@@ -387,6 +391,7 @@ class FluxMaps:
         grid = np.full((1, self.nlat, self.nlon), np.nan, dtype=np.float32)
         grid[0, self._ilat, self._ilon] = flux.mean(axis=1, dtype=np.float64)
         self._root[ANNUAL_VAR][yi:yi + 1] = grid
+        return grid[0]
 
     def annual_mean(self, year: int) -> np.ndarray:
         """The ``(nlat, nlon)`` annual-mean map of ``year`` (one chunk read)."""
