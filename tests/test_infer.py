@@ -171,6 +171,10 @@ def test_xarray_opens_the_maps_with_cf_coordinates(mapped, world):
     # provenance relative to the map store's folder (no absolute machine path; tests/test_cf_output.py)
     assert ds.attrs["source_checkpoint"] == world["ckpt"].name == "ckpt"
     assert ds.attrs["source_grid_store"] == world["grid"].name == "grid.zarr"
+    # one model: no member spread, no ensemble attributes, no spread maps (budget.csv's columns: _read_budget)
+    assert "ch4_flux_annual_spread" not in ds and "ensemble_members" not in ds.attrs
+    assert "ancillary_variables" not in ds["ch4_flux_annual"].attrs
+    assert not list((mapped["out"] / "plots").glob("annual_spread_*")) and mapped["result"].members == 0
     assert json.loads(ds.attrs["model"])["name"] == "lstm"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xmw_ray.data.contract import DAYS_PER_YEAR, MONTH_STARTS
 from xmw_ray.data.grid_store import GridStore
 from xmw_ray.data.tower_features import file_sha256
 from xmw_ray.errors import XmwInputError
@@ -50,6 +51,14 @@ def inference_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda")
 
 
+def ensemble_size(model: torch.nn.Module) -> int:
+    """How many members' spread inference keeps: an ensemble's member count when it has two or more, else 0 (one
+    model, or an ensemble of one, has no spread to show)."""
+    from xmw_ray.models.ensemble import EnsembleModel
+
+    return len(model.members) if isinstance(model, EnsembleModel) and len(model.members) > 1 else 0
+
+
 class FluxWorker:
     """One inference actor (wrapped with ``ray.remote`` by the driver): one model, many cell ranges."""
 
@@ -68,3 +77,18 @@ class FluxWorker:
         with torch.inference_mode():
             flux = self.model(torch.from_numpy(dynamic).to(self.device), torch.from_numpy(static).to(self.device))
             return flux.float().cpu().numpy()
+
+    def predict_members(self, year_index: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For an ensemble (``ensemble_size`` > 0): the ensemble's daily flux ``(n, 365)`` as ``predict`` gives it,
+        each cell's spread (standard deviation across the members, ddof 0, of each member's annual-mean flux,
+        ``(n,)`` mg CH4 m-2 d-1) and each member's monthly sums of daily flux ``(members, n, 12)`` (mg CH4 m-2, for
+        the members' budgets); the members' daily flux itself stays here."""
+        dynamic, static = self.store.read_inputs(year_index, c0, c1)
+        with torch.inference_mode():
+            d, s = torch.from_numpy(dynamic).to(self.device), torch.from_numpy(static).to(self.device)
+            each = torch.stack([member(d, s) for member in self.model.members])  # what EnsembleModel.forward stacks
+            flux = each.mean(dim=0).float().cpu().numpy()
+            each = each.float().cpu().numpy()
+        monthly = np.add.reduceat(each.astype(np.float64), MONTH_STARTS, axis=2)
+        spread = (monthly.sum(axis=2) / DAYS_PER_YEAR).std(axis=0)
+        return flux, spread.astype(np.float32), monthly

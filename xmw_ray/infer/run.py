@@ -31,11 +31,13 @@ from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budg
 from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
 from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
 from xmw_ray.infer.plots import SCALE_FILE
-from xmw_ray.infer.predictor import FluxWorker, local_checkpoint
+from xmw_ray.infer.predictor import FluxWorker, ensemble_size, local_checkpoint
 from xmw_ray.storage import is_url
 
 BUDGET_FILE = "budget.csv"
 PLOTS_DIR = "plots"
+#: An ensemble's member-spread maps in ``plots/``: ``annual_spread_<year>.png`` and ``annual_spread_all_years.png``.
+SPREAD_PNG_PREFIX = "annual_spread_"
 #: Work units queued per actor: one running and one waiting, so an actor does not idle while the driver places a
 #: result, and at most two years are held in the driver.
 UNITS_PER_ACTOR = 2
@@ -55,6 +57,8 @@ class InferResult:
     budget_csv: str = ""  # "" when no budget was computed (``no_budget`` says why)
     plots: list[str] = field(default_factory=list)
     no_budget: str = ""
+    members: int = 0  # an ensemble's member count (its spread is mapped and its budget range kept); 0: one model
+    member_budget: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # year -> each member's budget
 
 
 def _local_abs(path: str | Path) -> str:
@@ -136,22 +140,32 @@ def work_units(store: GridStore, years: list[int], batch_size: int) -> list[tupl
 
 
 class _YearBuffer:
-    """One year's predictions in store cell order, filled range by range, with its streamed budget."""
+    """One year's predictions in store cell order, filled range by range, with its streamed budget; for an
+    ensemble also each cell's member spread and each member's streamed budget."""
 
-    def __init__(self, n_cells: int, budget: BudgetAccumulator | None):
+    def __init__(self, n_cells: int, new_budget: Callable[[], BudgetAccumulator] | None, members: int = 0):
         self.flux = np.full((n_cells, DAYS_PER_YEAR), np.nan, dtype=np.float32)
         self.seen = np.zeros(n_cells, dtype=bool)
-        self.budget = budget
+        self.budget = None if new_budget is None else new_budget()
+        self.spread = np.full(n_cells, np.nan, dtype=np.float32) if members else None
+        self.member_budgets = None if new_budget is None or not members else [new_budget() for _ in range(members)]
         self.left = n_cells
 
-    def add(self, c0: int, c1: int, flux: np.ndarray) -> None:
+    def add(self, c0: int, c1: int, flux: np.ndarray, spread: np.ndarray | None = None,
+            member_monthly: np.ndarray | None = None) -> None:
         if self.seen[c0:c1].any():
             raise RuntimeError("a cell was predicted twice for one year")
         self.flux[c0:c1] = flux
         self.seen[c0:c1] = True
         self.left -= c1 - c0
+        cells = np.arange(c0, c1)
         if self.budget is not None:
-            self.budget.add(np.arange(c0, c1), flux)
+            self.budget.add(cells, flux)
+        if self.spread is not None:
+            self.spread[c0:c1] = spread
+        if self.member_budgets is not None:
+            for acc, monthly in zip(self.member_budgets, member_monthly, strict=True):
+                acc.add_monthly(cells, monthly)
 
     @property
     def complete(self) -> bool:
@@ -172,9 +186,10 @@ class _YearWriter:
         self._last: tuple[int, Future[dict[str, float] | None]] | None = None
 
     def _write(self, year: int, buf: _YearBuffer) -> dict[str, float] | None:
-        self._maps.write_year(year, buf.flux)
+        self._maps.write_year(year, buf.flux, buf.spread)
         tg = None if buf.budget is None else buf.budget.tg()
-        self._maps.commit_year(year, tg)
+        members = None if buf.member_budgets is None else [acc.tg() for acc in buf.member_budgets]
+        self._maps.commit_year(year, tg, members)
         return tg
 
     def _finish_last(self) -> None:
@@ -214,6 +229,9 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     ``map_scale`` (``MAP_SCALES``) picks the one colour scale of every year's map; ``truth_budget`` (year → Tg CH4
     yr-1, e.g. ``budget.read_true_budget`` of the built-in world) is drawn on the budget figure.
 
+    An ensemble checkpoint (two or more members) also gets each cell's member spread (``maps.SPREAD_VAR``) with
+    its maps, and its members' budgets: their range in ``budget.csv`` and as a band on the budget figure.
+
     A store without a wetland extent gets the flux maps only: no ``budget.csv``, no budget plot, and
     ``InferResult.no_budget`` says why (the flux is per unit wetland area; cell area would overstate it).
     """
@@ -245,7 +263,7 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
                    checkpoint_sha256=model_sha256, grid_store=provenance_name(grid, out),
                    grid_cells=store.n_cells, model=model.config(),
                    wetland_extent=None if extent is None else provenance_name(extent, out),
-                   history=history_line(checkpoint, grid, out, wanted))
+                   history=history_line(checkpoint, grid, out, wanted), members=ensemble_size(model))
     area = wetland_area_cells(store)
     area_map = np.full((12, store.nlat, store.nlon), np.nan)
     if area is not None:
@@ -264,15 +282,18 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     figures = _Figures(land=store.land_mask, area_map=area_map if area is not None else None, scale=map_scale,
                        truth=truth_budget)
     if area is None:
-        plots = _write_plots(maps, done, {}, set(missing), figures)
+        plots = _write_plots(maps, done, {}, {}, set(missing), figures)
         return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, plots=plots,
-                           no_budget=NO_EXTENT)
+                           no_budget=NO_EXTENT, members=spec.members)
     budget = {y: b for y in done if (b := maps.year_budget(y)) is not None}
+    member_budget = {y: m for y in budget if (m := maps.year_member_budgets(y)) is not None} if spec.members else {}
+    if len(member_budget) != (len(budget) if spec.members else 0):
+        raise RuntimeError(f"{out}: an ensemble's year was committed without its members' budgets")
     csv_path = join(out, BUDGET_FILE)
-    put_bytes(csv_path, budget_csv(budget.items()).encode())
-    plots = _write_plots(maps, done, budget, set(missing), figures)
+    put_bytes(csv_path, budget_csv(budget.items(), member_budget or None).encode())
+    plots = _write_plots(maps, done, budget, member_budget, set(missing), figures)
     return InferResult(out=out, years=list(wanted), computed=missing, cells=store.n_cells, budget=budget,
-                       budget_csv=csv_path, plots=plots)
+                       budget_csv=csv_path, plots=plots, members=spec.members, member_budget=member_budget)
 
 
 def start_actors(n: int, checkpoint: str, checkpoint_sha256: str, grid: str, use_gpu: bool) -> list[Any]:
@@ -299,6 +320,8 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, checkpoint
     lat, _ = grid_coords(store.res)
     bands = band_of_lat(lat[store.cell_ilat])
     year_index = {y: store.years.index(y) for y in years}
+    members = maps.spec.members
+    new_budget = None if area is None else (lambda: BudgetAccumulator(area, bands))
     todo = iter(work_units(store, years, batch_size))
     running: dict[Any, tuple[tuple[int, int, int], Any]] = {}
     pending: dict[int, _YearBuffer] = {}
@@ -308,7 +331,8 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, checkpoint
         unit = next(todo, None)
         if unit is not None:
             year, c0, c1 = unit
-            running[actor.predict.remote(year_index[year], c0, c1)] = (unit, actor)
+            method = actor.predict_members if members else actor.predict
+            running[method.remote(year_index[year], c0, c1)] = (unit, actor)
 
     try:
         for _ in range(UNITS_PER_ACTOR):
@@ -317,13 +341,15 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, checkpoint
         while running:
             [ref], _ = ray.wait(list(running), num_returns=1)
             (year, c0, c1), actor = running.pop(ref)
-            flux = ray.get(ref)
+            result = ray.get(ref)
             submit(actor)
             buf = pending.get(year)
             if buf is None:
-                acc = None if area is None else BudgetAccumulator(area, bands)
-                buf = pending[year] = _YearBuffer(store.n_cells, acc)
-            buf.add(c0, c1, flux)
+                buf = pending[year] = _YearBuffer(store.n_cells, new_budget, members)
+            if members:
+                buf.add(c0, c1, *result)
+            else:
+                buf.add(c0, c1, result)
             if buf.complete:
                 writer.submit(year, pending.pop(year))
     finally:
@@ -349,10 +375,11 @@ class _Figures:
 
 
 def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, float]],
-                 computed: set[int], figures: _Figures) -> list[str]:
+                 member_budget: dict[int, list[dict[str, float]]], computed: set[int], figures: _Figures) -> list[str]:
     """Every year's annual-mean map on one shared colour scale (a year's PNG is redrawn when computed by this run,
-    missing, or when the scale changed), the small-multiples grid of all years, the seasonal cycle by latitude
-    band and the budget plot."""
+    missing, or when the scale changed), the small-multiples grid of all years, for an ensemble the same two for
+    its member spread (on a scale of their own), the seasonal cycle by latitude band and the budget plot (for an
+    ensemble with its members' range)."""
     from xmw_ray.infer.plots import (
         annual_map_png,
         annual_maps_grid_png,
@@ -360,6 +387,7 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
         seasonal_cycle_by_band,
         seasonal_cycle_png,
         shared_scale,
+        spread_title,
     )
 
     if not done:
@@ -370,6 +398,10 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
     scale = shared_scale(maps.annual_mean, done, figures.scale)
     scale_path = join(maps.path, PLOTS_DIR, SCALE_FILE)
     record = {**scale.record(), "years": done, "land_mask": land_from_store}
+    members = maps.spec.members
+    if members:
+        spread_scale = shared_scale(maps.annual_spread, done, figures.scale)
+        record["spread"] = spread_scale.record()
     previous = get_bytes(scale_path)
     redraw = previous is None or json.loads(previous) != record
     written = []
@@ -381,6 +413,16 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
     path = join(maps.path, PLOTS_DIR, "annual_mean_all_years.png")
     annual_maps_grid_png(maps.annual_mean, done, path, scale, land, land_from_store)
     written.append(path)
+    if members:
+        title = spread_title(members)
+        for year in done:
+            path = join(maps.path, PLOTS_DIR, f"{SPREAD_PNG_PREFIX}{year}.png")
+            if redraw or year in computed or get_bytes(path) is None:
+                annual_map_png(maps.annual_spread(year), year, path, spread_scale, land, land_from_store, title)
+            written.append(path)
+        path = join(maps.path, PLOTS_DIR, f"{SPREAD_PNG_PREFIX}all_years.png")
+        annual_maps_grid_png(maps.annual_spread, done, path, spread_scale, land, land_from_store, title=title)
+        written.append(path)
     if figures.area_map is not None:
         weight, weighting = figures.area_map, "wetland-area"
     else:
@@ -392,7 +434,7 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
     written.append(path)
     if budget:
         path = join(maps.path, PLOTS_DIR, "budget.png")
-        budget_png(list(budget.items()), path, figures.truth)
+        budget_png(list(budget.items()), path, figures.truth, member_budget or None)
         written.append(path)
     put_bytes(scale_path, json.dumps(record).encode())  # last: a crash before it redraws every map next time
     return written
