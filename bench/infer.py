@@ -1,17 +1,23 @@
 """Benchmark of global inference (``xmw infer``) against a plain single-process PyTorch loop.
 
 1. Builds (once, cached under ``/tmp/xmw-bench-infer``) synthetic TEM-MDM worlds with the tests' writer and
-   prepares their Grid stores: 0.5° with two years, and 1° with one year (a quarter of the cells).
+   prepares their Grid stores: 1° with ten years (2001-2010; ~9,700 cells at the default land and wetland shares),
+   and 0.5° with two years (~38,800 cells, four times the cells).
 2. Checkpoint: the paper's LSTM (hidden 8, 3 layers) with plausible normalisation statistics.
-3. Reference, in this process: read every chunk of one year with ``GridStore.read_block`` and run the model on
-   batches of the same size, keeping the ``(cells, 365)`` predictions (no maps, no budget, no Ray).
-4. ``run_inference`` (Ray Data actor pool, CF Zarr maps, budget, PNGs) on 1 year at 0.5°, 2 years at 0.5° and
-   1 year at 1°: cell-days per second, the ratio to the reference, and how time grows with years and cells.
+3. Reference, in this process: read every chunk of the years with ``GridStore.read_block`` and run the model on
+   batches of the same size, keeping each year's ``(cells, 365)`` predictions (no maps, no budget, no Ray); its
+   1-year figure is the time to the end of its first year (model loading included), in the same 10-year run.
+4. ``run_inference`` (actor pool, CF Zarr maps, budget, PNGs) on 1 and 10 years at 1° and 1 year at 0.5°:
+   cell-days per second and the ratio to the reference. Fixed start-up = the 1-year time minus one year at the
+   per-year rate of the 10-year run, ``t1 - (t10 - t1) / 9``. Ray itself is started once, before (``ray.init``
+   is timed on its own line).
 
 Peak memory is sampled every 50 ms as the rise in resident memory over the phase, for this (driver) process and
 for the whole process tree (driver + Ray's processes, actors included).
 
-Run: ``.venv/bin/python bench/infer.py [--land 0.3 --wetland 0.5] [--batch-size 2048] [--actors N]``.
+Ends with ``infer/plain throughput at 10 years: R`` (cell-days/s of ``xmw infer`` over the plain loop's, 1° grid).
+
+Run: ``.venv/bin/python bench/infer.py [--land 0.3 --wetland 0.5] [--batch-size 2048] [--actors N] [--no-half]``.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # also when imported as bench.infer
 
-from measure import PeakRSS  # noqa: E402  (bench/ is on the path: the one peak-memory sampler)
+from measure import PeakRSS, start_ray  # noqa: E402  (bench/ is on the path: the one peak-memory sampler)
 
 CACHE = Path("/tmp/xmw-bench-infer")
 NORM = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 17.0, 8.0, 17.0]},
@@ -75,8 +82,9 @@ def checkpoint(path: Path) -> Path:
     return write_checkpoint(path, model, {"model": {"name": "lstm", "params": {}}}, {})
 
 
-def plain_loop(store_path: Path, ckpt: Path, batch_size: int) -> tuple[float, int]:
-    """Seconds to predict every cell of the store's first year in one process, and the number of cells."""
+def plain_loop(store_path: Path, ckpt: Path, batch_size: int, n_years: int) -> tuple[list[float], int]:
+    """Seconds (from the start, model loading included) until each of the store's first ``n_years`` years was
+    predicted for every cell, in one process, and the cell count."""
     import torch
 
     from xmw_ray.data.grid_store import GridStore
@@ -85,22 +93,25 @@ def plain_loop(store_path: Path, ckpt: Path, batch_size: int) -> tuple[float, in
     t = time.perf_counter()
     model = load_checkpoint_model(ckpt)
     store = GridStore.open(store_path)
-    out = np.empty((store.n_cells, 365), dtype=np.float32)
     per_batch = max(1, batch_size // store.cells_per_chunk)
+    marks = []
     with torch.inference_mode():
-        for c in range(0, store.n_chunks, per_batch):
-            blocks = [store.read_block(0, ci) for ci in range(c, min(store.n_chunks, c + per_batch))]
-            dyn = torch.from_numpy(np.concatenate([b["dynamic"] for b in blocks]))
-            stat = torch.from_numpy(np.concatenate([b["static"] for b in blocks]))
-            c0 = store.chunk_cells(c)[0]
-            out[c0:c0 + len(dyn)] = model(dyn, stat).numpy()
-    assert np.isfinite(out).all()
-    return time.perf_counter() - t, store.n_cells
+        for yi in range(n_years):
+            out = np.empty((store.n_cells, 365), dtype=np.float32)
+            for c in range(0, store.n_chunks, per_batch):
+                blocks = [store.read_block(yi, ci) for ci in range(c, min(store.n_chunks, c + per_batch))]
+                dyn = torch.from_numpy(np.concatenate([b["dynamic"] for b in blocks]))
+                stat = torch.from_numpy(np.concatenate([b["static"] for b in blocks]))
+                c0 = store.chunk_cells(c)[0]
+                out[c0:c0 + len(dyn)] = model(dyn, stat).numpy()
+            assert np.isfinite(out).all()
+            marks.append(time.perf_counter() - t)
+    return marks, store.n_cells
 
 
 def pipeline(store_path: Path, ckpt: Path, years: tuple[int, int], batch_size: int,
-             actors: int | None) -> tuple[float, float, PeakRSS]:
-    """(seconds to the last committed year, total seconds with budget and PNGs, memory) of one inference run."""
+             actors: int | None) -> tuple[list[float], float, PeakRSS]:
+    """(seconds to each committed year, total seconds with budget and PNGs, memory) of one inference run."""
     from xmw_ray.infer.run import run_inference
 
     out = CACHE / "maps.zarr"
@@ -112,7 +123,7 @@ def pipeline(store_path: Path, ckpt: Path, years: tuple[int, int], batch_size: i
                       on_year_done=lambda y, tg: marks.append(time.perf_counter() - t))
         total = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
-    return marks[-1], total, mem
+    return marks, total, mem
 
 
 def main() -> None:
@@ -121,37 +132,48 @@ def main() -> None:
     ap.add_argument("--wetland", type=float, default=0.5, help="wetland share of land")
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--actors", type=int, default=None)
+    ap.add_argument("--no-half", action="store_true", help="skip the 0.5 deg one-year case")
     args = ap.parse_args()
 
     import ray
 
-    from xmw_ray.data.grid_store import GridStore
-
-    half = grid_store(0.5, (2001, 2002), args.land, args.wetland)
-    one = grid_store(1.0, (2001,), args.land, args.wetland)
+    years10 = tuple(range(2001, 2011))
+    one = grid_store(1.0, years10, args.land, args.wetland)
+    half = None if args.no_half else grid_store(0.5, (2001, 2002), args.land, args.wetland)
     ckpt = checkpoint(CACHE / "ckpt")
-    n_half, n_one = GridStore.open(half).n_cells, GridStore.open(one).n_cells
 
     with PeakRSS() as mem_plain:
-        t_plain, _ = plain_loop(half, ckpt, args.batch_size)
-    cd = n_half * 365
-    print(f"plain PyTorch loop, 1 year at 0.5 deg ({n_half} cells): {t_plain:.1f} s = {cd / t_plain:,.0f} cell-days/s, "
-          f"peak +{mem_plain.driver:,.0f} MiB", flush=True)
+        marks, n_one = plain_loop(one, ckpt, args.batch_size, 10)
+    p1, p10 = marks[0], marks[-1]  # one year (model loading included) and ten
+    cd = n_one * 365
+    print(f"plain PyTorch loop at 1 deg ({n_one} cells): first year {p1:.1f} s = {cd / p1:,.0f} cell-days/s; "
+          f"10 years {p10:.1f} s = {10 * cd / p10:,.0f} cell-days/s; peak +{mem_plain.driver:,.0f} MiB", flush=True)
 
-    ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
-    t_year, t1, mem1 = pipeline(half, ckpt, (2001, 2001), args.batch_size, args.actors)
-    print(f"xmw infer, 1 year at 0.5 deg: maps committed in {t_year:.1f} s ({t1:.1f} s with budget + PNGs) = "
-          f"{cd / t1:,.0f} cell-days/s; peak +{mem1.driver:,.0f} MiB driver, +{mem1.tree:,.0f} MiB with Ray "
-          f"processes", flush=True)
-    print(f"ratio xmw infer / plain loop (1 year, 0.5 deg): time {t1 / t_plain:.2f}x, "
-          f"driver peak memory {mem1.driver / max(mem_plain.driver, 1):.2f}x", flush=True)
-    _, t2, mem2 = pipeline(half, ckpt, (2001, 2002), args.batch_size, args.actors)
-    print(f"xmw infer, 2 years at 0.5 deg: {t2:.1f} s = {2 * cd / t2:,.0f} cell-days/s; time x{t2 / t1:.2f} for x2 "
-          f"years; driver peak +{mem2.driver:,.0f} MiB (x{mem2.driver / max(mem1.driver, 1):.2f})", flush=True)
-    _, t3, mem3 = pipeline(one, ckpt, (2001, 2001), args.batch_size, args.actors)
-    print(f"xmw infer, 1 year at 1 deg ({n_one} cells): {t3:.1f} s = {n_one * 365 / t3:,.0f} cell-days/s; "
-          f"time x{t1 / t3:.2f} for x{n_half / n_one:.2f} cells; driver peak +{mem3.driver:,.0f} MiB", flush=True)
+    took = start_ray(num_cpus=os.cpu_count(), log_to_driver=False)
+    print(f"ray.init (local, {os.cpu_count()} CPUs): {took:.1f} s (not counted below)", flush=True)
+    marks1, t1, mem1 = pipeline(one, ckpt, (2001, 2001), args.batch_size, args.actors)
+    marks10, t10, mem10 = pipeline(one, ckpt, (2001, 2010), args.batch_size, args.actors)
+    per_year = (t10 - t1) / 9
+    print(f"xmw infer at 1 deg, 1 year: {t1:.1f} s (year committed at {marks1[0]:.1f} s) = {cd / t1:,.0f} "
+          f"cell-days/s; ratio to the plain loop {p1 / t1:.2f} (throughput), peak +{mem1.driver:,.0f} MiB driver, "
+          f"+{mem1.tree:,.0f} MiB with Ray processes", flush=True)
+    print(f"xmw infer at 1 deg, 10 years: {t10:.1f} s (first year committed at {marks10[0]:.1f} s) = "
+          f"{10 * cd / t10:,.0f} cell-days/s; ratio to the plain loop {p10 / t10:.2f} (throughput), peak "
+          f"+{mem10.driver:,.0f} MiB driver (x{mem10.driver / max(mem1.driver, 1):.2f} of 1 year), "
+          f"+{mem10.tree:,.0f} MiB with Ray processes", flush=True)
+    print(f"per year: xmw infer {per_year:.2f} s vs plain loop {(p10 - p1) / 9:.2f} s "
+          f"({(p10 - p1) / 9 / per_year:.2f}x its throughput); fixed start-up of xmw infer "
+          f"t1 - (t10 - t1)/9 = {t1 - per_year:.1f} s", flush=True)
+    if half is not None:
+        with PeakRSS() as mem_ph:
+            [ph], n_half = plain_loop(half, ckpt, args.batch_size, 1)
+        _, th, memh = pipeline(half, ckpt, (2001, 2001), args.batch_size, args.actors)
+        print(f"0.5 deg, 1 year ({n_half} cells): plain loop {ph:.1f} s, xmw infer {th:.1f} s = "
+              f"{n_half * 365 / th:,.0f} cell-days/s; ratio {ph / th:.2f} (throughput); driver peak "
+              f"+{memh.driver:,.0f} MiB ({memh.driver / max(mem_ph.driver, 1):.2f}x the plain loop's); time "
+              f"x{th / t1:.2f} for x{n_half / n_one:.2f} cells", flush=True)
     ray.shutdown()
+    print(f"infer/plain throughput at 10 years: {p10 / t10:.2f}")
 
 
 if __name__ == "__main__":

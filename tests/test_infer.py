@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -50,10 +51,48 @@ def world(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def mapped(ray_session, world) -> dict:
-    """One uninterrupted run; batches of 40 straddle chunks and the year boundary."""
+    """One uninterrupted run; units of 40 cells round to 3 chunks of 16, the last unit of a year is shorter."""
     out = world["root"] / "maps.zarr"
     res = run_inference(world["ckpt"], world["grid"], out, YEARS, batch_size=40, actors=1)
     return {"out": out, "result": res}
+
+
+#: Ray core's error-level log lines: ``[2026-01-01 00:00:00,000 E 123 123] core_worker.cc:1: …``.
+RAY_ERROR_LINE = re.compile(r"^\[[^\]]* E \d+ \d+\]")
+
+
+def test_a_healthy_run_prints_no_ray_error_line(ray_session, world, tmp_path, capfd):
+    """Ray Data's actor pool passed its own arguments through the object store, and Ray printed at error level that
+    the actors could not be restarted safely; the actors are now built from small values. ``-v`` keeps Ray's own
+    output on the terminal (otherwise it goes to the log), so the line would show here."""
+    capfd.readouterr()
+    assert main(["infer", "--checkpoint", str(world["ckpt"]), "--grid", str(world["grid"]), "--out",
+                 str(tmp_path / "maps.zarr"), "--years", "2000-2000", "--actors", "1", "-v"]) == 0
+    err = capfd.readouterr().err
+    bad = [line for line in err.splitlines() if RAY_ERROR_LINE.match(line) or "max_restarts" in line]
+    assert not bad, err
+    assert "years: 1/1 mapped, 2000" in err
+
+
+def test_a_killed_inference_actor_is_rebuilt_and_its_unit_retried(ray_session, world):
+    from xmw_ray.data.tower_features import file_sha256
+    from xmw_ray.infer.run import start_actors
+    from xmw_ray.models.checkpoint import MODEL_FILE
+
+    ray = ray_session
+    sha = file_sha256(world["ckpt"] / MODEL_FILE)
+    [actor] = start_actors(1, str(world["ckpt"]), sha, str(world["grid"]), use_gpu=False)
+    try:
+        first = ray.get(actor.predict.remote(1, 16, 48))
+        ray.kill(actor, no_restart=False)  # a crash: Ray restarts it from its constructor arguments
+        again = ray.get(actor.predict.remote(1, 16, 48), timeout=120)
+    finally:
+        ray.kill(actor)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, _direct(world)[YEARS[1]][16:48], rtol=1e-5, atol=1e-4)
+    with pytest.raises(ray.exceptions.RayActorError, match="changed since this inference started"):
+        [stale] = start_actors(1, str(world["ckpt"]), "0" * 64, str(world["grid"]), use_gpu=False)
+        ray.get(stale.predict.remote(0, 0, 16), timeout=120)
 
 
 def _direct(world: dict) -> dict[int, np.ndarray]:
@@ -132,6 +171,10 @@ def test_xarray_opens_the_maps_with_cf_coordinates(mapped, world):
     # provenance relative to the map store's folder (no absolute machine path; tests/test_cf_output.py)
     assert ds.attrs["source_checkpoint"] == world["ckpt"].name == "ckpt"
     assert ds.attrs["source_grid_store"] == world["grid"].name == "grid.zarr"
+    # one model: no member spread, no ensemble attributes, no spread maps (budget.csv's columns: _read_budget)
+    assert "ch4_flux_annual_spread" not in ds and "ensemble_members" not in ds.attrs
+    assert "ancillary_variables" not in ds["ch4_flux_annual"].attrs
+    assert not list((mapped["out"] / "plots").glob("annual_spread_*")) and mapped["result"].members == 0
     assert json.loads(ds.attrs["model"])["name"] == "lstm"
 
 
@@ -197,6 +240,20 @@ def test_budget_of_a_constant_flux_equals_the_hand_computation():
     assert [tg[n] for n in names] == pytest.approx([hand[0], hand[1], hand[2], hand[3], hand[4] + hand[5]],
                                                    rel=1e-12)
     assert tg["global"] == pytest.approx(hand.sum(), rel=1e-12)
+
+
+def test_the_budget_does_not_depend_on_the_order_the_blocks_arrive_in():
+    """Actors return cell ranges in whatever order they finish; budget.csv must come out the same every run."""
+    band = np.zeros(3, dtype=np.int64)  # one band: the sum's order is all that differs
+    daily = np.zeros((3, 365))
+    daily[:, 0] = [1e20, 1.0, -1e20]  # float64 addition is not associative on these
+    tgs = []
+    for order in ([0, 1, 2], [0, 2, 1], [2, 1, 0]):
+        acc = BudgetAccumulator(np.ones(3), band)
+        for c in order:
+            acc.add(np.array([c]), daily[[c]])
+        tgs.append(acc.tg())
+    assert tgs[0] == tgs[1] == tgs[2]
 
 
 def test_each_day_counts_with_its_months_wetland_extent():

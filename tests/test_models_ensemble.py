@@ -14,11 +14,13 @@ from xmw_ray.data import schema
 from xmw_ray.data.grid_store import GridStore, prepare_grid
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
+from xmw_ray.data.tower_features import file_sha256
 from xmw_ray.errors import XmwInputError
-from xmw_ray.infer.predictor import FLUX, FluxPredictor
+from xmw_ray.infer.predictor import FluxWorker
 from xmw_ray.models import EnsembleModel, build_model, ensemble_from_models, load_model
 from xmw_ray.models.checkpoint import (
     ENSEMBLE_MEMBERS_KEY,
+    MODEL_FILE,
     load_checkpoint_model,
     save_model,
     write_checkpoint,
@@ -144,10 +146,12 @@ def test_written_ensemble_evaluates_as_the_hand_averaged_members(ray_session, wo
     for key, value in expected["pooled"].items():
         assert report["pooled"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
-    # inference loads it like any other checkpoint
-    flux = FluxPredictor(str(out))({schema.DYNAMIC: batch[schema.DYNAMIC][:2], schema.STATIC: batch[schema.STATIC][:2],
-                                    schema.ENTITY: np.array(["c1_2", "c3_4"]), schema.YEAR: np.array([2001, 2001])})
-    np.testing.assert_allclose(flux[FLUX], by_hand[:2], rtol=1e-5, atol=1e-5)
+    # inference loads it like any other checkpoint (one xmw infer actor, called in this process)
+    worker = FluxWorker(str(out), file_sha256(out / MODEL_FILE), str(world["grid"]))
+    dyn, stat = GridStore.open(world["grid"]).read_inputs(1, 0, 2)  # 2001, the first two cells
+    with torch.no_grad():
+        by_hand = np.mean([m(torch.from_numpy(dyn), torch.from_numpy(stat)).numpy() for m in world["members"]], axis=0)
+    np.testing.assert_allclose(worker.predict(1, 0, 2), by_hand, rtol=1e-5, atol=1e-5)
 
     # re-running replaces the directory whole and leaves nothing aside
     write_ensemble_checkpoint(world["dirs"][:2], out, {"members": 2})

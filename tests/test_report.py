@@ -32,3 +32,44 @@ def test_report_of_nothing_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r.html")]) == 2
     assert "nothing to report" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def _ensemble_maps(folder, members: int | None) -> None:
+    """A flux-map store's parts the report reads: its attributes, a commit marker, budget.csv and the plots."""
+    import json
+
+    (folder / "_done").mkdir(parents=True)
+    (folder / "plots").mkdir()
+    attrs = {"xmw_format": "xmw-fluxmaps-v1", "grid_cells": 5, "grid_resolution_deg": 10.0, "years": [2000],
+             "model": json.dumps({"name": "ensemble", "members": [{"name": "lstm"}] * 3})}
+    if members:
+        attrs["ensemble_members"] = members
+    (folder / "zarr.json").write_text(json.dumps({"attributes": attrs}))
+    (folder / "budget.csv").write_text("year,global,global_member_min,global_member_max,global_member_std\n"
+                                       "2000,150.5,140.25,161.75,8.5\n")
+    fig = plt.figure()
+    plt.plot([0, 1])
+    fig.savefig(folder / "plots" / "annual_spread_all_years.png")
+    plt.close(fig)
+
+
+def test_report_shows_an_ensembles_spread_map_and_budget_range(tmp_path):
+    maps = tmp_path / "maps"
+    _ensemble_maps(maps, members=3)
+    out = tmp_path / "report.html"
+    assert main(["report", str(maps), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "mean of the ensemble&#x27;s 3 members" in page and "spread" in page
+    assert "standard deviation across the members of their annual-mean flux" in page  # the spread map's caption
+    assert "global_member_min" in page and "140.25" in page and "161.75" in page
+
+
+def test_report_of_ensemble_maps_made_without_the_spread_says_so(tmp_path):
+    maps = tmp_path / "maps"
+    _ensemble_maps(maps, members=None)
+    (maps / "plots" / "annual_spread_all_years.png").unlink()
+    out = tmp_path / "report.html"
+    assert main(["report", str(maps), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "made without the members&#x27; spread" in page
+    assert "standard deviation across the members" not in page

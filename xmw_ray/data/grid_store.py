@@ -352,15 +352,21 @@ class GridStore:
         return c0, min(self.n_cells, c0 + self.cells_per_chunk)
 
     # --- data -------------------------------------------------------------------------------------------------
+    def read_inputs(self, year_index: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs of store cells ``c0..c1`` (any range, across chunks) in one year: ``dynamic (n, 365, v)``
+        and ``static (n, s)`` with the year's annual record appended. Inference needs no target, so none is read."""
+        static = np.concatenate(
+            [np.asarray(self.root["static"][c0:c1], dtype=np.float32),
+             np.broadcast_to(self._annual[year_index], (c1 - c0, self._annual.shape[1]))], axis=1)
+        return np.asarray(self.root["dynamic"][year_index, c0:c1]), static
+
     def read_block(self, year_index: int, chunk_index: int) -> dict[str, np.ndarray]:
         """One chunk of one year in the sample schema (``xmw_ray.data.schema``)."""
         c0, c1 = self.chunk_cells(chunk_index)
         n = c1 - c0
-        static = np.concatenate(
-            [np.asarray(self.root["static"][c0:c1], dtype=np.float32),
-             np.broadcast_to(self._annual[year_index], (n, self._annual.shape[1]))], axis=1)
+        dynamic, static = self.read_inputs(year_index, c0, c1)
         return {
-            schema.DYNAMIC: np.asarray(self.root["dynamic"][year_index, c0:c1]),
+            schema.DYNAMIC: dynamic,
             schema.STATIC: static,
             schema.TARGET: np.asarray(self.root["target"][year_index, c0:c1]),
             schema.ENTITY: self.entities[c0:c1],

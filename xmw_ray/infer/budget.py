@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,9 @@ LAT_BANDS: tuple[tuple[str, float, float], ...] = (
 )
 BAND_NAMES = tuple(name for name, _, _ in LAT_BANDS)
 CSV_COLUMNS = ("year", "global", *BAND_NAMES)
+#: budget.csv's extra columns for an ensemble checkpoint: the lowest and highest of its members' global budgets and
+#: their standard deviation (ddof 0), each member's budget computed from its own flux as the ensemble's is.
+MEMBER_COLUMNS = ("global_member_min", "global_member_max", "global_member_std")
 #: The literature range drawn on budget figures: bottom-up wetland emissions of the Global Methane Budget.
 LITERATURE_BUDGET = {"central": 159.0, "low": 119.0, "high": 203.0,
                      "citation": "Saunois et al. 2024 (Global Methane Budget)"}
@@ -49,7 +52,10 @@ def band_of_lat(lat: np.ndarray) -> np.ndarray:
 
 
 class BudgetAccumulator:
-    """Per-band running sums (mg CH4) of one year's emission over the cells added so far."""
+    """Per-band sums (mg CH4) of one year's emission over the blocks of cells added so far.
+
+    Blocks arrive in whatever order the inference actors finish; each block's per-band sums are kept under its
+    first cell and added up in cell order by ``tg``, so the budget is the same to the last bit on every run."""
 
     def __init__(self, wetland_area: np.ndarray, band: np.ndarray):
         """``wetland_area`` (m²) of every cell of the store by cell index, ``(12 months, cell)`` or static
@@ -57,26 +63,50 @@ class BudgetAccumulator:
         area = np.asarray(wetland_area, dtype=np.float64)
         self._area = np.broadcast_to(area, (12, area.shape[-1]))
         self._band = np.asarray(band, dtype=np.int64)
-        self._mg = np.zeros(len(LAT_BANDS), dtype=np.float64)
+        self._blocks: dict[int, np.ndarray] = {}  # first cell of a block -> its per-band mg
 
     def add(self, cells: np.ndarray, flux: np.ndarray) -> None:
-        """Add cells ``cells`` with daily flux ``(n, 365)`` in mg CH4 m-2 d-1."""
-        monthly = np.add.reduceat(np.asarray(flux, dtype=np.float64), MONTH_STARTS, axis=1)  # (n, 12) mg m-2
-        per_cell = (monthly * self._area[:, cells].T).sum(axis=1)  # mg per year
-        self._mg += np.bincount(self._band[cells], weights=per_cell, minlength=len(LAT_BANDS))
+        """Add cells ``cells`` (a block no other block overlaps) with daily flux ``(n, 365)`` in mg CH4 m-2 d-1."""
+        self.add_monthly(cells, np.add.reduceat(np.asarray(flux, dtype=np.float64), MONTH_STARTS, axis=1))
+
+    def add_monthly(self, cells: np.ndarray, monthly: np.ndarray) -> None:
+        """Add cells ``cells`` with each month's sum of daily flux ``(n, 12)`` in mg CH4 m-2 (what an ensemble's
+        actors return for each member)."""
+        cells = np.asarray(cells)
+        if len(cells) == 0:
+            return
+        per_cell = (np.asarray(monthly, dtype=np.float64) * self._area[:, cells].T).sum(axis=1)  # mg per year
+        mg = np.bincount(self._band[cells], weights=per_cell, minlength=len(LAT_BANDS))
+        key = int(cells[0])
+        self._blocks[key] = self._blocks[key] + mg if key in self._blocks else mg
 
     def tg(self) -> dict[str, float]:
         """``{"global": …, band: …}`` in Tg CH4 yr-1."""
-        bands = self._mg / MG_PER_TG
+        mg = np.zeros(len(LAT_BANDS), dtype=np.float64)
+        for key in sorted(self._blocks):
+            mg += self._blocks[key]
+        bands = mg / MG_PER_TG
         return {"global": float(bands.sum()), **{name: float(v) for name, v in zip(BAND_NAMES, bands, strict=True)}}
 
 
-def budget_csv(rows: Iterable[tuple[int, Mapping[str, float]]]) -> str:
-    """CSV text: one row per year, columns ``year, global, <bands>`` in Tg CH4 yr-1."""
+def member_range(members: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The spread of an ensemble's members' global budgets: ``MEMBER_COLUMNS`` (Tg CH4 yr-1; std with ddof 0)."""
+    values = np.array([m["global"] for m in members], dtype=np.float64)
+    return dict(zip(MEMBER_COLUMNS, (float(values.min()), float(values.max()), float(values.std())), strict=True))
+
+
+def budget_csv(rows: Iterable[tuple[int, Mapping[str, float]]],
+               members: Mapping[int, Sequence[Mapping[str, float]]] | None = None) -> str:
+    """CSV text: one row per year, columns ``year, global, <bands>`` in Tg CH4 yr-1; for an ensemble (``members``:
+    year -> each member's budget) also ``MEMBER_COLUMNS``, the members' range of the global budget."""
+    columns = CSV_COLUMNS + (MEMBER_COLUMNS if members else ())
     out = io.StringIO()
-    out.write(",".join(CSV_COLUMNS) + "\n")
+    out.write(",".join(columns) + "\n")
     for year, tg in sorted(rows):
-        out.write(",".join([str(int(year)), *(repr(float(tg[k])) for k in CSV_COLUMNS[1:])]) + "\n")
+        values = [float(tg[k]) for k in CSV_COLUMNS[1:]]
+        if members:
+            values += list(member_range(members[year]).values())
+        out.write(",".join([str(int(year)), *(repr(v) for v in values)]) + "\n")
     return out.getvalue()
 
 

@@ -10,7 +10,7 @@ from xmw_ray.errors import XmwInputError
 def cmd_infer(args: argparse.Namespace) -> int:
     from xmw_ray import console
     from xmw_ray.data.commands import parse_years
-    from xmw_ray.infer.budget import BUDGET_UNIT, read_true_budget
+    from xmw_ray.infer.budget import BUDGET_UNIT, member_range, read_true_budget
     from xmw_ray.infer.maps import check_netcdf_out, write_netcdf
     from xmw_ray.infer.run import run_inference
 
@@ -43,6 +43,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return 0
     for line in budget_lines(res.budget, BUDGET_UNIT):
         console.out(line)
+    if res.members:
+        ranges = [member_range(m) for m in res.member_budget.values()]
+        low = sum(r["global_member_min"] for r in ranges) / len(ranges)
+        high = sum(r["global_member_max"] for r in ranges) / len(ranges)
+        console.out(f"ensemble of {res.members} members: lowest to highest member's global budget, mean over the "
+                    f"years {low:.1f} to {high:.1f} {BUDGET_UNIT} (each year in budget.csv; per-cell spread maps in "
+                    "plots/annual_spread_*.png)")
     console.out(f"budget by latitude band: {res.budget_csv}")
     return 0
 
@@ -119,10 +126,13 @@ SIMULATOR_ROW = "process model (simulator)"
 def register(sub: argparse._SubParsersAction) -> None:
     from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
 
-    p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (Ray Data actor pool)",
+    p = sub.add_parser("infer", help="global flux maps of a checkpoint over a Grid store (a pool of Ray actors)",
                        description="global daily CH4 flux maps of a checkpoint over every cell-year of a Grid "
-                                   "store (Ray Data actor pool), as CF-conventions Zarr, with figures and, when "
-                                   "the store has a wetland extent, the global budget")
+                                   "store (a pool of Ray actors, each reading its own cells), as CF-conventions "
+                                   "Zarr, with figures and, when the store has a wetland extent, the global budget; "
+                                   "for an ensemble checkpoint also each cell's spread across the members "
+                                   "(ch4_flux_annual_spread, plots/annual_spread_*.png) and the members' budget "
+                                   "range (budget.csv, budget.png)")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. runs/<name>/best)")
     p.add_argument("--grid", required=True, help="Grid store (xmw prepare grid)")
     p.add_argument("--years", metavar="Y0-Y1", help="years to map (default: every year of the store)")
@@ -131,9 +141,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "extent (prepare grid --wetland-area), budget.csv. Rerunning the same command resumes: only "
                         "years without a _done/<year>.json marker are computed")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help=f"cell-years per model call (default {DEFAULT_BATCH_SIZE})")
+                   help=f"cell-years per model call, rounded to whole store chunks (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--actors", type=int, default=None, metavar="N",
-                   help="inference actors (default: one per GPU with --use-gpu, else all CPUs but one)")
+                   help="inference actors, 1 CPU each (default: one per GPU with --use-gpu, else one per free CPU, "
+                        "at most the cores of a local instance)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
     p.add_argument("--map-scale", choices=MAP_SCALES, default=DEFAULT_MAP_SCALE,
                    help="colour scale of the annual maps in plots/, one scale shared by every year: 'percentile' "

@@ -20,7 +20,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from xmw_ray.data.contract import FLUX_UNIT
-from xmw_ray.infer.budget import BAND_NAMES, BUDGET_UNIT, LAT_BANDS, LITERATURE_BUDGET, band_of_lat
+from xmw_ray.infer.budget import (
+    BAND_NAMES,
+    BUDGET_UNIT,
+    LAT_BANDS,
+    LITERATURE_BUDGET,
+    band_of_lat,
+    member_range,
+)
 from xmw_ray.infer.maps import put_bytes
 from xmw_ray.infer.options import MAP_SCALES
 
@@ -35,6 +42,14 @@ PERCENTILE_RANGE = (2.0, 98.0)
 LOG_LOW_PERCENTILE = 1.0
 _HIST_BINS = 8192
 MONTH_LABELS = ("J", "F", "M", "A", "M", "J", "J", "A", "S", "O", "N", "D")
+#: What the annual maps show: the (ensemble's) mean flux, or for an ensemble each cell's spread across its members.
+MEAN_TITLE = "Annual mean wetland CH4 emission per unit wetland area"
+
+
+def spread_title(members: int) -> str:
+    return f"Spread (standard deviation across {members} ensemble members) of the annual mean wetland CH4 emission"
+
+
 #: One colour per latitude band (south to north), the same on every figure.
 BAND_COLOURS = dict(zip(BAND_NAMES, ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"), strict=True))
 
@@ -186,13 +201,14 @@ def outline_name(from_store: bool) -> str:
 
 
 def annual_map_png(annual: np.ndarray, year: int, path: str, scale: ColourScale, land: np.ndarray,
-                   land_from_store: bool = True) -> None:
-    """Map of one year's annual-mean flux ``(nlat, nlon)`` (row 0 = south, column 0 = 180°W) on ``scale``."""
-    put_bytes(path, _png(annual_map_figure(annual, year, scale, land, land_from_store)))
+                   land_from_store: bool = True, title: str = MEAN_TITLE) -> None:
+    """Map of one year's annual-mean flux ``(nlat, nlon)`` (row 0 = south, column 0 = 180°W) on ``scale`` (or,
+    with ``title = spread_title(k)``, of an ensemble's member spread: the same map, another quantity)."""
+    put_bytes(path, _png(annual_map_figure(annual, year, scale, land, land_from_store, title)))
 
 
 def annual_map_figure(annual: np.ndarray, year: int, scale: ColourScale, land: np.ndarray,
-                      land_from_store: bool = True):
+                      land_from_store: bool = True, title: str = MEAN_TITLE):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 5.2))
@@ -201,7 +217,7 @@ def annual_map_figure(annual: np.ndarray, year: int, scale: ColourScale, land: n
     _legend_patches(ax, outline_name(land_from_store))
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
-    ax.set_title(f"Annual mean wetland CH4 emission per unit wetland area, {year}")
+    ax.set_title(f"{title}, {year}", fontsize=12 if len(title) < 70 else 9)
     fig.colorbar(im, ax=ax, shrink=0.8, label=scale.label(), extend=scale.extend())
     fig.tight_layout()
     return fig
@@ -209,7 +225,7 @@ def annual_map_figure(annual: np.ndarray, year: int, scale: ColourScale, land: n
 
 def annual_maps_grid_png(read_map: Callable[[int], np.ndarray], years: Sequence[int], path: str,
                          scale: ColourScale, land: np.ndarray, land_from_store: bool = True,
-                         ncols: int = 6) -> None:
+                         ncols: int = 6, title: str = MEAN_TITLE) -> None:
     """Every year's annual-mean map as small multiples on the one shared scale (maps read one at a time)."""
     from matplotlib.figure import Figure
 
@@ -226,7 +242,7 @@ def annual_maps_grid_png(read_map: Callable[[int], np.ndarray], years: Sequence[
         ax.set_title(str(years[i]), fontsize=9, pad=2)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Annual mean wetland CH4 emission per unit wetland area, {years[0]}-{years[-1]} "
+    fig.suptitle(f"{title}, {years[0]}-{years[-1]} "
                  f"(one colour scale; {outline_name(land_from_store)})", fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.86, bottom=0.03, top=1 - 0.55 / (1.45 * nrows + 1.1), wspace=0.05,
                         hspace=0.25)
@@ -293,13 +309,16 @@ def seasonal_cycle_png(cycle: Mapping[str, np.ndarray], years: Sequence[int], pa
 
 # --- budget over the years ------------------------------------------------------------------------------------
 def budget_png(rows: Sequence[tuple[int, Mapping[str, float]]], path: str,
-               truth: Mapping[int, float] | None = None) -> None:
-    """Global budget over the years with the literature range (and the true budget when known), and below it the
-    latitude bands (Tg CH4 yr-1)."""
-    put_bytes(path, _png(budget_figure(rows, truth)))
+               truth: Mapping[int, float] | None = None,
+               members: Mapping[int, Sequence[Mapping[str, float]]] | None = None) -> None:
+    """Global budget over the years with the literature range (and the true budget when known; for an ensemble
+    the range of its members' budgets, ``members``: year -> each member's budget), and below it the latitude
+    bands (Tg CH4 yr-1)."""
+    put_bytes(path, _png(budget_figure(rows, truth, members)))
 
 
-def budget_figure(rows: Sequence[tuple[int, Mapping[str, float]]], truth: Mapping[int, float] | None = None):
+def budget_figure(rows: Sequence[tuple[int, Mapping[str, float]]], truth: Mapping[int, float] | None = None,
+                  members: Mapping[int, Sequence[Mapping[str, float]]] | None = None):
     from matplotlib.figure import Figure
 
     rows = sorted(rows)
@@ -310,7 +329,17 @@ def budget_figure(rows: Sequence[tuple[int, Mapping[str, float]]], truth: Mappin
     top.axhspan(lit["low"], lit["high"], color="#f4a582", alpha=0.35, linewidth=0,
                 label=f"wetlands, {lit['citation']}: {lit['central']:g} [{lit['low']:g}-{lit['high']:g}]")
     top.axhline(lit["central"], color="#d6604d", linewidth=1, linestyle=":")
-    top.plot(years, [r["global"] for _, r in rows], "k-o", markersize=3, linewidth=2, label="this model (global)")
+    if members:
+        my = [y for y in years if members.get(y)]
+        ranges = [member_range(members[y]) for y in my]
+        low, high = [r["global_member_min"] for r in ranges], [r["global_member_max"] for r in ranges]
+        label = f"ensemble: lowest to highest of its {len(members[my[0]])} members"
+        if len(my) > 1:
+            top.fill_between(my, low, high, color="0.35", alpha=0.3, linewidth=0, label=label)
+        else:  # one year: a band has no width, a bar shows the same range
+            top.vlines(my, low, high, color="0.35", alpha=0.6, linewidth=8, label=label)
+    top.plot(years, [r["global"] for _, r in rows], "k-o", markersize=3, linewidth=2,
+             label="this model (global)" if not members else "this model (global, the ensemble's mean flux)")
     if truth:
         ty = [y for y in years if y in truth]
         if ty:

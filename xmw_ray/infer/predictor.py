@@ -1,29 +1,45 @@
-"""The Ray Data actor of global inference: loads a checkpoint once, then turns sample batches into flux.
+"""The inference actor: loads a checkpoint once, then reads cell ranges of the Grid store and returns their flux.
 
-Each call gets a batch in the sample schema and returns only what the driver needs to place the result:
-grid row/column of each cell, its year and its daily flux ``(n, 365)`` in mg CH4 m-2 d-1 (the drivers are
-dropped here, so they never travel back to the driver).
+An actor is built from small values only (checkpoint path or URL, its SHA-256, Grid store path, a GPU flag), so Ray
+can rebuild it after a crash: an actor whose constructor arguments live in the object store cannot be restarted
+safely (ray-project/ray#53727, the error-level line Ray Data's actor pools print). It reads its own inputs, so
+the drivers never travel through the object store; only the flux ``(cells, 365)`` goes back to the driver.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from xmw_ray.data import schema
+from xmw_ray.data.contract import DAYS_PER_YEAR, MONTH_STARTS
+from xmw_ray.data.grid_store import GridStore
+from xmw_ray.data.tower_features import file_sha256
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models.checkpoint import load_checkpoint_model
+from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model
+from xmw_ray.storage import is_url
 
-ILAT, ILON, FLUX = "ilat", "ilon", "flux"
 
+@contextmanager
+def local_checkpoint(checkpoint: str) -> Iterator[str]:
+    """A local folder holding ``checkpoint``'s model file: the folder itself, or for an ``s3://`` / ``gs://`` URL
+    (e.g. a run's ``<output_dir>/<name>/best``) a temporary copy of its model file, removed on exit."""
+    if not is_url(checkpoint):
+        yield checkpoint
+        return
+    import fsspec
 
-def parse_cell_entities(entities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grid row and column of cell entity ids ``c<ilat>_<ilon>`` (the inverse of ``schema.cell_entity``)."""
-    pairs = [str(e)[1:].split("_", 1) for e in entities]
-    if not pairs:
-        return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
-    arr = np.asarray(pairs, dtype=np.int32)
-    return arr[:, 0], arr[:, 1]
+    fs, root = fsspec.core.url_to_fs(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="xmw-checkpoint-") as tmp:
+        try:
+            fs.get_file(f"{root.rstrip('/')}/{MODEL_FILE}", str(Path(tmp) / MODEL_FILE))
+        except FileNotFoundError as exc:
+            raise XmwInputError(f"{checkpoint}: not a checkpoint ({MODEL_FILE} missing)") from exc
+        yield tmp
 
 
 def inference_device(use_gpu: bool) -> torch.device:
@@ -35,17 +51,44 @@ def inference_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda")
 
 
-class FluxPredictor:
-    """Callable class for ``Dataset.map_batches`` with an actor pool: one model per actor, many batches."""
+def ensemble_size(model: torch.nn.Module) -> int:
+    """How many members' spread inference keeps: an ensemble's member count when it has two or more, else 0 (one
+    model, or an ensemble of one, has no spread to show)."""
+    from xmw_ray.models.ensemble import EnsembleModel
 
-    def __init__(self, checkpoint: str, use_gpu: bool = False):
+    return len(model.members) if isinstance(model, EnsembleModel) and len(model.members) > 1 else 0
+
+
+class FluxWorker:
+    """One inference actor (wrapped with ``ray.remote`` by the driver): one model, many cell ranges."""
+
+    def __init__(self, checkpoint: str, checkpoint_sha256: str, grid: str, use_gpu: bool = False):
         self.device = inference_device(use_gpu)
-        self.model = load_checkpoint_model(checkpoint).to(self.device)
+        with local_checkpoint(checkpoint) as local:
+            # the model the map store records: a checkpoint replaced since the run started is refused
+            if file_sha256(Path(local) / MODEL_FILE) != checkpoint_sha256:
+                raise XmwInputError(f"{checkpoint}: changed since this inference started")
+            self.model = load_checkpoint_model(local).to(self.device)
+        self.store = GridStore.open(grid)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict(self, year_index: int, c0: int, c1: int) -> np.ndarray:
+        """Daily flux ``(c1 - c0, 365)`` (mg CH4 m-2 d-1) of store cells ``c0..c1`` in year ``year_index``."""
+        dynamic, static = self.store.read_inputs(year_index, c0, c1)
         with torch.inference_mode():
-            dynamic = torch.tensor(batch[schema.DYNAMIC], dtype=torch.float32, device=self.device)
-            static = torch.tensor(batch[schema.STATIC], dtype=torch.float32, device=self.device)
-            flux = self.model(dynamic, static).float().cpu().numpy()
-        ilat, ilon = parse_cell_entities(batch[schema.ENTITY])
-        return {ILAT: ilat, ILON: ilon, schema.YEAR: np.asarray(batch[schema.YEAR], dtype=np.int64), FLUX: flux}
+            flux = self.model(torch.from_numpy(dynamic).to(self.device), torch.from_numpy(static).to(self.device))
+            return flux.float().cpu().numpy()
+
+    def predict_members(self, year_index: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For an ensemble (``ensemble_size`` > 0): the ensemble's daily flux ``(n, 365)`` as ``predict`` gives it,
+        each cell's spread (standard deviation across the members, ddof 0, of each member's annual-mean flux,
+        ``(n,)`` mg CH4 m-2 d-1) and each member's monthly sums of daily flux ``(members, n, 12)`` (mg CH4 m-2, for
+        the members' budgets); the members' daily flux itself stays here."""
+        dynamic, static = self.store.read_inputs(year_index, c0, c1)
+        with torch.inference_mode():
+            d, s = torch.from_numpy(dynamic).to(self.device), torch.from_numpy(static).to(self.device)
+            each = torch.stack([member(d, s) for member in self.model.members])  # what EnsembleModel.forward stacks
+            flux = each.mean(dim=0).float().cpu().numpy()
+            each = each.float().cpu().numpy()
+        monthly = np.add.reduceat(each.astype(np.float64), MONTH_STARTS, axis=2)
+        spread = (monthly.sum(axis=2) / DAYS_PER_YEAR).std(axis=0)
+        return flux, spread.astype(np.float32), monthly

@@ -45,14 +45,18 @@ CAPTIONS = {
     "budget.png": "Global wetland CH4 budget by year (Tg CH4 yr⁻¹, top) against the bottom-up wetland estimate of "
                   f"{LITERATURE_BUDGET['citation']}, {LITERATURE_BUDGET['central']:g} "
                   f"[{LITERATURE_BUDGET['low']:g}–{LITERATURE_BUDGET['high']:g}] Tg CH4 yr⁻¹ (shaded), and, when "
-                  "the maps were made with the built-in world's truth (infer --truth), its true budget; below, the "
-                  "latitude bands.",
+                  "the maps were made with the built-in world's truth (infer --truth), its true budget, and for an "
+                  "ensemble the range from its lowest to its highest member's budget (grey); below, the latitude "
+                  "bands.",
     "seasonal_cycle_by_band.png": f"Mean seasonal cycle of the mapped flux ({FLUX_UNIT}) in each latitude band, "
                                   "weighted by each cell's wetland area (cell area without a wetland extent); the "
                                   "shading spans the range over the years.",
     "annual_mean_all_years.png": f"Annual mean flux per unit wetland area ({FLUX_UNIT}) of every mapped year on "
                                  "one shared colour scale. Blue: ocean; sand: land without a mapped wetland; grey "
                                  "line: land outline.",
+    "annual_spread_all_years.png": f"Spread of the ensemble's members ({FLUX_UNIT}): for each cell and year the "
+                                   "standard deviation across the members of their annual-mean flux, on one colour "
+                                   "scale of its own shared by all years; large where the members disagree.",
 }
 _ANNUAL = re.compile(r"annual_mean_(\d{4})\.png")
 _ABS_PATH = re.compile(r"(?<![\w.:/])(/[^\s`'\"<>|,;()]+)")
@@ -186,9 +190,20 @@ def _maps_rows(attrs: dict) -> list[tuple[str, str]]:
                  f"{_span(attrs.get('years', []))}, daily flux in {FLUX_UNIT}"),
         ("mapped model", f"{model.get('name', '?')}" + (f" ({params})" if params else "")),
         ("wetland extent of the budget", Path(extent).name if extent else "none: no budget"),
-        *([("uncertainty", "the maps and the budget are the ensemble's mean; xmw infer does not keep the members' "
-                           "spread, so no band or spread map is shown")] if model.get("members") else []),
+        *([("uncertainty", _uncertainty(attrs))] if model.get("members") else []),
     ]
+
+
+def _uncertainty(attrs: dict) -> str:
+    """What the page shows of an ensemble's disagreement: its spread maps and budget range, or (maps made before
+    xmw infer kept them) that there are none."""
+    members = int(attrs.get("ensemble_members") or 0)
+    if not members:
+        return ("the maps and the budget are the ensemble's mean; these maps were made without the members' spread, "
+                "so no band or spread map is shown")
+    return (f"the maps and the budget are the mean of the ensemble's {members} members; the members' spread "
+            "(standard deviation of their annual-mean flux, cell by cell) is mapped, and the budget figure and table "
+            "show the lowest and highest member's budget")
 
 
 def _describe_split(split: dict) -> str:
@@ -318,7 +333,8 @@ def _budget_section(path: Path, paths: _Paths) -> str:
              f"<p>From <code>{html.escape(paths.show(path))}</code>: the mapped flux × wetland area, summed over the "
              "year, globally and by latitude band.</p>"]
     plots = path.parent / "plots"
-    for name in ("budget.png", "seasonal_cycle_by_band.png", "annual_mean_all_years.png"):
+    for name in ("budget.png", "seasonal_cycle_by_band.png", "annual_mean_all_years.png",
+                 "annual_spread_all_years.png"):  # the last only for an ensemble
         if (plots / name).is_file():
             parts.append(_img(plots / name))
     parts.append(f"<details><summary>Budget table, {len(body)} years</summary>{_table(head, body)}</details>")
