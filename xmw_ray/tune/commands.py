@@ -9,10 +9,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from xmw_ray import console
     from xmw_ray.config import load_config
     from xmw_ray.storage import local_run_dir
-    from xmw_ray.tune.config import TuneConfig
     from xmw_ray.tune.search import run_search
 
-    cfg = load_config(args.config, args.overrides, TuneConfig)
+    cfg = load_config(args.config, args.overrides, require="search")
     with console.ray_output(local_run_dir(cfg.run.output_dir, cfg.run.name) / console.RAY_LOG, args.verbose):
         out = run_search(cfg)
     done = sum(r.get("status") == "completed" for r in out.rows)
@@ -33,7 +32,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from xmw_ray.train.commands import add_config_parser
 
-    p = add_config_parser(sub, "tune", "xmw_ray.tune.config:TuneConfig",
+    p = add_config_parser(sub, "tune", "xmw_ray.config:ExperimentConfig", requires="search",
                           help="Ray Tune search (Optuna + ASHA) over models, strategies, hyper-parameters",
                           description="Ray Tune search (Optuna suggestions, ASHA early stopping) over models, "
                                       "transfer strategies and their hyper-parameters; a leaderboard and the best "

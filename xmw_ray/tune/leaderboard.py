@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import file_aside, is_url, publish_dir, write_text_atomic
-from xmw_ray.tune.config import TuneConfig
 from xmw_ray.tune.space import model_params, strategy_params
 
 #: What trials are ranked on, and the direction that is better (ASHA and Optuna use the same, ``search.py``).
@@ -51,7 +51,7 @@ def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
+def trial_row(result: Any, cfg: ExperimentConfig) -> dict[str, Any]:
     """One leaderboard row from a Tune ``Result``: its config and the epoch with the highest validation NSE."""
     params = dict(result.config or {})
     df = result.metrics_dataframe
@@ -99,7 +99,7 @@ def add_test_metrics(row: dict[str, Any], store: str) -> None:
     row["test_median_nse"] = report["median"]["nse"]
 
 
-def collect_rows(grid: Any, cfg: TuneConfig) -> list[dict[str, Any]]:
+def collect_rows(grid: Any, cfg: ExperimentConfig) -> list[dict[str, Any]]:
     """Every trial of the ResultGrid as a row, numbered in start order, ranked by validation NSE."""
     rows = [trial_row(result, cfg) for result in grid]
     for i, row in enumerate(sorted(rows, key=lambda r: r["started"]), start=1):
@@ -200,7 +200,7 @@ def _copy_best(checkpoint: str, dest: Path) -> str:
     return str(publish_dir(checkpoint, dest))
 
 
-def write_results(rows: list[dict[str, Any]], cfg: TuneConfig, path: str) -> tuple[dict[str, str], str | None]:
+def write_results(rows: list[dict[str, Any]], cfg: ExperimentConfig, path: str) -> tuple[dict[str, str], str | None]:
     """Write the leaderboard, plots and summary into the search folder (a local path or an fsspec URL);
     returns the files and the best checkpoint's path."""
     remote = is_url(path)
