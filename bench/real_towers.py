@@ -39,7 +39,7 @@ import yaml
 from pydantic import ValidationError
 
 from xmw_ray.baselines.gbt import GBTBaseline, GBTParams
-from xmw_ray.config import RunSection, load_config
+from xmw_ray.config import ExperimentConfig, load_config
 from xmw_ray.data import schema
 from xmw_ray.data.contract import DAYS_PER_YEAR, NMOL_PER_S_TO_MG_PER_DAY
 from xmw_ray.data.fluxnet import find_site_sources, iter_site_years, read_site_metadata
@@ -51,10 +51,8 @@ from xmw_ray.models.checkpoint import load_checkpoint_model
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator
 from xmw_ray.train.runner import ensure_ray
-from xmw_ray.transfer.base import TransferJob
-from xmw_ray.transfer.config import ExperimentConfig
 from xmw_ray.transfer.ensemble import MEMBER_SEED_STRIDE, run_ensemble
-from xmw_ray.transfer.experiment import prepare_stores
+from xmw_ray.transfer.experiment import prepare_stores, run_config, transfer_section
 from xmw_ray.transfer.registry import get_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,18 +127,16 @@ def score_preset(cfg: ExperimentConfig, evaluation: str, seed: int, out: Path, l
 
     Returns ``{"ensemble": summary, "members": [summary per member seed]}``: the preset itself, and each of its
     single-seed members scored alone (the spread a single network would have)."""
-    info = store_info(cfg.target.store, cfg.target.source)
+    exp = transfer_section(cfg)
+    info = store_info(cfg.data.store, cfg.data.source)
     ens_acc = MetricAccumulator("daily")
-    member_accs = [MetricAccumulator("daily") for _ in range(cfg.ensemble)]
-    model = cfg.models[0]
-    strategy = get_strategy(cfg.strategies[0])
+    member_accs = [MetricAccumulator("daily") for _ in range(exp.ensemble)]
+    model = (exp.models or [cfg.model])[0]
+    strategy = get_strategy(exp.strategies[0])
     for name, spec in fold_specs(evaluation, sorted(info.entities)):
         t0 = time.perf_counter()
-        job = TransferJob(target=cfg.target.model_copy(update={"split": spec}), model=model, optim=cfg.optim,
-                          resources=cfg.resources, params=cfg.strategy_params.get(cfg.strategies[0], {}),
-                          run=RunSection(name=f"{evaluation}-{name}-s{seed}", output_dir=str(out / "runs"),
-                                         seed=seed, checkpoint_every=cfg.checkpoint_every))
-        outcome = run_ensemble(strategy, job, cfg.ensemble)
+        run = run_config(cfg, model, spec, f"{evaluation}-{name}-s{seed}", str(out / "runs"), seed)
+        outcome = run_ensemble(strategy, run, exp.strategy_params.get(strategy.name, {}), exp.ensemble)
         ensemble = load_checkpoint_model(outcome.best_checkpoint)
         members = getattr(ensemble, "members", [ensemble])
         for batch in sample_dataset(info, spec, "test").iter_batches(batch_size=None, batch_format="numpy"):
@@ -217,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_ray()  # the project's local Ray instance (logical CPUs, workers at normal priority) before Ray Data
     out = Path(args.out).resolve()
-    raw = load_config(args.config, [f"output_dir={out}", f"prepare.forcing={args.towers}"], ExperimentConfig)
+    raw = load_config(args.config, [f"run.output_dir={out.parent}", f"run.name={out.name}",
+                                    f"transfer.prepare.forcing={args.towers}"], require="transfer")
     cfg = raw.resolved()
     prepare_stores(cfg, log)
     t0 = time.perf_counter()

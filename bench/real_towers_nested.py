@@ -75,7 +75,7 @@ import numpy as np
 from real_towers import tree_rows
 
 from xmw_ray.baselines.gbt import GBTBaseline
-from xmw_ray.config import RunSection, load_config
+from xmw_ray.config import ExperimentConfig, load_config
 from xmw_ray.data import schema
 from xmw_ray.data.fluxnet import find_site_sources
 from xmw_ray.data.ray_datasets import StoreInfo, sample_dataset, store_info
@@ -86,10 +86,8 @@ from xmw_ray.storage import write_text_atomic
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator, metrics_from_sums
 from xmw_ray.train.runner import BEST_DIR, ensure_ray
-from xmw_ray.transfer.base import TransferJob
-from xmw_ray.transfer.config import ExperimentConfig
-from xmw_ray.transfer.ensemble import member_job
-from xmw_ray.transfer.experiment import prepare_stores
+from xmw_ray.transfer.ensemble import member_config
+from xmw_ray.transfer.experiment import prepare_stores, run_config, transfer_section
 from xmw_ray.transfer.registry import get_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,14 +335,14 @@ class NetworkFitter:
         self.member_seconds: list[float] = []  # wall time of each member fit trained here (reused ones excluded)
         self.member_cpu_seconds: list[float] = []  # this process's CPU time of each (load-independent)
 
-    def _member(self, job: TransferJob) -> Path:
+    def _member(self, job: ExperimentConfig) -> Path:
         run_dir = self.runs_dir / job.run.name
         best = run_dir / BEST_DIR
         if (best / MODEL_FILE).is_file():  # finished in an earlier run of the bench with the same --out
             return best
         shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished fit of an interrupted run: start it again
         t0, c0 = time.perf_counter(), time.process_time()
-        outcome = get_strategy(self.strategy).run(job)
+        outcome = get_strategy(self.strategy).run(job, transfer_section(self.cfg).strategy_params.get(self.strategy, {}))
         self.member_seconds.append(time.perf_counter() - t0)
         self.member_cpu_seconds.append(time.process_time() - c0)
         return Path(outcome.best_checkpoint)
@@ -355,12 +353,9 @@ class NetworkFitter:
         if not kept_towers(spec):
             raise XmwInputError(f"fraction {self.fraction:g} keeps none of the {len(train)} training towers of {name}")
         fit_name = f"{name}-{self.strategy}-f{self.fraction:g}-e{cfg.optim.epochs}-n{members}-s{self.seed}"
-        job = TransferJob(source=cfg.source, target=cfg.target.model_copy(update={"split": spec}),
-                          model=cfg.models[0], optim=cfg.optim, pretrain_optim=cfg.pretrain_optim,
-                          resources=cfg.resources, params=cfg.strategy_params.get(self.strategy, {}),
-                          run=RunSection(name=fit_name, output_dir=str(self.runs_dir), seed=self.seed,
-                                         checkpoint_every=cfg.checkpoint_every))
-        dirs = [self._member(member_job(job, k) if members > 1 else job) for k in range(members)]
+        model = (transfer_section(cfg).models or [cfg.model])[0]
+        job = run_config(cfg, model, spec, fit_name, str(self.runs_dir), self.seed)
+        dirs = [self._member(member_config(job, k) if members > 1 else job) for k in range(members)]
         if members > 1:
             out = self.runs_dir / fit_name / BEST_DIR
             if not (out / MODEL_FILE).is_file():
@@ -418,9 +413,9 @@ def transfer_overrides(out: Path, epochs: int) -> list[str]:
     strategy applies; the target store is then the towers without SIM_FCH4 (its own folder). Pretraining uses the
     observation phase's optimiser; each strategy its own default parameters (nothing tuned on these towers)."""
     optim = {"lr": 0.01, "weight_decay": 0.001, "epochs": epochs, "patience": epochs, "scheduler": "none"}
-    return ["prepare.sim_input=false", f"target.store={out / 'prepared' / 'target-sites-transfer'}",
+    return ["transfer.prepare.sim_input=false", f"data.store={out / 'prepared' / 'target-sites-transfer'}",
             "source.source=sites", f"source.store={out / 'prepared' / 'source-sites'}", "source.batch_size=8",
-            "source.in_memory=true", "source.split.kind=all", "strategy_params={}",
+            "source.in_memory=true", "source.split.kind=all", "transfer.strategy_params={}",
             *(f"pretrain_optim.{k}={v}" for k, v in optim.items())]
 
 
@@ -531,13 +526,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         validate(args)
-        overrides = [f"output_dir={Path(args.out).resolve()}", f"prepare.forcing={Path(args.towers).resolve()}"]
+        out = Path(args.out).resolve()
+        overrides = [f"run.output_dir={out.parent}", f"run.name={out.name}",
+                     f"transfer.prepare.forcing={Path(args.towers).resolve()}"]
         if args.epochs is not None:
             overrides.append(f"optim.epochs={args.epochs}")
         if args.strategies:
-            overrides.append(f"strategies=[{','.join(args.strategies)}]")
-            overrides += transfer_overrides(Path(args.out).resolve(), args.epochs or load_config(str(PRESET), [], ExperimentConfig).optim.epochs)
-        cfg = load_config(str(PRESET), overrides, ExperimentConfig).resolved()
+            overrides.append(f"transfer.strategies=[{','.join(args.strategies)}]")
+            overrides += transfer_overrides(out, args.epochs or load_config(str(PRESET)).optim.epochs)
+        cfg = load_config(str(PRESET), overrides, require="transfer").resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
         return 2
@@ -547,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ensure_ray()
     prepare_stores(cfg, log)
-    net_rows = store_rows(store_info(cfg.target.store, cfg.target.source))
+    net_rows = store_rows(store_info(cfg.data.store, cfg.data.source))
     trees = tree_rows(args.towers)
     align(trees, net_rows)
     sites = sorted(net_rows)
@@ -561,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         fractions, nets = run_transfer(sites, outer_sites, net_rows, obs, tree_fit, cfg, args.strategies, args.fractions,
                                        args.members, out, log)
         results = {**common, "strategies": args.strategies, "fractions": fractions,
-                   "pretrain_optim": cfg.pretrain_optim.model_dump(mode="json"), "timing": timing(nets, tree_fit)}
+                   "pretrain_optim": cfg.pretraining().model_dump(mode="json"), "timing": timing(nets, tree_fit)}
         name, md = "real_towers_transfer", transfer_table(results)
     else:
         network = NetworkFitter(cfg, net_rows, out / "runs")

@@ -29,14 +29,13 @@ def main() -> None:
     import ray
 
     from xmw_ray.config import load_config
-    from xmw_ray.tune.config import TuneConfig
     from xmw_ray.tune.search import experiment_path, max_concurrent_trials, restore_or_build
 
     ray.init(num_cpus=args.cpus, num_gpus=0, include_dashboard=True, log_to_driver=False)
     out = tempfile.mkdtemp(prefix="xmw_bench_tune_")
     cfg = load_config(REPO / "configs/tune/smoke.yaml",
                       [f"data.store={args.store}", f"run.output_dir={out}", f"search.num_samples={args.trials}",
-                       f"optim.epochs={args.epochs}", "search.evaluate_test=false"], TuneConfig)
+                       f"optim.epochs={args.epochs}", "search.evaluate_test=false"], require="search")
     slots = max_concurrent_trials(cfg, ray.cluster_resources())
     tuner, _ = restore_or_build(cfg, slots)
     t0 = time.perf_counter()

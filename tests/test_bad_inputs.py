@@ -91,8 +91,10 @@ def _train_cfg(w: Workspace, tmp: Path, model: dict, name: str = "fresh") -> str
 
 
 def _transfer_cfg(w: Workspace, tmp: Path, **over) -> str:
-    tree = {"output_dir": str(tmp / "transfer"), "source": {"store": str(w.grid)}, "target": {"store": str(w.grid)},
-            "strategies": ["scratch", "adversarial"], "settings": {"temporal": {"kind": "temporal"}}, **over}
+    tree = {"run": {"output_dir": str(tmp), "name": "transfer"}, "source": {"store": str(w.grid)},
+            "data": {"store": str(w.grid)},
+            "transfer": {"strategies": ["scratch", "adversarial"], "settings": {"temporal": {"kind": "temporal"}},
+                         **over}}
     return _yaml(tmp / "transfer.yaml", tree)
 
 
@@ -210,7 +212,11 @@ ROWS = [
     Row("transfer-model-param-typo",
         lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, models=[{"name": "tcn", "params": {"kernel": 3}}])],
         "models.0.params.kernel: unknown key"),
+    Row("transfer-without-its-section",
+        lambda w, t: ["transfer", "--config", _train_cfg(w, t, {"name": "lstm"})], "cfg.yaml: transfer: missing section"),
     # tune
+    Row("tune-without-its-section",
+        lambda w, t: ["tune", "--config", _train_cfg(w, t, {"name": "lstm"})], "cfg.yaml: search: missing section"),
     Row("tune-model-without-space", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"models": ["residual"]})],
         "search: model 'residual' has no search space"),
     Row("tune-unknown-strategy", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"strategies": ["finetun"]})],

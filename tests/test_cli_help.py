@@ -25,8 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "ray", "sklearn", "pandas", "zarr", "xarray", "pyarrow", "matplotlib")
 #: Bound per ``--help``, in CPU seconds of its process (about 0.05-0.4 s; the wall time on an idle machine is close).
 HELP_CPU_SECONDS = 1.0
-CONFIG_COMMANDS = {"train": "xmw_ray.config:TrainConfig", "transfer": "xmw_ray.transfer.config:ExperimentConfig",
-                   "tune": "xmw_ray.tune.config:TuneConfig"}
+CONFIG_COMMANDS = dict.fromkeys(("train", "transfer", "tune"), "xmw_ray.config:ExperimentConfig")
 
 
 def _env() -> dict[str, str]:

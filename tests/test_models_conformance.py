@@ -447,9 +447,8 @@ def test_each_searchable_model_declares_its_range_beside_its_params() -> None:
     """Adding a model is one file: its search space sits in the module of its ``Params``, and every model but the
     wrappers (assembled from trained models, never searched) has one whose widest and narrowest answers are
     valid ``Params`` in every size range."""
-    from xmw_ray.models.ranges import SIZES
-    from xmw_ray.tune.config import SearchSection
-    from xmw_ray.tune.space import searchable_models
+    from xmw_ray.config import SearchSection
+    from xmw_ray.models.ranges import SIZES, searchable_models
 
     wrappers = {"ensemble", "residual"}
     assert set(searchable_models()) == set(MODELS) - wrappers

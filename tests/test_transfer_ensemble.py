@@ -10,7 +10,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from xmw_ray.transfer.config import ExperimentConfig
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.transfer.experiment import best_row
 
 NAN = math.nan
@@ -41,21 +41,22 @@ def test_a_lone_candidate_needs_no_validation_score_but_several_do():
     assert best_row(several) is None
 
 
-BASE = {"target": {"source": "sites", "store": "t"}, "settings": {"temporal": {"kind": "site_temporal"}},
-        "strategies": ["scratch"]}
+TRANSFER = {"settings": {"temporal": {"kind": "site_temporal"}}, "strategies": ["scratch"]}
 
 
 @pytest.mark.parametrize(("update", "message"), [
     ({"deploy_setting": "nope"}, "deploy_setting"),
     ({"strategies": ["finetune"]}, "source"),
     ({"prepare": {"forcing": "f", "sim_input": True}}, "sim_input needs drivers: tower"),
-    ({"prepare": {"forcing": "f", "drivers": "tower", "sim_input": True}, "strategies": ["scratch", "finetune"],
-      "source": {"source": "sites", "store": "s"}}, "strategies must be [scratch]"),
+    ({"prepare": {"forcing": "f", "drivers": "tower", "sim_input": True}, "strategies": ["scratch", "finetune"]},
+     "strategies must be [scratch]"),
     ({"ensemble": 0}, "ensemble"),
 ])
 def test_inconsistent_experiments_are_rejected(update, message):
     with pytest.raises(ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        ExperimentConfig.model_validate({**BASE, **update})
+        ExperimentConfig.model_validate({"data": {"source": "sites", "store": "t"},
+                                         "source": {"source": "sites", "store": "s"} if "prepare" in update else None,
+                                         "transfer": {**TRANSFER, **update}})
 
 
 def test_hybrid_experiment_builds_its_stores_and_deploys_a_seed_ensemble(ray_session, tmp_path):
@@ -73,14 +74,15 @@ def test_hybrid_experiment_builds_its_stores_and_deploys_a_seed_ensemble(ray_ses
     write_tiny_fluxnet(tmp_path / "towers", {"AA-Aaa": (60.0, 20.0), "BB-Bbb": (50.0, 10.0), "CC-Ccc": (65.0, 25.0)},
                        start="2014-01-01", end="2016-12-31")
     cfg = ExperimentConfig.model_validate({
-        "output_dir": str(tmp_path / "exp"),
-        "prepare": {"forcing": str(tmp_path / "towers"), "drivers": "tower", "sim_input": True},
-        "target": {"source": "sites", "store": "{output_dir}/prepared/target", "batch_size": 4, "in_memory": True},
-        "settings": {"temporal": {"kind": "site_temporal"}, "all": {"kind": "all"}}, "deploy_setting": "all",
-        "strategies": ["scratch"], "ensemble": 2, "fractions": [1.0], "seeds": [0],
-        "models": [{"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0, "input_size": 4,
-                                                "skip": True, "input_clip": 4.0}}],
-        "optim": {"lr": 0.01, "epochs": 1, "scheduler": "none"}, "baseline": {"max_iter": 5}})
+        "run": {"output_dir": str(tmp_path), "name": "exp"},
+        "data": {"source": "sites", "store": "{run_dir}/prepared/target", "batch_size": 4, "in_memory": True},
+        "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0, "input_size": 4,
+                                             "skip": True, "input_clip": 4.0}},
+        "optim": {"lr": 0.01, "epochs": 1, "scheduler": "none"},
+        "transfer": {"prepare": {"forcing": str(tmp_path / "towers"), "drivers": "tower", "sim_input": True},
+                     "settings": {"temporal": {"kind": "site_temporal"}, "all": {"kind": "all"}},
+                     "deploy_setting": "all", "strategies": ["scratch"], "ensemble": 2, "fractions": [1.0],
+                     "seeds": [0], "baseline": {"max_iter": 5}}})
     paths = run_experiment(cfg, log=lambda msg: None)
     exp = tmp_path / "exp"
     assert {json.loads(line)["setting"] for line in (exp / "results.jsonl").read_text().splitlines()} == {

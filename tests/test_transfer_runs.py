@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from xmw_ray.config import validate
+from xmw_ray.config import ExperimentConfig, validate
 from xmw_ray.data.ray_datasets import StoreInfo
 from xmw_ray.errors import XmwInputError
-from xmw_ray.transfer.base import DONE_FILE, TransferJob, check_layouts, model_state, pretrain_key
+from xmw_ray.transfer.base import DONE_FILE, check_layouts, model_state, pretrain_key
 from xmw_ray.transfer.registry import get_strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,21 +28,22 @@ def world(transfer_world) -> dict[str, Path]:
     return transfer_world  # conftest.py: the same small world for the transfer runs and the transfer search
 
 
-def raw_job(world: dict[str, Path], out: Path, name: str, **params) -> dict:
+def raw_job(world: dict[str, Path], out: Path, name: str) -> dict:
+    """One transfer run's config (``data``: the towers); the strategy's parameters are passed beside it."""
     return {
         "source": {"source": "grid", "store": str(world["grid"]), "batch_size": 64,
                    "split": {"kind": "temporal", "train_years": [2000, 2003], "test_years": [2004, 2004],
                              "val_fraction": 0.2}},
-        "target": {"source": "sites", "store": str(world["sites"]), "batch_size": 16,
+        "data": {"source": "sites", "store": str(world["sites"]), "batch_size": 16,
                    "split": {"kind": "site_temporal", "val_fraction": 0.3}},
         "model": MODEL, "optim": {"lr": 0.01, "epochs": 2}, "pretrain_optim": {"lr": 0.01, "epochs": 1},
-        "run": {"output_dir": str(out), "name": name, "seed": 0}, "params": params,
+        "run": {"output_dir": str(out), "name": name, "seed": 0},
     }
 
 
 def test_finetune_starts_from_cached_pretraining_and_keeps_frozen_encoder(ray_session, world, tmp_path):
-    job = validate(raw_job(world, tmp_path, "ft", freeze=["encoder"]), TransferJob)
-    out = get_strategy("finetune").run(job)
+    job = validate(raw_job(world, tmp_path, "ft"), ExperimentConfig)
+    out = get_strategy("finetune").run(job, {"freeze": ["encoder"]})
     pre = tmp_path / "pretrain" / pretrain_key(job)
     done_mtime = (pre / DONE_FILE).stat().st_mtime_ns
     pretrained, tuned = model_state(pre / "best"), model_state(out.best_checkpoint)
@@ -54,7 +55,7 @@ def test_finetune_starts_from_cached_pretraining_and_keeps_frozen_encoder(ray_se
     assert out.metrics["val_loss"] == min(h["val_loss"] for h in out.history)
     assert json.loads((out.best_checkpoint / "config.json").read_text())["data"]["store"] == str(world["sites"])
     # a second strategy with the same source, model and seed reuses the pretraining
-    res = get_strategy("residual").run(validate(raw_job(world, tmp_path, "res"), TransferJob))
+    res = get_strategy("residual").run(validate(raw_job(world, tmp_path, "res"), ExperimentConfig), {})
     assert (pre / DONE_FILE).stat().st_mtime_ns == done_mtime
     resid = model_state(res.best_checkpoint)
     assert all(torch.equal(pretrained[k], resid["sim." + k]) for k in pretrained)  # the simulation part is frozen
@@ -76,17 +77,17 @@ def test_layout_mismatch_and_missing_source_are_one_line_errors(world, tmp_path)
     raw = raw_job(world, tmp_path, "x")
     raw["source"] = None
     with pytest.raises(XmwInputError, match="needs a source"):
-        get_strategy("finetune").run(validate(raw, TransferJob))
+        get_strategy("finetune").run(validate(raw, ExperimentConfig), {})
 
 
 def test_xmw_transfer_writes_tables_plot_and_evaluable_best(ray_session, world, tmp_path, capsys):
     from xmw_ray.cli import main
 
     raw = raw_job(world, tmp_path, "unused")
-    cfg = {"output_dir": str(tmp_path / "exp"), "source": raw["source"], "target": raw["target"],
-           "settings": {"spatial": {"kind": "spatial", "n_folds": 3, "test_fold": 0, "val_fraction": 0.25}},
-           "strategies": ["scratch"], "models": [MODEL], "fractions": [1.0], "seeds": [0],
-           "optim": {"lr": 0.01, "epochs": 1}, "baseline": {"max_iter": 10}}
+    cfg = {"run": {"output_dir": str(tmp_path), "name": "exp"}, "source": raw["source"], "data": raw["data"],
+           "model": MODEL, "optim": {"lr": 0.01, "epochs": 1},
+           "transfer": {"settings": {"spatial": {"kind": "spatial", "n_folds": 3, "test_fold": 0, "val_fraction": 0.25}},
+                        "strategies": ["scratch"], "fractions": [1.0], "seeds": [0], "baseline": {"max_iter": 10}}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = ["transfer", "--config", str(path)]  # the `xmw` command in this process (joins the session's Ray)
@@ -104,7 +105,7 @@ def test_xmw_transfer_writes_tables_plot_and_evaluable_best(ray_session, world, 
     assert main(["evaluate", "--checkpoint", str(exp / "best"), "--store", str(world["sites"]), "--split", "all",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pooled"]["n"] > 0
-    assert main(cmd + ["--set", "strategies=[nope]"]) == 2
+    assert main(cmd + ["--set", "transfer.strategies=[nope]"]) == 2
     assert "strategies" in capsys.readouterr().err
 
 
@@ -120,7 +121,7 @@ def test_adversarial_stage_trains_data_parallel(ray_session, world, tmp_path, mo
     monkeypatch.setattr(adversarial, "finetune_from", lambda job, ckpt, params, callbacks: stages.append(ckpt))
     raw = raw_job(world, tmp_path, "adv")
     raw["resources"] = {"num_workers": 2, "cpus_per_worker": 1}
-    get_strategy("adversarial").run(validate(raw, TransferJob))
+    get_strategy("adversarial").run(validate(raw, ExperimentConfig), {})
     history = json.loads((tmp_path / "adv-dann" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0]  # pretrain_optim: 1 epoch
     assert all(math.isfinite(history[0][k]) for k in ("domain_loss", "task_loss", "val_loss"))
@@ -134,12 +135,12 @@ def test_adversarial_lambda_moves_every_step_from_the_first_epoch(ray_session, w
     from xmw_ray.data.ray_datasets import sample_dataset, store_info
 
     monkeypatch.setattr(adversarial, "finetune_from", lambda job, ckpt, params, callbacks: None)
-    job = validate(raw_job(world, tmp_path, "adv1"), TransferJob)  # one DANN epoch, local mode
-    get_strategy("adversarial").run(job)
+    job = validate(raw_job(world, tmp_path, "adv1"), ExperimentConfig)  # one DANN epoch, local mode
+    get_strategy("adversarial").run(job, {})
     history = json.loads((tmp_path / "adv1-dann" / "history.json").read_text())
     info = store_info(str(world["grid"]), "grid")
     rows = sample_dataset(info, job.source.split, "train").count()
-    steps = math.ceil(rows / job.target.batch_size)  # one epoch = one pass over the source, in training batches
+    steps = math.ceil(rows / job.data.batch_size)  # one epoch = one pass over the source, in training batches
     assert steps > 2 and history[0]["skipped_batches"] == 0
     ramp = [adversarial.lambda_ramp(s / steps, 1.0, 10.0) for s in range(steps)]
     assert history[0]["lambda"] == pytest.approx(sum(ramp) / steps, rel=1e-6)

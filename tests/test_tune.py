@@ -8,12 +8,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from xmw_ray.config import validate
+from xmw_ray.config import ExperimentConfig, SearchSection, validate
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models import MODELS, build_model
-from xmw_ray.tune.config import SearchSection, TuneConfig
+from xmw_ray.models.ranges import searchable_models
 from xmw_ray.tune.search import max_concurrent_trials, trial_footprint
-from xmw_ray.tune.space import DefineByRun, model_params, searchable_models, strategy_params
+from xmw_ray.tune.space import DefineByRun, model_params, strategy_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,20 +32,20 @@ def tune_raw(store: str, out: str, **search) -> dict:
 
 
 def test_concurrency_comes_from_the_whole_trial_footprint():
-    cfg = validate(tune_raw("s", "o", num_samples=10, driver_cpus=0.5), TuneConfig)
+    cfg = validate(tune_raw("s", "o", num_samples=10, driver_cpus=0.5), ExperimentConfig)
     assert trial_footprint(cfg) == {"CPU": 1.5}
     # 1 CPU stays free for Ray Data: (4 - 1) / 1.5 = 2 trials at once
     assert max_concurrent_trials(cfg, {"CPU": 4.0}) == 2
     assert max_concurrent_trials(cfg, {"CPU": 100.0}) == 10  # never more than there are trials
-    gpu = validate({**tune_raw("s", "o", num_samples=10), "resources": {"num_workers": 2, "use_gpu": True}}, TuneConfig)
+    gpu = validate({**tune_raw("s", "o", num_samples=10), "resources": {"num_workers": 2, "use_gpu": True}}, ExperimentConfig)
     assert max_concurrent_trials(gpu, {"CPU": 64.0, "GPU": 5.0}) == 2  # GPUs bind first
 
 
 def test_search_that_cannot_fit_fails_fast_saying_why():
-    cfg = validate(tune_raw("s", "o"), TuneConfig)
+    cfg = validate(tune_raw("s", "o"), ExperimentConfig)
     with pytest.raises(XmwInputError, match=r"one trial needs 1.25 CPU .* but the cluster has 2 CPU"):
         max_concurrent_trials(cfg, {"CPU": 2.0})
-    gpu = validate({**tune_raw("s", "o"), "resources": {"num_workers": 1, "use_gpu": True}}, TuneConfig)
+    gpu = validate({**tune_raw("s", "o"), "resources": {"num_workers": 1, "use_gpu": True}}, ExperimentConfig)
     with pytest.raises(XmwInputError, match=r"cluster has .*0 GPU"):
         max_concurrent_trials(gpu, {"CPU": 8.0})
 
@@ -105,18 +105,18 @@ def test_each_strategy_gets_its_own_valid_parameters():
 
 def test_config_errors_name_the_problem():
     with pytest.raises(XmwInputError, match=r"resources: .*num_workers >= 1"):
-        validate({**tune_raw("s", "o"), "resources": {"num_workers": 0}}, TuneConfig)
+        validate({**tune_raw("s", "o"), "resources": {"num_workers": 0}}, ExperimentConfig)
     with pytest.raises(XmwInputError, match=r"search\.models: .*unknown model 'lstmx'"):
-        validate(tune_raw("s", "o", models=["lstmx"]), TuneConfig)
+        validate(tune_raw("s", "o", models=["lstmx"]), ExperimentConfig)
     with pytest.raises(XmwInputError, match=r"search\.typo: unknown key"):
-        validate(tune_raw("s", "o", typo=1), TuneConfig)
+        validate(tune_raw("s", "o", typo=1), ExperimentConfig)
 
 
 def test_presets_validate():
     from xmw_ray.config import load_config
 
-    smoke = load_config(REPO / "configs/tune/smoke.yaml", None, TuneConfig)
-    full = load_config(REPO / "configs/tune/full.yaml", None, TuneConfig)
+    smoke = load_config(REPO / "configs/tune/smoke.yaml", None, ExperimentConfig)
+    full = load_config(REPO / "configs/tune/full.yaml", None, ExperimentConfig)
     assert smoke.resources.num_workers == 1 and smoke.optim.epochs <= 3 and 4 <= smoke.search.num_samples <= 6
     assert full.resources.use_gpu and set(full.search.models) == set(searchable_models())
     assert max_concurrent_trials(full, full.search.cluster) >= 1

@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xmw_ray.config import load_config, validate
-from xmw_ray.tune.config import TuneConfig
+from xmw_ray.config import ExperimentConfig, load_config, validate
 from xmw_ray.tune.leaderboard import CHECKPOINT_KEY, collect_rows, to_markdown, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +43,9 @@ def epoch_report(sse_per_day: float, obs_var: float, model_target_var: float) ->
 def test_trials_of_different_strategies_rank_on_validation_nse_not_on_their_own_loss_scale(tmp_path):
     cfg = validate({"data": {"source": "sites", "store": "towers"}, "source": {"store": "grid.zarr"},
                     "run": {"name": "ranked", "output_dir": str(tmp_path)},
+                    "resources": {"num_workers": 1},
                     "search": {"models": ["lstm"], "strategies": ["scratch", "finetune"], "evaluate_test": False}},
-                   TuneConfig)
+                   ExperimentConfig)
     obs_var, sim_var = 100.0, 900.0  # the towers' validation variance; the simulations' training variance
     # finetune keeps the pretrained model's statistics: its loss is divided by the simulations' (large) variance
     finetune = CraftedResult("t_finetune", "finetune", [epoch_report(70.0, obs_var, sim_var),
@@ -72,7 +72,7 @@ def test_trials_of_different_strategies_rank_on_validation_nse_not_on_their_own_
 
 def test_a_trial_without_validation_nse_ranks_last(tmp_path):
     cfg = validate({"data": {"store": "g"}, "run": {"name": "n", "output_dir": str(tmp_path)},
-                    "search": {"evaluate_test": False}}, TuneConfig)
+                    "resources": {"num_workers": 1}, "search": {"evaluate_test": False}}, ExperimentConfig)
     empty = CraftedResult("t_empty", "none", [{"val_loss": 0.01, "val_nse": float("nan")}], tmp_path / "a")
     scored = CraftedResult("t_scored", "none", [{"val_loss": 0.5, "val_nse": -0.2}], tmp_path / "b")
     assert [r["trial_id"] for r in collect_rows([empty, scored], cfg)] == ["t_scored", "t_empty"]
@@ -81,7 +81,8 @@ def test_a_trial_without_validation_nse_ranks_last(tmp_path):
 def test_search_asks_asha_and_optuna_for_the_highest_validation_nse(tmp_path):
     from xmw_ray.tune.search import METRIC, MODE, build_tuner
 
-    cfg = validate({"data": {"store": "g"}, "run": {"name": "n", "output_dir": str(tmp_path)}}, TuneConfig)
+    cfg = validate({"data": {"store": "g"}, "run": {"name": "n", "output_dir": str(tmp_path)},
+                    "resources": {"num_workers": 1}, "search": {}}, ExperimentConfig)
     tune_config = build_tuner(cfg, 1)._local_tuner._tune_config
     assert (METRIC, MODE) == ("val_nse", "max")
     assert (tune_config.metric, tune_config.mode) == (METRIC, MODE)  # Tune hands these to ASHA at fit time
@@ -91,7 +92,7 @@ def test_search_asks_asha_and_optuna_for_the_highest_validation_nse(tmp_path):
 def test_covering_points_give_every_strategy_a_first_trial():
     from xmw_ray.tune.space import covering_points
 
-    cfg = load_config(REPO / "configs/tune/transfer-search.yaml", None, TuneConfig)
+    cfg = load_config(REPO / "configs/tune/transfer-search.yaml", None, ExperimentConfig)
     points = covering_points(cfg.search)
     assert {p["strategy"] for p in points} == ALL_STRATEGIES
     assert {p["model"] for p in points} == set(cfg.search.models)
@@ -102,7 +103,7 @@ def test_transfer_search_preset_searches_the_zoo_times_every_strategy_from_simul
     from xmw_ray.train.runner import LOCAL_MIN_CPUS
     from xmw_ray.tune.search import max_concurrent_trials
 
-    cfg = load_config(REPO / "configs/tune/transfer-search.yaml", None, TuneConfig)
+    cfg = load_config(REPO / "configs/tune/transfer-search.yaml", None, ExperimentConfig)
     assert cfg.source is not None and cfg.source.source == "grid" and cfg.data.source == "sites"
     assert {"lstm", "tcn", "transformer"} <= set(cfg.search.models)
     assert set(cfg.search.strategies) == ALL_STRATEGIES and cfg.search.cover_strategies
@@ -119,12 +120,13 @@ def test_demo_runs_the_transfer_search_and_maps_the_transfer_experiments_best_mo
     config = tune.argv[tune.argv.index("--config") + 1]
     assert Path(config).name == "transfer-search.yaml"
     overrides = [tune.argv[i + 1] for i, a in enumerate(tune.argv) if a == "--set"]
-    cfg = load_config(config, overrides, TuneConfig)
+    cfg = load_config(config, overrides, ExperimentConfig)
     assert cfg.data.store == str(tmp_path / "sites") and cfg.source.store == str(tmp_path / "grid.zarr")
     assert 1979 <= cfg.source.split.train_years[0] <= cfg.source.split.train_years[1] <= 2018
     # the maps come from the transfer experiment's best/ (selected on validation), which runs after the search
     transfer = stages["transfer"]
-    best = Path(transfer.argv[transfer.argv.index("--set") + 1].split("=", 1)[1]) / "best"
+    overrides = dict(transfer.argv[i + 1].split("=", 1) for i, a in enumerate(transfer.argv) if a == "--set")
+    best = Path(overrides["run.output_dir"]) / overrides["run.name"] / "best"
     assert stages["infer"].argv[stages["infer"].argv.index("--checkpoint") + 1] == str(best)
     # the budget figure draws the world's true budget, and the report describes the world
     assert stages["infer"].argv[stages["infer"].argv.index("--truth") + 1] == str(tmp_path / "world")
@@ -160,7 +162,7 @@ def test_search_over_two_strategies_reports_ranks_on_tower_validation_nse_and_re
     from xmw_ray.tune.search import run_search
     from xmw_ray.tune.trust import verify_run
 
-    cfg = validate(transfer_search_raw(world, tmp_path / "runs"), TuneConfig)
+    cfg = validate(transfer_search_raw(world, tmp_path / "runs"), ExperimentConfig)
     out = run_search(cfg)
     assert not out.resumed
     assert sorted(r["strategy"] for r in out.rows) == ["finetune", "scratch"]  # one trial each
@@ -200,7 +202,7 @@ def test_trials_get_absolute_store_paths_since_each_runs_in_its_own_folder(tmp_p
 
     monkeypatch.chdir(tmp_path)
     cfg = validate({"data": {"source": "sites", "store": "demo/sites"},
-                    "source": {"store": "s3://bucket/grid.zarr"}}, TuneConfig)
+                    "source": {"store": "s3://bucket/grid.zarr"}}, ExperimentConfig)
     fixed = with_absolute_stores(cfg)
     assert fixed.data.store == str(tmp_path / "demo" / "sites")
     assert fixed.source.store == "s3://bucket/grid.zarr"  # URLs stay as they are

@@ -1,7 +1,10 @@
 """One typed experiment configuration, validated up front (YAML file + ``--set key=value`` overrides).
 
-Every later room (train, transfer, tune) reads the same object, so a typo is caught before any Ray work starts:
-an unknown key or a wrong type is a single line naming the key.
+One file shape for every command: :class:`ExperimentConfig` is the training core (``data``, ``source``,
+``model``, ``optim``, ``pretrain_optim``, ``resources``, ``run``) plus an optional ``transfer`` section (what
+``xmw transfer`` compares) and an optional ``search`` section (what ``xmw tune`` searches). ``xmw train`` reads
+the core, and each other command requires its own section. A typo is caught before any Ray work starts: an
+unknown key or a wrong type is a single line naming the key.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import join_path
 
 
 class Strict(BaseModel):
@@ -98,8 +102,9 @@ class ResourcesSection(Strict):
 
 
 class RunSection(Strict):
-    name: str = "xmw"
-    output_dir: str = "runs"
+    name: str = Field("xmw", description="the command's folder under output_dir (the training run, the transfer "
+                      "experiment or the search); the same name again resumes it")
+    output_dir: str = Field("runs", description="local folder or object-storage URL of the runs")
     seed: int = 0
     max_failures: int = Field(1, ge=0, description="worker failures a run recovers from via its last checkpoint")
     keep_checkpoints: int = Field(2, gt=0)
@@ -108,11 +113,240 @@ class RunSection(Strict):
 
 
 class TrainConfig(Strict):
+    """One training run: what ``run_training`` and each Ray Train worker receive (and a checkpoint records)."""
+
     data: DataSection
     model: ModelSection = Field(default_factory=ModelSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     run: RunSection = Field(default_factory=RunSection)
+
+
+#: The strategy name that means "no transfer": plain training on ``data`` (``search.strategies``).
+NO_TRANSFER = "none"
+
+#: In a store path, the experiment's folder ``<run.output_dir>/<run.name>`` (stores ``transfer.prepare`` builds).
+RUN_DIR_TOKEN = "{run_dir}"
+
+
+def strategy_catalog() -> dict[str, type[BaseModel]]:
+    """Each registered transfer strategy's ``Params`` class by name, what ``transfer.strategies``,
+    ``transfer.strategy_params`` and ``search.strategies`` are checked against. The one import of a later room
+    (``transfer``) by this module, done only when a config is validated: it loads torch, which ``--help`` must not."""
+    from xmw_ray.transfer.registry import STRATEGIES
+
+    return {name: strategy.Params for name, strategy in STRATEGIES.items()}
+
+
+def strategy_names() -> list[str]:
+    """Registered transfer strategies: the default of ``transfer.strategies``."""
+    return list(strategy_catalog())
+
+
+class PrepareSection(Strict):
+    """Build the stores when they do not exist: simulate at ``forcing``'s towers → ``source``; its observations →
+    ``data`` (both ``xmw prepare sites`` with the same ``drivers``, so their feature layouts match).
+
+    ``sim_input``: the simulated flux at each tower becomes a driver of the observation store (``SIM_FCH4``,
+    tower driver set only) instead of a pretraining source: a hybrid model that corrects the process model from
+    the towers' own drivers. The source store is then not built, and only ``scratch`` applies."""
+
+    forcing: str = Field(description="folder of FLUXNET-CH4 site files (with the META file)")
+    drivers: Literal["xmw", "tower"] = Field("xmw", description="xmw prepare sites --drivers")
+    sim_input: bool = Field(False, description="simulated flux as an observation-store driver (drivers: tower)")
+
+    @model_validator(mode="after")
+    def _sim_needs_tower(self) -> PrepareSection:
+        if self.sim_input and self.drivers != "tower":
+            raise ValueError("sim_input needs drivers: tower")
+        return self
+
+
+class TransferSection(Strict):
+    """What ``xmw transfer`` compares: strategies x models x settings x fractions x seeds, each a training run on
+    ``data`` (the observations) scored on its test split, beside a gradient-boosted-tree baseline."""
+
+    settings: dict[str, SplitSpec] = Field(description="observation splits by name, e.g. temporal / spatial")
+    strategies: list[str] = Field(default_factory=lambda: list(strategy_names()),
+                                  description="transfer strategies to compare (default: all)")
+    strategy_params: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                       description="STRATEGY: {its parameters} per strategy")
+    models: list[ModelSection] | None = Field(None, description="models to compare (default: [model])")
+    fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0],
+                                   description="fractions of the observations' training part each run keeps")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="run seeds (run.seed is not used)")
+    baseline: dict[str, Any] | None = Field(default_factory=dict, description="GBT parameters; null: no GBT row")
+    prepare: PrepareSection | None = None
+    ensemble: int = Field(1, ge=1, description="members per run (seeds differ), averaged into one checkpoint")
+    deploy_setting: str | None = Field(None, description="setting (e.g. kind: all) whose run becomes `best`; the "
+                                       "strategy, model and fraction are chosen by validation NSE elsewhere")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransferSection:
+        if self.deploy_setting is not None and self.deploy_setting not in self.settings:
+            raise ValueError(f"deploy_setting {self.deploy_setting!r} is not one of the settings "
+                             f"({', '.join(self.settings)})")
+        if self.prepare is not None and self.prepare.sim_input and set(self.strategies) != {"scratch"}:
+            raise ValueError("prepare.sim_input makes the simulation a driver, not a source: strategies must be "
+                             "[scratch]")
+        return self
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        known = strategy_names()
+        bad = [s for s in v if s not in known]
+        if bad:
+            raise ValueError(f"unknown strategies {bad}; known: {', '.join(known)}")
+        return v
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _strategy_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each strategy's parameters against its own class, before the baseline or any run starts."""
+        catalog = strategy_catalog()
+        for name, params in v.items():
+            if name not in catalog:
+                raise KeyedValueError(name, f"unknown strategy (known: {', '.join(catalog)})")
+            check_params(catalog[name], params, prefix=name)
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < f <= 1 for f in v):
+            raise ValueError("fractions must be in (0, 1]")
+        return v
+
+
+class SearchSection(Strict):
+    """What ``xmw tune`` searches (Optuna suggestions, ASHA early stopping); trials train on ``data``."""
+
+    models: list[str] = Field(default_factory=lambda: ["lstm"], min_length=1, description="architectures to search")
+    strategies: list[str] = Field(default_factory=lambda: [NO_TRANSFER], min_length=1,
+                                  description="transfer strategies to search ('none': train on data only)")
+    cover_strategies: bool = Field(
+        False, description="first trials: one per strategy (models taken in turn), so every strategy gets a score")
+    space: Literal["small", "full"] = Field("small", description="size ranges of the hyper-parameters (models/ranges.py)")
+    lr: tuple[float, float] = Field((1e-3, 3e-2), description="log-uniform learning-rate range")
+    weight_decay: tuple[float, float] = Field((0.0, 0.0), description="uniform weight-decay range")
+    num_samples: int = Field(8, gt=0, description="trials (Optuna suggestions)")
+    grace_period: int = Field(1, gt=0, description="ASHA: epochs every trial gets before it may be stopped")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor at each rung")
+    time_budget_s: float | None = Field(None, gt=0, description="stop the whole search after this many seconds")
+    max_trial_failures: int = Field(1, ge=0, description="Tune retries of a failed trial (workers: run.max_failures)")
+    driver_cpus: float = Field(0.25, gt=0, description="logical CPUs of each trial's driver function")
+    max_concurrent_trials: int | None = Field(None, gt=0, description="upper cap on the derived concurrency")
+    cluster: dict[str, float] | None = Field(
+        None, description="capacity of an autoscaling cluster (e.g. {CPU: 64, GPU: 8}); default: what Ray has now")
+    evaluate_test: bool = Field(True, description="score every trial's best checkpoint on the test split")
+    seed: int = 0
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[1] < v[0] or v[0] < 0:
+            raise ValueError(f"range [{v[0]}, {v[1]}] must be non-negative and ordered")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        require_models(v)
+        return v
+
+    @model_validator(mode="after")
+    def _spaces_fit_models(self) -> SearchSection:
+        check_model_spaces(self)
+        return self
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, v: list[str]) -> list[str]:
+        wanted = [s for s in v if s != NO_TRANSFER]
+        if not wanted:
+            return v
+        known = strategy_names()
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join([NO_TRANSFER, *sorted(known)])}")
+        return v
+
+
+def check_model_spaces(search: SearchSection) -> None:
+    """Every searched model has a space, and the space's lowest and highest answers are valid ``Params`` of that
+    model: a space that can propose an impossible model fails at config load, not in a trial after Ray started."""
+    from xmw_ray.models import model_class
+    from xmw_ray.models.ranges import SIZES, model_space
+
+    for model in search.models:
+        space = model_space(model)
+        for corner in (0, -1):
+            params = space(_Corner(corner), "", SIZES[search.space])
+            check_params(model_class(model).Params, params, prefix=f"{model} (space {search.space!r})")
+
+
+class _Corner:
+    """Optuna's ``suggest_*`` answered with every range's first (``0``) or last (``-1``) value."""
+
+    def __init__(self, end: int) -> None:
+        self._end = end
+
+    def suggest_categorical(self, _name: str, choices: list[Any]) -> Any:
+        return choices[self._end]
+
+    def suggest_int(self, _name: str, low: int, high: int, **_: Any) -> int:
+        return (low, high)[self._end]
+
+    def suggest_float(self, _name: str, low: float, high: float, **_: Any) -> float:
+        return (low, high)[self._end]
+
+
+class ExperimentConfig(TrainConfig):
+    """The one config file of every command: the training core (``xmw train`` trains ``model`` on ``data``),
+    ``source`` and ``pretrain_optim`` for the transfer strategies, and the sections ``xmw transfer``
+    (``transfer``) and ``xmw tune`` (``search``) require. ``run.output_dir/run.name`` is each command's folder."""
+
+    data: DataSection = Field(description="what a model trains, validates and is tested on (for transfer: the "
+                              "observations, the target)")
+    source: DataSection | None = Field(None, description="simulations the transfer strategies pretrain on "
+                                       "(every strategy but scratch)")
+    pretrain_optim: OptimSection | None = Field(None, description="optimiser of a strategy's pretraining phase "
+                                                "(default: optim)")
+    transfer: TransferSection | None = Field(None, description="required by xmw transfer")
+    search: SearchSection | None = Field(None, description="required by xmw tune")
+
+    @model_validator(mode="after")
+    def _source_for_strategies(self) -> ExperimentConfig:
+        needs = set(self.transfer.strategies) - {"scratch"} if self.transfer is not None else set()
+        needs |= set(self.search.strategies) - {NO_TRANSFER, "scratch"} if self.search is not None else set()
+        if self.source is None and needs:
+            raise KeyedValueError("source", f"missing (strategies {', '.join(sorted(needs))} pretrain on it)")
+        if self.search is not None and self.resources.num_workers < 1:
+            raise KeyedValueError("resources", "a search needs num_workers >= 1 (Ray Train local mode "
+                                  "reports nothing to Tune)")
+        return self
+
+    def training(self, **update: Any) -> TrainConfig:
+        """The training core as one run's :class:`TrainConfig` (``update`` replaces sections, e.g. ``run``)."""
+        return TrainConfig(**{**{k: getattr(self, k) for k in TrainConfig.model_fields}, **update})
+
+    def pretraining(self) -> OptimSection:
+        """The optimiser of a pretraining phase: ``pretrain_optim``, else ``optim``."""
+        return self.pretrain_optim or self.optim
+
+    def run_dir(self) -> str:
+        """The command's folder ``<run.output_dir>/<run.name>`` (relative when ``output_dir`` is)."""
+        return join_path(self.run.output_dir, self.run.name)
+
+    def resolved(self) -> ExperimentConfig:
+        """Store paths with ``{run_dir}`` filled in."""
+        def fill(section: DataSection | None) -> DataSection | None:
+            if section is None:
+                return None
+            return section.model_copy(update={"store": section.store.replace(RUN_DIR_TOKEN, self.run_dir())})
+
+        return self.model_copy(update={"data": fill(self.data), "source": fill(self.source)})
 
 
 def require_models(names: list[str]) -> None:
@@ -178,8 +412,9 @@ def validate(raw: dict[str, Any], cls: type[C], source: str = "config") -> C:
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
-                cls: type[C] = TrainConfig) -> C:  # type: ignore[assignment]
-    """Read a YAML config, apply ``--set`` overrides, validate into ``cls``."""
+                cls: type[C] = ExperimentConfig, require: str | None = None) -> C:  # type: ignore[assignment]
+    """Read a YAML config, apply ``--set`` overrides, validate into ``cls``; ``require`` names the section the
+    command needs (``transfer``, ``search``), refused in one line when the file has none."""
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -193,7 +428,13 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise XmwInputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise XmwInputError(f"{p}: top level must be a mapping")
-    return validate(merge(raw, parse_overrides(overrides)), cls, source)
+    cfg = validate(merge(raw, parse_overrides(overrides)), cls, source)
+    if require is not None and getattr(cfg, require, None) is None:
+        section = cls.model_fields[require].annotation
+        found = _section_of(section)
+        keys = ", ".join(found[0].model_fields) if found else ""
+        raise XmwInputError(f"{source}: {require}: missing section (this command needs it; keys: {keys})")
+    return cfg
 
 
 def _section_of(annotation: Any) -> tuple[type[BaseModel], str] | None:

@@ -173,9 +173,10 @@ def reduce_partials(partials: Iterable[NormPartial]) -> NormPartial | None:
     return total
 
 
-def grid_normstats(store, spec: SplitSpec) -> NormStats:
-    """Training statistics of a :class:`GridStore` in one process, reading only the years training needs."""
-    plan = SplitPlan(spec, store.entities, None, store.years)
+def grid_normstats(store, spec: SplitSpec, plan: SplitPlan | None = None) -> NormStats:
+    """Training statistics of a :class:`GridStore` in one process, reading only the years training needs;
+    ``plan``: the run's plan of ``spec`` (one per run), else it is built here."""
+    plan = plan if plan is not None else SplitPlan(spec, store.entities, None, store.years)
     wanted = set(plan.years_needed("train"))
     partials = (
         train_partial(store.read_block(yi, ci), plan)
@@ -188,9 +189,11 @@ def grid_normstats(store, spec: SplitSpec) -> NormStats:
     return NormStats.from_partial(total, store.dynamic_vars, store.static_vars, spec)
 
 
-def site_normstats(store, spec: SplitSpec) -> NormStats:
-    """Training statistics of a :class:`SiteStore` (small: one pass over its rows)."""
-    years_of = {s: store.years_of(s) for s in store.sites}
-    all_years = sorted({y for ys in years_of.values() for y in ys})
-    plan = SplitPlan(spec, store.sites, years_of, all_years)
+def site_normstats(store, spec: SplitSpec, plan: SplitPlan | None = None) -> NormStats:
+    """Training statistics of a :class:`SiteStore` (small: one pass over its rows); ``plan``: the run's plan of
+    ``spec`` (one per run), else it is built here."""
+    if plan is None:
+        years_of = {s: store.years_of(s) for s in store.sites}
+        all_years = sorted({y for ys in years_of.values() for y in ys})
+        plan = SplitPlan(spec, store.sites, years_of, all_years)
     return NormStats.from_partial(train_partial(store.samples(), plan), store.dynamic_vars, store.static_vars, spec)

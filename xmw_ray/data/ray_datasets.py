@@ -110,15 +110,9 @@ class GridDatasource(Datasource):
 def site_rows_to_samples(batch: Any, n_dynamic: int, n_static: int, plan: SplitPlan | None,
                          part: str) -> dict[str, np.ndarray]:
     """Parquet rows (fixed-size lists) → sample schema, keeping the rows of ``part``."""
-    from xmw_ray.data.site_store import _from_fixed_list
+    from xmw_ray.data.site_store import rows_to_samples
 
-    out = {
-        schema.DYNAMIC: _from_fixed_list(batch.column("dynamic"), (DAYS_PER_YEAR, n_dynamic)),
-        schema.STATIC: _from_fixed_list(batch.column("static"), (n_static,)),
-        schema.TARGET: _from_fixed_list(batch.column("target"), (DAYS_PER_YEAR,)),
-        schema.ENTITY: np.asarray(batch.column("site").to_pylist(), dtype=str),
-        schema.YEAR: batch.column("year").to_numpy().astype(np.int64),
-    }
+    out = rows_to_samples(batch, n_dynamic, n_static)
     if plan is not None and part != "all":
         keep = plan.parts(plan.entity_index(out[schema.ENTITY]), out[schema.YEAR]) == PART_CODES[part]
         out = {k: v[keep] for k, v in out.items()}
@@ -141,16 +135,16 @@ def part_rows(info: StoreInfo, spec: SplitSpec, part: str) -> int:
     return part_bytes(info, spec, part) // sample_bytes(len(info.dynamic_vars), len(info.static_vars))
 
 
-def norm_stats(info: StoreInfo, spec: SplitSpec) -> NormStats:
+def norm_stats(info: StoreInfo, spec: SplitSpec, plan: SplitPlan | None = None) -> NormStats:
     """Training-split statistics, cached beside the store (computed once per split; a cache written before the
-    smallest target was recorded is computed again)."""
+    smallest target was recorded is computed again); ``plan``: the run's plan of ``spec``, else built here."""
     try:
         cached = NormStats.load(info.path, spec.key())
         if cached.target_min is not None:
             return cached
     except (FileNotFoundError, OSError):
         pass
-    stats = store_kind(info).normstats(info, spec)
+    stats = store_kind(info).normstats(info, plan if plan is not None else info.plan(spec))
     try:
         stats.save(info.path)
     except OSError:  # a read-only store still trains; the statistics travel in the checkpoint anyway
@@ -181,10 +175,12 @@ def build_datasets(data_cfg: Any) -> SampleDatasets:
     """Datasets for a config's ``data`` section (``source``, ``store``, ``split``)."""
     info = store_info(data_cfg.store, data_cfg.source)
     spec = data_cfg.split
+    plan = info.plan(spec)  # one plan per run: the statistics, each part and its size
+    kind = store_kind(info)
     # val_fraction 0: no validation part, so no early stopping; the run trains every epoch and keeps the last
-    stats = norm_stats(info, spec)
+    stats = norm_stats(info, spec, plan)
     if spec.val_fraction > 0:
-        val, val_bytes = sample_dataset(info, spec, "val"), part_bytes(info, spec, "val")
+        val, val_bytes = kind.dataset(info, plan, "val"), kind.part_bytes(info, plan, "val")
     else:
         val, val_bytes = ray.data.from_items([]), 0
-    return SampleDatasets(sample_dataset(info, spec, "train"), val, info, stats.to_dict(), val_bytes)
+    return SampleDatasets(kind.dataset(info, plan, "train"), val, info, stats.to_dict(), val_bytes)

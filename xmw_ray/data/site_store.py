@@ -139,6 +139,18 @@ def _from_fixed_list(col, shape: tuple[int, ...]) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, *shape)
 
 
+def rows_to_samples(rows, n_dynamic: int, n_static: int) -> dict[str, np.ndarray]:
+    """Site-store rows (a pyarrow Table or batch of fixed-size lists) → the sample schema: the one conversion, used
+    by :meth:`SiteStore.samples` and by the Ray Data read (``ray_datasets.site_rows_to_samples``)."""
+    return {
+        schema.DYNAMIC: _from_fixed_list(rows.column("dynamic"), (DAYS_PER_YEAR, n_dynamic)),
+        schema.STATIC: _from_fixed_list(rows.column("static"), (n_static,)),
+        schema.TARGET: _from_fixed_list(rows.column("target"), (DAYS_PER_YEAR,)),
+        schema.ENTITY: np.asarray(rows.column("site").to_pylist(), dtype=str),
+        schema.YEAR: rows.column("year").to_numpy().astype(np.int64),
+    }
+
+
 class _GridLookup:
     """NPP, static maps and annual concentrations at a tower's cell from a Grid store."""
 
@@ -463,11 +475,4 @@ class SiteStore:
 
     def samples(self, filter=None) -> dict[str, np.ndarray]:
         """Rows (optionally filtered, e.g. ``pc.field("site") == "US-Atq"``) in the sample schema."""
-        t = self.table(filter)
-        return {
-            schema.DYNAMIC: _from_fixed_list(t.column("dynamic"), (DAYS_PER_YEAR, len(self.dynamic_vars))),
-            schema.STATIC: _from_fixed_list(t.column("static"), (len(self.static_vars),)),
-            schema.TARGET: _from_fixed_list(t.column("target"), (DAYS_PER_YEAR,)),
-            schema.ENTITY: np.asarray(t.column("site").to_pylist(), dtype=str),
-            schema.YEAR: t.column("year").to_numpy().astype(np.int64),
-        }
+        return rows_to_samples(self.table(filter), len(self.dynamic_vars), len(self.static_vars))

@@ -77,8 +77,8 @@ class StoreKind:
         """In-memory size of one split part, from entity ids and years alone (nothing is read)."""
         raise NotImplementedError
 
-    def normstats(self, info: StoreInfo, spec: SplitSpec) -> NormStats:
-        """Statistics of the training part of ``spec``."""
+    def normstats(self, info: StoreInfo, plan: SplitPlan) -> NormStats:
+        """Statistics of the training part of ``plan``."""
         raise NotImplementedError
 
 
@@ -122,8 +122,8 @@ class GridKind(StoreKind):
         return GridDatasource(info.path, grid_selection(g, plan, part), len(info.dynamic_vars), len(info.static_vars),
                               g.cells_per_chunk, g.n_cells).estimate_inmemory_data_size()
 
-    def normstats(self, info: StoreInfo, spec: SplitSpec) -> NormStats:
-        return grid_normstats(open_grid(info.path), spec)
+    def normstats(self, info: StoreInfo, plan: SplitPlan) -> NormStats:
+        return grid_normstats(open_grid(info.path), plan.spec, plan)
 
 
 class SiteKind(StoreKind):
@@ -169,8 +169,8 @@ class SiteKind(StoreKind):
         rows = int((codes == PART_CODES[part]).sum()) if part != "all" else len(pairs)
         return rows * sample_bytes(len(info.dynamic_vars), len(info.static_vars))
 
-    def normstats(self, info: StoreInfo, spec: SplitSpec) -> NormStats:
-        return site_normstats(SiteStore.open(info.path), spec)
+    def normstats(self, info: StoreInfo, plan: SplitPlan) -> NormStats:
+        return site_normstats(SiteStore.open(info.path), plan.spec, plan)
 
 
 #: Every store kind by name, in the order ``detect_kind`` asks them (the Site store's check is one ``exists``).

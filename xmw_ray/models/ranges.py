@@ -32,3 +32,20 @@ SIZES = {
 
 #: ``space(trial, prefix, sizes) -> Params keyword arguments``.
 ModelSpace = Callable[[Any, str, SizeRanges], dict[str, Any]]
+
+
+def model_space(model: str) -> ModelSpace:
+    """The search space model ``model`` declares beside its ``Params`` (``XmwModel.search_space``)."""
+    from xmw_ray.models import model_class
+
+    space = model_class(model).search_space
+    if space is None:
+        raise ValueError(f"model {model!r} has no search space (searchable: {', '.join(searchable_models())})")
+    return space
+
+
+def searchable_models() -> list[str]:
+    """Every registered model that declares a search space."""
+    from xmw_ray.models import MODELS
+
+    return sorted(name for name, cls in MODELS.items() if cls.search_space is not None)

@@ -39,9 +39,9 @@ def _help_width() -> int:
     return max(60, min(100, shutil.get_terminal_size().columns - 2))
 
 
-def config_help(command: str, config_class: str) -> str:
+def config_help(command: str, config_class: str, requires: str | None = None) -> str:
     """The ``--help`` epilog of a config-driven command: every key of its config class (``module:Class``,
-    imported only when help is printed) and the presets that run it."""
+    imported only when help is printed), the section the command requires, and the presets that run it."""
     module, name = config_class.split(":")
     from xmw_ray.config import describe_keys
     from xmw_ray.data.presets import PRESETS_DIR
@@ -51,6 +51,9 @@ def config_help(command: str, config_class: str) -> str:
     lines = [*textwrap.wrap("config keys (YAML; a nested key is dotted on the command line, e.g. --set "
                             "optim.lr=0.001; an unknown key or a wrong type is refused with one line naming it):",
                             width), *keys, ""]
+    if requires is not None:
+        lines += [*textwrap.wrap(f"xmw {command} requires the {requires} section (the other commands ignore it).",
+                                 width), ""]
     found = presets(command)
     if found:
         lines.append("presets (use one as it is, with --set overrides, or copy and edit it):")
@@ -64,13 +67,13 @@ def config_help(command: str, config_class: str) -> str:
 
 
 def add_config_parser(sub: argparse._SubParsersAction, command: str, config_class: str,
-                      **kwargs) -> argparse.ArgumentParser:
-    """A sub-command read from a YAML config plus ``--set`` overrides; its help lists the keys and presets (the
-    epilog is kept as laid out, so the description is wrapped here)."""
+                      requires: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command read from a YAML config plus ``--set`` overrides; its help lists the keys, the section it
+    requires and the presets (the epilog is kept as laid out, so the description is wrapped here)."""
     if "description" in kwargs:
         kwargs["description"] = textwrap.fill(kwargs["description"], _help_width())
     p = sub.add_parser(command, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog_fn=lambda: config_help(command, config_class), **kwargs)
+                       epilog_fn=lambda: config_help(command, config_class, requires), **kwargs)
     p.add_argument("--config", required=True, metavar="FILE",
                    help="YAML config (keys and presets below)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -83,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xmw_ray.config import load_config
     from xmw_ray.train.runner import run_dir_of, run_training
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides).training()
     with console.ray_output(run_dir_of(cfg) / console.RAY_LOG, args.verbose):
         out = run_training(cfg)
     m = out.metrics
@@ -109,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_config_parser(sub, "train", "xmw_ray.config:TrainConfig",
+    p = add_config_parser(sub, "train", "xmw_ray.config:ExperimentConfig",
                           help="train one model on Ray Train (config + overrides)",
                           description="train one model on Ray Train: best checkpoint, metrics and curves under "
                                       "run.output_dir/run.name")

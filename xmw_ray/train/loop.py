@@ -18,6 +18,7 @@ import math
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,14 @@ import ray.train
 import ray.train.torch
 import torch
 
+from xmw_ray.config import TrainConfig
 from xmw_ray.data import schema
 from xmw_ray.data.features import FeatureSet
 from xmw_ray.models import build_model
 from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_model_state, load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
-from xmw_ray.train.progress import QUEUE_KEY, report_epoch
+from xmw_ray.train.progress import report_epoch
 
 
 def _device() -> torch.device:
@@ -196,45 +198,78 @@ def evaluate_shard(model: torch.nn.Module, shard: Any, batch_size: int, device: 
             "val_n": int(n)}
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``loop_config`` holds the resolved config dict, dims and normalisation stats."""
-    cfg = loop_config["config"]
-    optim_cfg, data_cfg, run_cfg = cfg["optim"], cfg["data"], cfg["run"]
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a training worker needs, typed and frozen (Ray pickles it to each worker): the validated run
+    config (``model.output_constraint`` already resolved by the runner) plus what the driver derived from the data
+    and the strategy. Its defaults are those of a plain training run."""
+
+    config: TrainConfig
+    n_dynamic: int
+    n_static: int
+    #: Normalisation statistics the model is built with (``normstats``: means, stds, ``target_min`` ...).
+    norm: dict[str, Any]
+    #: What the model's inputs mean, saved with every checkpoint; None for a store prepared before descriptors.
+    features: FeatureSet | None = None
+    #: Transfer: the ``state_dict`` to start from (a pretrained model's weights).
+    init_state: dict[str, Any] | None = None
+    #: Model parts (attribute names) whose weights stay fixed.
+    freeze: tuple[str, ...] = ()
+    #: Replaces the plain masked MSE (:class:`Objective`).
+    objective: Objective | None = None
+    #: A ``"source"`` dataset shard streams beside the training shard.
+    paired: bool = False
+    #: Optimisation steps per epoch, when known (the objective's progress then advances every step).
+    steps_per_epoch: int | None = None
+    #: Keep the validation shard in memory after its first pass.
+    cache_val: bool = False
+    #: Local mode: where checkpoints are written (Ray keeps none of its own there) ...
+    local_checkpoint_root: str | None = None
+    #: ... and the one to resume from.
+    resume_dir: str | None = None
+    #: The queue the rank-0 worker reports each epoch to (``train.progress``); None: nobody is watching.
+    epoch_queue: Any = None
+
+
+def train_loop_per_worker(spec: WorkerSpec) -> None:
+    """Ray Train entry point (bound to its :class:`WorkerSpec` by the runner)."""
+    cfg = spec.config
+    optim_cfg, data_cfg, run_cfg = cfg.optim, cfg.data, cfg.run
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    worker_seed = run_cfg["seed"] * 1000 + rank  # weights, dropout, replay order and local shuffles
+    worker_seed = run_cfg.seed * 1000 + rank  # weights, dropout, replay order and local shuffles
     torch.manual_seed(worker_seed)
     np.random.seed(worker_seed)
     device = _device()
 
-    constraint = resolve_output_constraint(cfg["model"].get("output_constraint", "none"),
-                                           loop_config["norm"].get("target_min"))  # the runner resolved ``auto``
-    model = build_model(cfg["model"]["name"], loop_config["n_dynamic"], loop_config["n_static"],
-                        norm=loop_config["norm"], output_constraint=constraint, **cfg["model"]["params"])
-    if loop_config.get("features") is not None:  # what its inputs mean: saved with every checkpoint
-        model.features = FeatureSet.from_record(loop_config["features"], "training store")
-    if loop_config.get("init_state") is not None:  # transfer: start from a pretrained model's weights
-        model.load_state_dict(loop_config["init_state"])
-    for part in loop_config.get("freeze", []) or []:
+    constraint = resolve_output_constraint(cfg.model.output_constraint,
+                                           spec.norm.get("target_min"))  # the runner resolved ``auto``
+    model = build_model(cfg.model.name, spec.n_dynamic, spec.n_static,
+                        norm=spec.norm, output_constraint=constraint, **cfg.model.params)
+    if spec.features is not None:  # what its inputs mean: saved with every checkpoint
+        model.features = spec.features
+    if spec.init_state is not None:  # transfer: start from a pretrained model's weights
+        model.load_state_dict(spec.init_state)
+    for part in spec.freeze:
         for p in getattr(model, part).parameters():
             p.requires_grad_(False)
 
-    objective: Objective | None = loop_config.get("objective")
+    objective = spec.objective
     extras = objective.modules(model) if objective is not None else {}
     params = [p for p in model.parameters() if p.requires_grad]
     params += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"])
-    epochs = optim_cfg["epochs"]
+    opt = torch.optim.AdamW(params, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
+    epochs = optim_cfg.epochs
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-             if optim_cfg["scheduler"] == "cosine" else None)
+             if optim_cfg.scheduler == "cosine" else None)
     start_epoch, best, stale, history = 0, math.inf, 0, []
 
     ckpt = ray.train.get_checkpoint()
     resume_dir = None
     if ckpt is not None:
         resume_dir = ckpt.to_directory()
-    elif loop_config.get("resume_dir"):
-        resume_dir = loop_config["resume_dir"]
+    elif spec.resume_dir:
+        resume_dir = spec.resume_dir
     if resume_dir is not None:
         state = load_train_state(resume_dir)
         model.load_state_dict(load_model_state(resume_dir))
@@ -251,13 +286,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     extras = {name: ray.train.torch.prepare_model(m) for name, m in extras.items()}
     bare = unwrap(model)
     target_var = float(bare.target_std) ** 2
-    use_amp = bool(optim_cfg["amp"]) and device.type == "cuda"
+    use_amp = optim_cfg.amp and device.type == "cuda"
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    source_shard = ray.train.get_dataset_shard("source") if loop_config.get("paired") else None
-    if data_cfg.get("in_memory"):
+    source_shard = ray.train.get_dataset_shard("source") if spec.paired else None
+    if data_cfg.in_memory:
         train_shard = ShardCache(train_shard, seed=worker_seed)
-    if loop_config.get("cache_val"):  # small validation part: decode its chunks once, not every epoch
+    if spec.cache_val:  # small validation part: decode its chunks once, not every epoch
         val_shard = ShardCache(val_shard, seed=0)
 
     for epoch in range(start_epoch, epochs):
@@ -267,8 +302,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         tot, nb, seen, skipped = 0.0, 0, 0, 0
         terms: dict[str, float] = {}
         started = time.perf_counter()
-        for step, (batch, src) in enumerate(_paired_steps(train_shard, source_shard, data_cfg["batch_size"], device,
-                                                          data_cfg["shuffle_buffer"], epoch, worker_seed)):
+        for step, (batch, src) in enumerate(_paired_steps(train_shard, source_shard, data_cfg.batch_size, device,
+                                                          data_cfg.shuffle_buffer, epoch, worker_seed)):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if objective is None:
                     y = batch[schema.TARGET]
@@ -276,7 +311,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     loss = masked_mse(pred.float(), y, batch.get(WEIGHT_COLUMN)) / target_var
                     logged: dict[str, float] = {}
                 else:
-                    progress = training_progress(epoch, step, epochs, loop_config.get("steps_per_epoch"))
+                    progress = training_progress(epoch, step, epochs, spec.steps_per_epoch)
                     loss, logged = objective.loss(model, bare, extras, batch, src, progress, epoch)
             seen += len(batch[schema.TARGET])
             if skip_everywhere(loss, device):  # diverged (masked_mse gives 0, not NaN, with no observed day)
@@ -284,7 +319,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, optim_cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
             opt.step()
             tot += float(loss.detach())
             nb += 1
@@ -298,7 +333,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                    "train_seconds": train_seconds, "train_samples": int(train_loss[2]),
                                    "skipped_batches": skipped}
         metrics.update({k: v / max(nb, 1) for k, v in terms.items()})
-        metrics.update(evaluate_shard(model, val_shard, data_cfg["batch_size"] * 4, device, target_var))
+        metrics.update(evaluate_shard(model, val_shard, data_cfg.batch_size * 4, device, target_var))
         val = metrics["val_loss"]
         improved = math.isfinite(val) and val < best
         if improved:
@@ -306,26 +341,26 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         elif metrics.get("val_n"):  # no validation part: no early stopping, every epoch trains
             stale += 1
         metrics["best_val_loss"] = best
-        should_stop = stale >= optim_cfg["patience"] or epoch == epochs - 1
+        should_stop = stale >= optim_cfg.patience or epoch == epochs - 1
         metrics["done"] = should_stop
         history.append(dict(metrics))
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None,
                        "epoch": epoch, "best_val_loss": best, "stale": stale, "history": history,
                        "extras": {name: unwrap(m).state_dict() for name, m in extras.items()}}
         # A checkpoint when validation improves, every ``checkpoint_every`` epochs (resume points) and at the end.
-        save = improved or should_stop or (epoch + 1) % run_cfg.get("checkpoint_every", 1) == 0
+        save = improved or should_stop or (epoch + 1) % run_cfg.checkpoint_every == 0
         if rank == 0 and save:
             # Local mode persists nothing itself, so checkpoints go straight to the run folder; on workers
             # they go to a temporary folder that Ray uploads to run storage before report returns.
-            ckdir = loop_config.get("local_checkpoint_root")
+            ckdir = spec.local_checkpoint_root
             directory = f"{ckdir}/epoch_{epoch:04d}" if ckdir else tempfile.mkdtemp(prefix="xmw_ckpt_")
-            write_checkpoint(directory, model, cfg, metrics, train_state)
+            write_checkpoint(directory, model, cfg.model_dump(mode="json"), metrics, train_state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
             if not ckdir:
                 shutil.rmtree(directory, ignore_errors=True)
         else:
             ray.train.report(metrics, checkpoint=None)
-        if rank == 0 and loop_config.get(QUEUE_KEY) is not None:  # the command's terminal (train.progress)
-            report_epoch(loop_config[QUEUE_KEY], epoch + 1, epochs, metrics)
+        if rank == 0 and spec.epoch_queue is not None:  # the command's terminal (train.progress)
+            report_epoch(spec.epoch_queue, epoch + 1, epochs, metrics)
         if should_stop:
             break

@@ -16,9 +16,6 @@ from typing import Any
 
 from xmw_ray.console import Progress, in_command
 
-#: ``loop_config`` key of the queue the rank-0 worker reports each epoch to (absent: nobody is watching).
-QUEUE_KEY = "epoch_queue"
-
 
 def epoch_line(msg: dict[str, Any]) -> str:
     """``val NSE 0.412, train loss 0.31`` (what a finished epoch says on the terminal)."""

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
@@ -28,8 +30,8 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_train_state
 from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
-from xmw_ray.train.loop import Objective, train_loop_per_worker
-from xmw_ray.train.progress import QUEUE_KEY, epoch_feed
+from xmw_ray.train.loop import Objective, WorkerSpec, train_loop_per_worker
+from xmw_ray.train.progress import epoch_feed
 from xmw_ray.train.resources import check_fits
 
 if TYPE_CHECKING:
@@ -294,35 +296,31 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     local = res.num_workers == 0
-    loop_config: dict[str, Any] = {
-        "config": cfg.model_dump(mode="json"),
-        "n_dynamic": ds.n_dynamic,
-        "n_static": ds.n_static,
-        # a store prepared before descriptors existed gives a checkpoint without them (refused when paired)
-        "features": None if ds.info.features is None or ds.info.features.legacy else ds.info.features.to_record(),
-        "norm": norm if norm is not None else ds.norm,
-        "init_state": init_state,
-        "freeze": freeze or [],
-        "objective": objective,
-        "paired": source is not None,
-        "steps_per_epoch": steps_per_epoch(source_rows, res.num_workers, cfg.data.batch_size)
-        if source is not None and source_rows else None,
-        "cache_val": cfg.data.in_memory or ds.val_bytes <= cfg.data.val_cache_mb * 2**20,
-    }
-    datasets = {"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)}
-    if source is not None:  # tensor columns only: TRAIN_COLUMNS, optionally WEIGHT_COLUMN
-        datasets["source"] = source
+    ck_root = None
     if local:  # local mode keeps no checkpoints of its own: write them to the run folder and resume from there
         ck_root = run_dir / "checkpoints"
         ck_root.mkdir(exist_ok=True)
-        loop_config["local_checkpoint_root"] = str(ck_root)
-        loop_config["resume_dir"] = _latest_local_checkpoint(ck_root)
+    features = ds.info.features
+    spec = WorkerSpec(
+        config=cfg, n_dynamic=ds.n_dynamic, n_static=ds.n_static,
+        norm=norm if norm is not None else ds.norm,
+        # a store prepared before descriptors existed gives a checkpoint without them (refused when paired)
+        features=None if features is None or features.legacy else features,
+        init_state=init_state, freeze=tuple(freeze or ()), objective=objective, paired=source is not None,
+        steps_per_epoch=steps_per_epoch(source_rows, res.num_workers, cfg.data.batch_size)
+        if source is not None and source_rows else None,
+        cache_val=cfg.data.in_memory or ds.val_bytes <= cfg.data.val_cache_mb * 2**20,
+        local_checkpoint_root=None if ck_root is None else str(ck_root),
+        resume_dir=None if ck_root is None else _latest_local_checkpoint(ck_root))
+    datasets = {"train": ds.train.select_columns(TRAIN_COLUMNS), "val": ds.val.select_columns(TRAIN_COLUMNS)}
+    if source is not None:  # tensor columns only: TRAIN_COLUMNS, optionally WEIGHT_COLUMN
+        datasets["source"] = source
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
     with epoch_feed(cfg.run.name, cfg.optim.epochs) as queue:  # the epochs on the command's terminal
-        loop_config[QUEUE_KEY] = queue
+        # the typed spec is bound to the loop, not passed as ``train_loop_config`` (a dict Ray also records)
+        worker_fn = functools.partial(train_loop_per_worker, dataclasses.replace(spec, epoch_queue=queue))
         trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=loop_config,
+            worker_fn,
             scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
                                          resources_per_worker={"CPU": res.cpus_per_worker}),
             run_config=RunConfig(

@@ -18,13 +18,14 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import norm_stats, part_rows, sample_dataset, store_info
 from xmw_ray.models.checkpoint import unwrap
 from xmw_ray.train.loop import Objective
 from xmw_ray.train.losses import masked_mse
 from xmw_ray.train.runner import TRAIN_COLUMNS, TrainOutcome, run_training
-from xmw_ray.transfer.base import TransferJob, require_source, target_config, validate_params
+from xmw_ray.transfer.base import require_source, target_config, validate_params
 from xmw_ray.transfer.finetune import FinetuneParams, finetune_from, finetune_space
 
 
@@ -105,13 +106,13 @@ class Adversarial:
     Params = AdversarialParams
     search_space = staticmethod(adversarial_space)
 
-    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(self.Params, job.params, self.name)
-        src = require_source(job, self.name)
+    def run(self, cfg: ExperimentConfig, params: dict[str, Any], callbacks: list | None = None) -> TrainOutcome:
+        checked = validate_params(self.Params, params, self.name)
+        src = require_source(cfg, self.name)
         info = store_info(src.store, src.source)
         source_ds = sample_dataset(info, src.split, "train").select_columns(TRAIN_COLUMNS)
-        dann = run_training(target_config(job, "-dann", optim=job.pretrain_optim), source=source_ds,
-                            objective=DANNObjective(params.lambda_max, params.gamma, params.disc_hidden),
+        dann = run_training(target_config(cfg, "-dann", optim=cfg.pretraining()), source=source_ds,
+                            objective=DANNObjective(checked.lambda_max, checked.gamma, checked.disc_hidden),
                             norm=norm_stats(info, src.split).to_dict(),
                             source_rows=part_rows(info, src.split, "train"))
-        return finetune_from(job, dann.best_checkpoint, params, callbacks)
+        return finetune_from(cfg, dann.best_checkpoint, checked, callbacks)

@@ -1,4 +1,8 @@
-"""The one interface every transfer strategy implements, the job it runs, and the phases they share.
+"""The one interface every transfer strategy implements, and the phases they share.
+
+A strategy runs one run of an experiment: an :class:`ExperimentConfig` whose ``data`` is the observations with
+this run's split, ``source`` the simulations, ``model``/``optim``/``pretrain_optim`` what to train and ``run`` this
+run's name and seed, plus the strategy's own parameters (checked against its ``Params``).
 
 A strategy trains whatever phases it has (pretraining on the simulations, then the observation phase) and returns
 the FINAL phase's :class:`TrainOutcome`; that phase's best checkpoint is chosen on the TARGET validation split
@@ -20,17 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from xmw_ray.config import (
-    DataSection,
-    ModelSection,
-    OptimSection,
-    ResourcesSection,
-    RunSection,
-    Strict,
-    TrainConfig,
-)
+from xmw_ray.config import DataSection, ExperimentConfig, ModelSection, OptimSection, TrainConfig
 from xmw_ray.data.features import FeatureSet, check_pairing
 from xmw_ray.data.ray_datasets import StoreInfo, store_info
 from xmw_ray.data.stores import store_fingerprint
@@ -41,19 +37,6 @@ from xmw_ray.train.runner import TrainOutcome, run_dir_of, run_training
 
 PRETRAIN_DIR = "pretrain"
 DONE_FILE = "done.json"
-
-
-class TransferJob(Strict):
-    """One transfer run: simulations (``source``) → observations (``target``), one model, one seed."""
-
-    source: DataSection | None = None
-    target: DataSection
-    model: ModelSection = Field(default_factory=ModelSection)
-    optim: OptimSection = Field(default_factory=OptimSection)
-    pretrain_optim: OptimSection = Field(default_factory=OptimSection)
-    resources: ResourcesSection = Field(default_factory=ResourcesSection)
-    run: RunSection = Field(default_factory=RunSection)
-    params: dict[str, Any] = Field(default_factory=dict, description="strategy hyper-parameters")
 
 
 #: A strategy's search space: ``space(trial, prefix) -> Params keyword arguments``, asked with Optuna's
@@ -69,8 +52,10 @@ class Strategy(Protocol):
     #: What a search may vary, declared beside ``Params``; None: nothing to search.
     search_space: StrategySpace | None
 
-    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        """Train every phase; return the final (observation) phase's outcome."""
+    def run(self, cfg: ExperimentConfig, params: dict[str, Any], callbacks: list | None = None) -> TrainOutcome:
+        """Train every phase of one run (``cfg.data``: the observations with this run's split, ``cfg.source``: the
+        simulations, ``cfg.run``: this run's name and seed; ``params``: the strategy's own, checked against
+        ``Params``); return the final (observation) phase's outcome."""
         ...
 
 
@@ -84,7 +69,7 @@ P = TypeVar("P", bound=StrategyParams)
 
 
 def validate_params(cls: type[P], params: dict[str, Any], strategy: str) -> P:
-    """``job.params`` → typed parameters; the first problem is a one-line ``XmwInputError``."""
+    """A strategy's ``params`` → typed parameters; the first problem is a one-line ``XmwInputError``."""
     try:
         return cls(**params)
     except ValidationError as exc:
@@ -105,38 +90,38 @@ def check_layouts(source: StoreInfo, target: StoreInfo) -> None:
                   "prepare the sites with --grid SOURCE so they hold the source's features")
 
 
-def require_source(job: TransferJob, strategy: str) -> DataSection:
-    if job.source is None:
+def require_source(cfg: ExperimentConfig, strategy: str) -> DataSection:
+    if cfg.source is None:
         raise XmwInputError(f"strategy {strategy!r}: needs a source (simulation) store; set 'source'")
-    check_layouts(store_info(job.source.store, job.source.source), store_info(job.target.store, job.target.source))
-    return job.source
+    check_layouts(store_info(cfg.source.store, cfg.source.source), store_info(cfg.data.store, cfg.data.source))
+    return cfg.source
 
 
-def target_config(job: TransferJob, suffix: str = "", model: ModelSection | None = None,
+def target_config(cfg: ExperimentConfig, suffix: str = "", model: ModelSection | None = None,
                   optim: OptimSection | None = None) -> TrainConfig:
-    """The observation phase's training config (validation = the target's validation split)."""
-    run = job.run.model_copy(update={"name": job.run.name + suffix})
-    return TrainConfig(data=job.target, model=model or job.model, optim=optim or job.optim,
-                       resources=job.resources, run=run)
+    """The observation phase's training run (validation = the observations' validation split), its run name
+    extended by ``suffix`` for a phase of its own."""
+    return cfg.training(run=cfg.run.model_copy(update={"name": cfg.run.name + suffix}), model=model or cfg.model,
+                        optim=optim or cfg.optim)
 
 
-def pretrain_key(job: TransferJob) -> str:
+def pretrain_key(cfg: ExperimentConfig) -> str:
     """Hash of everything a source pretraining depends on: source data, model, pretraining optimiser, seed."""
-    assert job.source is not None
-    blob = json.dumps({"source": job.source.model_dump(mode="json"), "stamp": store_fingerprint(job.source.store),
-                       "model": job.model.model_dump(mode="json"),
-                       "optim": job.pretrain_optim.model_dump(mode="json"), "seed": job.run.seed}, sort_keys=True)
+    assert cfg.source is not None
+    blob = json.dumps({"source": cfg.source.model_dump(mode="json"), "stamp": store_fingerprint(cfg.source.store),
+                       "model": cfg.model.model_dump(mode="json"),
+                       "optim": cfg.pretraining().model_dump(mode="json"), "seed": cfg.run.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def pretrain_source(job: TransferJob) -> Path:
-    """Train ``job.model`` on the source (selected on the SOURCE validation split), cached under
-    ``<output_dir>/pretrain/<hash>``: strategies, fractions and settings that share it train it once."""
-    assert job.source is not None
-    key = pretrain_key(job)
-    cfg = TrainConfig(data=job.source, model=job.model, optim=job.pretrain_optim, resources=job.resources,
-                      run=job.run.model_copy(update={"name": key,
-                                                     "output_dir": join_path(job.run.output_dir, PRETRAIN_DIR)}))
+def pretrain_source(exp: ExperimentConfig) -> Path:
+    """Train ``exp.model`` on the source (selected on the SOURCE validation split), cached under
+    ``<run.output_dir>/pretrain/<hash>``: strategies, fractions and settings that share it train it once."""
+    assert exp.source is not None
+    key = pretrain_key(exp)
+    cfg = exp.training(data=exp.source, optim=exp.pretraining(),
+                       run=exp.run.model_copy(update={"name": key,
+                                                      "output_dir": join_path(exp.run.output_dir, PRETRAIN_DIR)}))
     run_dir = run_dir_of(cfg)
     done = run_dir / DONE_FILE
     if done.is_file() and (run_dir / "best" / MODEL_FILE).is_file():

@@ -11,11 +11,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from xmw_ray import console
     from xmw_ray.config import load_config
     from xmw_ray.train.runner import ensure_ray
-    from xmw_ray.transfer.config import ExperimentConfig
     from xmw_ray.transfer.experiment import run_experiment
 
-    cfg = load_config(args.config, args.overrides, cls=ExperimentConfig)
-    with console.ray_output(Path(cfg.output_dir) / console.RAY_LOG, args.verbose):
+    cfg = load_config(args.config, args.overrides, require="transfer")
+    with console.ray_output(Path(cfg.run_dir()) / console.RAY_LOG, args.verbose):
         ensure_ray()
         paths = run_experiment(cfg)
     console.out(paths["summary_md"].read_text(), end="")
@@ -28,7 +27,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from xmw_ray.train.commands import add_config_parser
 
-    p = add_config_parser(sub, "transfer", "xmw_ray.transfer.config:ExperimentConfig",
+    p = add_config_parser(sub, "transfer", "xmw_ray.config:ExperimentConfig", requires="transfer",
                           help="transfer-learning experiment: strategies x models x settings x fractions x seeds, "
                                "results table and plot",
                           description="transfer learning from simulations (source) to observations (target): "

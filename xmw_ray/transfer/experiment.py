@@ -17,7 +17,7 @@ import numpy as np
 
 from xmw_ray import console
 from xmw_ray.baselines.gbt import GBTBaseline
-from xmw_ray.config import RunSection
+from xmw_ray.config import ExperimentConfig, ModelSection, TransferSection
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
@@ -25,8 +25,7 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import is_url, publish_dir
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
-from xmw_ray.transfer.base import TransferJob, check_layouts
-from xmw_ray.transfer.config import ExperimentConfig
+from xmw_ray.transfer.base import check_layouts
 from xmw_ray.transfer.ensemble import run_ensemble
 from xmw_ray.transfer.registry import get_strategy
 from xmw_ray.transfer.table import write_results
@@ -72,33 +71,49 @@ def _log(msg: str) -> None:
 
 
 def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> None:
-    """Run ``simulate sites`` and ``prepare sites`` for the stores that are missing (``prepare`` section)."""
+    """Run ``simulate sites`` and ``prepare sites`` for the stores that are missing (``transfer.prepare``)."""
     from xmw_ray.data.site_store import prepare_sites
     from xmw_ray.data.tower_features import SIM_MARKER
     from xmw_ray.sim.site_forcing import simulate_sites
 
-    if cfg.prepare is None:
-        for sec in (s for s in (cfg.source, cfg.target) if s is not None):
+    prep = transfer_section(cfg).prepare
+    if prep is None:
+        for sec in (s for s in (cfg.source, cfg.data) if s is not None):
             if not Path(sec.store).exists() and not is_url(sec.store):
                 raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
                                     "config's header)")
         return
-    prep = cfg.prepare
     forcing = Path(prep.forcing)
     if not forcing.is_dir():
-        raise XmwInputError(f"{forcing}: prepare.forcing folder not found")
-    sim_files = Path(cfg.output_dir) / "prepared" / "simulated-sites"
+        raise XmwInputError(f"{forcing}: transfer.prepare.forcing folder not found")
+    sim_files = Path(cfg.run_dir()) / "prepared" / "simulated-sites"
     need_source = cfg.source is not None and not prep.sim_input and not Path(cfg.source.store).exists()
-    need_target = not Path(cfg.target.store).exists()
+    need_target = not Path(cfg.data.store).exists()
     if (need_source or (need_target and prep.sim_input)) and not (sim_files / "FLUXNET-CH4" / SIM_MARKER).is_file():
         log(f"simulating towers at {forcing}'s forcing -> {sim_files}")
         simulate_sites(forcing, sim_files, log=log)
     if need_source:
         prepare_sites(sim_files, cfg.source.store, drivers=prep.drivers, progress=log)
     if need_target:
-        log(f"preparing observations {forcing} -> {cfg.target.store}")
-        prepare_sites(forcing, cfg.target.store, drivers=prep.drivers,
+        log(f"preparing observations {forcing} -> {cfg.data.store}")
+        prepare_sites(forcing, cfg.data.store, drivers=prep.drivers,
                       sim_sites=sim_files if prep.sim_input else None, progress=log)
+
+
+def transfer_section(cfg: ExperimentConfig) -> TransferSection:
+    """``cfg.transfer`` (``load_config(require="transfer")`` refuses a config without it)."""
+    if cfg.transfer is None:
+        raise XmwInputError("transfer: missing section (xmw transfer needs it)")
+    return cfg.transfer
+
+
+def run_config(cfg: ExperimentConfig, model: ModelSection, spec: SplitSpec, name: str, output_dir: str,
+               seed: int) -> ExperimentConfig:
+    """One run of the experiment: ``model`` on the observations split by ``spec``, run ``name`` under
+    ``output_dir`` with ``seed``; the source, optimisers, resources and the other run keys as configured."""
+    return cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"split": spec}), "model": model,
+        "run": cfg.run.model_copy(update={"name": name, "output_dir": output_dir, "seed": seed})})
 
 
 def run_key(strategy: str, model: str, setting: str, fraction: float, seed: int) -> str:
@@ -127,12 +142,12 @@ def _arrays(info, spec: SplitSpec, part: str) -> dict[str, np.ndarray]:
 
 def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> RunRow:
     """Fit the trees on the observations' training split (training + validation parts), score on test."""
-    info = store_info(cfg.target.store, cfg.target.source)
+    info = store_info(cfg.data.store, cfg.data.source)
     train = [_arrays(info, spec, p) for p in (("train", "val") if spec.val_fraction > 0 else ("train",))]
     dyn = np.concatenate([t[schema.DYNAMIC] for t in train])
     stat = np.concatenate([t[schema.STATIC] for t in train])
     y = np.concatenate([t[schema.TARGET] for t in train])
-    model = GBTBaseline(**{"random_state": seed, **(cfg.baseline or {})}).fit(dyn, stat, y)
+    model = GBTBaseline(**{"random_state": seed, **(transfer_section(cfg).baseline or {})}).fit(dyn, stat, y)
     test = _arrays(info, spec, "test")
     acc = MetricAccumulator("daily")
     acc.update(model.predict(test[schema.DYNAMIC], test[schema.STATIC]), test[schema.TARGET], test[schema.ENTITY])
@@ -142,43 +157,41 @@ def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: floa
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> dict[str, Path]:
     """Run every missing combination, then write the tables, the plot and ``<output_dir>/best``."""
     cfg = cfg.resolved()
-    out = Path(cfg.output_dir).resolve()
+    exp = transfer_section(cfg)
+    out = Path(cfg.run_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)
     prepare_stores(cfg, log)
     if cfg.source is not None:  # refused before any Ray work (the trees would start Ray first)
-        check_layouts(store_info(cfg.source.store, cfg.source.source), store_info(cfg.target.store, cfg.target.source))
+        check_layouts(store_info(cfg.source.store, cfg.source.source), store_info(cfg.data.store, cfg.data.source))
     results = out / RESULTS_FILE
     rows = _load_rows(results)
     done = {r["key"] for r in rows}
-    total = len(cfg.models) * len(cfg.settings) * len(cfg.fractions) * len(cfg.seeds) * len(cfg.strategies)
+    models = exp.models or [cfg.model]
+    total = len(models) * len(exp.settings) * len(exp.fractions) * len(exp.seeds) * len(exp.strategies)
     number = 0
-    for model in cfg.models:
-        for setting, base_spec in cfg.settings.items():
-            for fraction in cfg.fractions:
-                for seed in cfg.seeds:
+    for model in models:
+        for setting, base_spec in exp.settings.items():
+            for fraction in exp.fractions:
+                for seed in exp.seeds:
                     spec = base_spec.model_copy(update={"fraction": fraction, "seed": seed})
                     has_test = spec.kind != "all"
-                    if cfg.baseline is not None and has_test:
+                    if exp.baseline is not None and has_test:
                         key = run_key("gbt", "gbt", setting, fraction, seed)
                         if key not in done:
                             row = gbt_row(cfg, setting, spec, fraction, seed)
                             _append_row(results, row)
                             rows.append(row)
                             done.add(key)
-                    for strategy in cfg.strategies:
+                    for strategy in exp.strategies:
                         key = run_key(strategy, model.name, setting, fraction, seed)
                         number += 1
                         if key in done:
                             continue
                         log(f"run {number}/{total}: {key}")
-                        job = TransferJob(
-                            source=cfg.source, target=cfg.target.model_copy(update={"split": spec}), model=model,
-                            optim=cfg.optim, pretrain_optim=cfg.pretrain_optim, resources=cfg.resources,
-                            run=RunSection(name=key, output_dir=str(out / "runs"), seed=seed,
-                                           checkpoint_every=cfg.checkpoint_every),
-                            params=cfg.strategy_params.get(strategy, {}))
-                        outcome = run_ensemble(get_strategy(strategy), job, cfg.ensemble)
-                        pooled = (evaluate_checkpoint(str(outcome.best_checkpoint), cfg.target.store, "test")["pooled"]
+                        outcome = run_ensemble(get_strategy(strategy),
+                                               run_config(cfg, model, spec, key, str(out / "runs"), seed),
+                                               exp.strategy_params.get(strategy, {}), exp.ensemble)
+                        pooled = (evaluate_checkpoint(str(outcome.best_checkpoint), cfg.data.store, "test")["pooled"]
                                   if has_test else NO_TEST)
                         row = run_row(strategy, model.name, setting, fraction, seed, pooled,
                                       outcome.metrics.get("val_nse", float("nan")), str(outcome.best_checkpoint))
@@ -187,9 +200,9 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                         done.add(key)
                         log(f"  {key}: test NSE {row['nse']:.3f} on held-out data, val NSE {row['val_nse']:.3f} on "
                             "the validation part that chose its epoch")
-    scored = [{k: v for k, v in r.items() if k != "key"} for r in rows if r.get("setting") != cfg.deploy_setting]
+    scored = [{k: v for k, v in r.items() if k != "key"} for r in rows if r.get("setting") != exp.deploy_setting]
     paths = write_results(scored, out)
-    paths["best"] = _copy_best(rows, out, cfg.deploy_setting)
+    paths["best"] = _copy_best(rows, out, exp.deploy_setting)
     return paths
 
 

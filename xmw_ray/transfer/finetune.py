@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.train.runner import TrainOutcome, run_training
 from xmw_ray.transfer.base import (
     StrategyParams,
-    TransferJob,
     model_state,
     pretrain_source,
     require_source,
@@ -47,11 +47,11 @@ def finetune_space(t: Any, p: str) -> dict[str, Any]:
             "lr_scale": t.suggest_float(p + "lr_scale", 0.1, 1.0, log=True)}
 
 
-def finetune_from(job: TransferJob, checkpoint: Path, params: FinetuneParams,
+def finetune_from(cfg: ExperimentConfig, checkpoint: Path, params: FinetuneParams,
                   callbacks: list | None = None) -> TrainOutcome:
     """The observation phase started from ``checkpoint``'s weights and statistics."""
-    optim = job.optim.model_copy(update={"lr": job.optim.lr * params.lr_scale})
-    return run_training(target_config(job, optim=optim), init_state=model_state(checkpoint),
+    optim = cfg.optim.model_copy(update={"lr": cfg.optim.lr * params.lr_scale})
+    return run_training(target_config(cfg, optim=optim), init_state=model_state(checkpoint),
                         freeze=list(params.freeze), callbacks=callbacks)
 
 
@@ -60,7 +60,7 @@ class Finetune:
     Params = FinetuneParams
     search_space = staticmethod(finetune_space)
 
-    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(self.Params, job.params, self.name)
-        require_source(job, self.name)
-        return finetune_from(job, pretrain_source(job), params, callbacks)
+    def run(self, cfg: ExperimentConfig, params: dict[str, Any], callbacks: list | None = None) -> TrainOutcome:
+        checked = validate_params(self.Params, params, self.name)
+        require_source(cfg, self.name)
+        return finetune_from(cfg, pretrain_source(cfg), checked, callbacks)

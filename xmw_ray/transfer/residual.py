@@ -10,14 +10,13 @@ from typing import Any
 
 from pydantic import Field
 
-from xmw_ray.config import ModelSection
+from xmw_ray.config import ExperimentConfig, ModelSection
 from xmw_ray.data.ray_datasets import build_datasets
 from xmw_ray.models import build_model
 from xmw_ray.models.checkpoint import load_checkpoint_model
 from xmw_ray.train.runner import TrainOutcome, run_training
 from xmw_ray.transfer.base import (
     StrategyParams,
-    TransferJob,
     model_state,
     pretrain_source,
     require_source,
@@ -28,7 +27,7 @@ from xmw_ray.transfer.base import (
 
 class ResidualParams(StrategyParams):
     residual_model: dict[str, Any] | None = Field(
-        None, description="{'name': ..., **hyper-parameters} of the residual model (default: the job's model)")
+        None, description="{'name': ..., **hyper-parameters} of the residual model (default: the run's model)")
 
 
 class Residual:
@@ -36,18 +35,18 @@ class Residual:
     Params = ResidualParams
     search_space = None  # the residual model's own size is the searched model's
 
-    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(self.Params, job.params, self.name)
-        require_source(job, self.name)
-        sim_ckpt = pretrain_source(job)
+    def run(self, cfg: ExperimentConfig, params: dict[str, Any], callbacks: list | None = None) -> TrainOutcome:
+        checked = validate_params(self.Params, params, self.name)
+        require_source(cfg, self.name)
+        sim_ckpt = pretrain_source(cfg)
         # the simulation part exactly as pretrained (its output constraint included: ``auto`` resolved there)
         base = {k: v for k, v in load_checkpoint_model(sim_ckpt).config().items()
                 if k not in ("n_dynamic", "n_static")}
-        res = params.residual_model or {"name": job.model.name, **job.model.params}
+        res = checked.residual_model or {"name": cfg.model.name, **cfg.model.params}
         section = ModelSection(name="residual", params={"base": base, "residual": res},
-                               output_constraint=job.model.output_constraint)
-        ds = build_datasets(job.target)
+                               output_constraint=cfg.model.output_constraint)
+        ds = build_datasets(cfg.data)
         model = build_model("residual", ds.n_dynamic, ds.n_static, norm=ds.norm, **section.params)
         model.sim.load_state_dict(model_state(sim_ckpt))
-        return run_training(target_config(job, model=section), datasets=ds, init_state=model.state_dict(),
+        return run_training(target_config(cfg, model=section), datasets=ds, init_state=model.state_dict(),
                             freeze=["sim"], callbacks=callbacks)

@@ -27,13 +27,14 @@ from pydantic import Field
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import norm_stats, sample_dataset, store_info
 from xmw_ray.errors import XmwInputError
 from xmw_ray.train.loop import WEIGHT_COLUMN, Objective
 from xmw_ray.train.losses import masked_mse
 from xmw_ray.train.runner import TRAIN_COLUMNS, TrainOutcome, run_training
-from xmw_ray.transfer.base import StrategyParams, TransferJob, require_source, target_config, validate_params
+from xmw_ray.transfer.base import StrategyParams, require_source, target_config, validate_params
 
 
 class ReweightParams(StrategyParams):
@@ -141,18 +142,18 @@ class Reweight:
     Params = ReweightParams
     search_space = staticmethod(reweight_space)
 
-    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        params = validate_params(self.Params, job.params, self.name)
-        src = require_source(job, self.name)
+    def run(self, cfg: ExperimentConfig, params: dict[str, Any], callbacks: list | None = None) -> TrainOutcome:
+        checked = validate_params(self.Params, params, self.name)
+        src = require_source(cfg, self.name)
         info = store_info(src.store, src.source)
         source_train = sample_dataset(info, src.split, "train")
-        tgt_info = store_info(job.target.store, job.target.source)
-        target_train = sample_dataset(tgt_info, job.target.split, "train")
+        tgt_info = store_info(cfg.data.store, cfg.data.source)
+        target_train = sample_dataset(tgt_info, cfg.data.split, "train")
         n_src = source_train.count()
-        frac = min(1.0, params.max_fit_samples / max(n_src, 1))
-        fit_src = source_train.random_sample(frac, seed=job.run.seed) if frac < 1.0 else source_train
-        weighter = SampleWeighter(params.method, params.clip).fit(_summaries(fit_src, params.max_fit_samples),
+        frac = min(1.0, checked.max_fit_samples / max(n_src, 1))
+        fit_src = source_train.random_sample(frac, seed=cfg.run.seed) if frac < 1.0 else source_train
+        weighter = SampleWeighter(checked.method, checked.clip).fit(_summaries(fit_src, checked.max_fit_samples),
                                                                    _summaries(target_train))
         weighted = source_train.select_columns(TRAIN_COLUMNS).map_batches(weighter, batch_format="numpy")
-        return run_training(target_config(job), source=weighted, objective=ReweightObjective(params.decay),
+        return run_training(target_config(cfg), source=weighted, objective=ReweightObjective(checked.decay),
                             norm=norm_stats(info, src.split).to_dict(), callbacks=callbacks)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.train.runner import TrainOutcome, run_training
-from xmw_ray.transfer.base import StrategyParams, TransferJob, target_config, validate_params
+from xmw_ray.transfer.base import StrategyParams, target_config, validate_params
 
 
 class ScratchParams(StrategyParams):
@@ -15,6 +18,6 @@ class Scratch:
     Params = ScratchParams
     search_space = None
 
-    def run(self, job: TransferJob, callbacks: list | None = None) -> TrainOutcome:
-        validate_params(self.Params, job.params, self.name)
-        return run_training(target_config(job), callbacks=callbacks)
+    def run(self, cfg: ExperimentConfig, params: dict[str, Any], callbacks: list | None = None) -> TrainOutcome:
+        validate_params(self.Params, params, self.name)
+        return run_training(target_config(cfg), callbacks=callbacks)

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import file_aside, is_url, publish_dir, write_text_atomic
-from xmw_ray.tune.config import TuneConfig
 from xmw_ray.tune.space import model_params, strategy_params
 
 #: What trials are ranked on, and the direction that is better (ASHA and Optuna use the same, ``search.py``).
@@ -66,7 +66,7 @@ def summary_line(name: str, rows: list[dict[str, Any]], planned: int, time_budge
     return f"search {name!r}: {started}{budget} ({', '.join(parts)}) in {wall_s:.0f} s"
 
 
-def trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
+def trial_row(result: Any, cfg: ExperimentConfig) -> dict[str, Any]:
     """One leaderboard row from a Tune ``Result``: its config and the epoch with the highest validation NSE."""
     params = dict(result.config or {})
     df = result.metrics_dataframe
@@ -114,7 +114,7 @@ def add_test_metrics(row: dict[str, Any], store: str) -> None:
     row["test_median_nse"] = report["median"]["nse"]
 
 
-def collect_rows(grid: Any, cfg: TuneConfig) -> list[dict[str, Any]]:
+def collect_rows(grid: Any, cfg: ExperimentConfig) -> list[dict[str, Any]]:
     """Every trial of the ResultGrid as a row, numbered in start order, ranked by validation NSE."""
     rows = [trial_row(result, cfg) for result in grid]
     for i, row in enumerate(sorted(rows, key=lambda r: r["started"]), start=1):
@@ -215,7 +215,7 @@ def _copy_best(checkpoint: str, dest: Path) -> str:
     return str(publish_dir(checkpoint, dest))
 
 
-def write_results(rows: list[dict[str, Any]], cfg: TuneConfig, path: str) -> tuple[dict[str, str], str | None]:
+def write_results(rows: list[dict[str, Any]], cfg: ExperimentConfig, path: str) -> tuple[dict[str, str], str | None]:
     """Write the leaderboard, plots and summary into the search folder (a local path or an fsspec URL);
     returns the files and the best checkpoint's path."""
     remote = is_url(path)

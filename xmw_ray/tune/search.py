@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from xmw_ray import console
+from xmw_ray.config import ExperimentConfig
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import is_url, run_path
 from xmw_ray.train.resources import DATA_CPUS
 from xmw_ray.tune.cleanup import WorkerGroupSweeper
-from xmw_ray.tune.config import TuneConfig
 from xmw_ray.tune.leaderboard import RANK_METRIC, RANK_MODE
 from xmw_ray.tune.progress import TrialProgress
 from xmw_ray.tune.space import DefineByRun, covering_points
@@ -28,7 +28,7 @@ from xmw_ray.tune.space import DefineByRun, covering_points
 METRIC, MODE = RANK_METRIC, RANK_MODE
 
 
-def trial_footprint(cfg: TuneConfig) -> dict[str, float]:
+def trial_footprint(cfg: ExperimentConfig) -> dict[str, float]:
     """What one running trial holds: its driver plus its TorchTrainer workers."""
     res = cfg.resources
     need = {"CPU": cfg.search.driver_cpus + res.num_workers * res.cpus_per_worker}
@@ -37,7 +37,7 @@ def trial_footprint(cfg: TuneConfig) -> dict[str, float]:
     return need
 
 
-def max_concurrent_trials(cfg: TuneConfig, cluster: dict[str, float]) -> int:
+def max_concurrent_trials(cfg: ExperimentConfig, cluster: dict[str, float]) -> int:
     """How many trials run at once: every footprint fits, with ``DATA_CPUS`` left for Ray Data's tasks.
     Raises ``XmwInputError`` (never waits) when not even one trial fits."""
     need = trial_footprint(cfg)
@@ -61,7 +61,7 @@ def max_concurrent_trials(cfg: TuneConfig, cluster: dict[str, float]) -> int:
     return n
 
 
-def with_absolute_stores(cfg: TuneConfig) -> TuneConfig:
+def with_absolute_stores(cfg: ExperimentConfig) -> ExperimentConfig:
     """The config with local store paths made absolute against the launching directory: Tune runs each trial in
     its own working directory (the trial folder), where a relative ``demo/sites`` names nothing."""
     def absolute(section: Any) -> Any:
@@ -72,20 +72,20 @@ def with_absolute_stores(cfg: TuneConfig) -> TuneConfig:
     return cfg.model_copy(update={"data": absolute(cfg.data), "source": absolute(cfg.source)})
 
 
-def experiment_path(cfg: TuneConfig) -> str:
+def experiment_path(cfg: ExperimentConfig) -> str:
     return run_path(cfg.run.output_dir, cfg.run.name)
 
 
-def _trainable(cfg: TuneConfig) -> Any:
+def _trainable(cfg: ExperimentConfig) -> Any:
     from ray import tune
 
     from xmw_ray.tune.trial import run_trial
 
-    fn = tune.with_parameters(run_trial, settings=cfg.model_dump(mode="json"))
+    fn = tune.with_parameters(run_trial, cfg=cfg)  # the validated config itself, not a dict
     return tune.with_resources(fn, {"CPU": cfg.search.driver_cpus})
 
 
-def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
+def build_tuner(cfg: ExperimentConfig, concurrency: int) -> Any:
     """A fresh Tuner: OptunaSearch (define-by-run) + ASHA on the validation NSE, budget, retries."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -112,7 +112,7 @@ def build_tuner(cfg: TuneConfig, concurrency: int) -> Any:
     )
 
 
-def restore_or_build(cfg: TuneConfig, concurrency: int) -> tuple[Any, bool]:
+def restore_or_build(cfg: ExperimentConfig, concurrency: int) -> tuple[Any, bool]:
     """Resume the search stored under ``run.name`` if there is one (finished trials are kept, unfinished and
     errored ones continue from their checkpoints), else start it. A stored search is resumed only when its
     signature (``trust.verify_run``) proves this installation wrote it: restoring unpickles its files."""
@@ -141,7 +141,7 @@ class SearchOutcome:
     wall_s: float
 
 
-def run_search(cfg: TuneConfig, *, cluster: dict[str, float] | None = None) -> SearchOutcome:
+def run_search(cfg: ExperimentConfig, *, cluster: dict[str, float] | None = None) -> SearchOutcome:
     """Run (or resume) the search, then write the leaderboard, plots and ``best`` checkpoint. Whatever the search
     leaves (finished, failed or interrupted by Ctrl-C) is signed at the end, so a later launch may resume it."""
     import ray

@@ -11,28 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from xmw_ray.models.ranges import SIZES, ModelSpace
-from xmw_ray.tune.config import NO_TRANSFER, SearchSection
+from xmw_ray.config import NO_TRANSFER, SearchSection, check_model_spaces
+from xmw_ray.models.ranges import SIZES, model_space
 
 if TYPE_CHECKING:
     from xmw_ray.transfer.base import StrategySpace
-
-
-def model_space(model: str) -> ModelSpace:
-    """The search space model ``model`` declares beside its ``Params`` (``XmwModel.search_space``)."""
-    from xmw_ray.models import model_class
-
-    space = model_class(model).search_space
-    if space is None:
-        raise ValueError(f"model {model!r} has no search space (searchable: {', '.join(searchable_models())})")
-    return space
-
-
-def searchable_models() -> list[str]:
-    """Every registered model that declares a search space."""
-    from xmw_ray.models import MODELS
-
-    return sorted(name for name, cls in MODELS.items() if cls.search_space is not None)
 
 
 def strategy_space(strategy: str) -> StrategySpace | None:
@@ -49,7 +32,7 @@ class DefineByRun:
     """The OptunaSearch ``space`` (a picklable callable: the searcher's state is saved with the search)."""
 
     def __init__(self, search: SearchSection) -> None:
-        check_model_spaces(search)
+        check_model_spaces(search)  # validated with the config; checked again for a searcher built by hand
         self.search = search
 
     def __call__(self, trial: Any) -> dict[str, Any]:
@@ -95,35 +78,6 @@ def strategy_params(config: dict[str, Any]) -> dict[str, Any]:
     if space is None:
         return {}
     return space(_Replay(dict(config.get("sp", {}).get(strategy, {}))), "")
-
-
-def check_model_spaces(search: SearchSection) -> None:
-    """Every searched model has a space, and the space's lowest and highest answers are valid ``Params`` of that
-    model: a space that can propose an impossible model fails at config load, not in a trial after Ray started."""
-    from xmw_ray.config import check_params
-    from xmw_ray.models import model_class
-
-    for model in search.models:
-        space = model_space(model)
-        for corner in (0, -1):
-            params = space(_Corner(corner), "", SIZES[search.space])
-            check_params(model_class(model).Params, params, prefix=f"{model} (space {search.space!r})")
-
-
-class _Corner:
-    """Optuna's ``suggest_*`` answered with every range's first (``0``) or last (``-1``) value."""
-
-    def __init__(self, end: int) -> None:
-        self._end = end
-
-    def suggest_categorical(self, _name: str, choices: list[Any]) -> Any:
-        return choices[self._end]
-
-    def suggest_int(self, _name: str, low: int, high: int, **_: Any) -> int:
-        return (low, high)[self._end]
-
-    def suggest_float(self, _name: str, low: float, high: float, **_: Any) -> float:
-        return (low, high)[self._end]
 
 
 class _Replay:
