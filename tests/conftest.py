@@ -15,6 +15,15 @@ XMW_PRESETS_DIR = SHARED / "data" / "x-methanewet"
 os.environ.setdefault("XMW_RUN_KEY", "xmw-test-suite")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules holding a ``slow`` test run first (each module's tests, and the modules' order, otherwise kept):
+    ``make test`` hands whole modules to two xdist processes in collection order (``--dist loadfile
+    --no-loadscope-reorder``), so the long modules start early and the short ones fill in, instead of a
+    one-test module of several minutes starting last and running alone."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def fluxnet_dir() -> Path:
     """The real FLUXNET-CH4 site files; tests that need them skip on a fresh clone without ../shared."""

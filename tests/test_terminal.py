@@ -147,6 +147,7 @@ def test_a_refusal_after_ray_started_leaves_no_log(tmp_path, capsys):
     assert not (tmp_path / "runs").exists() and capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_ray_output_goes_to_the_run_folder_log_unless_verbose(tmp_path):
     """``xmw train`` in a fresh process (it starts its own Ray): the terminal shows the log's path, the epochs and
     the result, and nothing of Ray's; the log holds Ray's lines. ``xmw evaluate -v`` shows Ray's output again."""
