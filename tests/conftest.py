@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,13 +61,25 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def transfer_world(tmp_path_factory) -> dict[str, Path]:
     """A small built-in world for transfer runs and searches (read only): its Grid store (the simulations) and its
-    towers' Site store prepared with ``--grid``; built once for every module that uses it."""
+    towers' Site store prepared with ``--grid``; built once per test run, under a lock, and shared by the xdist
+    processes of that run (both use it when its two modules land in different processes)."""
+    from filelock import FileLock
+
     from xmw_ray.data.grid_store import prepare_grid
     from xmw_ray.data.site_store import prepare_sites
     from xmw_ray.sim.world import SimulationSpec, simulate
 
-    root = tmp_path_factory.mktemp("transfer_world")
-    simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0), log=lambda m: None)
-    prepare_grid(root / "world", root / "grid.zarr", cells_per_chunk=64)
-    prepare_sites(root / "world" / "FLUXNET-CH4", root / "sites", grid=root / "grid.zarr")
-    return {"grid": root / "grid.zarr", "sites": root / "sites"}
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's folder, above each xdist process's own
+    root = base / "transfer_world"
+    world = {"grid": root / "grid.zarr", "sites": root / "sites"}
+    with FileLock(f"{root}.lock"):
+        if not (root / "built").exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a process that failed to build it left
+            simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0),
+                     log=lambda m: None)
+            prepare_grid(root / "world", world["grid"], cells_per_chunk=64)
+            prepare_sites(root / "world" / "FLUXNET-CH4", world["sites"], grid=world["grid"])
+            (root / "built").touch()
+    return world
