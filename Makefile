@@ -23,9 +23,11 @@ demo: setup
 
 # Two test processes (pytest-xdist; a module's tests stay in one process so its fixtures are built once): most
 # tests wait on Ray, subprocesses or I/O, so two run side by side even on 2 cores. PYTEST_WORKERS=0 runs serially.
+# Modules go out in collection order, where tests/conftest.py puts the slow ones first (xdist's default order,
+# most tests first, would start the one-test, minutes-long modules last).
 PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: setup
 	$(BIN)/ruff check xmw_ray jobs bench tests

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ FLUXNET_DIR = SHARED / "data" / "fluxnet-ch4"
 XMW_PRESETS_DIR = SHARED / "data" / "x-methanewet"
 # searches sign their run folders (xmw_ray/tune/trust.py): with a key of the suite's own, never a key file in $HOME
 os.environ.setdefault("XMW_RUN_KEY", "xmw-test-suite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules holding a ``slow`` test run first (each module's tests, and the modules' order, otherwise kept):
+    ``make test`` hands whole modules to two xdist processes in collection order (``--dist loadfile
+    --no-loadscope-reorder``), so the long modules start early and the short ones fill in, instead of a
+    one-test module of several minutes starting last and running alone."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +61,25 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def transfer_world(tmp_path_factory) -> dict[str, Path]:
     """A small built-in world for transfer runs and searches (read only): its Grid store (the simulations) and its
-    towers' Site store prepared with ``--grid``; built once for every module that uses it."""
+    towers' Site store prepared with ``--grid``; built once per test run, under a lock, and shared by the xdist
+    processes of that run (both use it when its two modules land in different processes)."""
+    from filelock import FileLock
+
     from xmw_ray.data.grid_store import prepare_grid
     from xmw_ray.data.site_store import prepare_sites
     from xmw_ray.sim.world import SimulationSpec, simulate
 
-    root = tmp_path_factory.mktemp("transfer_world")
-    simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0), log=lambda m: None)
-    prepare_grid(root / "world", root / "grid.zarr", cells_per_chunk=64)
-    prepare_sites(root / "world" / "FLUXNET-CH4", root / "sites", grid=root / "grid.zarr")
-    return {"grid": root / "grid.zarr", "sites": root / "sites"}
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's folder, above each xdist process's own
+    root = base / "transfer_world"
+    world = {"grid": root / "grid.zarr", "sites": root / "sites"}
+    with FileLock(f"{root}.lock"):
+        if not (root / "built").exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a process that failed to build it left
+            simulate(SimulationSpec(out=root / "world", res=10.0, years=(2000, 2003), sites=12, seed=0),
+                     log=lambda m: None)
+            prepare_grid(root / "world", world["grid"], cells_per_chunk=64)
+            prepare_sites(root / "world" / "FLUXNET-CH4", world["sites"], grid=world["grid"])
+            (root / "built").touch()
+    return world

@@ -49,6 +49,16 @@ def _processes() -> dict[int, tuple[int, str]]:
     return out
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs. An exited process stays in /proc as a zombie until its parent reaps it, and a
+    daemon of ``ray start`` has the host's (or container's) PID 1 as parent, which may never reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def stop_cluster(temp_dir: str) -> None:
     """Terminate the processes of the cluster rooted at ``temp_dir`` and their descendants, by pid."""
     procs = _processes()
@@ -65,7 +75,7 @@ def stop_cluster(temp_dir: str) -> None:
             except OSError:
                 pass
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in mine):
+        while time.monotonic() < deadline and any(_running(p) for p in mine):
             time.sleep(0.5)
 
 
