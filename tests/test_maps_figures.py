@@ -134,7 +134,8 @@ def test_true_budget_is_read_from_the_worlds_truth_file(tmp_path):
         read_true_budget(tmp_path / "bad")
 
 
-def _summary_rows(seeds: int, fractions=(0.25,)) -> list[dict]:
+def _summary_rows(seeds: int, fractions=(0.25,)) -> list:
+    from xmw_ray.train.results import ResultRow
     from xmw_ray.transfer.table import summarise
 
     rows = []
@@ -142,8 +143,8 @@ def _summary_rows(seeds: int, fractions=(0.25,)) -> list[dict]:
         for strategy, model in (("scratch", "lstm"), ("finetune", "lstm"), ("gbt", "gbt")):
             for setting in ("temporal", "spatial"):
                 for seed in range(seeds):
-                    rows.append({"model": model, "setting": setting, "fraction": fraction, "strategy": strategy,
-                                 "seed": seed, "nse": 0.5 + 0.1 * seed, "rmse": 20.0 + seed, "kge": 0.4})
+                    rows.append(ResultRow(model=model, setting=setting, fraction=fraction, strategy=strategy, seed=seed,
+                                          test={"nse": 0.5 + 0.1 * seed, "rmse": 20.0 + seed, "kge": 0.4}))
     return summarise(rows)
 
 
@@ -163,7 +164,7 @@ def test_skill_plot_with_one_fraction_is_one_panel_of_bars(tmp_path):
     from xmw_ray.transfer.table import _bars_of_one_fraction, plot
 
     summary = _summary_rows(1)
-    fig = _bars_of_one_fraction(summary, sorted({(r["model"], r["setting"]) for r in summary}))
+    fig = _bars_of_one_fraction(summary, sorted({(r.model, r.setting) for r in summary}))
     assert len(fig.axes) == 1
     assert len(fig.axes[0].patches) == 3 * 2  # (model, strategy) bars x settings, none empty
     assert "n=1" in fig.axes[0].get_title()

@@ -44,23 +44,24 @@ def small_run(ray_session, tmp_path_factory) -> dict:
     run_inference(root / "ckpt", root / "grid.zarr", root / "maps", YEARS, batch_size=256, actors=1,
                   truth_budget=read_true_budget(world))
 
+    from xmw_ray.train.results import ResultRow
     from xmw_ray.transfer.table import write_results
     from xmw_ray.tune.leaderboard import FILES, plot_groups, plot_trials, to_csv, to_markdown
 
     transfer = root / "runs" / "transfer"
     transfer.mkdir(parents=True)
-    write_results([{"model": m, "setting": s, "fraction": 0.25, "seed": 0, "strategy": st, "nse": 0.6, "rmse": 31.5,
-                    "kge": 0.5, "checkpoint": ""}
+    write_results([ResultRow(model=m, setting=s, fraction=0.25, seed=0, strategy=st,
+                             test={"nse": 0.6, "rmse": 31.5, "kge": 0.5})
                    for m, st in (("lstm", "scratch"), ("lstm", "finetune"), ("gbt", "gbt"))
                    for s in ("temporal", "spatial")], transfer)
     search = root / "runs" / "tune" / "transfer-search"
     search.mkdir(parents=True)
-    rows = [{"rank": i + 1, "trial": i + 1, "model": m, "strategy": st, "status": "completed", "epochs": 4,
-             "best_epoch": 2, "val_nse": 0.5 - 0.1 * i, "val_loss": 0.1, "test_nse": 0.4, "test_rmse": 40.0,
-             "test_kge": 0.3, "test_pearson_r2": 0.5, "test_bias": -2.0, "test_n": 600, "lr": 0.01,
-             "weight_decay": 0.0, "params": json.dumps({"model": {"hidden_size": 8, "dropout": 0.0123456789} | {
-                 f"long_parameter_name_{k}": 0.123456789 for k in range(12)}}),
-             "checkpoint": str(search / "trials" / f"t{i}" / "checkpoint_000003")}
+    rows = [ResultRow(rank=i + 1, trial=i + 1, model=m, strategy=st, status="completed", epochs=4, best_epoch=2,
+                      val_nse=0.5 - 0.1 * i, val_loss=0.1, lr=0.01, weight_decay=0.0,
+                      test={"nse": 0.4, "rmse": 40.0, "kge": 0.3, "pearson_r2": 0.5, "bias": -2.0, "n": 600},
+                      params=json.dumps({"model": {"hidden_size": 8, "dropout": 0.0123456789} | {
+                          f"long_parameter_name_{k}": 0.123456789 for k in range(12)}}),
+                      checkpoint=str(search / "trials" / f"t{i}" / "checkpoint_000003"))
             for i, (m, st) in enumerate((("lstm", "scratch"), ("tcn", "adversarial")))]
     (search / FILES["markdown"]).write_text(to_markdown(rows, "transfer-search"))
     (search / FILES["csv"]).write_text(to_csv(rows))

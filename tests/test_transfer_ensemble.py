@@ -11,32 +11,33 @@ import pytest
 from pydantic import ValidationError
 
 from xmw_ray.config import ExperimentConfig
+from xmw_ray.train.results import ResultRow
 from xmw_ray.transfer.experiment import best_row
 
 NAN = math.nan
 
 
 def row(strategy, setting, seed, val, model="lstm", fraction=1.0):
-    return {"strategy": strategy, "model": model, "setting": setting, "fraction": fraction, "seed": seed,
-            "val_nse": val, "checkpoint": f"/runs/{strategy}-{setting}-{seed}", "nse": 0.99}
+    return ResultRow(strategy=strategy, model=model, setting=setting, fraction=fraction, seed=seed, val_nse=val,
+                     checkpoint=f"/runs/{strategy}-{setting}-{seed}", test={"nse": 0.99})
 
 
 def test_best_is_highest_validation_nse_never_test():
     rows = [row("scratch", "temporal", 0, 0.2), row("finetune", "temporal", 0, 0.5)]
-    rows[0]["nse"] = 0.9  # a better TEST score must not matter
-    assert best_row(rows)["strategy"] == "finetune"
+    rows[0].test["nse"] = 0.9  # a better TEST score must not matter
+    assert best_row(rows).strategy == "finetune"
 
 
 def test_deploy_setting_takes_the_chosen_runs_twin_trained_on_everything():
     rows = [row("scratch", "temporal", 0, 0.2), row("finetune", "temporal", 0, 0.5),
             row("scratch", "all", 0, NAN), row("finetune", "all", 1, NAN), row("finetune", "all", 0, NAN)]
     best = best_row(rows, "all")
-    assert (best["strategy"], best["setting"], best["seed"]) == ("finetune", "all", 0)
+    assert (best.strategy, best.setting, best.seed) == ("finetune", "all", 0)
 
 
 def test_a_lone_candidate_needs_no_validation_score_but_several_do():
     lone = [row("scratch", "temporal", 0, NAN), row("scratch", "all", 0, NAN)]
-    assert best_row(lone, "all")["setting"] == "all"
+    assert best_row(lone, "all").setting == "all"
     several = [row("scratch", "temporal", 0, NAN), row("finetune", "temporal", 0, NAN)]
     assert best_row(several) is None
 

@@ -96,11 +96,11 @@ def test_xmw_transfer_writes_tables_plot_and_evaluable_best(ray_session, world, 
     rows = list(csv.DictReader((exp / "summary.csv").open()))
     assert {r["strategy"] for r in rows} == {"scratch", "gbt"}
     assert "| gbt |" in (exp / "summary.md").read_text() and (exp / "skill_vs_fraction.png").stat().st_size > 0
-    from xmw_ray.transfer.experiment import RunRow
+    from xmw_ray.train.results import RUN_COLUMNS
 
     runs = [json.loads(line) for line in (exp / "results.jsonl").read_text().splitlines()]
     assert {r["strategy"] for r in runs} == {"scratch", "gbt"}
-    assert all(list(r) == list(RunRow.__annotations__) for r in runs)  # the trees' row and a run's: one shape
+    assert all(tuple(r) == RUN_COLUMNS for r in runs)  # the trees' row and a run's: one shape
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(exp / "best"), "--store", str(world["sites"]), "--split", "all",
                  "--json"]) == 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from xmw_ray.train.results import ResultRow
 from xmw_ray.tune.leaderboard import summary_line
 
 
-def _rows(*statuses: str) -> list[dict]:
-    return [{"status": s} for s in statuses]
+def _rows(*statuses: str) -> list[ResultRow]:
+    return [ResultRow(status=s) for s in statuses]
 
 
 def test_trials_cut_by_the_time_budget_are_not_counted_as_failed() -> None:

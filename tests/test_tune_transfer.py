@@ -56,10 +56,10 @@ def test_trials_of_different_strategies_rank_on_validation_nse_not_on_their_own_
     assert finetune.metrics_dataframe["val_loss"].min() < scratch.metrics_dataframe["val_loss"].min()
 
     rows = collect_rows([finetune, scratch], cfg)
-    assert [r["strategy"] for r in rows] == ["scratch", "finetune"]  # NSE 0.7 beats NSE 0.4
-    assert [r["rank"] for r in rows] == [1, 2]
-    assert rows[0]["val_nse"] == pytest.approx(0.7) and rows[0]["best_epoch"] == 1
-    assert rows[1]["val_nse"] == pytest.approx(0.4)
+    assert [r.strategy for r in rows] == ["scratch", "finetune"]  # NSE 0.7 beats NSE 0.4
+    assert [r.rank for r in rows] == [1, 2]
+    assert rows[0].val_nse == pytest.approx(0.7) and rows[0].best_epoch == 1
+    assert rows[1].val_nse == pytest.approx(0.4)
     markdown = to_markdown(rows, "ranked")
     assert "ranked by validation NSE" in markdown and "strategy scratch), val NSE 0.7" in markdown
     header = markdown.splitlines()[2]
@@ -75,7 +75,7 @@ def test_a_trial_without_validation_nse_ranks_last(tmp_path):
                     "resources": {"num_workers": 1}, "search": {"evaluate_test": False}}, ExperimentConfig)
     empty = CraftedResult("t_empty", "none", [{"val_loss": 0.01, "val_nse": float("nan")}], tmp_path / "a")
     scored = CraftedResult("t_scored", "none", [{"val_loss": 0.5, "val_nse": -0.2}], tmp_path / "b")
-    assert [r["trial_id"] for r in collect_rows([empty, scored], cfg)] == ["t_scored", "t_empty"]
+    assert [r.trial_id for r in collect_rows([empty, scored], cfg)] == ["t_scored", "t_empty"]
 
 
 def test_search_asks_asha_and_optuna_for_the_highest_validation_nse(tmp_path):
@@ -165,7 +165,7 @@ def test_search_over_two_strategies_reports_ranks_on_tower_validation_nse_and_re
     cfg = validate(transfer_search_raw(world, tmp_path / "runs"), ExperimentConfig)
     out = run_search(cfg)
     assert not out.resumed
-    assert sorted(r["strategy"] for r in out.rows) == ["finetune", "scratch"]  # one trial each
+    assert sorted(r.strategy for r in out.rows) == ["finetune", "scratch"]  # one trial each
     with open(out.files["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["rank"]) for r in rows] == [1, 2]
@@ -188,8 +188,8 @@ def test_search_over_two_strategies_reports_ranks_on_tower_validation_nse_and_re
     # scores were checked above: this launch skips scoring the same checkpoints again)
     again = run_search(cfg.model_copy(update={"search": cfg.search.model_copy(update={"evaluate_test": False})}))
     assert again.resumed
-    assert sorted(r["trial_id"] for r in again.rows) == sorted(r["trial_id"] for r in out.rows)
-    assert [r["val_nse"] for r in again.rows] == [r["val_nse"] for r in out.rows]
+    assert sorted(r.trial_id for r in again.rows) == sorted(r.trial_id for r in out.rows)
+    assert [r.val_nse for r in again.rows] == [r.val_nse for r in out.rows]
     # both launches signed what Tune left (trust.py); a state file changed since is refused before it is loaded
     verify_run(out.path)
     state = sorted(Path(out.path).glob("experiment_state-*.json"))[-1]

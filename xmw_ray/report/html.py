@@ -2,8 +2,9 @@
 leaderboard, the transfer table, the budget, the seasonal cycle and every year's map.
 
 It reads the files the other rooms write (it computes nothing): ``truth.json`` (the built-in world), the flux-map
-store's attributes, ``budget.csv`` and ``plots/`` (infer), ``leaderboard.md`` / ``leaderboard.csv`` (tune),
-``summary.md`` / ``results.csv`` and each run's ``config.json`` (transfer), and the figures beside them. Images
+store's attributes, ``budget.csv`` and ``plots/`` (infer), ``leaderboard.csv`` (tune), ``summary.csv`` /
+``results.csv`` and each run's ``config.json`` (transfer), and the figures beside them. Score tables are drawn from
+the CSV rows (``xmw_ray/train/results.py``) by the same functions that write their Markdown, never re-parsed. Images
 are embedded, so the page is a single file that can be mailed or archived. Captions are words, and a path in the
 text is shown relative to the page's folder, never as this machine's absolute path. Every table sits in a
 container that scrolls sideways instead of widening the page.
@@ -12,7 +13,6 @@ container that scrolls sideways instead of widening the page.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import os
@@ -26,6 +26,7 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import BUDGET_UNIT, LITERATURE_BUDGET, TRUE_BUDGET_KEY, TRUTH_FILE
 from xmw_ray.infer.plots import SCALE_FILE
 from xmw_ray.storage import write_text_atomic
+from xmw_ray.train.results import read_csv
 
 #: Column heads of the leaderboard and transfer tables, in words and with units.
 HEADS = {
@@ -90,14 +91,6 @@ class _Paths:
         return _ABS_PATH.sub(lambda m: self.show(m.group(1)), text)
 
 
-def _inline(text: str, paths: _Paths) -> str:
-    """Escaped text with Markdown ``code`` spans as <code> and absolute paths relative to the page."""
-    parts = paths.in_text(text).split("`")
-    if len(parts) % 2 == 0:  # an unpaired backtick: keep it out of the page rather than render a stray mark
-        parts = ["".join(parts)]
-    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
-
-
 #: A cell longer than this (characters of HTML) wraps anywhere (JSON hyper-parameters); shorter ones never break.
 LONG_CELL = 40
 
@@ -111,33 +104,31 @@ def _table(head: list[str], body: list[list[str]]) -> str:
             + "</table></div>")
 
 
-def markdown_table_to_html(text: str, paths: _Paths | None = None) -> str:
-    """Pipe tables and plain lines of a small Markdown file → HTML (tables in a scrolling container, headings,
-    paragraphs, ``code`` spans); known column heads get words and units (``HEADS``)."""
-    paths = paths or _Paths(Path.cwd())
-    out: list[str] = []
-    rows: list[list[str]] = []
+def _cells(cells: list[str], paths: _Paths) -> list[str]:
+    return [html.escape(paths.in_text(c)) for c in cells]
 
-    def flush() -> None:
-        if rows:
-            head, body = rows[0], [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
-            out.append(_table([html.escape(HEADS.get(c, c)) for c in head],
-                              [[_inline(c, paths) for c in r] for r in body]))
-            rows.clear()
 
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("|"):
-            rows.append([c.strip() for c in s.strip("|").split("|")])
-            continue
-        flush()
-        if s.startswith("#"):
-            level = min(len(s) - len(s.lstrip("#")) + 2, 6)
-            out.append(f"<h{level}>{_inline(s.lstrip('#').strip(), paths)}</h{level}>")
-        elif s:
-            out.append(f"<p>{_inline(s, paths)}</p>")
-    flush()
-    return "\n".join(out)
+def _leaderboard_html(path: Path, paths: _Paths) -> str:
+    """A search's ``leaderboard.csv`` as the leaderboard table (the columns ``leaderboard.md`` shows)."""
+    from xmw_ray.tune.leaderboard import best_line, best_of, shown_table, title
+
+    rows = read_csv(path)
+    cols, body = shown_table(rows)
+    parts = [f"<h3>{html.escape(title(path.parent.name, rows))}</h3>",
+             _table([html.escape(HEADS.get(c, c)) for c in cols], [_cells(r, paths) for r in body])]
+    best = best_of(rows)
+    if best is not None:
+        parts.append(f"<p>{html.escape(best_line(best))}<code>{html.escape(paths.in_text(best.checkpoint))}</code></p>")
+    return "\n".join(parts)
+
+
+def _summary_html(path: Path, paths: _Paths) -> str:
+    """A transfer experiment's ``summary.csv`` as its table (the one ``summary.md`` shows) and the note."""
+    from xmw_ray.transfer.table import summary_table
+
+    head, body, note = summary_table(read_csv(path))
+    return "\n".join([_table([html.escape(HEADS.get(c, c)) for c in head], [_cells(r, paths) for r in body]),
+                      f"<p>{html.escape(note)}</p>"])
 
 
 def _caption(png: Path) -> str:
@@ -220,21 +211,22 @@ def _describe_split(split: dict) -> str:
 
 
 def _transfer_rows(folder: Path) -> list[tuple[str, str]]:
-    rows = list(csv.DictReader((folder / "results.csv").open()))
+    rows = read_csv(folder / "results.csv")
     if not rows:
         return []
-    learned = [r for r in rows if r["strategy"] != "gbt"]
+    learned = [r for r in rows if r.strategy != "gbt"]
     baseline = " (and a gradient-boosted-trees baseline)" if len(learned) < len(rows) else ""
-    out = [("transfer experiment", f"models {', '.join(sorted({r['model'] for r in learned}))}; strategies "
-                                   f"{', '.join(sorted({r['strategy'] for r in learned}))}{baseline}"),
-           ("observation training fractions", ", ".join(sorted({r["fraction"] for r in rows}, key=float))),
-           ("seeds", f"{', '.join(sorted({r['seed'] for r in rows}, key=int))} "
-                     f"(n={len({r['seed'] for r in rows})} per row of the table)")]
-    for setting in sorted({r["setting"] for r in learned}):
+    seeds = sorted({r.seed for r in rows if r.seed is not None})
+    out = [("transfer experiment", f"models {', '.join(sorted({r.model for r in learned}))}; strategies "
+                                   f"{', '.join(sorted({r.strategy for r in learned}))}{baseline}"),
+           ("observation training fractions", ", ".join(str(f) for f in sorted({r.fraction for r in rows
+                                                                                if r.fraction is not None}))),
+           ("seeds", f"{', '.join(map(str, seeds))} (n={len(seeds)} per row of the table)")]
+    for setting in sorted({r.setting for r in learned}):
         for r in learned:
-            if r["setting"] != setting or not r.get("checkpoint"):
+            if r.setting != setting or not r.checkpoint:
                 continue
-            config = folder / "runs" / Path(r["checkpoint"]).parent.name / "best" / "config.json"
+            config = folder / "runs" / Path(r.checkpoint).parent.name / "best" / "config.json"
             if config.is_file():
                 split = json.loads(config.read_text()).get("data", {}).get("split", {})
                 out.append((f"split '{setting}'", _describe_split(split)))
@@ -243,11 +235,11 @@ def _transfer_rows(folder: Path) -> list[tuple[str, str]]:
 
 
 def _search_rows(csv_path: Path) -> list[tuple[str, str]]:
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = read_csv(csv_path)
     if not rows:
         return []
-    return [("search", f"{len(rows)} trials over models {', '.join(sorted({r['model'] for r in rows}))} and "
-                       f"strategies {', '.join(sorted({r['strategy'] for r in rows}))}, ranked by validation NSE")]
+    return [("search", f"{len(rows)} trials over models {', '.join(sorted({r.model for r in rows}))} and "
+                       f"strategies {', '.join(sorted({r.strategy for r in rows}))}, ranked by validation NSE")]
 
 
 DEFINITIONS = (
@@ -281,7 +273,7 @@ def _setup(found: list[Path], paths: _Paths) -> str:
         if str(attrs.get("xmw_format", "")).startswith("xmw-fluxmaps"):
             rows += _maps_rows(attrs)
     for f in sorted({p.parent for folder in found for p in folder.rglob("results.csv")}):
-        if (f / "summary.md").is_file():
+        if (f / "summary.csv").is_file():
             rows += _transfer_rows(f)
     for f in sorted({p for folder in found for p in folder.rglob("leaderboard.csv")}):
         rows += _search_rows(f)
@@ -296,32 +288,13 @@ def _definitions() -> str:
 
 
 SECTIONS = (
-    ("Search leaderboard (Ray Tune)", "leaderboard.md",
+    ("Search leaderboard (Ray Tune)", "leaderboard.csv", _leaderboard_html,
      "Each trial trains one model with one transfer strategy for a few epochs; trials are ranked by the NSE on the "
      "towers' validation split. Test scores are shown for information only: they chose nothing."),
-    ("Transfer learning results", "summary.md",
+    ("Transfer learning results", "summary.csv", _summary_html,
      "Each row is one model, observation split (setting), training fraction and strategy, scored on the towers' "
      "test split."),
 )
-
-
-def _table_text(path: Path) -> str:
-    """A transfer ``summary.md`` is redrawn from its ``summary.csv`` by today's rules (units in the heads, no
-    spread for one seed), so the page is right for runs made before them; other Markdown is used as written."""
-    from xmw_ray.transfer.table import SUMMARY_METRICS, markdown
-
-    csv_path = path.with_name("summary.csv")
-    if path.name != "summary.md" or not csv_path.is_file():
-        return path.read_text()
-    rows = list(csv.DictReader(csv_path.open()))
-    try:
-        for r in rows:
-            r["seeds"] = int(r["seeds"])
-            for m in SUMMARY_METRICS:
-                r[f"{m}_mean"], r[f"{m}_std"] = float(r[f"{m}_mean"]), float(r[f"{m}_std"])
-    except (KeyError, ValueError):
-        return path.read_text()
-    return markdown(rows)
 
 
 def _budget_section(path: Path, paths: _Paths) -> str:
@@ -354,11 +327,11 @@ def build_report(folders: list[Path], title: str = "Wetland CH4 emission: xmw_ra
         raise XmwInputError(f"{', '.join(map(str, folders))}: nothing to report (no such folder)")
     paths = _Paths(base or Path.cwd())
     content: list[str] = []
-    for heading, name, intro in SECTIONS:
+    for heading, name, draw, intro in SECTIONS:
         for path in sorted(p for f in found for p in f.rglob(name)):
             content.append(f"<h2>{heading}</h2><p>{html.escape(intro)} From "
                            f"<code>{html.escape(paths.show(path.parent))}</code>.</p>")
-            content.append(markdown_table_to_html(_table_text(path), paths))
+            content.append(draw(path, paths))
             for png in sorted(path.parent.glob("*.png")):
                 content.append(_img(png))
             best = path.parent / "best"

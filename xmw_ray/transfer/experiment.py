@@ -7,11 +7,9 @@ its checkpoints; source pretrainings are cached by hash and shared by every stra
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +23,7 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import is_url, publish_dir
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
+from xmw_ray.train.results import ResultRow, append_jsonl, read_jsonl
 from xmw_ray.transfer.base import check_layouts
 from xmw_ray.transfer.ensemble import run_ensemble
 from xmw_ray.transfer.registry import get_strategy
@@ -36,34 +35,14 @@ NO_TEST: dict[str, float] = {**dict.fromkeys(METRIC_KEYS[:-1], float("nan")), "n
 BEST_DIR = "best"
 
 
-class RunRow(TypedDict):
-    """One line of ``results.jsonl``, the one shape of a scored run (a strategy's or the trees'): what ran, its
-    TEST metrics pooled over observed days (``train/metrics.py``), its validation NSE (what selection reads; NaN
-    for the trees) and its checkpoint ("" for the trees). The summary tables and ``best`` are made from these."""
-
-    key: str
-    model: str
-    setting: str
-    fraction: float
-    seed: int
-    strategy: str
-    nse: float
-    rmse: float
-    nrmse: float
-    pearson_r2: float
-    kge: float
-    bias: float
-    n: int
-    val_nse: float
-    checkpoint: str
-
-
 def run_row(strategy: str, model: str, setting: str, fraction: float, seed: int, test: dict[str, Any],
-            val_nse: float, checkpoint: str) -> RunRow:
-    """The row of one scored run; ``test`` is a pooled metrics dict (``METRIC_KEYS``)."""
-    return RunRow(key=run_key(strategy, model, setting, fraction, seed), model=model, setting=setting,
-                  fraction=fraction, seed=seed, strategy=strategy, **{k: test[k] for k in METRIC_KEYS},
-                  val_nse=val_nse, checkpoint=checkpoint)
+            val_nse: float, checkpoint: str) -> ResultRow:
+    """The row of one scored run (a strategy's or the trees'): its TEST metrics pooled over observed days
+    (``test``, ``METRIC_KEYS``), its validation NSE (what selection reads; NaN for the trees) and its checkpoint
+    ("" for the trees). ``results.jsonl``, the summary tables and ``best`` are made from these."""
+    return ResultRow(key=run_key(strategy, model, setting, fraction, seed), model=model, setting=setting,
+                     fraction=fraction, seed=seed, strategy=strategy, test={k: test[k] for k in METRIC_KEYS},
+                     val_nse=val_nse, checkpoint=checkpoint)
 
 
 def _log(msg: str) -> None:
@@ -120,19 +99,6 @@ def run_key(strategy: str, model: str, setting: str, fraction: float, seed: int)
     return f"{strategy}-{model}-{setting}-f{fraction:g}-s{seed}"
 
 
-def _load_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _append_row(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(row, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _arrays(info, spec: SplitSpec, part: str) -> dict[str, np.ndarray]:
     batches = list(sample_dataset(info, spec, part).iter_batches(batch_size=None, batch_format="numpy"))
     if not batches:
@@ -140,7 +106,7 @@ def _arrays(info, spec: SplitSpec, part: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> RunRow:
+def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: float, seed: int) -> ResultRow:
     """Fit the trees on the observations' training split (training + validation parts), score on test."""
     info = store_info(cfg.data.store, cfg.data.source)
     train = [_arrays(info, spec, p) for p in (("train", "val") if spec.val_fraction > 0 else ("train",))]
@@ -164,8 +130,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     if cfg.source is not None:  # refused before any Ray work (the trees would start Ray first)
         check_layouts(store_info(cfg.source.store, cfg.source.source), store_info(cfg.data.store, cfg.data.source))
     results = out / RESULTS_FILE
-    rows = _load_rows(results)
-    done = {r["key"] for r in rows}
+    rows = read_jsonl(results)
+    done = {r.key for r in rows}
     models = exp.models or [cfg.model]
     total = len(models) * len(exp.settings) * len(exp.fractions) * len(exp.seeds) * len(exp.strategies)
     number = 0
@@ -179,7 +145,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                         key = run_key("gbt", "gbt", setting, fraction, seed)
                         if key not in done:
                             row = gbt_row(cfg, setting, spec, fraction, seed)
-                            _append_row(results, row)
+                            append_jsonl(results, row)
                             rows.append(row)
                             done.add(key)
                     for strategy in exp.strategies:
@@ -195,42 +161,42 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
                                   if has_test else NO_TEST)
                         row = run_row(strategy, model.name, setting, fraction, seed, pooled,
                                       outcome.metrics.get("val_nse", float("nan")), str(outcome.best_checkpoint))
-                        _append_row(results, row)
+                        append_jsonl(results, row)
                         rows.append(row)
                         done.add(key)
-                        log(f"  {key}: test NSE {row['nse']:.3f} on held-out data, val NSE {row['val_nse']:.3f} on "
+                        log(f"  {key}: test NSE {row.test['nse']:.3f} on held-out data, val NSE {row.val_nse:.3f} on "
                             "the validation part that chose its epoch")
-    scored = [{k: v for k, v in r.items() if k != "key"} for r in rows if r.get("setting") != exp.deploy_setting]
+    scored = [r for r in rows if r.setting != exp.deploy_setting]
     paths = write_results(scored, out)
     paths["best"] = _copy_best(rows, out, exp.deploy_setting)
     return paths
 
 
-def best_row(rows: list[dict[str, Any]], deploy_setting: str | None = None) -> dict[str, Any] | None:
+def best_row(rows: list[ResultRow], deploy_setting: str | None = None) -> ResultRow | None:
     """The run with the highest VALIDATION NSE (never test); with ``deploy_setting``, that run's strategy, model
     and fraction as trained in the deploy setting (same seed when there, else its first seed). A lone
     candidate (one strategy, model and fraction) needs no validation score."""
-    runs = [r for r in rows if r.get("checkpoint")]
-    pool = [r for r in runs if r.get("setting") != deploy_setting] if deploy_setting else runs
-    scored = [r for r in pool if r.get("val_nse") == r.get("val_nse")]
+    runs = [r for r in rows if r.checkpoint]
+    pool = [r for r in runs if r.setting != deploy_setting] if deploy_setting else runs
+    scored = [r for r in pool if r.val_nse is not None and r.val_nse == r.val_nse]
     if scored:
-        chosen = max(scored, key=lambda r: r["val_nse"])
-    elif len({(r["strategy"], r["model"], r["fraction"]) for r in pool}) == 1:
+        chosen = max(scored, key=lambda r: r.val_nse)
+    elif len({(r.strategy, r.model, r.fraction) for r in pool}) == 1:
         chosen = pool[0]
     else:
         return None
     if deploy_setting is None:
         return chosen
-    same = [r for r in runs if r.get("setting") == deploy_setting
-            and (r["strategy"], r["model"], r["fraction"]) == (chosen["strategy"], chosen["model"], chosen["fraction"])]
-    same.sort(key=lambda r: (r["seed"] != chosen["seed"], r["seed"]))
+    same = [r for r in runs if r.setting == deploy_setting
+            and (r.strategy, r.model, r.fraction) == (chosen.strategy, chosen.model, chosen.fraction)]
+    same.sort(key=lambda r: (r.seed != chosen.seed, r.seed))
     return same[0] if same else None
 
 
-def _copy_best(rows: list[dict[str, Any]], out: Path, deploy_setting: str | None = None) -> Path:
+def _copy_best(rows: list[ResultRow], out: Path, deploy_setting: str | None = None) -> Path:
     """:func:`best_row`'s checkpoint → ``<output_dir>/best`` (copied aside, swapped in atomically)."""
     best = out / BEST_DIR
     row = best_row(rows, deploy_setting)
     if row is None:
         return best
-    return publish_dir(row["checkpoint"], best)
+    return publish_dir(row.checkpoint, best)

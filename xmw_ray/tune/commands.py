@@ -18,8 +18,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     console.out(summary_line(cfg.run.name, out.rows, cfg.search.num_samples, cfg.search.time_budget_s, out.wall_s))
     if out.rows and out.best_checkpoint:
         b = out.rows[0]
-        console.out(f"best: trial {b['trial']} {b['model']} / {b['strategy']}: val NSE {b['val_nse']:.3f}"
-                    + (f", test NSE {b['test_nse']:.3f}" if "test_nse" in b else ""))
+        console.out(f"best: trial {b.trial} {b.model} / {b.strategy}: val NSE {b.val_nse:.3f}"
+                    + (f", test NSE {b.test['nse']:.3f}" if "nse" in b.test else ""))
         console.out(console.NSE_NOTE)
     console.out(f"leaderboard: {out.files['markdown']}")
     console.out(f"best checkpoint: {out.best_checkpoint}")

@@ -19,6 +19,7 @@ from xmw_ray.config import ExperimentConfig
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import is_url, run_path
 from xmw_ray.train.resources import DATA_CPUS
+from xmw_ray.train.results import ResultRow
 from xmw_ray.tune.cleanup import WorkerGroupSweeper
 from xmw_ray.tune.leaderboard import RANK_METRIC, RANK_MODE
 from xmw_ray.tune.progress import TrialProgress
@@ -134,7 +135,7 @@ class SearchOutcome:
     """What a search leaves: the leaderboard rows (best first), its files, and the best checkpoint."""
 
     path: str
-    rows: list[dict[str, Any]]
+    rows: list[ResultRow]
     files: dict[str, str]
     best_checkpoint: str | None
     resumed: bool
