@@ -38,14 +38,21 @@ def inference_device(use_gpu: bool) -> torch.device:
 class FluxPredictor:
     """Callable class for ``Dataset.map_batches`` with an actor pool: one model per actor, many batches."""
 
-    def __init__(self, checkpoint: str, use_gpu: bool = False):
+    def __init__(self, checkpoint: str, use_gpu: bool = False,
+                 slots: tuple[tuple[int, ...], tuple[int, ...]] | None = None):
+        """``slots``: the dynamic and static slots of the store the model reads (``features.select_slots``; a
+        map-ready model reads some of the grid's), None for every slot."""
         self.device = inference_device(use_gpu)
         self.model = load_checkpoint_model(checkpoint).to(self.device)
+        self.slots = None if slots is None else (list(slots[0]), list(slots[1]))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dyn, stat = batch[schema.DYNAMIC], batch[schema.STATIC]
+        if self.slots is not None:
+            dyn, stat = dyn[..., self.slots[0]], stat[..., self.slots[1]]
         with torch.inference_mode():
-            dynamic = torch.tensor(batch[schema.DYNAMIC], dtype=torch.float32, device=self.device)
-            static = torch.tensor(batch[schema.STATIC], dtype=torch.float32, device=self.device)
+            dynamic = torch.tensor(dyn, dtype=torch.float32, device=self.device)
+            static = torch.tensor(stat, dtype=torch.float32, device=self.device)
             flux = self.model(dynamic, static).float().cpu().numpy()
         ilat, ilon = parse_cell_entities(batch[schema.ENTITY])
         return {ILAT: ilat, ILON: ilon, schema.YEAR: np.asarray(batch[schema.YEAR], dtype=np.int64), FLUX: flux}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data.contract import DAYS_PER_YEAR, cell_area_m2, grid_coords
-from xmw_ray.data.features import check_pairing
+from xmw_ray.data.features import Slots, check_pairing, select_slots
 from xmw_ray.data.grid_store import GridStore
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budget_csv
@@ -102,9 +102,9 @@ def local_checkpoint(checkpoint: str) -> Iterator[str]:
 class _CheckpointPredictor(FluxPredictor):
     """``FluxPredictor`` that also takes a checkpoint URL: each actor, on whichever node, fetches the model once."""
 
-    def __init__(self, checkpoint: str, use_gpu: bool = False):
+    def __init__(self, checkpoint: str, use_gpu: bool = False, slots: Slots | None = None):
         with local_checkpoint(checkpoint) as local:
-            super().__init__(local, use_gpu)
+            super().__init__(local, use_gpu, slots)
 
 
 def select_years(store: GridStore, years: tuple[int, int] | None) -> tuple[int, ...]:
@@ -212,11 +212,15 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
         model_sha256 = _sha256(Path(local) / MODEL_FILE)
     grid, out = _local_abs(grid), _local_abs(out)
     store = GridStore.open(grid)
-    if (len(store.dynamic_vars), len(store.static_vars)) != (model.n_dynamic, model.n_static):
-        raise XmwInputError(f"{grid}: {len(store.dynamic_vars)} dynamic / {len(store.static_vars)} static inputs, "
+    # A map-ready model (sites prepared with --drivers map) reads the grid's slots of its own names only.
+    slots = select_slots(model.features, store.features)
+    given = store.features if slots is None else store.features.select(*slots)
+    if (len(given.dynamic), len(given.static)) != (model.n_dynamic, model.n_static):
+        raise XmwInputError(f"{grid}: {len(given.dynamic)} dynamic / {len(given.static)} static inputs, "
                             f"the checkpoint expects {model.n_dynamic} / {model.n_static}")
-    check_pairing(model.features, f"checkpoint {checkpoint}", store.features, grid,
-                  "map with a model trained on this grid's features (sites prepared with --grid)")
+    check_pairing(model.features, f"checkpoint {checkpoint}", given, grid,
+                  "map with a model trained on this grid's features (sites prepared with --grid, or with "
+                  "--drivers map)")
     wanted = select_years(store, years)
     # Before the map store exists: a pool the cluster cannot hold is refused with nothing written.
     check_actors_fit(1 if actors is None else actors, use_gpu, planned_cluster_resources())
@@ -236,7 +240,7 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
     if on_start is not None:
         on_start(list(wanted), missing)
     if missing:
-        _predict_years(maps, store, checkpoint, missing, area, batch_size, actors, use_gpu, on_year_done)
+        _predict_years(maps, store, checkpoint, missing, area, batch_size, actors, use_gpu, on_year_done, slots)
     maps.finalize()
 
     done = maps.years_done()
@@ -256,8 +260,10 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
 
 def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: list[int], area: np.ndarray | None,
                    batch_size: int, actors: int | None, use_gpu: bool,
-                   on_year_done: Callable[[int, dict[str, float] | None], None] | None) -> None:
-    """Run the actor pool over ``years`` and commit each year as soon as all its cells have arrived."""
+                   on_year_done: Callable[[int, dict[str, float] | None], None] | None,
+                   slots: Slots | None = None) -> None:
+    """Run the actor pool over ``years`` and commit each year as soon as all its cells have arrived; ``slots``:
+    the grid slots the model reads (None: all)."""
     import ray.data
 
     from xmw_ray.data import schema
@@ -268,7 +274,8 @@ def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, years: lis
     n_actors = _actor_count(actors, use_gpu)
     ds = sample_dataset(store_info(store.path, "grid"), None, "all", years=years)
     ds.context.execution_options.preserve_order = True  # one year at a time reaches the driver
-    preds = ds.map_batches(_CheckpointPredictor, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu},
+    preds = ds.map_batches(_CheckpointPredictor, fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": use_gpu,
+                                                                   "slots": slots},
                            compute=ray.data.ActorPoolStrategy(size=n_actors), batch_size=batch_size,
                            batch_format="numpy", num_cpus=1, num_gpus=1 if use_gpu else 0)
     lat, _ = grid_coords(store.res)
