@@ -49,6 +49,14 @@ of the preset's SIM_FCH4 driver, so the target store is the towers without SIM_F
 pretraining uses no observed target and is shared by all folds. Strategies keep their default parameters.
 Writes ``<out>/real_towers_transfer.md`` and ``.json``; no conformal intervals there.
 
+Map variant (issue #15 item 5; ``--variant map``): the same nested protocol, candidates, conformal intervals and
+bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real``:
+its network on its own Site store (``--drivers map``: the Grid store's slots a tower supplies without a grid, daily
+PREC, SOLR, TAIR, VAPR, wetland type, CH4/CO2), and the same trees restricted to that store's inputs (its rows, plus
+the trees' usual 7- and 30-day trailing means of those drivers, which a grid's daily drivers give too; no solar
+season, no |latitude|, no tower-only column). The default ``--out`` is then ``runs/bench-real-towers-nested-map``.
+``--variant tower`` (the default) is the procedure above, unchanged. Transfer mode is for the tower variant only.
+
 Writes ``<out>/real_towers_nested.md`` and ``.json`` (atomically). ``--max-outer`` and ``--epochs`` are for smoke
 runs only: their results are marked SMOKE, not the estimate.
 
@@ -56,6 +64,7 @@ runs only: their results are marked SMOKE, not the estimate.
         [--inner-folds 5] [--members 3] [--inner-members 1]
     python bench/real_towers_nested.py --strategies scratch finetune residual adversarial reweight
         --fractions 1.0 0.3 [--members 3] [--out runs/bench-real-towers-transfer]
+    python bench/real_towers_nested.py --variant map [--out runs/bench-real-towers-nested-map]
     smoke: python bench/real_towers_nested.py --max-outer 2 --epochs 3 --inner-folds 3 --members 1
 """
 
@@ -80,6 +89,7 @@ from xmw_ray.data import schema
 from xmw_ray.data.fluxnet import find_site_sources
 from xmw_ray.data.ray_datasets import StoreInfo, sample_dataset, store_info
 from xmw_ray.data.splits import TRAIN, SplitPlan, SplitSpec
+from xmw_ray.data.tower_features import TRAILING_WINDOWS
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model, write_ensemble_checkpoint
 from xmw_ray.storage import write_text_atomic
@@ -92,6 +102,8 @@ from xmw_ray.transfer.registry import get_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "experiments" / "fluxnet-real.yaml"
+#: ``--variant`` → its preset: the tower model, and the map-ready one (drivers a Grid store has).
+VARIANTS = {"tower": PRESET, "map": ROOT / "configs" / "experiments" / "fluxnet-real-map.yaml"}
 #: The strong trees of issue #15 (a careful user's settings; fixed, never tuned here).
 TREE_PARAMS = {"max_iter": 300, "learning_rate": 0.05}
 #: Candidates of the nested choice, in tie-break order: weights over the base models' predictions
@@ -281,14 +293,17 @@ def score_procedures(folds: list[FoldResult], obs: Predictions) -> dict[str, dic
 class TreeFitter:
     """The strong trees: fitted on the training towers' rows, predicting the test towers' (members ignored)."""
 
-    def __init__(self, rows: dict[str, dict[str, np.ndarray]], seed: int = 0) -> None:
-        self.rows, self.seed = rows, seed
+    def __init__(self, rows: dict[str, dict[str, np.ndarray]], seed: int = 0,
+                 trailing_windows: tuple[int, ...] = ()) -> None:
+        """``trailing_windows``: () when ``rows`` already carry trailing means (``tree_rows``), the trees' usual
+        windows on a store's own rows (the map variant)."""
+        self.rows, self.seed, self.trailing_windows = rows, seed, trailing_windows
         self.fit_seconds: list[float] = []
 
     def __call__(self, train: list[str], test: list[str], members: int = 1, name: str = "") -> Predictions:
         t0 = time.perf_counter()
         x = {k: np.concatenate([self.rows[s][k] for s in train]) for k in ("dynamic", "static", "y")}
-        trees = GBTBaseline(**TREE_PARAMS, random_state=self.seed, trailing_windows=()).fit(
+        trees = GBTBaseline(**TREE_PARAMS, random_state=self.seed, trailing_windows=self.trailing_windows).fit(
             x["dynamic"], x["static"], x["y"])
         self.fit_seconds.append(time.perf_counter() - t0)
         return {s: trees.predict(self.rows[s]["dynamic"], self.rows[s]["static"]).astype(np.float64) for s in test}
@@ -366,6 +381,14 @@ class NetworkFitter:
                 for s in test}
 
 
+def tree_fitter(variant: str, towers: str, net_rows: dict[str, dict[str, np.ndarray]]) -> TreeFitter:
+    """The trees of ``variant``: on the tower drivers read from the site files (``tree_rows``), or, for ``map``,
+    on the network's own store rows (the drivers a grid has) with the trees' usual trailing means."""
+    if variant == "map":
+        return TreeFitter(net_rows, trailing_windows=TRAILING_WINDOWS)
+    return TreeFitter(tree_rows(towers))
+
+
 def align(trees: dict[str, dict[str, np.ndarray]], net: dict[str, dict[str, np.ndarray]]) -> None:
     """Both base models must see the same tower-years and the same target (else blends pair different days)."""
     if sorted(trees) != sorted(net):
@@ -401,6 +424,9 @@ def table(results: dict) -> str:
     for f in results["folds"]:
         lines.append(f"| {f['outer']} | {f['chosen']} | " + " | ".join(f"{f['scores'][c]:.3f}" for c in CANDIDATES)
                      + " |")
+    if results.get("variant") == "map":  # the tower variant's table is unchanged
+        lines.insert(0, f"Variant map: {Path(results['config']).name}; trees on the same store's inputs and their "
+                        "7- and 30-day trailing means.\n")
     if results["smoke"]:
         lines.insert(0, f"**SMOKE run ({results['smoke']}): not the estimate.**\n")
     return "\n".join(lines)
@@ -467,7 +493,11 @@ def transfer_table(results: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--towers", default=str(ROOT.parent / "shared" / "data" / "fluxnet-ch4"))
-    ap.add_argument("--out", default="runs/bench-real-towers-nested")
+    ap.add_argument("--variant", choices=tuple(VARIANTS), default="tower",
+                    help="tower: the fluxnet-real preset and trees on the tower drivers; map: the map-ready "
+                         "fluxnet-real-map preset and trees on its drivers (those a Grid store has)")
+    ap.add_argument("--out", default=None,
+                    help="default runs/bench-real-towers-nested, with -map for --variant map")
     ap.add_argument("--inner-folds", type=int, default=5, help="K of the inner grouped K-fold (towers as groups)")
     ap.add_argument("--members", type=int, default=3, help="network seeds of each outer refit (the preset's 3)")
     ap.add_argument("--inner-members", type=int, default=1, help="network seeds of each inner fit")
@@ -477,7 +507,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="transfer mode (item 3): score these strategies by outer LOTO instead of the nested choice")
     ap.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.3],
                     help="transfer mode: seeded shares of the training towers (the data-sparse case)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = "runs/bench-real-towers-nested" + ("-map" if args.variant == "map" else "")
+    return args
 
 
 def validate(args: argparse.Namespace) -> list[str]:
@@ -489,6 +522,8 @@ def validate(args: argparse.Namespace) -> list[str]:
         if value is not None and value < (2 if flag == "inner_folds" else 1):
             raise XmwInputError(f"--{flag.replace('_', '-')}: must be at least "
                                 f"{2 if flag == 'inner_folds' else 1}, got {value}")
+    if args.strategies and args.variant != "tower":
+        raise XmwInputError("--strategies: transfer mode scores the tower variant only")
     for st in args.strategies or []:
         if st not in STRATEGIES:
             raise XmwInputError(f"--strategies: unknown strategy {st!r} (known: {', '.join(STRATEGIES)})")
@@ -526,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         validate(args)
+        preset = VARIANTS[args.variant]
         out = Path(args.out).resolve()
         overrides = [f"run.output_dir={out.parent}", f"run.name={out.name}",
                      f"transfer.prepare.forcing={Path(args.towers).resolve()}"]
@@ -533,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"optim.epochs={args.epochs}")
         if args.strategies:
             overrides.append(f"transfer.strategies=[{','.join(args.strategies)}]")
-            overrides += transfer_overrides(out, args.epochs or load_config(str(PRESET)).optim.epochs)
-        cfg = load_config(str(PRESET), overrides, require="transfer").resolved()
+            overrides += transfer_overrides(out, args.epochs or load_config(str(preset)).optim.epochs)
+        cfg = load_config(str(preset), overrides, require="transfer").resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
         return 2
@@ -545,12 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     ensure_ray()
     prepare_stores(cfg, log)
     net_rows = store_rows(store_info(cfg.data.store, cfg.data.source))
-    trees = tree_rows(args.towers)
-    align(trees, net_rows)
+    tree_fit = tree_fitter(args.variant, args.towers, net_rows)
+    align(tree_fit.rows, net_rows)
     sites = sorted(net_rows)
     obs = {s: net_rows[s]["y"] for s in sites}
-    tree_fit = TreeFitter(trees)
-    common = {"smoke": smoke, "towers": str(Path(args.towers).resolve()), "config": str(PRESET),
+    common = {"smoke": smoke, "variant": args.variant, "towers": str(Path(args.towers).resolve()), "config": str(preset),
+              "tree_trailing_windows": list(tree_fit.trailing_windows),
               "tree_params": TREE_PARAMS, "members": args.members, "epochs": cfg.optim.epochs,
               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": BOOTSTRAP_LEVEL}}
     outer_sites = sites[: args.max_outer or len(sites)]

@@ -138,3 +138,37 @@ def test_fold_split_gives_the_outer_tower_no_part_and_fractions_keep_a_subset():
     sparse = nested.kept_towers(nested.fold_split(train, [outer], 0.3))
     assert full == sorted(train) and set(sparse) < set(full) and sparse
     assert sparse == nested.kept_towers(nested.fold_split(train, [outer], 0.3))
+
+
+def test_map_variant_has_its_preset_and_output_and_refuses_transfer_mode(tmp_path, capsys):
+    from xmw_ray.config import load_config
+
+    assert nested.parse_args([]).out == "runs/bench-real-towers-nested"  # the tower variant is unchanged
+    args = nested.parse_args(["--variant", "map"])
+    assert args.out == "runs/bench-real-towers-nested-map"
+    assert load_config(str(nested.VARIANTS["map"]), require="transfer").transfer.prepare.drivers == "map"
+    assert nested.VARIANTS["tower"] == nested.PRESET
+    assert nested.main(["--variant", "map", "--strategies", "scratch", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmw: error: --strategies:") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_map_trees_read_only_the_network_store_rows_and_never_the_test_target():
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(4)
+    rows = {f"T{i:02d}": {"dynamic": rng.gamma(2.0, 5.0, (1, DAYS, 4)).astype(np.float32),
+                          "static": rng.random((1, 3)).astype(np.float32), "year": np.array([2015])}
+            for i in range(5)}
+    for r in rows.values():
+        r["y"] = 3.0 * r["dynamic"][..., 2].astype(np.float64) + rng.normal(0, 1.0, (1, DAYS))
+    trees = nested.tree_fitter("map", "no tower files are read", rows)
+    assert trees.rows is rows and trees.trailing_windows == nested.TRAILING_WINDOWS
+    train, test = sorted(rows)[:4], sorted(rows)[4:]
+    with threadpool_limits(1):  # small fits: one OpenMP thread on the shared cores (as tests/test_gbt.py)
+        pred = trees(train, test)[test[0]]
+        rows[test[0]]["y"] = rows[test[0]]["y"] * 100.0 + 1e3
+        np.testing.assert_array_equal(trees(train, test)[test[0]], pred)
+    ok = np.isfinite(pred)
+    assert ok.all() and np.corrcoef(pred[ok], rows[test[0]]["dynamic"][..., 2][ok])[0, 1] > 0.9

@@ -152,7 +152,7 @@ class PrepareSection(Strict):
     the towers' own drivers. The source store is then not built, and only ``scratch`` applies."""
 
     forcing: str = Field(description="folder of FLUXNET-CH4 site files (with the META file)")
-    drivers: Literal["xmw", "tower"] = Field("xmw", description="xmw prepare sites --drivers")
+    drivers: Literal["xmw", "tower", "map"] = Field("xmw", description="xmw prepare sites --drivers")
     sim_input: bool = Field(False, description="simulated flux as an observation-store driver (drivers: tower)")
 
     @model_validator(mode="after")

@@ -105,11 +105,13 @@ def register(subparsers) -> None:
                         f"(FCH4_F, remaining gaps from FCH4_F_ANNOPTLM) (default {DEFAULT_TARGET})")
     s.add_argument("--wetland-types", metavar="xmw|CSV", help="per-tower wetlandtype override: 'xmw' (X-MethaneWet preset) or CSV")
     s.add_argument("--max-input-gap", type=int, default=DEFAULT_MAX_INPUT_GAP, metavar="DAYS",
-                   help="fill driver gaps of at most this many days by interpolation (0: none; xmw drivers only) "
+                   help="fill driver gaps of at most this many days by interpolation (0: none; xmw and map drivers only) "
                         f"(default {DEFAULT_MAX_INPUT_GAP})")
     s.add_argument("--drivers", choices=DRIVER_SETS, default=DEFAULT_DRIVERS,
                    help="xmw: X-MethaneWet's 5 drivers (gap site-years dropped); tower: the towers' own columns, "
-                        "trailing means, gap flags (gaps kept as NaN) and metadata descriptors "
+                        "trailing means, gap flags (gaps kept as NaN) and metadata descriptors; map: the Grid store's "
+                        "slots a tower supplies without one (daily weather, wetland type, CH4/CO2; gaps "
+                        "kept as NaN), so the model maps a Grid store "
                         f"(default {DEFAULT_DRIVERS})")
     s.add_argument("--sim-sites", metavar="DIR",
                    help="with --drivers tower: 'xmw simulate sites' output whose FCH4 becomes the SIM_FCH4 input")

@@ -130,6 +130,10 @@ class FeatureSet:
     def names(self, kind: str) -> tuple[str, ...]:
         return tuple(f.name for f in getattr(self, kind))
 
+    def select(self, dynamic: tuple[int, ...], static: tuple[int, ...]) -> FeatureSet:
+        """The slots at these indices, in this order."""
+        return FeatureSet(tuple(self.dynamic[i] for i in dynamic), tuple(self.static[i] for i in static))
+
     def to_record(self) -> dict[str, list[dict[str, str]]]:
         """Plain JSON (and ``torch.load(weights_only=True)``) form."""
         return {"dynamic": [f.to_record() for f in self.dynamic], "static": [f.to_record() for f in self.static]}
@@ -161,6 +165,29 @@ class FeatureSet:
 def _pairs(a: Feature, b: Feature) -> bool:
     same_source = a.provenance == b.provenance or {a.provenance, b.provenance} <= OBSERVED
     return a.meaning == b.meaning and a.unit == b.unit and same_source
+
+
+#: Indices of a store's dynamic and static slots that a model reads.
+Slots = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def select_slots(expected: FeatureSet | None, given: FeatureSet) -> Slots | None:
+    """The slots of ``given`` a model built on ``expected`` reads, by name, when ``expected``'s names are a proper
+    subset of ``given``'s in the same order (a map-ready model, trained on the Grid store's slots that towers supply
+    without a grid, reading a Grid store); None when the names are equal or not such a subset (every slot is given,
+    and :func:`check_pairing` then decides). Meanings are not looked at here: pair the selection afterwards."""
+    if expected is None or expected.legacy:
+        return None
+    picks = []
+    for kind in ("dynamic", "static"):
+        want, have = expected.names(kind), given.names(kind)
+        index = [have.index(n) for n in want if n in have]
+        if len(index) != len(want) or index != sorted(index):
+            return None
+        picks.append(tuple(index))
+    if all(len(p) == len(given.names(k)) for p, k in zip(picks, ("dynamic", "static"), strict=True)):
+        return None
+    return picks[0], picks[1]
 
 
 def check_pairing(expected: FeatureSet | None, expected_as: str, given: FeatureSet | None, given_as: str,

@@ -8,8 +8,9 @@ from __future__ import annotations
 #: from FCH4_F_ANNOPTLM).
 TARGET_CHOICES = ("FCH4", "FCH4_F", "xmw-fill")
 DEFAULT_TARGET = TARGET_CHOICES[0]
-#: ``--drivers``: X-MethaneWet's five drivers, or the towers' own columns.
-DRIVER_SETS = ("xmw", "tower")
+#: ``--drivers``: X-MethaneWet's five drivers, the towers' own columns, or the slots of a Grid store a tower can
+#: supply without one (``map``: daily weather, wetland type, CH4/CO2; a model on it maps a Grid store).
+DRIVER_SETS = ("xmw", "tower", "map")
 DEFAULT_DRIVERS = DRIVER_SETS[0]
 #: Grid store layout: cells per Zarr chunk along the cell axis, chunks per shard file.
 DEFAULT_CELLS_PER_CHUNK = 256

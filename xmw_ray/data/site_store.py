@@ -14,7 +14,13 @@ the tower's cell is not a valid cell of the Grid store (``cell_not_in_grid``) or
 cell (``contract.site_cell``, X-MethaneWet's behaviour); without it they come from the tower itself
 (``fluxnet.SITE_STATIC_SOURCES``) and ``atmosphere.annual_concentrations``.
 
-Driver sets (``drivers``): ``xmw`` (the rules above: X-MethaneWet's 5 drivers, 8 static slots + CH4/CO2) or
+Driver sets (``drivers``): ``xmw`` (the rules above: X-MethaneWet's 5 drivers, 8 static slots + CH4/CO2),
+``map`` (``MAP_DYNAMIC_VARS`` / ``MAP_STATIC_VARS``: the Grid store's slots a tower supplies in the grid's own meaning
+without a Grid store: its daily PREC, SOLR, TAIR, VAPR, its recorded wetland type, the CH4/CO2 record;
+not NPP, whose tower stand-in is 0.5 x GPP rather than TEM's NPP, nor the soil, vegetation and climate maps, which a
+tower's metadata does not give in the grid's classes, nor elevation, which the release's META does not record;
+driver gaps after the short-gap fill and an unrecorded wetland class stay NaN, only ``no_target`` drops; ``xmw infer`` maps a Grid store with such a model by
+reading these slots of the grid by name) or
 ``tower`` (``tower_features``: the towers' own columns, trailing means, gap flags, seasonal clock, optionally the
 simulated flux at the tower, and metadata descriptors). With ``tower`` input gaps stay NaN and only ``no_target``
 drops a site-year; the metadata records ``drivers`` and ``sim_source``.
@@ -102,6 +108,14 @@ from xmw_ray.storage import (
 SITE_FORMAT = "xmw-sites-v1"
 META_KEY = b"xmw"
 COMMON_METADATA = "_common_metadata"
+#: The ``map`` driver set: slots named as the Grid store's, each paired with the grid's own (``features.py``).
+MAP_DYNAMIC_VARS: tuple[str, ...] = DAILY_VARS
+#: No ``clelev``: the FLUXNET-CH4 release's META file records no elevation, so the slot would be unknown at every
+#: training tower, and a model never taught it would meet the grid's real elevations.
+MAP_STATIC_VARS: tuple[str, ...] = ("wetlandtype", *ANNUAL_VARS)
+MAP_STATIC_SOURCES = {"wetlandtype": "wetland class 1-4 from SITE_CLASSIFICATION and TREE (or the --wetland-types "
+                                     "override; NaN when the class is not recorded)",
+                      **dict.fromkeys(ANNUAL_VARS, "global annual record (atmosphere.annual_concentrations)")}
 DROP_REASONS = ("no_target", "cell_not_in_grid", "year_not_in_grid", "input_gap", "npp_gap")
 
 
@@ -189,6 +203,44 @@ def _xmw_site_features(grid: _GridLookup | None, wetland_override: bool) -> Feat
     return FeatureSet((*daily, features.dynamic[grid.npp_slot]), tuple(static))
 
 
+def _map_site_features() -> FeatureSet:
+    """Descriptors of the ``map`` driver set: each pairs with the Grid store's slot of the same name."""
+    daily = tuple(Feature(v, CONTRACT_MEANINGS[v], "tower", UNITS[v]) for v in MAP_DYNAMIC_VARS)
+    static = {f.name: f for f in SITE_STATIC_FEATURES}
+    annual = tuple(Feature(v, CONTRACT_MEANINGS[v], "record", UNITS[v]) for v in ANNUAL_VARS)
+    return FeatureSet(daily, (static["wetlandtype"], *annual))
+
+
+def _daily_drivers(sy: SiteYears, max_input_gap: int) -> np.ndarray:
+    """The tower's ``DAILY_VARS`` in the contract's units, ``(n_years, 365, 4)``, short gaps filled, others NaN."""
+    for col in (*DRIVER_COLUMNS.values(), VPD_COLUMN):
+        if not sy.has(col):
+            raise XmwInputError(f"{sy.path}: column {col} not found (site {sy.site})")
+    drivers = {var: fill_short_gaps(sy.columns[col], max_input_gap) for var, col in DRIVER_COLUMNS.items()}
+    drivers["VAPR"] = vapour_pressure_hpa(fill_short_gaps(sy.columns["TA_F"], max_input_gap),
+                                          fill_short_gaps(sy.columns[VPD_COLUMN], max_input_gap))
+    drivers["VAPR"][~np.isfinite(drivers["VAPR"])] = np.nan
+    return np.stack([drivers[v] for v in DAILY_VARS], axis=-1)
+
+
+def _map_samples(sy: SiteYears, meta: SiteMeta, target: str, wetland_type: int | None, max_input_gap: int,
+                 drops: Counter) -> dict | None:
+    """Kept samples of one tower with the ``map`` driver set: gaps stay NaN, only ``no_target`` drops."""
+    daily = _daily_drivers(sy, max_input_gap)
+    tgt = target_days(sy, target)
+    keep = np.isfinite(tgt).any(axis=1)
+    drops["no_target"] += int((~keep).sum())
+    if not keep.any():
+        return None
+    years = sy.years[keep]
+    wetland = meta.wetland_class() if wetland_type is None else wetland_type
+    annual = annual_concentrations(years)
+    static = np.column_stack([np.full(len(years), wetland or np.nan),
+                              *(annual[v] for v in ANNUAL_VARS)])
+    return {"year": years, "dynamic": daily[keep].astype(np.float32), "static": static.astype(np.float32),
+            "target": tgt[keep].astype(np.float32)}
+
+
 def _site_samples(
     sy: SiteYears,
     meta: SiteMeta,
@@ -199,16 +251,9 @@ def _site_samples(
     drops: Counter,
 ) -> dict | None:
     """Kept samples of one tower as arrays, counting every dropped site-year by reason."""
-    for col in (*DRIVER_COLUMNS.values(), VPD_COLUMN):
-        if not sy.has(col):
-            raise XmwInputError(f"{sy.path}: column {col} not found (site {sy.site})")
+    daily = _daily_drivers(sy, max_input_gap)  # (n, 365, 4)
     tgt = target_days(sy, target)
     n = len(sy.years)
-    drivers = {var: fill_short_gaps(sy.columns[col], max_input_gap) for var, col in DRIVER_COLUMNS.items()}
-    drivers["VAPR"] = vapour_pressure_hpa(fill_short_gaps(sy.columns["TA_F"], max_input_gap),
-                                          fill_short_gaps(sy.columns[VPD_COLUMN], max_input_gap))
-    drivers["VAPR"][~np.isfinite(drivers["VAPR"])] = np.nan
-    daily = np.stack([drivers[v] for v in DAILY_VARS], axis=-1)  # (n, 365, 4)
 
     reason = np.full(n, "", dtype=object)
     reason[~np.isfinite(tgt).any(axis=1)] = "no_target"
@@ -325,7 +370,10 @@ def prepare_sites(
         refuse_foreign_objects(str(out), _site_store_key)
     elif refuse_foreign_local(out, _site_store_key, "Site store"):
         progress(f"replacing existing site store {out}")
-    tower = drivers == "tower"
+    tower, map_set = drivers == "tower", drivers == "map"
+    if map_set and grid is not None:
+        raise XmwInputError(f"--grid {grid}: not used with --drivers map (towers without a Grid store; with one, "
+                            "--drivers xmw --grid gives every slot of the grid)")
     if tower and grid is not None:
         raise XmwInputError(f"--grid {grid}: not meaningful with --drivers tower (its drivers come from the towers)")
     if tower and wetland_types:
@@ -352,6 +400,20 @@ def prepare_sites(
             "max_input_gap_days": None,  # gaps stay NaN with the tower set
         }
         columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *TOWER_BASE_VARS]
+    elif map_set:
+        meta = {
+            "format": SITE_FORMAT,
+            "features": _map_site_features().to_record(),
+            "dynamic_vars": list(MAP_DYNAMIC_VARS),
+            "static_vars": list(MAP_STATIC_VARS),
+            "units": {v: UNITS[v] for v in (*MAP_DYNAMIC_VARS, *MAP_STATIC_VARS, TARGET_VAR)},
+            "target": target,
+            "grid": None,
+            "static_sources": MAP_STATIC_SOURCES,
+            "wetland_type_override": sorted(wetland_types),
+            "max_input_gap_days": max_input_gap,
+        }
+        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN]
     else:
         meta = {
             "format": SITE_FORMAT,
@@ -389,6 +451,8 @@ def prepare_sites(
             qc.setdefault(var, Counter()).update(kinds)
         if tower:
             got = _tower_samples(sy, metas[sy.site], target, sim, drops)
+        elif map_set:
+            got = _map_samples(sy, metas[sy.site], target, wetland_types.get(sy.site), max_input_gap, drops)
         else:
             got = _site_samples(sy, metas[sy.site], target, lookup, wetland_types.get(sy.site), max_input_gap, drops)
         if got is not None:

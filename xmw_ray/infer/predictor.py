@@ -62,7 +62,10 @@ def ensemble_size(model: torch.nn.Module) -> int:
 class FluxWorker:
     """One inference actor (wrapped with ``ray.remote`` by the driver): one model, many cell ranges."""
 
-    def __init__(self, checkpoint: str, checkpoint_sha256: str, grid: str, use_gpu: bool = False):
+    def __init__(self, checkpoint: str, checkpoint_sha256: str, grid: str, use_gpu: bool = False,
+                 slots: tuple[tuple[int, ...], tuple[int, ...]] | None = None):
+        """``slots``: the dynamic and static slots of the store the model reads (``features.select_slots``; a
+        map-ready model reads some of the grid's), None for every slot."""
         self.device = inference_device(use_gpu)
         with local_checkpoint(checkpoint) as local:
             # the model the map store records: a checkpoint replaced since the run started is refused
@@ -70,10 +73,17 @@ class FluxWorker:
                 raise XmwInputError(f"{checkpoint}: changed since this inference started")
             self.model = load_checkpoint_model(local).to(self.device)
         self.store = GridStore.open(grid)
+        self.slots = None if slots is None else (list(slots[0]), list(slots[1]))
+
+    def _inputs(self, year_index: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        dynamic, static = self.store.read_inputs(year_index, c0, c1)
+        if self.slots is not None:
+            dynamic, static = dynamic[..., self.slots[0]], static[..., self.slots[1]]
+        return np.ascontiguousarray(dynamic), np.ascontiguousarray(static)
 
     def predict(self, year_index: int, c0: int, c1: int) -> np.ndarray:
         """Daily flux ``(c1 - c0, 365)`` (mg CH4 m-2 d-1) of store cells ``c0..c1`` in year ``year_index``."""
-        dynamic, static = self.store.read_inputs(year_index, c0, c1)
+        dynamic, static = self._inputs(year_index, c0, c1)
         with torch.inference_mode():
             flux = self.model(torch.from_numpy(dynamic).to(self.device), torch.from_numpy(static).to(self.device))
             return flux.float().cpu().numpy()
@@ -83,7 +93,7 @@ class FluxWorker:
         each cell's spread (standard deviation across the members, ddof 0, of each member's annual-mean flux,
         ``(n,)`` mg CH4 m-2 d-1) and each member's monthly sums of daily flux ``(members, n, 12)`` (mg CH4 m-2, for
         the members' budgets); the members' daily flux itself stays here."""
-        dynamic, static = self.store.read_inputs(year_index, c0, c1)
+        dynamic, static = self._inputs(year_index, c0, c1)
         with torch.inference_mode():
             d, s = torch.from_numpy(dynamic).to(self.device), torch.from_numpy(static).to(self.device)
             each = torch.stack([member(d, s) for member in self.model.members])  # what EnsembleModel.forward stacks

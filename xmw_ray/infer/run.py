@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from xmw_ray.data.contract import DAYS_PER_YEAR, cell_area_m2, grid_coords
-from xmw_ray.data.features import check_pairing
+from xmw_ray.data.features import Slots, check_pairing, select_slots
 from xmw_ray.data.grid_store import GridStore
 from xmw_ray.data.tower_features import file_sha256
 from xmw_ray.errors import XmwInputError
@@ -250,11 +250,15 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
         model_sha256 = file_sha256(Path(local) / MODEL_FILE)
     grid, out = _local_abs(grid), _local_abs(out)
     store = GridStore.open(grid)
-    if (len(store.dynamic_vars), len(store.static_vars)) != (model.n_dynamic, model.n_static):
-        raise XmwInputError(f"{grid}: {len(store.dynamic_vars)} dynamic / {len(store.static_vars)} static inputs, "
+    # A map-ready model (sites prepared with --drivers map) reads the grid's slots of its own names only.
+    slots = select_slots(model.features, store.features)
+    given = store.features if slots is None else store.features.select(*slots)
+    if (len(given.dynamic), len(given.static)) != (model.n_dynamic, model.n_static):
+        raise XmwInputError(f"{grid}: {len(given.dynamic)} dynamic / {len(given.static)} static inputs, "
                             f"the checkpoint expects {model.n_dynamic} / {model.n_static}")
-    check_pairing(model.features, f"checkpoint {checkpoint}", store.features, grid,
-                  "map with a model trained on this grid's features (sites prepared with --grid)")
+    check_pairing(model.features, f"checkpoint {checkpoint}", given, grid,
+                  "map with a model trained on this grid's features (sites prepared with --grid, or with "
+                  "--drivers map)")
     wanted = select_years(store, years)
     # Before the map store exists: a pool the cluster cannot hold is refused with nothing written.
     check_actors_fit(1 if actors is None else actors, use_gpu, planned_cluster_resources())
@@ -275,7 +279,7 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
         on_start(list(wanted), missing)
     if missing:
         _predict_years(maps, store, checkpoint, model_sha256, missing, area, batch_size, actors, use_gpu,
-                       on_year_done)
+                       on_year_done, slots)
     maps.finalize()
 
     done = maps.years_done()
@@ -296,27 +300,31 @@ def run_inference(checkpoint: str | Path, grid: str | Path, out: str | Path, yea
                        budget_csv=csv_path, plots=plots, members=spec.members, member_budget=member_budget)
 
 
-def start_actors(n: int, checkpoint: str, checkpoint_sha256: str, grid: str, use_gpu: bool) -> list[Any]:
+def start_actors(n: int, checkpoint: str, checkpoint_sha256: str, grid: str, use_gpu: bool,
+                 slots: Slots | None = None) -> list[Any]:
     """``n`` inference actors; each is rebuilt after a crash (up to ``ACTOR_RESTARTS`` times) from its small
-    constructor arguments, and the unit it was running is retried."""
+    constructor arguments, and the unit it was running is retried. ``slots``: the grid slots the model reads
+    (``features.select_slots``; a map-ready model reads some of the grid's), None for all."""
     import ray
 
     worker = ray.remote(FluxWorker).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=ACTOR_RESTARTS,
                                             max_task_retries=ACTOR_RESTARTS)
-    return [worker.remote(checkpoint, checkpoint_sha256, grid, use_gpu) for _ in range(n)]
+    return [worker.remote(checkpoint, checkpoint_sha256, grid, use_gpu, slots) for _ in range(n)]
 
 
 def _predict_years(maps: FluxMaps, store: GridStore, checkpoint: str, checkpoint_sha256: str, years: list[int],
                    area: np.ndarray | None, batch_size: int, actors: int | None, use_gpu: bool,
-                   on_year_done: Callable[[int, dict[str, float] | None], None] | None) -> None:
-    """Run the actor pool over ``years`` and commit each year as soon as all its cells have arrived."""
+                   on_year_done: Callable[[int, dict[str, float] | None], None] | None,
+                   slots: Slots | None = None) -> None:
+    """Run the actor pool over ``years`` and commit each year as soon as all its cells have arrived; ``slots``:
+    the grid slots the model reads (None: all)."""
     import ray
 
     from xmw_ray.train.runner import ensure_ray
 
     ensure_ray()
     n_actors = _actor_count(actors, use_gpu)
-    pool = start_actors(n_actors, checkpoint, checkpoint_sha256, store.path, use_gpu)
+    pool = start_actors(n_actors, checkpoint, checkpoint_sha256, store.path, use_gpu, slots)
     lat, _ = grid_coords(store.res)
     bands = band_of_lat(lat[store.cell_ilat])
     year_index = {y: store.years.index(y) for y in years}
