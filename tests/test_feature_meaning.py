@@ -78,12 +78,13 @@ def test_transfer_refuses_a_site_store_prepared_without_grid(world, tmp_path, ca
                                             r"vegetation_type_11.*--grid"):
         check_layouts(grid, bare)
     check_layouts(grid, store_info(str(world["sites_grid"])))  # tower TAIR vs grid TAIR: what transfer bridges
-    cfg = {"output_dir": str(tmp_path / "exp"),
+    cfg = {"run": {"output_dir": str(tmp_path), "name": "exp"},
            "source": {"source": "grid", "store": str(world["grid"]),
                       "split": {"kind": "temporal", "train_years": [2000, 2001], "test_years": [2002, 2002]}},
-           "target": {"source": "sites", "store": str(world["sites_bare"]), "split": {"kind": "site_temporal"}},
-           "settings": {"temporal": {"kind": "site_temporal"}}, "strategies": ["finetune"], "models": [MODEL],
-           "fractions": [1.0], "seeds": [0], "optim": {"epochs": 1}}
+           "data": {"source": "sites", "store": str(world["sites_bare"]), "split": {"kind": "site_temporal"}},
+           "model": MODEL, "optim": {"epochs": 1},
+           "transfer": {"settings": {"temporal": {"kind": "site_temporal"}}, "strategies": ["finetune"],
+                        "fractions": [1.0], "seeds": [0]}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     _one_line_error(capsys, ["transfer", "--config", str(path)], str(world["sites_bare"]), "'NPP'")
