@@ -71,14 +71,18 @@ def grid_store(res: float, years: tuple[int, ...], land: float, wetland: float) 
     return path
 
 
-def checkpoint(path: Path) -> Path:
+def checkpoint(path: Path, store_path: Path) -> Path:
+    """The bench's model, recording the Grid store's feature meanings as training on it would (``xmw infer``
+    refuses a checkpoint without them)."""
     import torch
 
+    from xmw_ray.data.grid_store import GridStore
     from xmw_ray.models import build_model
     from xmw_ray.models.checkpoint import write_checkpoint
 
     torch.manual_seed(0)
     model = build_model("lstm", 5, 10, norm=NORM)  # X-MethaneWet's sizes are the defaults: hidden 8, 3 layers
+    model.features = GridStore.open(store_path).features
     return write_checkpoint(path, model, {"model": {"name": "lstm", "params": {}}}, {})
 
 
@@ -140,7 +144,7 @@ def main() -> None:
     years10 = tuple(range(2001, 2011))
     one = grid_store(1.0, years10, args.land, args.wetland)
     half = None if args.no_half else grid_store(0.5, (2001, 2002), args.land, args.wetland)
-    ckpt = checkpoint(CACHE / "ckpt")
+    ckpt = checkpoint(CACHE / "ckpt", one)
 
     with PeakRSS() as mem_plain:
         marks, n_one = plain_loop(one, ckpt, args.batch_size, 10)
