@@ -36,7 +36,9 @@ from xmw_ray.storage import is_url
 
 BUDGET_FILE = "budget.csv"
 PLOTS_DIR = "plots"
-#: An ensemble's member-spread maps in ``plots/``: ``annual_spread_<year>.png`` and ``annual_spread_all_years.png``.
+#: Map PNGs in ``plots/``: ``<prefix><year>.png`` and ``<prefix>all_years.png``, of the annual means and, for an
+#: ensemble, of its member spread.
+MEAN_PNG_PREFIX = "annual_mean_"
 SPREAD_PNG_PREFIX = "annual_spread_"
 #: Work units queued per actor: one running and one waiting, so an actor does not idle while the driver places a
 #: result, and at most two years are held in the driver.
@@ -389,6 +391,8 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
     its member spread (on a scale of their own), the seasonal cycle by latitude band and the budget plot (for an
     ensemble with its members' range)."""
     from xmw_ray.infer.plots import (
+        MEAN_TITLE,
+        ColourScale,
         annual_map_png,
         annual_maps_grid_png,
         budget_png,
@@ -412,25 +416,23 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
         record["spread"] = spread_scale.record()
     previous = get_bytes(scale_path)
     redraw = previous is None or json.loads(previous) != record
-    written = []
-    for year in done:
-        path = join(maps.path, PLOTS_DIR, f"annual_mean_{year}.png")
-        if redraw or year in computed or get_bytes(path) is None:
-            annual_map_png(maps.annual_mean(year), year, path, scale, land, land_from_store)
-        written.append(path)
-    path = join(maps.path, PLOTS_DIR, "annual_mean_all_years.png")
-    annual_maps_grid_png(maps.annual_mean, done, path, scale, land, land_from_store)
-    written.append(path)
-    if members:
-        title = spread_title(members)
+
+    def year_maps(read_map: Callable[[int], np.ndarray], prefix: str, colours: ColourScale, title: str) -> list[str]:
+        """One PNG per year (redrawn when computed by this run, missing, or the scale changed) and the grid of all
+        years, of the maps ``read_map`` gives."""
+        paths = []
         for year in done:
-            path = join(maps.path, PLOTS_DIR, f"{SPREAD_PNG_PREFIX}{year}.png")
+            path = join(maps.path, PLOTS_DIR, f"{prefix}{year}.png")
             if redraw or year in computed or get_bytes(path) is None:
-                annual_map_png(maps.annual_spread(year), year, path, spread_scale, land, land_from_store, title)
-            written.append(path)
-        path = join(maps.path, PLOTS_DIR, f"{SPREAD_PNG_PREFIX}all_years.png")
-        annual_maps_grid_png(maps.annual_spread, done, path, spread_scale, land, land_from_store, title=title)
-        written.append(path)
+                annual_map_png(read_map(year), year, path, colours, land, land_from_store, title)
+            paths.append(path)
+        path = join(maps.path, PLOTS_DIR, f"{prefix}all_years.png")
+        annual_maps_grid_png(read_map, done, path, colours, land, land_from_store, title=title)
+        return [*paths, path]
+
+    written = year_maps(maps.annual_mean, MEAN_PNG_PREFIX, scale, MEAN_TITLE)
+    if members:
+        written += year_maps(maps.annual_spread, SPREAD_PNG_PREFIX, spread_scale, spread_title(members))
     if figures.area_map is not None:
         weight, weighting = figures.area_map, "wetland-area"
     else:
