@@ -194,10 +194,7 @@ class TransferSection(Strict):
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        known = strategy_names()
-        bad = [s for s in v if s not in known]
-        if bad:
-            raise ValueError(f"unknown strategies {bad}; known: {', '.join(known)}")
+        require_strategies(v)
         return v
 
     @field_validator("strategy_params")
@@ -263,13 +260,7 @@ class SearchSection(Strict):
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, v: list[str]) -> list[str]:
-        wanted = [s for s in v if s != NO_TRANSFER]
-        if not wanted:
-            return v
-        known = strategy_names()
-        unknown = [s for s in wanted if s not in known]
-        if unknown:
-            raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join([NO_TRANSFER, *sorted(known)])}")
+        require_strategies(v, also=(NO_TRANSFER,))
         return v
 
 
@@ -347,6 +338,18 @@ class ExperimentConfig(TrainConfig):
             return section.model_copy(update={"store": section.store.replace(RUN_DIR_TOKEN, self.run_dir())})
 
         return self.model_copy(update={"data": fill(self.data), "source": fill(self.source)})
+
+
+def require_strategies(names: list[str], also: tuple[str, ...] = ()) -> None:
+    """Inside a validator: the first name that is neither a registered transfer strategy nor one of ``also``, in
+    one line with the names allowed. The registry is imported only when a name is not in ``also``."""
+    wanted = [s for s in names if s not in also]
+    if not wanted:
+        return
+    known = strategy_names()
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join([*also, *sorted(known)])}")
 
 
 def require_models(names: list[str]) -> None:
