@@ -388,12 +388,10 @@ def prepare_sites(
     wetland_types = dict(wetland_types or {})
     if tower:
         meta = {
-            "format": SITE_FORMAT,
             "features": tower_features(with_sim=sim is not None).to_record(),
             "dynamic_vars": list(tower_dynamic_vars(with_sim=sim is not None)),
             "static_vars": list(TOWER_STATIC_VARS),
             "units": {**tower_units(with_sim=sim is not None), TARGET_VAR: UNITS[TARGET_VAR]},
-            "target": target,
             "grid": None,
             "static_sources": "tower metadata (xmw_ray.data.tower_features)",
             "wetland_type_override": [],
@@ -402,12 +400,10 @@ def prepare_sites(
         columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *TOWER_BASE_VARS]
     elif map_set:
         meta = {
-            "format": SITE_FORMAT,
             "features": _map_site_features().to_record(),
             "dynamic_vars": list(MAP_DYNAMIC_VARS),
             "static_vars": list(MAP_STATIC_VARS),
             "units": {v: UNITS[v] for v in (*MAP_DYNAMIC_VARS, *MAP_STATIC_VARS, TARGET_VAR)},
-            "target": target,
             "grid": None,
             "static_sources": MAP_STATIC_SOURCES,
             "wetland_type_override": sorted(wetland_types),
@@ -416,12 +412,10 @@ def prepare_sites(
         columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN]
     else:
         meta = {
-            "format": SITE_FORMAT,
             "features": _xmw_site_features(lookup, bool(wetland_types)).to_record(),
             "dynamic_vars": list(DYNAMIC_VARS),
             "static_vars": list(STATIC_VARS) + list(ANNUAL_VARS),
             "units": {v: UNITS[v] for v in (*DYNAMIC_VARS, *STATIC_VARS, *ANNUAL_VARS, TARGET_VAR)},
-            "target": target,
             "grid": None if lookup is None else {"res": lookup.store.res, "nlat": lookup.store.nlat,
                                                  "nlon": lookup.store.nlon},
             "static_sources": "grid store at the site's cell" if lookup else SITE_STATIC_SOURCES,
@@ -432,8 +426,8 @@ def prepare_sites(
             meta["units"].update(clelev="m", cltveg="IGBP class", vegetation_type_11="degrees_north",
                                  wetlandtype="class", climatetype="Koppen class")
         columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN]
-    meta["drivers"] = drivers
-    meta["sim_source"] = None if sim_sites is None else str(sim_sites)
+    meta.update(format=SITE_FORMAT, target=target, drivers=drivers,
+                sim_source=None if sim_sites is None else str(sim_sites))
     drops: Counter = Counter()
     qc: dict[str, Counter] = {}
     unknown: Counter = Counter()
