@@ -160,6 +160,12 @@ def leaderboard_columns(test_metrics: Iterable[str]) -> tuple[str, ...]:
 
 
 # --- reading and writing ---------------------------------------------------------------------------------------
+def markdown_table(head: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of one Markdown table (a ``|`` inside a cell escaped), as the summary and the leaderboard write it."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+
+
 def _cell(value: Any) -> Any:
     return "" if value is None else value
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from xmw_ray.data.contract import FLUX_UNIT
 from xmw_ray.storage import file_aside, write_text_atomic
-from xmw_ray.train.results import RUN_COLUMNS, ResultRow, summary_columns, write_csv
+from xmw_ray.train.results import RUN_COLUMNS, ResultRow, markdown_table, summary_columns, write_csv
 
 SUMMARY_METRICS = ("nse", "rmse", "kge")
 #: Column heads of the shown table: NSE and KGE are unitless, RMSE is in flux units.
@@ -57,9 +57,7 @@ def summary_table(summary: list[ResultRow]) -> tuple[list[str], list[list[str]],
 def markdown(summary: list[ResultRow]) -> str:
     """:func:`summary_table` as one Markdown table and its note."""
     head, body, note = summary_table(summary)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return "\n".join(markdown_table(head, body)) + "\n\n" + note + "\n"
 
 
 def plot(summary: list[ResultRow], path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from xmw_ray.config import ExperimentConfig
 from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import file_aside, is_url, publish_dir, write_text_atomic
-from xmw_ray.train.results import ResultRow, leaderboard_columns
+from xmw_ray.train.results import ResultRow, leaderboard_columns, markdown_table
 from xmw_ray.train.results import to_csv as rows_to_csv
 from xmw_ray.tune.space import model_params, strategy_params
 
@@ -162,8 +162,7 @@ def title(name: str, rows: list[ResultRow]) -> str:
 
 def to_markdown(rows: list[ResultRow], name: str) -> str:
     cols, body = shown_table(rows)
-    lines = [f"# {title(name, rows)}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    lines = [f"# {title(name, rows)}", "", *markdown_table(cols, body)]
     best = best_of(rows)
     if best is not None:
         lines += ["", f"{best_line(best)}`{best.checkpoint}`"]
