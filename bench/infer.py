@@ -17,7 +17,11 @@ for the whole process tree (driver + Ray's processes, actors included).
 
 Ends with ``infer/plain throughput at 10 years: R`` (cell-days/s of ``xmw infer`` over the plain loop's, 1° grid).
 
-Run: ``.venv/bin/python bench/infer.py [--land 0.3 --wetland 0.5] [--batch-size 2048] [--actors N] [--no-half]``.
+With ``--use-gpu`` both sides run the model on the one CUDA device (float32, as the ``--use-gpu`` actors do), with
+one actor; ``--years N`` shortens the long run (the last line then names N).
+
+Run: ``.venv/bin/python bench/infer.py [--land 0.3 --wetland 0.5] [--batch-size 2048] [--actors N] [--no-half]
+[--use-gpu] [--years 10]``.
 """
 
 from __future__ import annotations
@@ -86,16 +90,19 @@ def checkpoint(path: Path, store_path: Path) -> Path:
     return write_checkpoint(path, model, {"model": {"name": "lstm", "params": {}}}, {})
 
 
-def plain_loop(store_path: Path, ckpt: Path, batch_size: int, n_years: int) -> tuple[list[float], int]:
+def plain_loop(store_path: Path, ckpt: Path, batch_size: int, n_years: int,
+               use_gpu: bool = False) -> tuple[list[float], int]:
     """Seconds (from the start, model loading included) until each of the store's first ``n_years`` years was
     predicted for every cell, in one process, and the cell count."""
     import torch
+
+    device = torch.device("cuda" if use_gpu else "cpu")
 
     from xmw_ray.data.grid_store import GridStore
     from xmw_ray.models.checkpoint import load_checkpoint_model
 
     t = time.perf_counter()
-    model = load_checkpoint_model(ckpt)
+    model = load_checkpoint_model(ckpt).to(device)
     store = GridStore.open(store_path)
     per_batch = max(1, batch_size // store.cells_per_chunk)
     marks = []
@@ -104,17 +111,17 @@ def plain_loop(store_path: Path, ckpt: Path, batch_size: int, n_years: int) -> t
             out = np.empty((store.n_cells, 365), dtype=np.float32)
             for c in range(0, store.n_chunks, per_batch):
                 blocks = [store.read_block(yi, ci) for ci in range(c, min(store.n_chunks, c + per_batch))]
-                dyn = torch.from_numpy(np.concatenate([b["dynamic"] for b in blocks]))
-                stat = torch.from_numpy(np.concatenate([b["static"] for b in blocks]))
+                dyn = torch.from_numpy(np.concatenate([b["dynamic"] for b in blocks])).to(device)
+                stat = torch.from_numpy(np.concatenate([b["static"] for b in blocks])).to(device)
                 c0 = store.chunk_cells(c)[0]
-                out[c0:c0 + len(dyn)] = model(dyn, stat).numpy()
+                out[c0:c0 + len(dyn)] = model(dyn, stat).float().cpu().numpy()
             assert np.isfinite(out).all()
             marks.append(time.perf_counter() - t)
     return marks, store.n_cells
 
 
 def pipeline(store_path: Path, ckpt: Path, years: tuple[int, int], batch_size: int,
-             actors: int | None) -> tuple[list[float], float, PeakRSS]:
+             actors: int | None, use_gpu: bool = False) -> tuple[list[float], float, PeakRSS]:
     """(seconds to each committed year, total seconds with budget and PNGs, memory) of one inference run."""
     from xmw_ray.infer.run import run_inference
 
@@ -123,7 +130,7 @@ def pipeline(store_path: Path, ckpt: Path, years: tuple[int, int], batch_size: i
     marks: list[float] = []
     with PeakRSS() as mem:
         t = time.perf_counter()
-        run_inference(ckpt, store_path, out, years, batch_size=batch_size, actors=actors,
+        run_inference(ckpt, store_path, out, years, batch_size=batch_size, actors=actors, use_gpu=use_gpu,
                       on_year_done=lambda y, tg: marks.append(time.perf_counter() - t))
         total = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
@@ -137,47 +144,61 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--actors", type=int, default=None)
     ap.add_argument("--no-half", action="store_true", help="skip the 0.5 deg one-year case")
+    ap.add_argument("--use-gpu", action="store_true", help="the model on the CUDA device, on both sides")
+    ap.add_argument("--years", type=int, default=10, help="years of the long 1 deg run (at least 2)")
     args = ap.parse_args()
+    if args.years < 2:
+        ap.error("--years must be at least 2 (the per-year rate is (t_N - t_1) / (N - 1))")
+    gpu = args.use_gpu
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--use-gpu: no CUDA device visible")
+        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
 
     import ray
 
-    years10 = tuple(range(2001, 2011))
+    n = args.years
+    years10 = tuple(range(2001, 2001 + n))
     one = grid_store(1.0, years10, args.land, args.wetland)
     half = None if args.no_half else grid_store(0.5, (2001, 2002), args.land, args.wetland)
     ckpt = checkpoint(CACHE / "ckpt", one)
 
     with PeakRSS() as mem_plain:
-        marks, n_one = plain_loop(one, ckpt, args.batch_size, 10)
+        marks, n_one = plain_loop(one, ckpt, args.batch_size, n, gpu)
     p1, p10 = marks[0], marks[-1]  # one year (model loading included) and ten
     cd = n_one * 365
     print(f"plain PyTorch loop at 1 deg ({n_one} cells): first year {p1:.1f} s = {cd / p1:,.0f} cell-days/s; "
-          f"10 years {p10:.1f} s = {10 * cd / p10:,.0f} cell-days/s; peak +{mem_plain.driver:,.0f} MiB", flush=True)
+          f"{n} years {p10:.1f} s = {n * cd / p10:,.0f} cell-days/s; peak +{mem_plain.driver:,.0f} MiB", flush=True)
 
-    took = start_ray(num_cpus=os.cpu_count(), log_to_driver=False)
+    # on a GPU machine without Ray's dashboard packages (bench/gpu.sh carries only what the benches import)
+    took = start_ray(num_cpus=os.cpu_count(), log_to_driver=False,
+                     **({"num_gpus": 1, "include_dashboard": False} if gpu else {}))
     print(f"ray.init (local, {os.cpu_count()} CPUs): {took:.1f} s (not counted below)", flush=True)
-    marks1, t1, mem1 = pipeline(one, ckpt, (2001, 2001), args.batch_size, args.actors)
-    marks10, t10, mem10 = pipeline(one, ckpt, (2001, 2010), args.batch_size, args.actors)
-    per_year = (t10 - t1) / 9
+    marks1, t1, mem1 = pipeline(one, ckpt, (2001, 2001), args.batch_size, args.actors, gpu)
+    marks10, t10, mem10 = pipeline(one, ckpt, (2001, 2000 + n), args.batch_size, args.actors, gpu)
+    per_year = (t10 - t1) / (n - 1)
     print(f"xmw infer at 1 deg, 1 year: {t1:.1f} s (year committed at {marks1[0]:.1f} s) = {cd / t1:,.0f} "
           f"cell-days/s; ratio to the plain loop {p1 / t1:.2f} (throughput), peak +{mem1.driver:,.0f} MiB driver, "
           f"+{mem1.tree:,.0f} MiB with Ray processes", flush=True)
-    print(f"xmw infer at 1 deg, 10 years: {t10:.1f} s (first year committed at {marks10[0]:.1f} s) = "
-          f"{10 * cd / t10:,.0f} cell-days/s; ratio to the plain loop {p10 / t10:.2f} (throughput), peak "
+    print(f"xmw infer at 1 deg, {n} years: {t10:.1f} s (first year committed at {marks10[0]:.1f} s) = "
+          f"{n * cd / t10:,.0f} cell-days/s; ratio to the plain loop {p10 / t10:.2f} (throughput), peak "
           f"+{mem10.driver:,.0f} MiB driver (x{mem10.driver / max(mem1.driver, 1):.2f} of 1 year), "
           f"+{mem10.tree:,.0f} MiB with Ray processes", flush=True)
-    print(f"per year: xmw infer {per_year:.2f} s vs plain loop {(p10 - p1) / 9:.2f} s "
-          f"({(p10 - p1) / 9 / per_year:.2f}x its throughput); fixed start-up of xmw infer "
-          f"t1 - (t10 - t1)/9 = {t1 - per_year:.1f} s", flush=True)
+    print(f"per year: xmw infer {per_year:.2f} s vs plain loop {(p10 - p1) / (n - 1):.2f} s "
+          f"({(p10 - p1) / (n - 1) / per_year:.2f}x its throughput); fixed start-up of xmw infer "
+          f"t1 - (t{n} - t1)/{n - 1} = {t1 - per_year:.1f} s", flush=True)
     if half is not None:
         with PeakRSS() as mem_ph:
-            [ph], n_half = plain_loop(half, ckpt, args.batch_size, 1)
-        _, th, memh = pipeline(half, ckpt, (2001, 2001), args.batch_size, args.actors)
+            [ph], n_half = plain_loop(half, ckpt, args.batch_size, 1, gpu)
+        _, th, memh = pipeline(half, ckpt, (2001, 2001), args.batch_size, args.actors, gpu)
         print(f"0.5 deg, 1 year ({n_half} cells): plain loop {ph:.1f} s, xmw infer {th:.1f} s = "
               f"{n_half * 365 / th:,.0f} cell-days/s; ratio {ph / th:.2f} (throughput); driver peak "
               f"+{memh.driver:,.0f} MiB ({memh.driver / max(mem_ph.driver, 1):.2f}x the plain loop's); time "
               f"x{th / t1:.2f} for x{n_half / n_one:.2f} cells", flush=True)
     ray.shutdown()
-    print(f"infer/plain throughput at 10 years: {p10 / t10:.2f}")
+    print(f"infer/plain throughput at {n} years: {p10 / t10:.2f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from xmw_ray.models import MODELS, build_model
 from xmw_ray.train.losses import masked_mse
 
 #: Registered models that wrap another model (their cost is the wrapped models'): not benchmarked alone.
-WRAPPERS = {"residual"}
+WRAPPERS = {"residual", "ensemble"}
 N_DYN, N_STAT = len(DYNAMIC_VARS), len(STATIC_VARS) + len(ANNUAL_VARS)
 
 

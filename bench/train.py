@@ -1,7 +1,7 @@
 """Ray Train throughput against a plain PyTorch loop, Ray Data ingest from the Grid store, and 1 → 2 workers.
 
 All on one built-in world (``xmw simulate`` at 5°, 12 years, cached under ``/tmp/xmw-bench-train``), one model
-(LSTM, ``--hidden``), batch 64, in one process:
+(LSTM, ``--hidden``), batch 64 (``--batch-size``), in one process:
 
 - plain: the training samples read once into memory, then a bare PyTorch loop (same model, loss, AdamW, clipping)
   over them for E epochs, ``torch.set_num_threads(threads)``; samples/s of its fastest epoch among 2..E.
@@ -24,7 +24,10 @@ other; ingest and 2 workers once, after. Prints samples/s, the ratio Ray Train /
 (goal >= 0.9 in every run) and on whole epochs, ingest / training consumption (goal >= 10), 2-worker / 1-worker
 speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X``.
 
-    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3]
+With ``--use-gpu`` both sides run on the one CUDA device (bfloat16 autocast, as ``optim.amp`` does): the plain loop
+keeps its samples on the GPU, the Ray Train worker gets 1 GPU; ingest is measured, the 2-worker case is skipped.
+
+    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu]
 """
 
 from __future__ import annotations
@@ -52,22 +55,24 @@ def world() -> Path:
     return store
 
 
-def cfg_for(store: Path, hidden: int, epochs: int, workers: int, cpus: float, name: str):
+def cfg_for(store: Path, hidden: int, epochs: int, workers: int, cpus: float, name: str, use_gpu: bool = False,
+            batch: int = 64, in_memory: bool = False):
     from xmw_ray.config import TrainConfig, validate
 
     return validate({
-        "data": {"source": "grid", "store": str(store), "batch_size": 64, "shuffle_buffer": 0,
+        "data": {"source": "grid", "store": str(store), "batch_size": batch, "shuffle_buffer": 0, "in_memory": in_memory,
                  "split": {"kind": "temporal", "train_years": [1995, 2003], "test_years": [2004, 2006],
                            "val_fraction": 0.05}},
         "model": {"name": "lstm", "params": {"hidden_size": hidden, "num_layers": 2, "dropout": 0.0}},
         "optim": {"epochs": epochs, "patience": 100, "scheduler": "none"},
-        "resources": {"num_workers": workers, "cpus_per_worker": cpus},
+        "resources": {"num_workers": workers, "cpus_per_worker": cpus, "use_gpu": use_gpu},
         "run": {"output_dir": str(CACHE / "runs"), "name": f"{name}-{time.time_ns()}"},
     }, TrainConfig)
 
 
-def plain_loop(cfg, threads: int, epochs: int) -> tuple[float, int]:
-    """A bare PyTorch loop over in-memory samples: (samples/s of the fastest epoch among 2..E, samples per epoch)."""
+def plain_loop(cfg, threads: int, epochs: int, use_gpu: bool = False) -> tuple[float, int]:
+    """A bare PyTorch loop over in-memory samples (on the GPU with ``use_gpu``, bfloat16 autocast): (samples/s of
+    the fastest epoch among 2..E, samples per epoch)."""
     import torch
 
     from xmw_ray.data import schema
@@ -78,10 +83,11 @@ def plain_loop(cfg, threads: int, epochs: int) -> tuple[float, int]:
     torch.set_num_threads(threads)
     ds = build_datasets(cfg.data)
     rows = ds.train.take_all()
-    dyn = torch.tensor(np.stack([r[schema.DYNAMIC] for r in rows]))
-    stat = torch.tensor(np.stack([r[schema.STATIC] for r in rows]))
-    y = torch.tensor(np.stack([r[schema.TARGET] for r in rows]))
-    model = build_model("lstm", ds.n_dynamic, ds.n_static, norm=ds.norm, **cfg.model.params)
+    device = torch.device("cuda" if use_gpu else "cpu")
+    dyn = torch.tensor(np.stack([r[schema.DYNAMIC] for r in rows]), device=device)
+    stat = torch.tensor(np.stack([r[schema.STATIC] for r in rows]), device=device)
+    y = torch.tensor(np.stack([r[schema.TARGET] for r in rows]), device=device)
+    model = build_model("lstm", ds.n_dynamic, ds.n_static, norm=ds.norm, **cfg.model.params).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
     var = float(model.target_std) ** 2
     seconds = []
@@ -89,24 +95,28 @@ def plain_loop(cfg, threads: int, epochs: int) -> tuple[float, int]:
         t0 = time.perf_counter()
         for i in range(0, len(rows), cfg.data.batch_size):
             sl = slice(i, i + cfg.data.batch_size)
-            loss = masked_mse(model(dyn[sl], stat[sl]), y[sl]) / var
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_gpu):
+                loss = masked_mse(model(dyn[sl], stat[sl]).float(), y[sl]) / var
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+        if use_gpu:
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t0)
     return len(rows) / min(seconds[1:]), len(rows)
 
 
-def ray_train(store: Path, hidden: int, epochs: int, workers: int, cpus: float) -> tuple[float, float]:
+def ray_train(store: Path, hidden: int, epochs: int, workers: int, cpus: float,
+              use_gpu: bool = False, **data: object) -> tuple[float, float]:
     """(training-step samples/s of the fastest epoch among 2..E from the loop's metrics, whole-epoch samples/s)."""
     from xmw_ray.train.runner import run_training
 
     t0 = time.perf_counter()
-    run_training(cfg_for(store, hidden, 1, workers, cpus, "one"))
+    run_training(cfg_for(store, hidden, 1, workers, cpus, "one", use_gpu, **data))
     one = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = run_training(cfg_for(store, hidden, epochs, workers, cpus, "many"))
+    out = run_training(cfg_for(store, hidden, epochs, workers, cpus, "many", use_gpu, **data))
     many = time.perf_counter() - t0
     steps = max(h["train_samples"] / h["train_seconds"] for h in out.history[1:])
     return steps, out.history[-1]["train_samples"] * (epochs - 1) / (many - one)
@@ -127,6 +137,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3, help="plain vs Ray Train comparisons, one after the other")
+    ap.add_argument("--use-gpu", action="store_true", help="both sides on the CUDA device (1 GPU worker)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--in-memory", action="store_true",
+                    help="data.in_memory for the Ray worker: its shard kept (on its device) after the first epoch")
+    ap.add_argument("--no-extras", action="store_true", help="skip the ingest and 2-worker measurements")
     args = ap.parse_args()
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is excluded as warm-up)")
@@ -137,26 +152,37 @@ def main() -> None:
     from xmw_ray.train.runner import LOCAL_SYSTEM_CONFIG, ensure_ray
 
     store = world()
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+    if args.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--use-gpu: no CUDA device visible")
+        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    ray.init(num_cpus=4, num_gpus=1 if args.use_gpu else 0, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
              _system_config=LOCAL_SYSTEM_CONFIG)
     ensure_ray()
-    cfg = cfg_for(store, args.hidden, 1, 1, args.threads, "plain")
+    data = {"batch": args.batch_size, "in_memory": args.in_memory}
+    cfg = cfg_for(store, args.hidden, 1, 1, args.threads, "plain", **data)
     runs = []
     for i in range(args.runs):  # plain then Ray Train, each time: both sides see the same machine state
-        plain_sps, n = plain_loop(cfg, args.threads, args.epochs)
-        one, one_epoch = ray_train(store, args.hidden, args.epochs, 1, args.threads)
+        plain_sps, n = plain_loop(cfg, args.threads, args.epochs, args.use_gpu)
+        one, one_epoch = ray_train(store, args.hidden, args.epochs, 1, args.threads, args.use_gpu, **data)
         runs.append({"plain_samples_s": round(plain_sps, 1), "ray_train_1w_samples_s": round(one, 1),
                      "ratio_ray_vs_plain": round(one / plain_sps, 3),
                      "ray_train_1w_whole_epoch_samples_s": round(one_epoch, 1),
                      "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3)})
         print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
-    ingest_sps = ingest(cfg)
-    two, two_epoch = ray_train(store, args.hidden, args.epochs, 2, 1)
-    out = {"train_samples": n, "hidden": args.hidden, "epochs": args.epochs, "runs": runs,
-           "ray_data_ingest_samples_s": round(ingest_sps, 1), "ingest_vs_training": round(ingest_sps / one, 1),
-           "ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
-           "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
-           "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)}
+    out = {"train_samples": n, "hidden": args.hidden, "epochs": args.epochs, "use_gpu": args.use_gpu, **data,
+           "runs": runs}
+    if not args.no_extras:
+        ingest_sps = ingest(cfg)
+        out.update({"ray_data_ingest_samples_s": round(ingest_sps, 1),
+                    "ingest_vs_training": round(ingest_sps / one, 1)})
+    if not args.use_gpu and not args.no_extras:  # one GPU here: two GPU workers would need two
+        two, two_epoch = ray_train(store, args.hidden, args.epochs, 2, 1, **data)
+        out.update({"ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
+                    "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
+                    "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)})
     print(json.dumps(out, indent=1))
     ratios = sorted(r["ratio_ray_vs_plain"] for r in runs)
     print(f"Ray Train/plain training steps: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, "
