@@ -75,3 +75,22 @@ def kind_switches_outside_the_interface() -> list[str]:
 
 def test_no_kind_switch_outside_the_store_interface():
     assert kind_switches_outside_the_interface() == []
+
+
+def test_passes_over_a_site_store_start_no_footer_reader_actors(ray_session, stores):
+    """Ray Data 2.60's default Parquet reader lists the files at every pass through a pool of FooterReader actors
+    (process starts each epoch, ~6x slower passes over a small Site store on 2 cores); the Site store reads through
+    the V1 reader, which reads the footers once, and leaves the caller's Ray Data setting as it was."""
+    import ray.data
+    from ray.util.state import list_actors
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.use_datasource_v2
+    info = store_info(str(stores["sites"]))
+    ds = STORE_KINDS["sites"].dataset(info, None, "all")
+    assert ctx.use_datasource_v2 == before
+    for _ in range(2):  # two epochs
+        assert sum(len(b["year"]) for b in ds.iter_batches(batch_size=64, batch_format="numpy")) == 2
+    footer_readers = list_actors(address=ray_session.get_runtime_context().gcs_address,
+                                 filters=[("class_name", "=", "FooterReader")], limit=1000)
+    assert footer_readers == []
