@@ -429,6 +429,10 @@ def table(results: dict) -> str:
                         "7- and 30-day trailing means.\n")
     if results["smoke"]:
         lines.insert(0, f"**SMOKE run ({results['smoke']}): not the estimate.**\n")
+    asked = results.get("fractions_asked")
+    if asked and len(results["fractions"]) < len(asked):
+        lines.insert(0, f"**Partial: fractions {', '.join(results['fractions'])} of "
+                        f"{', '.join(f'{f:g}' for f in asked)} done; the run goes on.**\n")
     return "\n".join(lines)
 
 
@@ -447,10 +451,13 @@ def transfer_overrides(out: Path, epochs: int) -> list[str]:
 
 def run_transfer(sites: list[str], outer_sites: list[str], rows: dict[str, dict[str, np.ndarray]], obs: Predictions, trees: TreeFitter,
                  cfg: ExperimentConfig, strategies: list[str], fractions: list[float], members: int, out: Path,
-                 log: Callable[[str], None]) -> tuple[dict, list[NetworkFitter]]:
+                 log: Callable[[str], None],
+                 on_fraction_done: Callable[[dict, list[NetworkFitter]], None] | None = None,
+                 ) -> tuple[dict, list[NetworkFitter]]:
     """Each strategy a fixed procedure (no inner choice), scored by outer LOTO at each fraction of the training
     towers, with the trees on the same kept towers. The pretraining on the simulations (all towers' simulated
-    flux, no observed target) is shared by every fold."""
+    flux, no observed target) is shared by every fold. ``on_fraction_done`` gets the results so far after each
+    fraction (a long run's finished fractions are written before the next one starts)."""
     results: dict = {}
     fitters = []
     for fraction in fractions:
@@ -472,6 +479,8 @@ def run_transfer(sites: list[str], outer_sites: list[str], rows: dict[str, dict[
         results[f"{fraction:g}"] = {
             "kept_towers": kept_by_outer,
             "procedures": {p: {**summarise(v, outer_obs), "interval": bootstrap(v, outer_obs)} for p, v in pred.items()}}
+        if on_fraction_done is not None:
+            on_fraction_done(results, fitters)
     return results, fitters
 
 
@@ -486,6 +495,10 @@ def transfer_table(results: dict) -> str:
                          f"{m['n']} |")
     if results["smoke"]:
         lines.insert(0, f"**SMOKE run ({results['smoke']}): not the estimate.**\n")
+    asked = results.get("fractions_asked")
+    if asked and len(results["fractions"]) < len(asked):
+        lines.insert(0, f"**Partial: fractions {', '.join(results['fractions'])} of "
+                        f"{', '.join(f'{f:g}' for f in asked)} done; the run goes on.**\n")
     return "\n".join(lines)
 
 
@@ -591,10 +604,20 @@ def main(argv: list[str] | None = None) -> int:
               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": BOOTSTRAP_LEVEL}}
     outer_sites = sites[: args.max_outer or len(sites)]
     if args.strategies:
+        def transfer_results(fractions: dict, nets: list[NetworkFitter]) -> dict:
+            return {**common, "strategies": args.strategies, "fractions": fractions,
+                    "fractions_asked": args.fractions, "pretrain_optim": cfg.pretraining().model_dump(mode="json"),
+                    "timing": timing(nets, tree_fit), "seconds": time.perf_counter() - t0}
+
+        def write_partial(fractions: dict, nets: list[NetworkFitter]) -> None:
+            if len(fractions) < len(args.fractions):
+                partial = transfer_results(fractions, nets)
+                write_text_atomic(out / "real_towers_transfer.json", json.dumps(partial, indent=1, default=float))
+                write_text_atomic(out / "real_towers_transfer.md", transfer_table(partial) + "\n")
+
         fractions, nets = run_transfer(sites, outer_sites, net_rows, obs, tree_fit, cfg, args.strategies, args.fractions,
-                                       args.members, out, log)
-        results = {**common, "strategies": args.strategies, "fractions": fractions,
-                   "pretrain_optim": cfg.pretraining().model_dump(mode="json"), "timing": timing(nets, tree_fit)}
+                                       args.members, out, log, write_partial)
+        results = transfer_results(fractions, nets)
         name, md = "real_towers_transfer", transfer_table(results)
     else:
         network = NetworkFitter(cfg, net_rows, out / "runs")

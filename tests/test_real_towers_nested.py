@@ -172,3 +172,14 @@ def test_map_trees_read_only_the_network_store_rows_and_never_the_test_target():
         np.testing.assert_array_equal(trees(train, test)[test[0]], pred)
     ok = np.isfinite(pred)
     assert ok.all() and np.corrcoef(pred[ok], rows[test[0]]["dynamic"][..., 2][ok])[0, 1] > 0.9
+
+
+def test_transfer_table_of_a_run_still_going_says_which_fractions_are_done():
+    m = {k: 0.1 for k in ("nse", "median_nse", "rmse", "kge")}
+    m = {**m, "n": 10, "interval": {k: (0.0, 0.2) for k in ("nse", "median_nse", "rmse", "kge")}}
+    done = {"1": {"kept_towers": {"A": ["B", "C"]}, "procedures": {"trees": m, "scratch": m}}}
+    partial = nested.transfer_table({"smoke": "", "fractions": done, "fractions_asked": [1.0, 0.3]})
+    assert partial.startswith("**Partial: fractions 1 of 1, 0.3 done; the run goes on.**")
+    assert "| fraction 1 (mean 2.0 towers) | scratch |" in partial
+    whole = nested.transfer_table({"smoke": "", "fractions": done, "fractions_asked": [1.0]})
+    assert not whole.startswith("**Partial")
