@@ -18,7 +18,7 @@ seconds and of peak tree memory against cell-years (stages whose work grows with
 linear (r² near 1, the intercept the fixed start-up) and memory flat (a slope near 0 MiB per 1,000 cell-years).
 
 Sizes: ``--sizes 2x1,2x4,2x16,1x1,1x4,1x16,0.5x1`` (the default, meant to finish in about 10 minutes on 2 idle
-cores: an estimate, not a measurement, from the README's idle figures: 21.7 s to simulate a 0.5-degree year,
+cores, measured idle 2026-11-26 at about 5 minutes; the estimate it was sized by: 21.7 s to simulate a 0.5-degree year,
 3,700-5,300 cell-years/s to prepare, ~4,000 cell-years/s to infer) or ``--full``, which adds 0.5 x 4 and 0.5 x 16
 years (about 20 minutes more by the same arithmetic, and ~30 GB of NetCDF at the peak: 259,200 grid cells x 365
 days x 5 daily variables x 4 bytes is 1.9 GB a year before compression; each size's files are removed after it).
