@@ -95,6 +95,26 @@ def test_a_killed_inference_actor_is_rebuilt_and_its_unit_retried(ray_session, w
         ray.get(stale.predict.remote(0, 0, 16), timeout=120)
 
 
+def test_an_actor_runs_as_many_threads_as_ray_gave_it_cpus_whatever_omp_num_threads_says(ray_session, world):
+    """Ray leaves an inherited ``OMP_NUM_THREADS`` alone: with it set to 2 in the shell, two 1-CPU actors on 2 cores
+    ran 4 threads and a 1° year took 7.1 s instead of 1.6 s (bench/infer.py). Each actor sizes torch itself."""
+    import os
+
+    from xmw_ray.data.tower_features import file_sha256
+    from xmw_ray.infer.predictor import FluxWorker
+    from xmw_ray.models.checkpoint import MODEL_FILE
+
+    ray = ray_session
+    actor = ray.remote(FluxWorker).options(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "3"}}).remote(
+        str(world["ckpt"]), file_sha256(world["ckpt"] / MODEL_FILE), str(world["grid"]))
+    try:
+        env, threads = ray.get(actor.__ray_call__.remote(
+            lambda self: (os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())), timeout=120)
+    finally:
+        ray.kill(actor)
+    assert env == "3" and threads == 1
+
+
 def _direct(world: dict) -> dict[int, np.ndarray]:
     """The model applied directly to every cell of each year, in store cell order."""
     store = GridStore.open(world["grid"])
