@@ -351,3 +351,17 @@ def test_job_entry_point_runs_the_same_command(world, tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("xmw: error:") and "not a checkpoint" in proc.stderr
+
+
+def test_a_two_cpu_actor_runs_two_threads(ray_session):
+    """The same sizing as the inference actors, used by every Ray Train worker (``cpus_per_worker`` threads)."""
+    from xmw_ray.train.resources import use_assigned_cpus
+
+    ray = ray_session
+
+    @ray.remote(num_cpus=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": "3"}})
+    def threads() -> int:
+        return use_assigned_cpus()
+
+    assert ray.get(threads.remote(), timeout=120) == 2
+    assert use_assigned_cpus() == torch.get_num_threads()  # the driver (Train's local mode) is left as it is

@@ -22,6 +22,7 @@ from xmw_ray.data.tower_features import file_sha256
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model
 from xmw_ray.storage import is_url
+from xmw_ray.train.resources import use_assigned_cpus
 
 
 @contextmanager
@@ -59,17 +60,6 @@ def ensemble_size(model: torch.nn.Module) -> int:
     return len(model.members) if isinstance(model, EnsembleModel) and len(model.members) > 1 else 0
 
 
-def _assigned_cpus() -> int:
-    """The CPUs Ray gave this actor (at least 1), or this machine's when not in a Ray worker. Why: Ray leaves an
-    inherited ``OMP_NUM_THREADS`` alone, so with ``OMP_NUM_THREADS=2`` in the shell two 1-CPU actors ran 2 threads
-    each on 2 cores: a year at 1° took 7.1 s instead of 1.6 s."""
-    import ray
-
-    if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
-        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    return torch.get_num_threads()
-
-
 class FluxWorker:
     """One inference actor (wrapped with ``ray.remote`` by the driver): one model, many cell ranges."""
 
@@ -77,7 +67,7 @@ class FluxWorker:
                  slots: tuple[tuple[int, ...], tuple[int, ...]] | None = None):
         """``slots``: the dynamic and static slots of the store the model reads (``features.select_slots``; a
         map-ready model reads some of the grid's), None for every slot."""
-        torch.set_num_threads(_assigned_cpus())
+        use_assigned_cpus()
         self.device = inference_device(use_gpu)
         with local_checkpoint(checkpoint) as local:
             # the model the map store records: a checkpoint replaced since the run started is refused

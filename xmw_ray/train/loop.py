@@ -34,6 +34,7 @@ from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import load_model_state, load_train_state, unwrap, write_checkpoint
 from xmw_ray.train.losses import masked_mse
 from xmw_ray.train.progress import report_epoch
+from xmw_ray.train.resources import use_assigned_cpus
 
 
 def _device() -> torch.device:
@@ -235,6 +236,7 @@ def train_loop_per_worker(spec: WorkerSpec) -> None:
     """Ray Train entry point (bound to its :class:`WorkerSpec` by the runner)."""
     cfg = spec.config
     optim_cfg, data_cfg, run_cfg = cfg.optim, cfg.data, cfg.run
+    use_assigned_cpus()  # resources.cpus_per_worker threads, whatever OMP_NUM_THREADS the worker inherited
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     worker_seed = run_cfg.seed * 1000 + rank  # weights, dropout, replay order and local shuffles

@@ -31,3 +31,17 @@ def check_fits(num_workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
                 f"{cpus_per_worker:g} CPU{' + 1 GPU' if use_gpu else ''} each, + {DATA_CPUS:g} CPU for Ray Data) "
                 f"but the cluster has {have.get(key, 0.0):g} {key}; lower resources.num_workers / "
                 f"resources.cpus_per_worker or add nodes")
+
+
+def use_assigned_cpus() -> int:
+    """Size torch's thread pool to the CPUs Ray gave this worker or actor (at least 1; outside a Ray worker, e.g.
+    Train's local mode in the driver, it is left as it is) and return it. Why: Ray leaves an inherited
+    ``OMP_NUM_THREADS`` alone, so with ``OMP_NUM_THREADS=2`` in the shell two 1-CPU inference actors ran 2 threads
+    each on 2 cores and a 1° year took 7.1 s instead of 1.6 s."""
+    import torch
+
+    ctx = ray.get_runtime_context() if ray.is_initialized() else None
+    if ctx is not None and ctx.worker.mode == ray.WORKER_MODE:
+        torch.set_num_threads(max(1, int(ctx.get_assigned_resources().get("CPU", 1))))
+    return torch.get_num_threads()
+
