@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))  # also when imported as bench.infer
 
-from measure import PeakRSS, start_ray  # noqa: E402  (bench/ is on the path: the one peak-memory sampler)
+from measure import PeakRSS, require_cuda, start_ray  # noqa: E402  (bench/ is on the path: the one peak-memory sampler)
 
 CACHE = Path("/tmp/xmw-bench-infer")
 NORM = {"dynamic": {"mean": [10.0, 175.0, 0.0, 15.5, 30.0], "std": [6.0, 100.0, 17.0, 8.0, 17.0]},
@@ -96,11 +96,10 @@ def plain_loop(store_path: Path, ckpt: Path, batch_size: int, n_years: int,
     predicted for every cell, in one process, and the cell count."""
     import torch
 
-    device = torch.device("cuda" if use_gpu else "cpu")
-
     from xmw_ray.data.grid_store import GridStore
     from xmw_ray.models.checkpoint import load_checkpoint_model
 
+    device = torch.device("cuda" if use_gpu else "cpu")
     t = time.perf_counter()
     model = load_checkpoint_model(ckpt).to(device)
     store = GridStore.open(store_path)
@@ -151,11 +150,7 @@ def main() -> None:
         ap.error("--years must be at least 2 (the per-year rate is (t_N - t_1) / (N - 1))")
     gpu = args.use_gpu
     if gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            ap.error("--use-gpu: no CUDA device visible")
-        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+        require_cuda(ap)
 
     import ray
 

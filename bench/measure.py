@@ -82,3 +82,14 @@ def start_ray(tries: int = 6, **init_kwargs) -> float:
                 raise
             ray.shutdown()
     raise AssertionError("unreachable")
+
+
+def require_cuda(ap) -> None:
+    """For a bench's ``--use-gpu``: stop with ``ap.error`` when no CUDA device is visible, else print which card
+    (the figures are recorded with the card named)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        ap.error("--use-gpu: no CUDA device visible")
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+

@@ -429,10 +429,6 @@ def table(results: dict) -> str:
                         "7- and 30-day trailing means.\n")
     if results["smoke"]:
         lines.insert(0, f"**SMOKE run ({results['smoke']}): not the estimate.**\n")
-    asked = results.get("fractions_asked")
-    if asked and len(results["fractions"]) < len(asked):
-        lines.insert(0, f"**Partial: fractions {', '.join(results['fractions'])} of "
-                        f"{', '.join(f'{f:g}' for f in asked)} done; the run goes on.**\n")
     return "\n".join(lines)
 
 

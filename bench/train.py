@@ -151,13 +151,11 @@ def main() -> None:
 
     from xmw_ray.train.runner import LOCAL_SYSTEM_CONFIG, ensure_ray
 
-    store = world()
     if args.use_gpu:
-        import torch
+        from measure import require_cuda  # bench/ is on the path when run as a script
 
-        if not torch.cuda.is_available():
-            ap.error("--use-gpu: no CUDA device visible")
-        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+        require_cuda(ap)
+    store = world()
     ray.init(num_cpus=4, num_gpus=1 if args.use_gpu else 0, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
              _system_config=LOCAL_SYSTEM_CONFIG)
     ensure_ray()
@@ -178,11 +176,11 @@ def main() -> None:
         ingest_sps = ingest(cfg)
         out.update({"ray_data_ingest_samples_s": round(ingest_sps, 1),
                     "ingest_vs_training": round(ingest_sps / one, 1)})
-    if not args.use_gpu and not args.no_extras:  # one GPU here: two GPU workers would need two
-        two, two_epoch = ray_train(store, args.hidden, args.epochs, 2, 1, **data)
-        out.update({"ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
-                    "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
-                    "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)})
+        if not args.use_gpu:  # one GPU here: two GPU workers would need two
+            two, two_epoch = ray_train(store, args.hidden, args.epochs, 2, 1, **data)
+            out.update({"ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
+                        "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
+                        "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)})
     print(json.dumps(out, indent=1))
     ratios = sorted(r["ratio_ray_vs_plain"] for r in runs)
     print(f"Ray Train/plain training steps: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, "
