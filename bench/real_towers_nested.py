@@ -49,6 +49,16 @@ of the preset's SIM_FCH4 driver, so the target store is the towers without SIM_F
 pretraining uses no observed target and is shared by all folds. Strategies keep their default parameters.
 Writes ``<out>/real_towers_transfer.md`` and ``.json``; no conformal intervals there.
 
+Choice mode (issue #15 item 6; ``--choose``): the nested choice is among whole network procedures instead of
+trees/network/blends: ``network`` (the preset: the simulated flux as the SIM_FCH4 driver) and any transfer
+strategy (the simulations as a pretraining source, on transfer mode's stores), each candidate one network; the
+trees and every candidate alone are scored beside the nested choice. Blends and trees are not candidates here,
+because a preset deploys one network checkpoint. After the outer folds the same inner choice is made on all
+towers (``choice_on_all``): that is the procedure's pick, the one the preset deploys; it scores no tower. Outer
+refits are named ``<outer>-loto`` as in transfer mode, so the two modes share finished fits under one ``--out``.
+``--outer`` runs only the named outer folds (a second process can take the other half on the same ``--out``;
+a final run without it then reuses every fit). Writes ``<out>/real_towers_choice.md`` and ``.json``.
+
 Map variant (issue #15 item 5; ``--variant map``): the same nested protocol, candidates, conformal intervals and
 bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real``:
 its network on its own Site store (``--drivers map``: the Grid store's slots a tower supplies without a grid, daily
@@ -65,6 +75,8 @@ runs only: their results are marked SMOKE, not the estimate.
     python bench/real_towers_nested.py --strategies scratch finetune residual adversarial reweight
         --fractions 1.0 0.3 [--members 3] [--out runs/bench-real-towers-transfer]
     python bench/real_towers_nested.py --variant map [--out runs/bench-real-towers-nested-map]
+    python bench/real_towers_nested.py --choose network scratch finetune residual adversarial reweight
+        --inner-folds 3 --members 1 [--outer TOWER ...] [--out runs/bench-real-towers-transfer]
     smoke: python bench/real_towers_nested.py --max-outer 2 --epochs 3 --inner-folds 3 --members 1
 """
 
@@ -116,7 +128,8 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "blend w=0.75": {"network": 0.75, "trees": 0.25},
 }
 #: The procedures scored on the outer towers: the two fixed ones, and the nested choice.
-FIXED_PROCEDURES = ("trees", "network")
+NETWORK = "network"
+FIXED_PROCEDURES = ("trees", NETWORK)
 NESTED = "nested choice"
 CRITERION = "mean of inner out-of-fold pooled NSE and median-tower NSE"
 CONFORMAL_LEVEL = 0.8
@@ -198,26 +211,43 @@ class FoldResult:
     seconds: float = 0.0
 
 
-def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str, FitPredict], k: int,
-                members: int, inner_members: int, log: Callable[[str], None] = lambda m: None) -> FoldResult:
-    """Choose a candidate on the towers other than ``outer`` (inner grouped K-fold), refit the base models on
-    them, predict ``outer``. ``obs[outer]`` is never read: every fit, score and quantile uses the training towers."""
-    t0 = time.perf_counter()
-    training = [s for s in sites if s != outer]
+def inner_choice(training: list[str], obs: Predictions, bases: dict[str, FitPredict], k: int, inner_members: int,
+                 prefix: str, candidates: dict[str, dict[str, float]],
+                 log: Callable[[str], None] = lambda m: None,
+                 ) -> tuple[list[list[str]], dict[str, Predictions], dict[str, float], str]:
+    """The choice itself, on ``training`` only: grouped K-fold out-of-fold predictions of every base model, each
+    candidate's ``CRITERION`` on them, the best candidate (ties to the earlier one). Returns the folds, the OOF
+    predictions, the scores and the choice. Only the targets of ``training`` are read."""
     folds = grouped_folds(training, k)
     oof: dict[str, Predictions] = {name: {} for name in bases}
     for i, held in enumerate(folds):
         fit_towers = [s for s in training if s not in held]
         for name, fit in bases.items():
-            oof[name].update(fit(fit_towers, held, inner_members, f"{outer}-k{k}-i{i}"))
+            oof[name].update(fit(fit_towers, held, inner_members, f"{prefix}-k{k}-i{i}"))
         log(f"    inner fold {i + 1}/{k} ({', '.join(held)}) done")
     train_obs = {s: obs[s] for s in training}
-    scores = {c: criterion(combine(w, oof, training), train_obs) for c, w in CANDIDATES.items()}
-    chosen = max(CANDIDATES, key=lambda c: (scores[c], -list(CANDIDATES).index(c)))
-    refit = {name: fit(training, [outer], members, f"{outer}-refit")[outer] for name, fit in bases.items()}
+    scores = {c: criterion(combine(w, oof, training), train_obs) for c, w in candidates.items()}
+    chosen = max(candidates, key=lambda c: (scores[c], -list(candidates).index(c)))
+    return folds, oof, scores, chosen
+
+
+def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str, FitPredict], k: int,
+                members: int, inner_members: int, log: Callable[[str], None] = lambda m: None,
+                candidates: dict[str, dict[str, float]] | None = None,
+                fixed: tuple[str, ...] = FIXED_PROCEDURES) -> FoldResult:
+    """Choose one of ``candidates`` (default ``CANDIDATES``) on the towers other than ``outer`` (inner grouped
+    K-fold), refit the base models on them, predict ``outer``; the ``fixed`` base models are scored alone beside
+    it. ``obs[outer]`` is never read: every fit, score and quantile uses the training towers."""
+    t0 = time.perf_counter()
+    candidates = CANDIDATES if candidates is None else candidates
+    training = [s for s in sites if s != outer]
+    folds, oof, scores, chosen = inner_choice(training, obs, bases, k, inner_members, outer, candidates, log)
+    train_obs = {s: obs[s] for s in training}
+    # "-loto": the same fit as transfer mode's outer fit of the same strategy, so a run of either reuses the other's
+    refit = {name: fit(training, [outer], members, f"{outer}-loto")[outer] for name, fit in bases.items()}
     result = FoldResult(outer, folds, scores, chosen)
-    for proc, cand in [*((p, p) for p in FIXED_PROCEDURES), (NESTED, chosen)]:
-        weights = CANDIDATES[cand]
+    for proc, cand in [*((p, p) for p in fixed), (NESTED, chosen)]:
+        weights = candidates.get(cand, {cand: 1.0})
         result.candidate[proc] = cand
         result.pred[proc] = combine(weights, {n: {outer: p} for n, p in refit.items()}, [outer])[outer]
         result.q[proc] = conformal_quantile(conformal_scores(combine(weights, oof, training), train_obs))
@@ -278,10 +308,11 @@ def coverage(pred: Predictions, q: dict[str, float], obs: Predictions) -> dict:
             "tower_max": float(values.max()) if values.size else math.nan, "per_tower": per_tower}
 
 
-def score_procedures(folds: list[FoldResult], obs: Predictions) -> dict[str, dict]:
-    """Per procedure: outer summary, bootstrap intervals, interval coverage."""
+def score_procedures(folds: list[FoldResult], obs: Predictions,
+                     fixed: tuple[str, ...] = FIXED_PROCEDURES) -> dict[str, dict]:
+    """Per procedure (the ``fixed`` ones and the nested choice): outer summary, bootstrap intervals, coverage."""
     out = {}
-    for proc in (*FIXED_PROCEDURES, NESTED):
+    for proc in (*fixed, NESTED):
         pred = {f.outer: f.pred[proc] for f in folds}
         outer_obs = {f.outer: obs[f.outer] for f in folds}
         out[proc] = {**summarise(pred, outer_obs), "interval": bootstrap(pred, outer_obs),
@@ -344,9 +375,11 @@ class NetworkFitter:
     ``strategy`` (``scratch``: observations only), on the explicit folds of ``fold_split``."""
 
     def __init__(self, cfg: ExperimentConfig, rows: dict[str, dict[str, np.ndarray]], runs_dir: Path,
-                 strategy: str = "scratch", fraction: float = 1.0, seed: int = 0) -> None:
+                 strategy: str = "scratch", fraction: float = 1.0, seed: int = 0, label: str | None = None) -> None:
+        """``label`` names its fits (default the strategy): the preset's network is ``network``, so its fits never
+        share a name with transfer mode's ``scratch`` on the store without SIM_FCH4."""
         self.cfg, self.rows, self.runs_dir, self.seed = cfg, rows, runs_dir, seed
-        self.strategy, self.fraction = strategy, fraction
+        self.strategy, self.fraction, self.label = strategy, fraction, label or strategy
         self.member_seconds: list[float] = []  # wall time of each member fit trained here (reused ones excluded)
         self.member_cpu_seconds: list[float] = []  # this process's CPU time of each (load-independent)
 
@@ -367,7 +400,7 @@ class NetworkFitter:
         spec = fold_split(train, test, self.fraction)
         if not kept_towers(spec):
             raise XmwInputError(f"fraction {self.fraction:g} keeps none of the {len(train)} training towers of {name}")
-        fit_name = f"{name}-{self.strategy}-f{self.fraction:g}-e{cfg.optim.epochs}-n{members}-s{self.seed}"
+        fit_name = f"{name}-{self.label}-f{self.fraction:g}-e{cfg.optim.epochs}-n{members}-s{self.seed}"
         model = (transfer_section(cfg).models or [cfg.model])[0]
         job = run_config(cfg, model, spec, fit_name, str(self.runs_dir), self.seed)
         dirs = [self._member(member_config(job, k) if members > 1 else job) for k in range(members)]
@@ -379,6 +412,21 @@ class NetworkFitter:
         model = load_checkpoint_model(dirs[0])
         return {s: predict_batch(model, self.rows[s]["dynamic"], self.rows[s]["static"]).astype(np.float64)
                 for s in test}
+
+
+def choice_networks(choose: list[str] | None, cfg: ExperimentConfig, rows: dict[str, dict[str, np.ndarray]],
+                    cfg_transfer: ExperimentConfig | None, transfer_rows: dict[str, dict[str, np.ndarray]] | None,
+                    runs_dir: Path) -> dict[str, NetworkFitter]:
+    """The network base models: the preset's network alone (nested mode), or each procedure of ``--choose``: the
+    preset (``network``) on its store, each transfer strategy on transfer mode's stores."""
+    nets = {}
+    for name in choose or [NETWORK]:
+        if name == NETWORK:
+            nets[name] = NetworkFitter(cfg, rows, runs_dir, label=NETWORK)
+        else:
+            assert cfg_transfer is not None and transfer_rows is not None
+            nets[name] = NetworkFitter(cfg_transfer, transfer_rows, runs_dir, name)
+    return nets
 
 
 def tree_fitter(variant: str, towers: str, net_rows: dict[str, dict[str, np.ndarray]]) -> TreeFitter:
@@ -419,11 +467,17 @@ def table(results: dict) -> str:
     lines.append("")
     lines.append(f"Nested choice per outer tower (criterion: {CRITERION}):")
     lines.append("")
-    lines.append("| outer tower | chosen | " + " | ".join(CANDIDATES) + " |")
-    lines.append("|---|---|" + "---|" * len(CANDIDATES))
+    candidates = list(results["candidates"])
+    lines.append("| outer tower | chosen | " + " | ".join(candidates) + " |")
+    lines.append("|---|---|" + "---|" * len(candidates))
     for f in results["folds"]:
-        lines.append(f"| {f['outer']} | {f['chosen']} | " + " | ".join(f"{f['scores'][c]:.3f}" for c in CANDIDATES)
+        lines.append(f"| {f['outer']} | {f['chosen']} | " + " | ".join(f"{f['scores'][c]:.3f}" for c in candidates)
                      + " |")
+    final = results.get("choice_on_all")
+    if final:
+        lines.append("")
+        lines.append(f"The same choice on all {len(final['towers'])} towers (what the preset deploys): "
+                     f"**{final['chosen']}** (" + ", ".join(f"{c} {v:.3f}" for c, v in final["scores"].items()) + ")")
     if results.get("variant") == "map":  # the tower variant's table is unchanged
         lines.insert(0, f"Variant map: {Path(results['config']).name}; trees on the same store's inputs and their "
                         "7- and 30-day trailing means.\n")
@@ -516,6 +570,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="transfer mode (item 3): score these strategies by outer LOTO instead of the nested choice")
     ap.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.3],
                     help="transfer mode: seeded shares of the training towers (the data-sparse case)")
+    ap.add_argument("--choose", nargs="+", default=None, metavar="PROCEDURE",
+                    help="choice mode (item 6): the nested choice is among these network procedures (network = the "
+                         "preset, SIM_FCH4 as a driver; a strategy = the sims as a pretraining source), trees beside")
+    ap.add_argument("--outer", nargs="+", default=None, metavar="TOWER",
+                    help="only these outer folds (a shard for a second process on the same --out; not the estimate)")
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = "runs/bench-real-towers-nested" + ("-map" if args.variant == "map" else "")
@@ -536,12 +595,26 @@ def validate(args: argparse.Namespace) -> list[str]:
     for st in args.strategies or []:
         if st not in STRATEGIES:
             raise XmwInputError(f"--strategies: unknown strategy {st!r} (known: {', '.join(STRATEGIES)})")
+    if args.choose:
+        if args.strategies:
+            raise XmwInputError("--choose: choice mode and transfer mode (--strategies) are separate runs")
+        if args.variant != "tower":
+            raise XmwInputError("--choose: choice mode scores the tower variant only")
+        known = (NETWORK, *STRATEGIES)
+        for name in args.choose:
+            if name not in known:
+                raise XmwInputError(f"--choose: unknown procedure {name!r} (known: {', '.join(known)})")
+        if len(set(args.choose)) < 2 or len(set(args.choose)) != len(args.choose):
+            raise XmwInputError(f"--choose: needs at least two different procedures, got {' '.join(args.choose)}")
     for f in args.fractions:
         if not 0.0 < f <= 1.0:
             raise XmwInputError(f"--fractions: {f:g} is not in (0, 1]")
     sites = sorted(find_site_sources(args.towers).daily_paths)
     if len(sites) < 3:
         raise XmwInputError(f"--towers: {args.towers} holds {len(sites)} towers; nested LOTO needs at least 3")
+    for tower in args.outer or []:
+        if tower not in sites:
+            raise XmwInputError(f"--outer: {tower} is not a tower in {args.towers}")
     if args.inner_folds > len(sites) - 1:
         raise XmwInputError(f"--inner-folds: {args.inner_folds} folds, but each outer fold has only "
                             f"{len(sites) - 1} training towers")
@@ -576,9 +649,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"transfer.prepare.forcing={Path(args.towers).resolve()}"]
         if args.epochs is not None:
             overrides.append(f"optim.epochs={args.epochs}")
+        epochs = args.epochs or load_config(str(preset)).optim.epochs
+        cfg_transfer = None
         if args.strategies:
             overrides.append(f"transfer.strategies=[{','.join(args.strategies)}]")
-            overrides += transfer_overrides(out, args.epochs or load_config(str(preset)).optim.epochs)
+            overrides += transfer_overrides(out, epochs)
+        elif args.choose and set(args.choose) - {NETWORK}:
+            # the strategies of choice mode train on transfer mode's stores (the sims as a source, no SIM_FCH4)
+            strategies = [c for c in args.choose if c != NETWORK]
+            cfg_transfer = load_config(str(preset), [*overrides, f"transfer.strategies=[{','.join(strategies)}]",
+                                                     *transfer_overrides(out, epochs)], require="transfer").resolved()
         cfg = load_config(str(preset), overrides, require="transfer").resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
@@ -586,19 +666,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     smoke = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("max_outer", args.max_outer),
                                                                     ("epochs", args.epochs)) if v is not None)
+    if args.outer:
+        smoke = ", ".join(x for x in (smoke, f"--outer {' '.join(args.outer)}") if x)
     t0 = time.perf_counter()
     ensure_ray()
     prepare_stores(cfg, log)
     net_rows = store_rows(store_info(cfg.data.store, cfg.data.source))
     tree_fit = tree_fitter(args.variant, args.towers, net_rows)
     align(tree_fit.rows, net_rows)
+    transfer_rows = None
+    if cfg_transfer is not None:
+        prepare_stores(cfg_transfer, log)
+        transfer_rows = store_rows(store_info(cfg_transfer.data.store, cfg_transfer.data.source))
+        align(tree_fit.rows, transfer_rows)
     sites = sorted(net_rows)
     obs = {s: net_rows[s]["y"] for s in sites}
     common = {"smoke": smoke, "variant": args.variant, "towers": str(Path(args.towers).resolve()), "config": str(preset),
               "tree_trailing_windows": list(tree_fit.trailing_windows),
               "tree_params": TREE_PARAMS, "members": args.members, "epochs": cfg.optim.epochs,
               "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": BOOTSTRAP_LEVEL}}
-    outer_sites = sites[: args.max_outer or len(sites)]
+    outer_sites = [s for s in sites if s in args.outer] if args.outer else sites[: args.max_outer or len(sites)]
     if args.strategies:
         def transfer_results(fractions: dict, nets: list[NetworkFitter]) -> dict:
             return {**common, "strategies": args.strategies, "fractions": fractions,
@@ -616,23 +703,33 @@ def main(argv: list[str] | None = None) -> int:
         results = transfer_results(fractions, nets)
         name, md = "real_towers_transfer", transfer_table(results)
     else:
-        network = NetworkFitter(cfg, net_rows, out / "runs")
-        bases: dict[str, FitPredict] = {"trees": tree_fit, "network": network}
+        nets = choice_networks(args.choose, cfg, net_rows, cfg_transfer, transfer_rows, out / "runs")
+        bases: dict[str, FitPredict] = {"trees": tree_fit, **nets}
+        candidates = {n: {n: 1.0} for n in nets} if args.choose else CANDIDATES
+        fixed = ("trees", *nets)
         folds = []
         for i, outer in enumerate(outer_sites):
             log(f"outer fold {i + 1}/{len(outer_sites)}: {outer}")
-            f = nested_fold(outer, sites, obs, bases, args.inner_folds, args.members, args.inner_members, log)
+            f = nested_fold(outer, sites, obs, bases, args.inner_folds, args.members, args.inner_members, log,
+                            candidates, fixed)
             log(f"  {outer}: chose {f.chosen} ({', '.join(f'{c} {v:.3f}' for c, v in f.scores.items())}); "
                 f"{f.seconds:.0f} s")
             folds.append(f)
-        results = {**common, "candidates": CANDIDATES, "criterion": CRITERION, "inner_folds": args.inner_folds,
+        results = {**common, "candidates": candidates, "criterion": CRITERION, "inner_folds": args.inner_folds,
                    "inner_members": args.inner_members,
                    "conformal": {"level": CONFORMAL_LEVEL, "offset": CONFORMAL_OFFSET},
-                   "procedures": score_procedures(folds, obs),
+                   "procedures": score_procedures(folds, obs, fixed),
                    "folds": [{"outer": f.outer, "chosen": f.chosen, "scores": f.scores, "inner_folds": f.inner_folds,
-                              "q": f.q, "seconds": f.seconds} for f in folds],
-                   "timing": timing([network], tree_fit)}
-        name, md = "real_towers_nested", table(results)
+                              "q": f.q, "seconds": f.seconds} for f in folds]}
+        if args.choose and not args.outer:
+            # the procedure applied to every tower: what the preset deploys (no tower is scored here)
+            log(f"the choice on all {len(sites)} towers")
+            _, _, scores, chosen = inner_choice(sites, obs, nets, args.inner_folds, args.inner_members, "all",
+                                                candidates, log)
+            results["choice_on_all"] = {"towers": sites, "scores": scores, "chosen": chosen}
+        results["timing"] = timing(list(nets.values()), tree_fit)
+        name = "real_towers_choice" if args.choose else "real_towers_nested"
+        md = table(results)
     results["seconds"] = time.perf_counter() - t0
     write_text_atomic(out / f"{name}.json", json.dumps(results, indent=1, default=float))
     write_text_atomic(out / f"{name}.md", md + "\n")
