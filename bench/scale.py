@@ -60,6 +60,7 @@ class StageResult:
     seconds: float
     driver_mib: float
     tree_mib: float
+    tree_pss_mib: float  # the tree's proportional set size: shared object-store pages counted once
 
     @property
     def rate(self) -> float:
@@ -92,8 +93,10 @@ def fit_lines(results: list[StageResult]) -> dict[str, dict[str, float]]:
         x = [r.cell_years for r in rows]
         fixed, slope, r2 = linear_fit(x, [r.seconds for r in rows])
         mem0, mem_slope, _ = linear_fit(x, [r.tree_mib for r in rows])
+        pss0, pss_slope, _ = linear_fit(x, [r.tree_pss_mib for r in rows])
         lines[stage] = {"fixed_s": fixed, "us_per_cell_year": slope * 1e6, "r2": r2, "mem_base_mib": mem0,
-                        "mib_per_1000_cell_years": mem_slope * 1000}
+                        "mib_per_1000_cell_years": mem_slope * 1000, "pss_base_mib": pss0,
+                        "pss_mib_per_1000_cell_years": pss_slope * 1000}
     return lines
 
 
@@ -102,9 +105,9 @@ def _stage(size: str, name: str, cell_years: int, fn) -> tuple[StageResult, obje
         t = time.perf_counter()
         value, cell_days = fn()
         seconds = time.perf_counter() - t
-    r = StageResult(size, name, cell_years, cell_days, seconds, mem.driver, mem.tree)
+    r = StageResult(size, name, cell_years, cell_days, seconds, mem.driver, mem.tree, mem.tree_pss)
     print(f"  {name:9s} {seconds:8.1f} s {r.rate:14,.0f} cell-days/s   peak +{mem.driver:7,.0f} MiB driver "
-          f"+{mem.tree:7,.0f} MiB tree", flush=True)
+          f"+{mem.tree:7,.0f} MiB tree RSS +{mem.tree_pss:7,.0f} MiB tree PSS", flush=True)
     return r, value
 
 
@@ -203,15 +206,17 @@ def main() -> None:
         results += run_size(args.out, res, years, args.steps)
     ray.shutdown()
 
-    print("\nstage      size    cell-years   seconds   cell-days/s  driver MiB  tree MiB")
+    print("\nstage      size    cell-years   seconds   cell-days/s  driver MiB  tree RSS MiB  tree PSS MiB")
     for r in results:
         print(f"{r.stage:9s} {r.size:>7s} {r.cell_years:12,d} {r.seconds:9.1f} {r.rate:13,.0f} {r.driver_mib:11,.0f} "
-              f"{r.tree_mib:9,.0f}")
-    print("\nlinear fits against cell-years (seconds = fixed + slope x cell-years; peak tree memory likewise):")
+              f"{r.tree_mib:13,.0f} {r.tree_pss_mib:13,.0f}")
+    print("\nlinear fits against cell-years (seconds = fixed + slope x cell-years; peak tree memory likewise, as RSS "
+          "summed over processes and as PSS):")
     for stage, line in fit_lines(results).items():
         print(f"  {stage:9s} fixed {line['fixed_s']:6.1f} s, {line['us_per_cell_year']:9.1f} us per cell-year "
-              f"(r2 {line['r2']:.3f}); memory {line['mem_base_mib']:7,.0f} MiB + "
-              f"{line['mib_per_1000_cell_years']:6.2f} MiB per 1,000 cell-years")
+              f"(r2 {line['r2']:.3f}); memory RSS {line['mem_base_mib']:7,.0f} MiB + "
+              f"{line['mib_per_1000_cell_years']:6.2f}, PSS {line['pss_base_mib']:7,.0f} MiB + "
+              f"{line['pss_mib_per_1000_cell_years']:6.2f} MiB per 1,000 cell-years")
     train = [r for r in results if r.stage == "train"]
     if train:
         rates = [r.rate for r in train]

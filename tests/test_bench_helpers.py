@@ -3,6 +3,8 @@ sampler, the size list and the per-stage fits. The benches themselves are not te
 
 from __future__ import annotations
 
+import mmap
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,33 @@ def test_peak_rss_sees_a_temporary_allocation_that_is_gone_at_the_end():
     assert mem.tree >= mem.driver - 1
 
 
+def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it_twice():
+    """Ray's object store is shared memory mapped by the raylet and each worker reading a block: summed RSS
+    counts it per process, PSS once (bench/scale.py's tree memory line was RSS only)."""
+    size = 160 * 2**20
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Event()
+    with PeakRSS(interval=0.01, pss_every=5) as mem:
+        shared = mmap.mmap(-1, size)  # anonymous and MAP_SHARED: the child sees the same pages
+        chunk = b"x" * 2**20
+        for _ in range(size // len(chunk)):
+            shared.write(chunk)
+
+        def reader() -> None:
+            sum(shared[i] for i in range(0, size, 4096))  # map every page into the child too
+            done.wait(10)
+
+        child = ctx.Process(target=reader)
+        child.start()
+        time.sleep(1.5)
+        done.set()
+        child.join()
+        shared.close()
+    mib = size / 2**20
+    assert mem.tree > 1.7 * mib, mem.tree  # counted in both processes
+    assert 0.7 * mib < mem.tree_pss < 1.3 * mib, mem.tree_pss  # counted once
+
+
 def test_sizes_are_parsed_and_refused_in_one_line():
     assert parse_sizes("2x1, 0.5x16") == [(2.0, 1), (0.5, 16)]
     for bad in ("2", "0.7x1", "1x0", "ax2"):
@@ -45,8 +74,9 @@ def test_sizes_are_parsed_and_refused_in_one_line():
 def test_fits_are_per_scaling_stage_against_cell_years():
     rows = []
     for cell_years in (1000, 4000, 16000):
-        rows.append(StageResult("s", "infer", cell_years, cell_years * 365, 2.0 + 0.001 * cell_years, 10.0, 300.0))
-        rows.append(StageResult("s", "train", cell_years, 50 * 64 * 365, 5.0, 50.0, 200.0))
+        rows.append(StageResult("s", "infer", cell_years, cell_years * 365, 2.0 + 0.001 * cell_years, 10.0, 300.0,
+                                300.0))
+        rows.append(StageResult("s", "train", cell_years, 50 * 64 * 365, 5.0, 50.0, 200.0, 200.0))
     lines = fit_lines(rows)
     assert set(lines) == {"infer"}  # training does fixed work: no line against the data's size
     assert lines["infer"]["fixed_s"] == pytest.approx(2.0)
