@@ -8,8 +8,9 @@ Three procedures are scored in the same run, on the same outer towers and days:
 
 - **trees** (fixed, no choice): the project's ``GBTBaseline`` (max_iter=300, learning_rate=0.05) on the rows of
   ``real_towers.tree_rows`` (the towers' drivers, their trailing means, the solar season, |latitude|);
-- **network** (fixed, no choice): the ``fluxnet-real`` preset's model, optimiser, epochs and driver set (its Site
-  store, prepared by the preset's own ``prepare`` section under ``<out>``), an ensemble of ``--members`` seeds;
+- **network** (fixed, no choice): ``fluxnet-real-simdriver.yaml``'s model, optimiser, epochs and driver set (the
+  process model's flux as the SIM_FCH4 driver; the ``fluxnet-real`` preset until choice mode picked ``finetune``;
+  its Site store, prepared by its own ``prepare`` section under ``<out>``), an ensemble of ``--members`` seeds;
 - **nested choice**: one of ``CANDIDATES`` (declared below, before any score was seen), chosen per outer fold by
   an inner grouped K-fold over the outer training towers only (towers as groups, ``--inner-folds``), on the
   criterion ``CRITERION``: the mean of the inner out-of-fold pooled NSE and median-tower NSE. Ties go to the
@@ -60,7 +61,7 @@ refits are named ``<outer>-loto`` as in transfer mode, so the two modes share fi
 a final run without it then reuses every fit). Writes ``<out>/real_towers_choice.md`` and ``.json``.
 
 Map variant (issue #15 item 5; ``--variant map``): the same nested protocol, candidates, conformal intervals and
-bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real``:
+bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real-simdriver``:
 its network on its own Site store (``--drivers map``: the Grid store's slots a tower supplies without a grid, daily
 PREC, SOLR, TAIR, VAPR, wetland type, CH4/CO2), and the same trees restricted to that store's inputs (its rows, plus
 the trees' usual 7- and 30-day trailing means of those drivers, which a grid's daily drivers give too; no solar
@@ -113,7 +114,10 @@ from xmw_ray.transfer.experiment import prepare_stores, run_config, transfer_sec
 from xmw_ray.transfer.registry import get_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESET = ROOT / "configs" / "experiments" / "fluxnet-real.yaml"
+#: The tower variant's base procedure: the process model's flux as a driver (the ``network`` candidate). Transfer
+#: and choice modes derive the strategies from it (``transfer_overrides``); ``fluxnet-real.yaml`` is the procedure
+#: the choice picked (``tests/test_real_towers_nested.py`` checks that it is this file with the overrides).
+PRESET = ROOT / "configs" / "experiments" / "fluxnet-real-simdriver.yaml"
 #: ``--variant`` → its preset: the tower model, and the map-ready one (drivers a Grid store has).
 VARIANTS = {"tower": PRESET, "map": ROOT / "configs" / "experiments" / "fluxnet-real-map.yaml"}
 #: The strong trees of issue #15 (a careful user's settings; fixed, never tuned here).
@@ -557,7 +561,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--towers", default=str(ROOT.parent / "shared" / "data" / "fluxnet-ch4"))
     ap.add_argument("--variant", choices=tuple(VARIANTS), default="tower",
-                    help="tower: the fluxnet-real preset and trees on the tower drivers; map: the map-ready "
+                    help="tower: fluxnet-real-simdriver (and the strategies derived from it) and trees on the tower "
+                         "drivers; map: the map-ready "
                          "fluxnet-real-map preset and trees on its drivers (those a Grid store has)")
     ap.add_argument("--out", default=None,
                     help="default runs/bench-real-towers-nested, with -map for --variant map")

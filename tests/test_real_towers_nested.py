@@ -183,3 +183,54 @@ def test_transfer_table_of_a_run_still_going_says_which_fractions_are_done():
     assert "| fraction 1 (mean 2.0 towers) | scratch |" in partial
     whole = nested.transfer_table({"smoke": "", "fractions": done, "fractions_asked": [1.0]})
     assert not whole.startswith("**Partial")
+
+
+def test_the_tower_preset_is_the_procedure_the_nested_choice_picked(tmp_path):
+    """configs/experiments/fluxnet-real.yaml must train exactly what choice mode scored as ``finetune`` (the
+    choice on all shared towers): the simdriver procedure turned into a transfer experiment by transfer_overrides.
+    Only the run's name and where the stores live may differ."""
+    from xmw_ray.config import load_config
+
+    preset = load_config(str(nested.ROOT / "configs" / "experiments" / "fluxnet-real.yaml"), require="transfer")
+    out = tmp_path / "bench"
+    scored = load_config(str(nested.PRESET), ["transfer.strategies=[finetune]",
+                                              *nested.transfer_overrides(out, preset.optim.epochs)],
+                         require="transfer")
+    assert preset.transfer.strategies == ["finetune"]
+
+    def comparable(cfg) -> dict:
+        d = cfg.model_dump(mode="json")
+        d.pop("run")
+        for section in ("data", "source"):
+            d[section].pop("store")
+        return d
+
+    assert comparable(preset) == comparable(scored)
+
+
+def test_choice_mode_flags_are_checked_before_any_work(tmp_path, capsys):
+    for bad, flag in ((["--choose", "network"], "--choose"), (["--choose", "network", "bogus"], "--choose"),
+                      (["--choose", "network", "finetune", "--strategies", "scratch"], "--choose"),
+                      (["--choose", "network", "finetune", "--variant", "map"], "--choose"),
+                      (["--outer", "XX-Nope"], "--outer")):
+        assert nested.main([*bad, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"xmw: error: {flag}:") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_choice_mode_chooses_among_whole_procedures_and_scores_each_alone():
+    x, obs = synthetic_towers(8, 2, seed=3)
+    sites = sorted(obs)
+    calls: list = []
+    slope, mean = stand_in_bases(x, obs, calls).values()
+    bases = {"trees": mean, "network": mean, "finetune": slope}
+    candidates = {"network": {"network": 1.0}, "finetune": {"finetune": 1.0}}
+    fold = nested.nested_fold(sites[0], sites, obs, bases, k=3, members=1, inner_members=1,
+                              candidates=candidates, fixed=("trees", "network", "finetune"))
+    assert fold.chosen == "finetune"  # the slope model fits y = slope_s * x far better than the mean
+    assert set(fold.pred) == {"trees", "network", "finetune", nested.NESTED}
+    np.testing.assert_array_equal(fold.pred[nested.NESTED], fold.pred["finetune"])
+    _, _, scores, chosen = nested.inner_choice(sites, obs, {"network": mean, "finetune": slope}, 3, 1, "all",
+                                               candidates)
+    assert chosen == "finetune" and set(scores) == set(candidates)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -101,5 +102,41 @@ def test_hybrid_experiment_builds_its_stores_and_deploys_a_seed_ensemble(ray_ses
                        start="2017-01-01", end="2018-12-31", seed=5)
     simulate_sites(tmp_path / "other", tmp_path / "other-sim", log=lambda msg: None)
     prepare_sites(tmp_path / "other", tmp_path / "other-store", drivers="tower", sim_sites=tmp_path / "other-sim")
+    report = evaluate_checkpoint(str(paths["best"]), str(tmp_path / "other-store"), "all")
+    assert set(report["per_entity"]) == {"DD-Ddd", "EE-Eee"} and report["pooled"]["n"] > 0
+
+
+def test_the_fluxnet_real_preset_trains_on_towers_and_scores_new_towers_with_its_header_commands(ray_session,
+                                                                                                  tmp_path):
+    """configs/experiments/fluxnet-real.yaml itself (shrunk to 1 epoch and 4 units) on tiny towers: it pretrains on
+    the process model at the towers' forcing, fine-tunes on the observations (no SIM_FCH4 driver), deploys a
+    3-seed ensemble, and new towers need only ``prepare sites --drivers tower`` before ``evaluate``."""
+    from builders import write_tiny_fluxnet
+
+    from xmw_ray.config import load_config
+    from xmw_ray.data.ray_datasets import store_info
+    from xmw_ray.data.site_store import prepare_sites
+    from xmw_ray.models.checkpoint import load_checkpoint_model
+    from xmw_ray.models.ensemble import EnsembleModel
+    from xmw_ray.train.evaluate import evaluate_checkpoint
+    from xmw_ray.transfer.experiment import run_experiment
+
+    write_tiny_fluxnet(tmp_path / "towers", {"AA-Aaa": (60.0, 20.0), "BB-Bbb": (50.0, 10.0), "CC-Ccc": (65.0, 25.0)},
+                       start="2014-01-01", end="2016-12-31")
+    preset = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "fluxnet-real.yaml"
+    cfg = load_config(str(preset), [f"run.output_dir={tmp_path}", "run.name=exp",
+                                    f"transfer.prepare.forcing={tmp_path / 'towers'}", "optim.epochs=1",
+                                    "optim.patience=1", "pretrain_optim.epochs=1", "pretrain_optim.patience=1",
+                                    "model.params.hidden_size=4", "transfer.baseline.max_iter=5"],
+                      require="transfer").resolved()
+    paths = run_experiment(cfg, log=lambda msg: None)
+    exp = tmp_path / "exp"
+    assert "SIM_FCH4" not in store_info(str(exp / "prepared" / "target-sites-transfer")).dynamic_vars
+    assert (exp / "runs" / "pretrain").is_dir()  # the simulations were the pretraining source
+    model = load_checkpoint_model(paths["best"])
+    assert isinstance(model, EnsembleModel) and len(model.members) == 3
+    write_tiny_fluxnet(tmp_path / "other", {"DD-Ddd": (55.0, 30.0), "EE-Eee": (-42.0, 147.0)},
+                       start="2017-01-01", end="2018-12-31", seed=5)
+    prepare_sites(tmp_path / "other", tmp_path / "other-store", drivers="tower")  # no simulation needed
     report = evaluate_checkpoint(str(paths["best"]), str(tmp_path / "other-store"), "all")
     assert set(report["per_entity"]) == {"DD-Ddd", "EE-Eee"} and report["pooled"]["n"] > 0
