@@ -9,7 +9,11 @@ trials of (epochs run x that trial's steady epoch time); overhead = concurrency-
 
 ``--no-early-stopping`` sets ASHA's grace period to the epochs, so every trial runs all of them: the issue's
 overhead goal is for trials of at least a minute, and with the preset's grace period of 1 epoch ASHA stops half
-the trials after their first epoch. The median trial length (its reports' ``time_this_iter_s`` summed) is printed.
+the trials after their first epoch. The median trial length (its reports' ``time_this_iter_s`` summed) is printed,
+and the per-trial overhead: each trial's time beyond its epochs at its steady rate, over the trials' time (the
+slot-based share also counts slots left idle while the search's last trial runs alone). Not in the per-trial
+figure: the trial actor's own process start before its function runs, and the teardown after its last report;
+the slot-based share counts both.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def main() -> None:
     grid = tuner.fit()
     wall = time.perf_counter() - t0
     train = 0.0
-    lengths = []
+    lengths, startup = [], []
     for result in grid:
         df = result.metrics_dataframe
         if df is None or df.empty:
@@ -59,6 +63,7 @@ def main() -> None:
         steady = df["time_this_iter_s"].iloc[1:]
         per_epoch = float(steady.median()) if len(steady) else float(df["time_this_iter_s"].iloc[0])
         train += per_epoch * len(df)
+        startup.append(max(0.0, lengths[-1] - per_epoch * len(df)))
     busy = wall * slots  # trial-slot seconds the search held
     n = len(grid)
     print(f"search {experiment_path(cfg)}: {n} trials, {slots} at once, wall {wall:.1f} s")
@@ -67,8 +72,14 @@ def main() -> None:
         print(f"trial length (reported epochs summed): median {sorted(lengths)[len(lengths) // 2]:.1f} s, "
               f"min {min(lengths):.1f} s, max {max(lengths):.1f} s over {len(lengths)} trials; "
               f"epochs run: {', '.join(str(len(r.metrics_dataframe)) for r in grid if r.metrics_dataframe is not None)}")
+    if lengths:
+        # inside each trial: its reports' time beyond its epochs at the steady rate (worker group, datasets, the
+        # first epoch's warm-up, checkpoint I/O); the slot figure below adds the slots left idle by the search's tail
+        print(f"per-trial overhead: {sum(startup):.1f} s of the trials' {sum(lengths):.1f} s "
+              f"({sum(startup) / sum(lengths):.1%}); per trial " + ", ".join(
+                  f"{o:.1f}/{t:.1f} s" for o, t in zip(startup, lengths, strict=True)))
     print(f"training (steady epochs) {train:.1f} s of {busy:.1f} slot-s; "
-          f"Ray overhead share: {max(0.0, 1 - train / busy):.1%}")
+          f"Ray overhead share (idle slots included): {max(0.0, 1 - train / busy):.1%}")
     print(f"ratio slot-time / training-time: {busy / train:.2f}x")
     ray.shutdown()
 
