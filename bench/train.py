@@ -24,10 +24,14 @@ other; ingest and 2 workers once, after. Prints samples/s, the ratio Ray Train /
 (goal >= 0.9 in every run) and on whole epochs, ingest / training consumption (goal >= 10), 2-worker / 1-worker
 speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X``.
 
+``--plain-in-actor`` (a profile): the plain loop inside a Ray actor of ``--threads`` CPUs against the same loop in
+this process, alternated ``--runs`` times; ends with ``plain loop in a Ray actor / in this process: min, median,
+max``.
+
 With ``--use-gpu`` both sides run on the one CUDA device (bfloat16 autocast, as ``optim.amp`` does): the plain loop
 keeps its samples on the GPU, the Ray Train worker gets 1 GPU; ingest is measured, the 2-worker case is skipped.
 
-    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu]
+    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu] [--in-memory] [--plain-in-actor]
 """
 
 from __future__ import annotations
@@ -131,6 +135,33 @@ def ingest(cfg) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def actor_vs_driver(cfg, threads: int, epochs: int, runs: int) -> None:
+    """The plain loop in a Ray actor of ``threads`` CPUs (torch sized to them, as a Ray Train worker is) against
+    the same loop here, alternated ``runs`` times: a ratio near 1 clears the Ray worker process (its environment,
+    threads, affinity) and leaves Ray Train's own loop as the slower part."""
+    import ray
+
+    @ray.remote(num_cpus=threads)
+    class PlainBox:
+        def run(self, cfg) -> float:
+            from xmw_ray.train.resources import use_assigned_cpus
+
+            use_assigned_cpus()
+            return plain_loop(cfg, threads, epochs)[0]
+
+    box = PlainBox.remote()
+    ratios = []
+    for i in range(runs):
+        here = plain_loop(cfg, threads, epochs)[0]
+        there = ray.get(box.run.remote(cfg))
+        ratios.append(there / here)
+        print(f"run {i + 1}: plain loop in this process {here:.1f} samples/s, in a {threads}-CPU Ray actor "
+              f"{there:.1f}: ratio {ratios[-1]:.3f}", flush=True)
+    ratios.sort()
+    print(f"plain loop in a Ray actor / in this process: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, "
+          f"max {ratios[-1]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=64)
@@ -142,6 +173,9 @@ def main() -> None:
     ap.add_argument("--in-memory", action="store_true",
                     help="data.in_memory for the Ray worker: its shard kept (on its device) after the first epoch")
     ap.add_argument("--no-extras", action="store_true", help="skip the ingest and 2-worker measurements")
+    ap.add_argument("--plain-in-actor", action="store_true",
+                    help="profile: the plain loop in a Ray actor of --threads CPUs against the same loop in this "
+                         "process (is the Ray worker process, or Ray Train's loop, the slower part?)")
     args = ap.parse_args()
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is excluded as warm-up)")
@@ -161,6 +195,9 @@ def main() -> None:
     ensure_ray()
     data = {"batch": args.batch_size, "in_memory": args.in_memory}
     cfg = cfg_for(store, args.hidden, 1, 1, args.threads, "plain", **data)
+    if args.plain_in_actor:
+        actor_vs_driver(cfg, args.threads, args.epochs, args.runs)
+        return
     runs = []
     for i in range(args.runs):  # plain then Ray Train, each time: both sides see the same machine state
         plain_sps, n = plain_loop(cfg, args.threads, args.epochs, args.use_gpu)
