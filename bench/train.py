@@ -26,12 +26,13 @@ speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X
 
 ``--plain-in-actor`` (a profile): the plain loop inside a Ray actor of ``--threads`` CPUs against the same loop in
 this process, alternated ``--runs`` times; ends with ``plain loop in a Ray actor / in this process: min, median,
-max``.
+max``. ``--plain-in-thread`` (a profile): the plain loop on a second Python thread against the main thread (main
+first), alternated; Ray Train V2 runs the training function on such a thread.
 
 With ``--use-gpu`` both sides run on the one CUDA device (bfloat16 autocast, as ``optim.amp`` does): the plain loop
 keeps its samples on the GPU, the Ray Train worker gets 1 GPU; ingest is measured, the 2-worker case is skipped.
 
-    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu] [--in-memory] [--plain-in-actor]
+    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu] [--in-memory] [--plain-in-actor] [--plain-in-thread]
 """
 
 from __future__ import annotations
@@ -162,6 +163,30 @@ def actor_vs_driver(cfg, threads: int, epochs: int, runs: int) -> None:
           f"max {ratios[-1]:.2f}")
 
 
+def thread_vs_main(cfg, threads: int, epochs: int, runs: int) -> None:
+    """The plain loop on a second Python thread against the main thread, alternated ``runs`` times, the main thread
+    first (as in a Ray Train V2 worker, whose main thread exists before its training thread)."""
+    import threading
+
+    ratios = []
+    for i in range(runs):
+        here = plain_loop(cfg, threads, epochs)[0]
+        got: dict[str, float] = {}
+
+        def on_thread(out: dict[str, float] = got) -> None:
+            out["sps"] = plain_loop(cfg, threads, epochs)[0]
+
+        t = threading.Thread(target=on_thread)
+        t.start()
+        t.join()
+        ratios.append(got["sps"] / here)
+        print(f"run {i + 1}: plain loop on the main thread {here:.1f} samples/s, on a second thread "
+              f"{got['sps']:.1f}: ratio {ratios[-1]:.3f}", flush=True)
+    ratios.sort()
+    print(f"plain loop on a second thread / on the main thread: min {ratios[0]:.2f}, "
+          f"median {float(np.median(ratios)):.2f}, max {ratios[-1]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=64)
@@ -176,6 +201,9 @@ def main() -> None:
     ap.add_argument("--plain-in-actor", action="store_true",
                     help="profile: the plain loop in a Ray actor of --threads CPUs against the same loop in this "
                          "process (is the Ray worker process, or Ray Train's loop, the slower part?)")
+    ap.add_argument("--plain-in-thread", action="store_true",
+                    help="profile: the plain loop in a second Python thread (Ray Train V2 runs the training function "
+                         "in a thread of its worker) against the same loop on this process's main thread")
     args = ap.parse_args()
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is excluded as warm-up)")
@@ -197,6 +225,9 @@ def main() -> None:
     cfg = cfg_for(store, args.hidden, 1, 1, args.threads, "plain", **data)
     if args.plain_in_actor:
         actor_vs_driver(cfg, args.threads, args.epochs, args.runs)
+        return
+    if args.plain_in_thread:
+        thread_vs_main(cfg, args.threads, args.epochs, args.runs)
         return
     runs = []
     for i in range(args.runs):  # plain then Ray Train, each time: both sides see the same machine state
