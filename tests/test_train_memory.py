@@ -4,21 +4,24 @@ every epoch (no early stopping) and checkpoints every ``checkpoint_every`` epoch
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from xmw_ray.train.loop import ShardCache
 
 
 class FakeShard:
-    """What ``iter_torch_batches`` gives a worker: dict batches, counted so a re-read would show."""
+    """What ``iter_batches(batch_format="numpy")`` gives a worker: dict batches of arrays, counted so a re-read
+    would show."""
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.reads = 0
 
-    def iter_torch_batches(self, batch_size: int, **kwargs):
+    def iter_batches(self, batch_size: int, batch_format: str, **kwargs):
+        assert batch_format == "numpy"
         self.reads += 1
-        ids = torch.arange(self.n, dtype=torch.float32)
+        ids = np.arange(self.n, dtype=np.int64)
         for i in range(0, self.n, batch_size):
             yield {"id": ids[i:i + batch_size], "x": ids[i:i + batch_size] * 2}
 

@@ -103,13 +103,18 @@ def shuffle_seed(seed: int, epoch: int, stream: int = 0) -> int:
 
 def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int = 0, seed: int = 0):
     """Batches as dicts of float tensors (every column the shard carries, e.g. a per-sample ``weight``); the local
-    shuffle is seeded with ``seed`` (the blocks arrive in a fixed order: ``runner.ordered_ingest``)."""
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "prefetch_batches": 2,
-                              "dtypes": torch.float32, "drop_last": False}
+    shuffle is seeded with ``seed`` (the blocks arrive in a fixed order: ``runner.ordered_ingest``).
+
+    The tensors are made here, on the training thread, from Ray Data's numpy batches: ``iter_torch_batches``
+    converts on Ray Data's prefetch thread, and torch work on a second thread beside the training thread cost a
+    2-CPU worker about a fifth of its speed (``bench/train.py --plain-in-thread`` and ``--in-memory``, README)."""
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "batch_format": "numpy", "prefetch_batches": 2,
+                              "drop_last": False}
     if shuffle_buffer:
         kwargs["local_shuffle_buffer_size"] = shuffle_buffer
         kwargs["local_shuffle_seed"] = seed
-    yield from shard.iter_torch_batches(**kwargs)
+    for batch in shard.iter_batches(**kwargs):
+        yield {k: torch.as_tensor(v, dtype=torch.float32).to(device) for k, v in batch.items()}
 
 
 class ShardCache:
