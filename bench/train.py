@@ -28,11 +28,14 @@ speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X
 this process, alternated ``--runs`` times; ends with ``plain loop in a Ray actor / in this process: min, median,
 max``. ``--plain-in-thread`` (a profile): the plain loop on a second Python thread against the main thread (main
 first), alternated; Ray Train V2 runs the training function on such a thread.
+``--startup`` (a profile): the wall time of a whole 1-epoch, 1-worker run with Train's controller polling at Ray's
+default interval (2 s) against ``runner.TRAIN_POLL_INTERVAL_S``, alternated ``--runs`` times after a warm-up run;
+ends with ``1-epoch run wall time, poll 0.2 s / 2.0 s: min, median, max`` (below 1: the shorter interval is faster).
 
 With ``--use-gpu`` both sides run on the one CUDA device (bfloat16 autocast, as ``optim.amp`` does): the plain loop
 keeps its samples on the GPU, the Ray Train worker gets 1 GPU; ingest is measured, the 2-worker case is skipped.
 
-    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu] [--in-memory] [--plain-in-actor] [--plain-in-thread]
+    .venv/bin/python bench/train.py [--hidden 64] [--epochs 8] [--runs 3] [--use-gpu] [--in-memory] [--plain-in-actor] [--plain-in-thread] [--startup]
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 CACHE = Path(tempfile.gettempdir()) / "xmw-bench-train"
 YEARS = (1995, 2006)
+#: Ray Train V2's own controller poll interval (``DEFAULT_HEALTH_CHECK_INTERVAL_S``), the ``--startup`` reference.
+RAY_DEFAULT_POLL_S = "2.0"
 
 
 def world() -> Path:
@@ -136,6 +142,20 @@ def ingest(cfg) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def alternate(runs: int, first: Callable[[], float], second: Callable[[], float], names: tuple[str, str],
+              unit: str, summary: str) -> None:
+    """``first`` then ``second``, ``runs`` times (both see the same machine state each time): print each pair and
+    ``second / first``, then ``summary: min M, median D, max X`` of those ratios."""
+    ratios = []
+    for i in range(runs):
+        a, b = first(), second()
+        ratios.append(b / a)
+        print(f"run {i + 1}: {names[0]} {a:.1f} {unit}, {names[1]} {b:.1f} {unit}: ratio {ratios[-1]:.3f}",
+              flush=True)
+    ratios.sort()
+    print(f"{summary}: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, max {ratios[-1]:.2f}")
+
+
 def actor_vs_driver(cfg, threads: int, epochs: int, runs: int) -> None:
     """The plain loop in a Ray actor of ``threads`` CPUs (torch sized to them, as a Ray Train worker is) against
     the same loop here, alternated ``runs`` times: a ratio near 1 clears the Ray worker process (its environment,
@@ -151,16 +171,9 @@ def actor_vs_driver(cfg, threads: int, epochs: int, runs: int) -> None:
             return plain_loop(cfg, threads, epochs)[0]
 
     box = PlainBox.remote()
-    ratios = []
-    for i in range(runs):
-        here = plain_loop(cfg, threads, epochs)[0]
-        there = ray.get(box.run.remote(cfg))
-        ratios.append(there / here)
-        print(f"run {i + 1}: plain loop in this process {here:.1f} samples/s, in a {threads}-CPU Ray actor "
-              f"{there:.1f}: ratio {ratios[-1]:.3f}", flush=True)
-    ratios.sort()
-    print(f"plain loop in a Ray actor / in this process: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, "
-          f"max {ratios[-1]:.2f}")
+    alternate(runs, lambda: plain_loop(cfg, threads, epochs)[0], lambda: ray.get(box.run.remote(cfg)),
+              ("plain loop in this process", f"in a {threads}-CPU Ray actor"), "samples/s",
+              "plain loop in a Ray actor / in this process")
 
 
 def thread_vs_main(cfg, threads: int, epochs: int, runs: int) -> None:
@@ -168,23 +181,37 @@ def thread_vs_main(cfg, threads: int, epochs: int, runs: int) -> None:
     first (as in a Ray Train V2 worker, whose main thread exists before its training thread)."""
     import threading
 
-    ratios = []
-    for i in range(runs):
-        here = plain_loop(cfg, threads, epochs)[0]
+    def on_thread() -> float:
         got: dict[str, float] = {}
-
-        def on_thread(out: dict[str, float] = got) -> None:
-            out["sps"] = plain_loop(cfg, threads, epochs)[0]
-
-        t = threading.Thread(target=on_thread)
+        t = threading.Thread(target=lambda: got.update(sps=plain_loop(cfg, threads, epochs)[0]))
         t.start()
         t.join()
-        ratios.append(got["sps"] / here)
-        print(f"run {i + 1}: plain loop on the main thread {here:.1f} samples/s, on a second thread "
-              f"{got['sps']:.1f}: ratio {ratios[-1]:.3f}", flush=True)
-    ratios.sort()
-    print(f"plain loop on a second thread / on the main thread: min {ratios[0]:.2f}, "
-          f"median {float(np.median(ratios)):.2f}, max {ratios[-1]:.2f}")
+        return got["sps"]
+
+    alternate(runs, lambda: plain_loop(cfg, threads, epochs)[0], on_thread,
+              ("plain loop on the main thread", "on a second thread"), "samples/s",
+              "plain loop on a second thread / on the main thread")
+
+
+def startup(store: Path, hidden: int, threads: int, runs: int, **data: object) -> None:
+    """Wall time of a whole 1-epoch, 1-worker ``run_training`` (driver set-up, Train controller and worker start,
+    the epoch, checkpoint, shut-down) with Train's controller polling its workers at Ray's default interval against
+    the interval ``ensure_ray`` sets (``runner.TRAIN_POLL_INTERVAL_S``), alternated ``runs`` times after one
+    warm-up run. ``TorchTrainer.fit`` reads the interval from this process's environment on every call."""
+    import os
+
+    from xmw_ray.train.runner import TRAIN_POLL_ENV, TRAIN_POLL_INTERVAL_S, run_training
+
+    def one_run(interval: str) -> float:
+        os.environ[TRAIN_POLL_ENV] = interval
+        t0 = time.perf_counter()
+        run_training(cfg_for(store, hidden, 1, 1, threads, f"startup-{interval}", **data))
+        return time.perf_counter() - t0
+
+    one_run(TRAIN_POLL_INTERVAL_S)  # warm-up: the first run in a fresh Ray instance also starts its pools
+    alternate(runs, lambda: one_run(RAY_DEFAULT_POLL_S), lambda: one_run(TRAIN_POLL_INTERVAL_S),
+              (f"poll every {RAY_DEFAULT_POLL_S} s", f"every {TRAIN_POLL_INTERVAL_S} s"), "s",
+              f"1-epoch run wall time, poll {TRAIN_POLL_INTERVAL_S} s / {RAY_DEFAULT_POLL_S} s")
 
 
 def main() -> None:
@@ -204,6 +231,9 @@ def main() -> None:
     ap.add_argument("--plain-in-thread", action="store_true",
                     help="profile: the plain loop in a second Python thread (Ray Train V2 runs the training function "
                          "in a thread of its worker) against the same loop on this process's main thread")
+    ap.add_argument("--startup", action="store_true",
+                    help="profile: wall time of a 1-epoch run with Train's controller polling at Ray's default "
+                         "interval against the project's (runner.TRAIN_POLL_INTERVAL_S), alternated --runs times")
     args = ap.parse_args()
     if args.epochs < 2:
         ap.error("--epochs must be at least 2 (the first epoch is excluded as warm-up)")
@@ -228,6 +258,9 @@ def main() -> None:
         return
     if args.plain_in_thread:
         thread_vs_main(cfg, args.threads, args.epochs, args.runs)
+        return
+    if args.startup:
+        startup(store, args.hidden, args.threads, args.runs, **data)
         return
     runs = []
     for i in range(args.runs):  # plain then Ray Train, each time: both sides see the same machine state

@@ -6,13 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
 
 from measure import PeakRSS, linear_fit  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
@@ -41,7 +41,9 @@ def test_peak_rss_sees_a_temporary_allocation_that_is_gone_at_the_end():
 def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it_twice():
     """Ray's object store is shared memory mapped by the raylet and each worker reading a block: summed RSS
     counts it per process, PSS once (bench/scale.py's tree memory line was RSS only). The child is a fresh
-    interpreter (not a fork, whose copy-on-write pages of a large test process would add to both figures)."""
+    interpreter (not a fork, whose copy-on-write pages of a large test process would add to both figures), and so is
+    the measuring process: a test process's own children (a Ray session's workers, started and ending on their own
+    schedule) would move its tree's figures by hundreds of MiB."""
     size = 160 * 2**20
     reader = ("import mmap, sys\n"
               "f = open('/dev/shm/' + sys.argv[1], 'rb')\n"
@@ -49,23 +51,32 @@ def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it
               "sum(m[i] for i in range(0, len(m), 4096))\n"
               "print('ready', flush=True)\n"
               "sys.stdin.read()\n")
-    shared = shared_memory.SharedMemory(create=True, size=size)
-    try:
-        with PeakRSS(interval=0.01, pss_every=5) as mem:
-            chunk = b"x" * 2**20
-            for i in range(size // len(chunk)):
-                shared.buf[i * len(chunk):(i + 1) * len(chunk)] = chunk
-            child = subprocess.Popen([sys.executable, "-c", reader, shared.name], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-            assert child.stdout.readline().strip() == "ready"
-            time.sleep(0.5)
-            child.communicate("")
-    finally:
-        shared.close()
-        shared.unlink()
+    measurer = ("import subprocess, sys, time\n"
+                "from multiprocessing import shared_memory\n"
+                f"sys.path.insert(0, {str(BENCH)!r})\n"
+                "from measure import PeakRSS\n"
+                f"size, reader = {size}, {reader!r}\n"
+                "shared = shared_memory.SharedMemory(create=True, size=size)\n"
+                "try:\n"
+                "    with PeakRSS(interval=0.01, pss_every=5) as mem:\n"
+                "        chunk = b'x' * 2**20\n"
+                "        for i in range(size // len(chunk)):\n"
+                "            shared.buf[i * len(chunk):(i + 1) * len(chunk)] = chunk\n"
+                "        child = subprocess.Popen([sys.executable, '-c', reader, shared.name], stdin=subprocess.PIPE,\n"
+                "                                 stdout=subprocess.PIPE, text=True)\n"
+                "        assert child.stdout.readline().strip() == 'ready'\n"
+                "        time.sleep(0.5)\n"
+                "        child.communicate('')\n"
+                "finally:\n"
+                "    shared.close()\n"
+                "    shared.unlink()\n"
+                "print(mem.tree, mem.tree_pss)\n")
+    proc = subprocess.run([sys.executable, "-c", measurer], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tree, tree_pss = map(float, proc.stdout.split())
     mib = size / 2**20
-    assert mem.tree > 1.7 * mib, mem.tree  # counted in both processes
-    assert 0.7 * mib < mem.tree_pss < 1.3 * mib, mem.tree_pss  # counted once (+ the child interpreter's own)
+    assert tree > 1.7 * mib, tree  # counted in both processes
+    assert 0.7 * mib < tree_pss < 1.3 * mib, tree_pss  # counted once (+ the child interpreter's own)
 
 
 def test_sizes_are_parsed_and_refused_in_one_line():

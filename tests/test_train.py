@@ -145,6 +145,21 @@ def test_evaluate_in_fresh_process(trained, grid_store, tmp_path):
     assert all(m["n"] == 365 for m in report["per_entity"].values())
 
 
+def test_train_controller_polls_often_unless_the_user_set_an_interval(ray_session, monkeypatch):
+    """Every step of a Train run (workers up, training done, shut down) waits for the controller's next poll of its
+    workers, every 2 s by Ray's default: the runs this process starts poll every 0.2 s, unless the user chose."""
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    from xmw_ray.train import runner
+
+    monkeypatch.delenv(runner.TRAIN_POLL_ENV, raising=False)
+    runner.ensure_ray()
+    assert get_env_vars_to_propagate()[runner.TRAIN_POLL_ENV] == runner.TRAIN_POLL_INTERVAL_S == "0.2"
+    monkeypatch.setenv(runner.TRAIN_POLL_ENV, "3")
+    runner.ensure_ray()
+    assert get_env_vars_to_propagate()[runner.TRAIN_POLL_ENV] == "3"
+
+
 def test_request_larger_than_cluster_fails_fast(ray_session, grid_store, tmp_path):
     cfg = make_cfg(grid_store, tmp_path, "toobig", resources__num_workers=16)
     with pytest.raises(XmwInputError, match=r"asked for 17 CPU .* cluster has 4 CPU"):
