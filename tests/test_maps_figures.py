@@ -54,6 +54,22 @@ def test_one_colour_scale_from_every_year_read_one_map_at_a_time():
     assert plots.shared_scale(negative.__getitem__, [2000], "log").kind == "linear"  # nothing positive to log
 
 
+def test_year_maps_drawn_by_other_processes_are_the_same_pngs():
+    """Several year maps are drawn by spawned processes (``drawing_pool``) while inference's driver draws the
+    all-years grid: each PNG must be byte for byte the one drawn here; one or two maps are not worth a process."""
+    maps = _years_of_maps()
+    land = np.isfinite(maps[2000])
+    scale = plots.shared_scale(maps.__getitem__, list(maps), "percentile")
+    with plots.drawing_pool(len(maps), workers=2) as pool:
+        assert pool is not None
+        drawn = [pool.submit(plots.annual_map_bytes, m, year, scale, land) for year, m in maps.items()]
+        there = [f.result() for f in drawn]
+    here = [plots.annual_map_bytes(m, year, scale, land) for year, m in maps.items()]
+    assert there == here and len(set(here)) == len(maps)  # three different maps, each the same as drawn here
+    with plots.drawing_pool(plots.POOL_MIN_MAPS - 1) as pool:
+        assert pool is None
+
+
 def test_map_tells_ocean_from_land_without_wetland_and_outlines_land(tmp_path):
     land = np.zeros((18, 36), dtype=bool)
     land[4:14, 2:32] = True
