@@ -26,23 +26,28 @@ class PeakRSS:
         self.driver = self.tree = self.tree_pss = 0.0
         self.samples = 0
 
-    def _pss(self) -> float:
+    def _tree(self) -> list:
+        """This process and its descendants, listed once per sample (both figures read the same list)."""
+        return [self._me, *self._me.children(recursive=True)]
+
+    @staticmethod
+    def _pss(procs: list) -> float:
         import psutil
 
         total = 0
-        for proc in [self._me, *self._me.children(recursive=True)]:
+        for proc in procs:
             try:
                 total += proc.memory_full_info().pss
             except (psutil.Error, AttributeError):  # ended meanwhile; or no PSS on this platform (then 0)
                 pass
         return total / 2**20
 
-    def _rss(self) -> tuple[float, float]:
+    def _rss(self, procs: list) -> tuple[float, float]:
         import psutil
 
         own = self._me.memory_info().rss
         total = own
-        for child in self._me.children(recursive=True):
+        for child in procs[1:]:
             try:
                 total += child.memory_info().rss
             except psutil.Error:  # a child that ended between listing and reading
@@ -50,17 +55,19 @@ class PeakRSS:
         return own / 2**20, total / 2**20
 
     def __enter__(self) -> PeakRSS:
-        self._base = self._rss()
-        self._base_pss = self._pss()
+        procs = self._tree()
+        self._base = self._rss(procs)
+        self._base_pss = self._pss(procs)
         self._stop = threading.Event()
 
         def sample() -> None:
             while True:
-                own, total = self._rss()
+                procs = self._tree()
+                own, total = self._rss(procs)
                 self.driver = max(self.driver, own - self._base[0])
                 self.tree = max(self.tree, total - self._base[1])
                 if self.samples % self._pss_every == 0:
-                    self.tree_pss = max(self.tree_pss, self._pss() - self._base_pss)
+                    self.tree_pss = max(self.tree_pss, self._pss(procs) - self._base_pss)
                 self.samples += 1
                 if self._stop.wait(self._interval):
                     return
