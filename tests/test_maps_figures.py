@@ -6,6 +6,8 @@ seed (no ``± 0.000``) and one fraction (one panel of bars, not empty curves).""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,20 +56,48 @@ def test_one_colour_scale_from_every_year_read_one_map_at_a_time():
     assert plots.shared_scale(negative.__getitem__, [2000], "log").kind == "linear"  # nothing positive to log
 
 
-def test_year_maps_drawn_by_other_processes_are_the_same_pngs():
-    """Several year maps are drawn by spawned processes (``drawing_pool``) while inference's driver draws the
-    all-years grid: each PNG must be byte for byte the one drawn here; one or two maps are not worth a process."""
+def test_year_maps_drawn_by_other_processes_are_the_same_pngs(monkeypatch):
+    """Several year maps are drawn by separate processes (``YearMapDrawer``) while inference's driver draws the
+    all-years grid: each PNG must be byte for byte the one drawn here; a process that fails costs time, never a
+    map; one or two maps are not worth a process."""
     maps = _years_of_maps()
     land = np.isfinite(maps[2000])
     scale = plots.shared_scale(maps.__getitem__, list(maps), "percentile")
-    with plots.drawing_pool(len(maps), workers=2) as pool:
-        assert pool is not None
-        drawn = [pool.submit(plots.annual_map_bytes, m, year, scale, land) for year, m in maps.items()]
-        there = [f.result() for f in drawn]
     here = [plots.annual_map_bytes(m, year, scale, land) for year, m in maps.items()]
-    assert there == here and len(set(here)) == len(maps)  # three different maps, each the same as drawn here
-    with plots.drawing_pool(plots.POOL_MIN_MAPS - 1) as pool:
-        assert pool is None
+    assert len(set(here)) == len(maps)  # three different maps
+
+    drawer = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
+    drawer.start(list(maps.items()))
+    assert [png for _, png in drawer.results()] == here and drawer.delivered == len(maps)
+
+    monkeypatch.setattr(plots.sys, "executable", "/bin/false")  # every drawing process fails at once
+    failed = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
+    failed.start(list(maps.items()))
+    assert [png for _, png in failed.results()] == here and failed.delivered == 0
+
+    two = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
+    two.start(list(maps.items())[:2])
+    assert not two._procs and [png for _, png in two.results()] == here[:2]
+
+
+def test_drawing_processes_do_not_run_the_callers_script_again(tmp_path):
+    """A user's script without a ``__main__`` guard that maps several years: multiprocessing's spawned children
+    would import that script, i.e. run it (its inference) once more in each drawing process. Ours run only the
+    drawing module."""
+    runs = tmp_path / "runs.txt"
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from xmw_ray.infer import plots\n"
+        f"open({str(runs)!r}, 'a').write('ran\\n')\n"
+        "land = np.ones((18, 36), dtype=bool)\n"
+        "scale = plots.ColourScale('linear', 0.0, 1.0, 0.0, 1.0)\n"
+        "drawer = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)\n"
+        "drawer.start([(2000 + i, np.full((18, 36), i / 3)) for i in range(3)])\n"
+        "assert len(list(drawer.results())) == 3 and drawer.delivered == 3\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert runs.read_text() == "ran\n"
 
 
 def test_map_tells_ocean_from_land_without_wetland_and_outlines_land(tmp_path):

@@ -13,13 +13,15 @@ temporary name, so a crash never leaves a truncated PNG.
 from __future__ import annotations
 
 import io
-import multiprocessing
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -217,23 +219,84 @@ def annual_map_bytes(annual: np.ndarray, year: int, scale: ColourScale, land: np
     return _png(annual_map_figure(annual, year, scale, land, land_from_store, title))
 
 
-#: Fewer maps than this are drawn in the calling process: starting a drawing process (Python, NumPy, Matplotlib)
-#: costs about what two maps do.
+#: Fewer maps than this are drawn in the calling process: starting a drawing process (Python, NumPy, Matplotlib:
+#: ~0.5 s) costs about what one map does.
 POOL_MIN_MAPS = 3
 
 
-@contextmanager
-def drawing_pool(n_maps: int, workers: int | None = None) -> Iterator[Executor | None]:
-    """Processes to draw ``n_maps`` year maps side by side (None: draw them in this process). Why: a map takes
-    ~0.45 s of one core at 1° and a run draws one per year after its last year is committed, once the shared colour
-    scale is known, so a 10-year run spent ~5 s drawing after ~14 s of inference (``bench/infer.py``'s profile
-    line). Spawned, not forked: the calling process runs Ray's threads. ``workers`` defaults to the cores here."""
-    workers = min(n_maps, workers or os.cpu_count() or 1)
-    if n_maps < POOL_MIN_MAPS or workers < 2:
-        yield None
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
+class YearMapDrawer:
+    """Year maps drawn by ``workers`` separate processes while the caller goes on (inference's driver draws the
+    all-years grid meanwhile). Why: a map takes ~0.45 s of one core at 1° and a run draws one per year after its last
+    year is committed (the colour scale is shared by all years), so a 10-year run spent ~5 s drawing after ~14 s of
+    inference (``bench/infer.py``'s profile line).
+
+    The processes are ``python -m xmw_ray.infer.plots FOLDER I N`` (not multiprocessing: its spawned children
+    re-run the caller's main script, and a user's script without a ``__main__`` guard would run inference again in
+    each). Maps, land mask and scale go through a private temporary folder as ``.npy`` (loaded without pickle) and
+    JSON; each process writes its PNGs there and the caller reads them back. A PNG a process did not deliver is
+    drawn in the caller, so a failed process costs time, never a map. With fewer than ``POOL_MIN_MAPS`` maps or one
+    core, every map is drawn in the caller."""
+
+    def __init__(self, scale: ColourScale, land: np.ndarray, land_from_store: bool, title: str,
+                 workers: int | None = None) -> None:
+        self.scale, self.land, self.land_from_store, self.title = scale, land, land_from_store, title
+        self.workers = workers or os.cpu_count() or 1
+        self._maps: list[tuple[int, np.ndarray]] = []
+        self._procs: list[subprocess.Popen] = []
+        self._dir: tempfile.TemporaryDirectory | None = None
+        self.delivered = 0  # PNGs that came from the drawing processes (the rest were drawn here)
+
+    def start(self, maps: list[tuple[int, np.ndarray]]) -> None:
+        """Start drawing ``(year, annual map)`` pairs (in other processes when worth it)."""
+        self._maps = list(maps)
+        workers = min(len(self._maps), self.workers)
+        if len(self._maps) < POOL_MIN_MAPS or workers < 2:
+            return
+        self._dir = tempfile.TemporaryDirectory(prefix="xmw-maps-")
+        folder = Path(self._dir.name)
+        np.save(folder / "land.npy", np.asarray(self.land, dtype=bool))
+        for i, (_, annual) in enumerate(self._maps):
+            np.save(folder / f"map{i}.npy", np.asarray(annual))  # its own dtype: the same PNG as drawn here
+        (folder / "job.json").write_text(json.dumps({
+            "scale": asdict(self.scale), "land_from_store": self.land_from_store, "title": self.title,
+            "years": [year for year, _ in self._maps]}))
+        self._procs = [subprocess.Popen([sys.executable, "-m", __name__, str(folder), str(k), str(workers)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                       for k in range(workers)]
+
+    def results(self) -> Iterator[tuple[int, bytes]]:
+        """``(year, PNG bytes)`` of every map given to :meth:`start`, in its order."""
+        try:
+            for proc in self._procs:
+                proc.communicate()
+            for i, (year, annual) in enumerate(self._maps):
+                png = Path(self._dir.name) / f"map{i}.png" if self._dir is not None else None
+                if png is not None and png.is_file():
+                    self.delivered += 1
+                    yield year, png.read_bytes()
+                else:
+                    yield year, annual_map_bytes(annual, year, self.scale, self.land, self.land_from_store,
+                                                 self.title)
+        finally:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if self._dir is not None:
+                self._dir.cleanup()
+
+
+def _draw_share(folder: Path, k: int, n: int) -> None:
+    """A drawing process's share of a :class:`YearMapDrawer` job: maps ``k``, ``k + n``, …; each PNG written
+    aside and renamed, so the caller reads whole files only."""
+    job = json.loads((folder / "job.json").read_text())
+    scale = ColourScale(**job["scale"])
+    land = np.load(folder / "land.npy", allow_pickle=False)
+    for i in range(k, len(job["years"]), n):
+        annual = np.load(folder / f"map{i}.npy", allow_pickle=False)
+        png = annual_map_bytes(annual, job["years"][i], scale, land, job["land_from_store"], job["title"])
+        (folder / f"map{i}.png.part").write_bytes(png)
+        os.replace(folder / f"map{i}.png.part", folder / f"map{i}.png")
 
 
 def annual_map_figure(annual: np.ndarray, year: int, scale: ColourScale, land: np.ndarray,
@@ -388,3 +451,7 @@ def budget_figure(rows: Sequence[tuple[int, Mapping[str, float]]], truth: Mappin
     bottom.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+if __name__ == "__main__":  # a YearMapDrawer process: python -m xmw_ray.infer.plots FOLDER K N
+    _draw_share(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

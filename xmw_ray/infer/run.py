@@ -393,11 +393,9 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
     from xmw_ray.infer.plots import (
         MEAN_TITLE,
         ColourScale,
-        annual_map_bytes,
-        annual_map_png,
+        YearMapDrawer,
         annual_maps_grid_png,
         budget_png,
-        drawing_pool,
         seasonal_cycle_by_band,
         seasonal_cycle_png,
         shared_scale,
@@ -421,23 +419,17 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
 
     def year_maps(read_map: Callable[[int], np.ndarray], prefix: str, colours: ColourScale, title: str) -> list[str]:
         """One PNG per year (redrawn when computed by this run, missing, or the scale changed) and the grid of all
-        years, of the maps ``read_map`` gives. Several year maps are drawn by ``drawing_pool``'s processes while
+        years, of the maps ``read_map`` gives. Several year maps are drawn by ``YearMapDrawer``'s processes while
         this one draws the grid; this process reads the maps and writes every PNG."""
         paths = [join(maps.path, PLOTS_DIR, f"{prefix}{year}.png") for year in done]
         todo = [(year, path) for year, path in zip(done, paths, strict=True)
                 if redraw or year in computed or get_bytes(path) is None]
         grid = join(maps.path, PLOTS_DIR, f"{prefix}all_years.png")
-        with drawing_pool(len(todo)) as pool:
-            if pool is None:
-                for year, path in todo:
-                    annual_map_png(read_map(year), year, path, colours, land, land_from_store, title)
-            else:
-                drawn = [(path, pool.submit(annual_map_bytes, read_map(year), year, colours, land, land_from_store,
-                                            title)) for year, path in todo]
-            annual_maps_grid_png(read_map, done, grid, colours, land, land_from_store, title=title)
-            if pool is not None:
-                for path, png in drawn:
-                    put_bytes(path, png.result())
+        drawer = YearMapDrawer(colours, land, land_from_store, title)
+        drawer.start([(year, read_map(year)) for year, _ in todo])
+        annual_maps_grid_png(read_map, done, grid, colours, land, land_from_store, title=title)
+        for (_, path), (_, png) in zip(todo, drawer.results(), strict=True):
+            put_bytes(path, png)
         return [*paths, grid]
 
     written = year_maps(maps.annual_mean, MEAN_PNG_PREFIX, scale, MEAN_TITLE)
