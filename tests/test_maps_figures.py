@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,11 @@ def test_year_maps_drawn_by_other_processes_are_the_same_pngs(monkeypatch):
     failed = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
     failed.start(list(maps.items()))
     assert [png for _, png in failed.results()] == here and failed.delivered == 0
+
+    with plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2) as abandoned:  # the caller failed
+        abandoned.start(list(maps.items()))
+        folder = Path(abandoned._dir.name)
+    assert all(p.poll() is not None for p in abandoned._procs) and not folder.exists()
 
     two = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
     two.start(list(maps.items())[:2])

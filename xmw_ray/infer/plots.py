@@ -278,12 +278,24 @@ class YearMapDrawer:
                     yield year, annual_map_bytes(annual, year, self.scale, self.land, self.land_from_store,
                                                  self.title)
         finally:
-            for proc in self._procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            if self._dir is not None:
-                self._dir.cleanup()
+            self.close()
+
+    def close(self) -> None:
+        """Stop any drawing process still running and remove the temporary folder (also when the caller failed
+        between :meth:`start` and :meth:`results`)."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> YearMapDrawer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _draw_share(folder: Path, k: int, n: int) -> None:

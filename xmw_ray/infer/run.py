@@ -425,11 +425,11 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
         todo = [(year, path) for year, path in zip(done, paths, strict=True)
                 if redraw or year in computed or get_bytes(path) is None]
         grid = join(maps.path, PLOTS_DIR, f"{prefix}all_years.png")
-        drawer = YearMapDrawer(colours, land, land_from_store, title)
-        drawer.start([(year, read_map(year)) for year, _ in todo])
-        annual_maps_grid_png(read_map, done, grid, colours, land, land_from_store, title=title)
-        for (_, path), (_, png) in zip(todo, drawer.results(), strict=True):
-            put_bytes(path, png)
+        with YearMapDrawer(colours, land, land_from_store, title) as drawer:
+            drawer.start([(year, read_map(year)) for year, _ in todo])
+            annual_maps_grid_png(read_map, done, grid, colours, land, land_from_store, title=title)
+            for (_, path), (_, png) in zip(todo, drawer.results(), strict=True):
+                put_bytes(path, png)
         return [*paths, grid]
 
     written = year_maps(maps.annual_mean, MEAN_PNG_PREFIX, scale, MEAN_TITLE)
