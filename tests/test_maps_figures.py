@@ -57,7 +57,7 @@ def test_one_colour_scale_from_every_year_read_one_map_at_a_time():
     assert plots.shared_scale(negative.__getitem__, [2000], "log").kind == "linear"  # nothing positive to log
 
 
-def test_year_maps_drawn_by_other_processes_are_the_same_pngs(monkeypatch):
+def test_year_maps_drawn_by_other_processes_are_the_same_pngs(monkeypatch, capsys):
     """Several year maps are drawn by separate processes (``YearMapDrawer``) while inference's driver draws the
     all-years grid: each PNG must be byte for byte the one drawn here; a process that fails costs time, never a
     map; one or two maps are not worth a process."""
@@ -68,21 +68,27 @@ def test_year_maps_drawn_by_other_processes_are_the_same_pngs(monkeypatch):
     assert len(set(here)) == len(maps)  # three different maps
 
     drawer = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
-    drawer.start(list(maps.items()))
+    drawer.start(list(maps), maps.__getitem__)
     assert [png for _, png in drawer.results()] == here and drawer.delivered == len(maps)
 
-    monkeypatch.setattr(plots.sys, "executable", "/bin/false")  # every drawing process fails at once
+    monkeypatch.setattr(plots, "DRAWING_MODULE", "xmw_ray.no_such_module")  # every drawing process fails
     failed = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
-    failed.start(list(maps.items()))
+    failed.start(list(maps), maps.__getitem__)
     assert [png for _, png in failed.results()] == here and failed.delivered == 0
+    assert "drawing process 0 ended with 1: " in capsys.readouterr().err  # and says why, once per process
+    monkeypatch.setattr(plots.sys, "executable", str(Path(sys.executable).parent / "no-such-python"))
+    unstarted = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
+    unstarted.start(list(maps), maps.__getitem__)  # the interpreter cannot even start: drawn here
+    assert [png for _, png in unstarted.results()] == here and unstarted.delivered == 0
+    monkeypatch.undo()
 
     with plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2) as abandoned:  # the caller failed
-        abandoned.start(list(maps.items()))
+        abandoned.start(list(maps), maps.__getitem__)
         folder = Path(abandoned._dir.name)
     assert all(p.poll() is not None for p in abandoned._procs) and not folder.exists()
 
     two = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)
-    two.start(list(maps.items())[:2])
+    two.start(list(maps)[:2], maps.__getitem__)
     assert not two._procs and [png for _, png in two.results()] == here[:2]
 
 
@@ -99,7 +105,7 @@ def test_drawing_processes_do_not_run_the_callers_script_again(tmp_path):
         "land = np.ones((18, 36), dtype=bool)\n"
         "scale = plots.ColourScale('linear', 0.0, 1.0, 0.0, 1.0)\n"
         "drawer = plots.YearMapDrawer(scale, land, True, plots.MEAN_TITLE, workers=2)\n"
-        "drawer.start([(2000 + i, np.full((18, 36), i / 3)) for i in range(3)])\n"
+        "drawer.start([2000, 2001, 2002], lambda y: np.full((18, 36), (y - 2000) / 3))\n"
         "assert len(list(drawer.results())) == 3 and drawer.delivered == 3\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -222,71 +223,115 @@ def annual_map_bytes(annual: np.ndarray, year: int, scale: ColourScale, land: np
 #: Fewer maps than this are drawn in the calling process: starting a drawing process (Python, NumPy, Matplotlib:
 #: ~0.5 s) costs about what one map does.
 POOL_MIN_MAPS = 3
+#: At most this many drawing processes (each holds Matplotlib, ~100 MB), whatever the cores.
+MAX_DRAWING_PROCESSES = 8
+#: The module a drawing process runs (``python -m``).
+DRAWING_MODULE = __name__
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: a container's or batch job's limit), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 class YearMapDrawer:
-    """Year maps drawn by ``workers`` separate processes while the caller goes on (inference's driver draws the
-    all-years grid meanwhile). Why: a map takes ~0.45 s of one core at 1° and a run draws one per year after its last
-    year is committed (the colour scale is shared by all years), so a 10-year run spent ~5 s drawing after ~14 s of
+    """Year maps drawn by separate processes while the caller goes on (inference's driver draws the all-years grid
+    meanwhile). Why: a map takes ~0.45 s of one core at 1° and a run draws one per year after its last year is
+    committed (the colour scale is shared by all years), so a 10-year run spent ~5 s drawing after ~14 s of
     inference (``bench/infer.py``'s profile line).
 
-    The processes are ``python -m xmw_ray.infer.plots FOLDER I N`` (not multiprocessing: its spawned children
+    The processes are ``python -P -m xmw_ray.infer.plots FOLDER K N`` (not multiprocessing: its spawned children
     re-run the caller's main script, and a user's script without a ``__main__`` guard would run inference again in
-    each). Maps, land mask and scale go through a private temporary folder as ``.npy`` (loaded without pickle) and
-    JSON; each process writes its PNGs there and the caller reads them back. A PNG a process did not deliver is
-    drawn in the caller, so a failed process costs time, never a map. With fewer than ``POOL_MIN_MAPS`` maps or one
-    core, every map is drawn in the caller."""
+    each; ``-P``: the working folder is not on their import path). Maps, land mask and scale go through a private
+    temporary folder as ``.npy`` (loaded without pickle, written one map at a time as they are read) and JSON; each
+    process writes its PNGs there and the caller reads them back. A map a process did not deliver (it failed to
+    start, failed, or ran past its time) is drawn in the caller, with one line on stderr saying why: a failed
+    process costs time, never a map. With fewer than ``POOL_MIN_MAPS`` maps or one usable core, every map is drawn
+    in the caller. A context manager: leaving it stops the processes and removes the folder."""
 
     def __init__(self, scale: ColourScale, land: np.ndarray, land_from_store: bool, title: str,
                  workers: int | None = None) -> None:
         self.scale, self.land, self.land_from_store, self.title = scale, land, land_from_store, title
-        self.workers = workers or os.cpu_count() or 1
-        self._maps: list[tuple[int, np.ndarray]] = []
+        self.workers = min(workers or usable_cores(), MAX_DRAWING_PROCESSES)
+        self._years: list[int] = []
+        self._read: Callable[[int], np.ndarray] | None = None
         self._procs: list[subprocess.Popen] = []
         self._dir: tempfile.TemporaryDirectory | None = None
-        self.delivered = 0  # PNGs that came from the drawing processes (the rest were drawn here)
+        self.delivered = 0  # maps that came from the drawing processes (the rest were drawn here)
 
-    def start(self, maps: list[tuple[int, np.ndarray]]) -> None:
-        """Start drawing ``(year, annual map)`` pairs (in other processes when worth it)."""
-        self._maps = list(maps)
-        workers = min(len(self._maps), self.workers)
-        if len(self._maps) < POOL_MIN_MAPS or workers < 2:
+    def start(self, years: Sequence[int], read_map: Callable[[int], np.ndarray]) -> None:
+        """Start drawing the maps of ``years`` that ``read_map`` gives (in other processes when worth it)."""
+        self._years, self._read = list(years), read_map
+        workers = min(len(self._years), self.workers)
+        if len(self._years) < POOL_MIN_MAPS or workers < 2:
             return
         self._dir = tempfile.TemporaryDirectory(prefix="xmw-maps-")
         folder = Path(self._dir.name)
         np.save(folder / "land.npy", np.asarray(self.land, dtype=bool))
-        for i, (_, annual) in enumerate(self._maps):
-            np.save(folder / f"map{i}.npy", np.asarray(annual))  # its own dtype: the same PNG as drawn here
+        for i, year in enumerate(self._years):  # one map in memory at a time; its own dtype: the same PNG
+            np.save(folder / f"map{i}.npy", np.asarray(read_map(year)))
         (folder / "job.json").write_text(json.dumps({
             "scale": asdict(self.scale), "land_from_store": self.land_from_store, "title": self.title,
-            "years": [year for year, _ in self._maps]}))
-        self._procs = [subprocess.Popen([sys.executable, "-m", __name__, str(folder), str(k), str(workers)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                       for k in range(workers)]
+            "years": self._years}))
+        import xmw_ray
+
+        package_parent = str(Path(xmw_ray.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)}
+        try:
+            for k in range(workers):
+                with open(folder / f"err{k}.txt", "wb") as err:
+                    self._procs.append(subprocess.Popen(
+                        [sys.executable, "-P", "-m", DRAWING_MODULE, str(folder), str(k), str(workers)],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env))
+        except OSError as exc:  # no interpreter to start: draw here
+            self._warn(f"could not start a drawing process ({exc})")
+            self._stop()
+            self._procs = []
 
     def results(self) -> Iterator[tuple[int, bytes]]:
-        """``(year, PNG bytes)`` of every map given to :meth:`start`, in its order."""
+        """``(year, PNG bytes)`` of every year given to :meth:`start`, in its order."""
         try:
-            for proc in self._procs:
-                proc.communicate()
-            for i, (year, annual) in enumerate(self._maps):
+            deadline = time.monotonic() + 60.0 + 10.0 * len(self._years)
+            for k, proc in enumerate(self._procs):
+                try:
+                    rc = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    rc = "killed after its time"
+                if rc != 0:
+                    tail = (Path(self._dir.name) / f"err{k}.txt").read_text(errors="replace").strip()[-300:]
+                    self._warn(f"drawing process {k} ended with {rc}{': ' + tail if tail else ''}")
+            for i, year in enumerate(self._years):
                 png = Path(self._dir.name) / f"map{i}.png" if self._dir is not None else None
                 if png is not None and png.is_file():
                     self.delivered += 1
                     yield year, png.read_bytes()
-                else:
-                    yield year, annual_map_bytes(annual, year, self.scale, self.land, self.land_from_store,
-                                                 self.title)
+                    continue
+                npy = Path(self._dir.name) / f"map{i}.npy" if self._dir is not None else None
+                annual = np.load(npy, allow_pickle=False) if npy is not None else self._read(year)
+                yield year, annual_map_bytes(annual, year, self.scale, self.land, self.land_from_store, self.title)
         finally:
             self.close()
 
-    def close(self) -> None:
-        """Stop any drawing process still running and remove the temporary folder (also when the caller failed
-        between :meth:`start` and :meth:`results`)."""
+    @staticmethod
+    def _warn(why: str) -> None:
+        print(f"xmw: year maps: {why}; drawing the rest in this process", file=sys.stderr, flush=True)
+
+    def _stop(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+    def close(self) -> None:
+        """Stop any drawing process still running and remove the temporary folder (also when the caller failed
+        between :meth:`start` and :meth:`results`)."""
+        self._stop()
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

@@ -426,7 +426,7 @@ def _write_plots(maps: FluxMaps, done: list[int], budget: dict[int, dict[str, fl
                 if redraw or year in computed or get_bytes(path) is None]
         grid = join(maps.path, PLOTS_DIR, f"{prefix}all_years.png")
         with YearMapDrawer(colours, land, land_from_store, title) as drawer:
-            drawer.start([(year, read_map(year)) for year, _ in todo])
+            drawer.start([year for year, _ in todo], read_map)
             annual_maps_grid_png(read_map, done, grid, colours, land, land_from_store, title=title)
             for (_, path), (_, png) in zip(todo, drawer.results(), strict=True):
                 put_bytes(path, png)
