@@ -37,6 +37,7 @@ from xmw_ray.infer.budget import (
 )
 from xmw_ray.infer.maps import put_bytes
 from xmw_ray.infer.options import MAP_SCALES
+from xmw_ray.storage import write_bytes_atomic
 
 #: Beside the maps in ``plots/``: the colour scale they were drawn with (when it changes, every map is redrawn).
 SCALE_FILE = "map_scale.json"
@@ -345,15 +346,14 @@ class YearMapDrawer:
 
 def _draw_share(folder: Path, k: int, n: int) -> None:
     """A drawing process's share of a :class:`YearMapDrawer` job: maps ``k``, ``k + n``, …; each PNG written
-    aside and renamed, so the caller reads whole files only."""
+    whole or not at all (``storage.write_bytes_atomic``), so the caller reads whole files only."""
     job = json.loads((folder / "job.json").read_text())
     scale = ColourScale(**job["scale"])
     land = np.load(folder / "land.npy", allow_pickle=False)
     for i in range(k, len(job["years"]), n):
         annual = np.load(folder / f"map{i}.npy", allow_pickle=False)
         png = annual_map_bytes(annual, job["years"][i], scale, land, job["land_from_store"], job["title"])
-        (folder / f"map{i}.png.part").write_bytes(png)
-        os.replace(folder / f"map{i}.png.part", folder / f"map{i}.png")
+        write_bytes_atomic(folder / f"map{i}.png", png)
 
 
 def annual_map_figure(annual: np.ndarray, year: int, scale: ColourScale, land: np.ndarray,
