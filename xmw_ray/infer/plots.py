@@ -296,6 +296,7 @@ class YearMapDrawer:
     def results(self) -> Iterator[tuple[int, bytes]]:
         """``(year, PNG bytes)`` of every year given to :meth:`start`, in its order."""
         try:
+            folder = Path(self._dir.name) if self._dir is not None else None  # None: every map drawn here
             deadline = time.monotonic() + 60.0 + 10.0 * len(self._years)
             for k, proc in enumerate(self._procs):
                 try:
@@ -305,16 +306,14 @@ class YearMapDrawer:
                     proc.wait()
                     rc = "killed after its time"
                 if rc != 0:
-                    tail = (Path(self._dir.name) / f"err{k}.txt").read_text(errors="replace").strip()[-300:]
+                    tail = (folder / f"err{k}.txt").read_text(errors="replace").strip()[-300:]
                     self._warn(f"drawing process {k} ended with {rc}{': ' + tail if tail else ''}")
             for i, year in enumerate(self._years):
-                png = Path(self._dir.name) / f"map{i}.png" if self._dir is not None else None
-                if png is not None and png.is_file():
+                if folder is not None and (folder / f"map{i}.png").is_file():
                     self.delivered += 1
-                    yield year, png.read_bytes()
+                    yield year, (folder / f"map{i}.png").read_bytes()
                     continue
-                npy = Path(self._dir.name) / f"map{i}.npy" if self._dir is not None else None
-                annual = np.load(npy, allow_pickle=False) if npy is not None else self._read(year)
+                annual = np.load(folder / f"map{i}.npy", allow_pickle=False) if folder is not None else self._read(year)
                 yield year, annual_map_bytes(annual, year, self.scale, self.land, self.land_from_store, self.title)
         finally:
             self.close()
