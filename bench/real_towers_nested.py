@@ -59,6 +59,11 @@ towers (``choice_on_all``): that is the procedure's pick, the one the preset dep
 refits are named ``<outer>-loto`` as in transfer mode, so the two modes share finished fits under one ``--out``.
 ``--outer`` runs only the named outer folds (a second process can take the other half on the same ``--out``;
 a final run without it then reuses every fit). Writes ``<out>/real_towers_choice.md`` and ``.json``.
+With ``--settings`` a second stage, inside the same outer fold, re-chooses the chosen procedure's LSTM size,
+fine-tuning epochs and learning rate among ``SETTINGS`` (the preset's values, or one of them changed) on the same
+inner folds and criterion: the procedure ``NESTED_SETTINGS``, scored beside stage one's ``NESTED``; the choice on
+all towers then picks the settings the preset deploys too. Earlier rounds had settled those settings on these same
+towers; this stage puts them inside the inner loop.
 
 Map variant (issue #15 item 5; ``--variant map``): the same nested protocol, candidates, conformal intervals and
 bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real-simdriver``:
@@ -77,7 +82,7 @@ runs only: their results are marked SMOKE, not the estimate.
         --fractions 1.0 0.3 [--members 3] [--out runs/bench-real-towers-transfer]
     python bench/real_towers_nested.py --variant map [--out runs/bench-real-towers-nested-map]
     python bench/real_towers_nested.py --choose network scratch finetune residual adversarial reweight
-        --inner-folds 3 --members 1 [--outer TOWER ...] [--out runs/bench-real-towers-transfer]
+        --inner-folds 3 --members 1 [--settings] [--outer TOWER ...] [--out runs/bench-real-towers-transfer]
     smoke: python bench/real_towers_nested.py --max-outer 2 --epochs 3 --inner-folds 3 --members 1
 """
 
@@ -131,10 +136,26 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "blend w=0.5": {"network": 0.5, "trees": 0.5},
     "blend w=0.75": {"network": 0.75, "trees": 0.25},
 }
+#: Stage two of choice mode (``--settings``): the settings earlier rounds fixed by looking at these same towers'
+#: scores (the LSTM's size, the fine-tuning epochs, the learning rate), re-chosen inside each outer fold for the
+#: procedure stage one picked: the preset's values, or one of them changed by about a factor of two (the learning
+#: rate about three) either way. Declared before any stage-two score existed. Pretraining on the simulations keeps
+#: its optimiser (it reads no observed target); a new LSTM size pretrains its own model (cached by hash).
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "preset": (),
+    "hidden 8": ("model.params.hidden_size=8",),
+    "hidden 32": ("model.params.hidden_size=32",),
+    "epochs 30": ("optim.epochs=30", "optim.patience=30"),
+    "epochs 120": ("optim.epochs=120", "optim.patience=120"),
+    "lr 0.003": ("optim.lr=0.003",),
+    "lr 0.03": ("optim.lr=0.03",),
+}
 #: The procedures scored on the outer towers: the two fixed ones, and the nested choice.
 NETWORK = "network"
 FIXED_PROCEDURES = ("trees", NETWORK)
 NESTED = "nested choice"
+#: Choice mode with ``--settings``: stage one's procedure, then its ``SETTINGS`` chosen by the same inner folds.
+NESTED_SETTINGS = "nested choice + settings"
 CRITERION = "mean of inner out-of-fold pooled NSE and median-tower NSE"
 CONFORMAL_LEVEL = 0.8
 #: c of the conformal score |resid| / (|pred| + c), mg CH4 m-2 d-1: about a tenth of a wetland's summer flux, so
@@ -151,6 +172,8 @@ Predictions = dict[str, np.ndarray]
 #: A base model: ``(train_sites, test_sites, members, fit_name) → predictions for test_sites``. It may only read
 #: the targets of ``train_sites``.
 FitPredict = Callable[[list[str], list[str], int, str], Predictions]
+#: Stage two: the procedure stage one chose → its settings' base models (``"preset"`` is the procedure itself).
+Variants = Callable[[str], dict[str, FitPredict]]
 
 
 # --- the nested procedure (model-agnostic: base models are plain callables) ----------------------------------
@@ -212,6 +235,8 @@ class FoldResult:
     pred: dict[str, np.ndarray] = field(default_factory=dict)  # procedure → (n_years, 365) on the outer tower
     q: dict[str, float] = field(default_factory=dict)  # procedure → conformal quantile from the inner OOF
     candidate: dict[str, str] = field(default_factory=dict)  # procedure → the candidate it applied
+    settings_scores: dict[str, float] = field(default_factory=dict)  # stage two (``--settings``), else empty
+    settings_chosen: str | None = None
     seconds: float = 0.0
 
 
@@ -238,10 +263,12 @@ def inner_choice(training: list[str], obs: Predictions, bases: dict[str, FitPred
 def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str, FitPredict], k: int,
                 members: int, inner_members: int, log: Callable[[str], None] = lambda m: None,
                 candidates: dict[str, dict[str, float]] | None = None,
-                fixed: tuple[str, ...] = FIXED_PROCEDURES) -> FoldResult:
+                fixed: tuple[str, ...] = FIXED_PROCEDURES, variants: Variants | None = None) -> FoldResult:
     """Choose one of ``candidates`` (default ``CANDIDATES``) on the towers other than ``outer`` (inner grouped
     K-fold), refit the base models on them, predict ``outer``; the ``fixed`` base models are scored alone beside
-    it. ``obs[outer]`` is never read: every fit, score and quantile uses the training towers."""
+    it. With ``variants`` a second stage chooses the chosen candidate's settings on the same inner folds and the
+    same criterion (``NESTED_SETTINGS``). ``obs[outer]`` is never read: every fit, score and quantile uses the
+    training towers."""
     t0 = time.perf_counter()
     candidates = CANDIDATES if candidates is None else candidates
     training = [s for s in sites if s != outer]
@@ -255,8 +282,25 @@ def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str,
         result.candidate[proc] = cand
         result.pred[proc] = combine(weights, {n: {outer: p} for n, p in refit.items()}, [outer])[outer]
         result.q[proc] = conformal_quantile(conformal_scores(combine(weights, oof, training), train_obs))
+    if variants is not None:
+        settings = variants(chosen)
+        setting, voof, result.settings_scores = settings_choice(training, obs, settings, k, inner_members, outer, log)
+        result.settings_chosen = setting
+        result.candidate[NESTED_SETTINGS] = f"{chosen} ({setting})"
+        result.pred[NESTED_SETTINGS] = settings[setting](training, [outer], members, f"{outer}-loto")[outer]
+        result.q[NESTED_SETTINGS] = conformal_quantile(conformal_scores(voof[setting], train_obs))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def settings_choice(training: list[str], obs: Predictions, settings: dict[str, FitPredict], k: int,
+                    inner_members: int, prefix: str, log: Callable[[str], None] = lambda m: None,
+                    ) -> tuple[str, dict[str, Predictions], dict[str, float]]:
+    """Stage two: one procedure's settings chosen like stage one's procedures (same folds, fit names and
+    criterion, so the ``preset`` setting reuses stage one's fits). Returns the choice, OOF predictions, scores."""
+    _, oof, scores, chosen = inner_choice(training, obs, settings, k, inner_members, prefix,
+                                          {name: {name: 1.0} for name in settings}, log)
+    return chosen, oof, scores
 
 
 # --- scores on the outer towers ------------------------------------------------------------------------------
@@ -316,7 +360,7 @@ def score_procedures(folds: list[FoldResult], obs: Predictions,
                      fixed: tuple[str, ...] = FIXED_PROCEDURES) -> dict[str, dict]:
     """Per procedure (the ``fixed`` ones and the nested choice): outer summary, bootstrap intervals, coverage."""
     out = {}
-    for proc in (*fixed, NESTED):
+    for proc in [p for p in (*fixed, NESTED, NESTED_SETTINGS) if p in folds[0].pred]:
         pred = {f.outer: f.pred[proc] for f in folds}
         outer_obs = {f.outer: obs[f.outer] for f in folds}
         out[proc] = {**summarise(pred, outer_obs), "interval": bootstrap(pred, outer_obs),
@@ -433,6 +477,25 @@ def choice_networks(choose: list[str] | None, cfg: ExperimentConfig, rows: dict[
     return nets
 
 
+def settings_variants(nets: dict[str, NetworkFitter], cfgs: dict[tuple[str, str], ExperimentConfig],
+                      runs_dir: Path) -> tuple[Variants, dict[str, dict[str, NetworkFitter]]]:
+    """Stage two's base models: for a procedure of ``nets``, its network under each of ``SETTINGS`` (``preset``:
+    the procedure's own fitter, so its fits are stage one's), built once per procedure. Returns the factory and
+    what it built (for the timing line)."""
+    built: dict[str, dict[str, NetworkFitter]] = {}
+
+    def variants(chosen: str) -> dict[str, FitPredict]:
+        if chosen not in built:
+            net = nets[chosen]
+            built[chosen] = {s: net if not extra else
+                             NetworkFitter(cfgs[chosen, s], net.rows, runs_dir, net.strategy,
+                                           label=f"{net.label}+{s.replace(' ', '')}")
+                             for s, extra in SETTINGS.items()}
+        return dict(built[chosen])
+
+    return variants, built
+
+
 def tree_fitter(variant: str, towers: str, net_rows: dict[str, dict[str, np.ndarray]]) -> TreeFitter:
     """The trees of ``variant``: on the tower drivers read from the site files (``tree_rows``), or, for ``map``,
     on the network's own store rows (the drivers a grid has) with the trees' usual trailing means."""
@@ -477,11 +540,22 @@ def table(results: dict) -> str:
     for f in results["folds"]:
         lines.append(f"| {f['outer']} | {f['chosen']} | " + " | ".join(f"{f['scores'][c]:.3f}" for c in candidates)
                      + " |")
+    if any(f.get("settings_chosen") for f in results["folds"]):
+        names = list(SETTINGS)
+        lines += ["", "Stage two, the settings of the procedure chosen above (same inner folds and criterion):", "",
+                  "| outer tower | procedure | settings chosen | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
+        for f in results["folds"]:
+            lines.append(f"| {f['outer']} | {f['chosen']} | {f['settings_chosen']} | "
+                         + " | ".join(f"{f['settings_scores'][n]:.3f}" for n in names) + " |")
     final = results.get("choice_on_all")
     if final:
         lines.append("")
         lines.append(f"The same choice on all {len(final['towers'])} towers (what the preset deploys): "
                      f"**{final['chosen']}** (" + ", ".join(f"{c} {v:.3f}" for c, v in final["scores"].items()) + ")")
+        if final.get("settings_chosen"):
+            lines[-1] += (f"; its settings: **{final['settings_chosen']}** (" + ", ".join(
+                f"{c} {v:.3f}" for c, v in final["settings_scores"].items()) + ")")
     if results.get("variant") == "map":  # the tower variant's table is unchanged
         lines.insert(0, f"Variant map: {Path(results['config']).name}; trees on the same store's inputs and their "
                         "7- and 30-day trailing means.\n")
@@ -578,6 +652,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--choose", nargs="+", default=None, metavar="PROCEDURE",
                     help="choice mode (item 6): the nested choice is among these network procedures (network = the "
                          "preset, SIM_FCH4 as a driver; a strategy = the sims as a pretraining source), trees beside")
+    ap.add_argument("--settings", action="store_true",
+                    help="choice mode: a second stage re-chooses the chosen procedure's LSTM size, epochs and "
+                         "learning rate (SETTINGS) on the same inner folds")
     ap.add_argument("--outer", nargs="+", default=None, metavar="TOWER",
                     help="only these outer folds (a shard for a second process on the same --out; not the estimate)")
     args = ap.parse_args(argv)
@@ -611,6 +688,8 @@ def validate(args: argparse.Namespace) -> list[str]:
                 raise XmwInputError(f"--choose: unknown procedure {name!r} (known: {', '.join(known)})")
         if len(set(args.choose)) < 2 or len(set(args.choose)) != len(args.choose):
             raise XmwInputError(f"--choose: needs at least two different procedures, got {' '.join(args.choose)}")
+    if args.settings and not args.choose:
+        raise XmwInputError("--settings: re-chooses the settings of choice mode's pick; it needs --choose")
     for f in args.fractions:
         if not 0.0 < f <= 1.0:
             raise XmwInputError(f"--fractions: {f:g} is not in (0, 1]")
@@ -662,9 +741,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.choose and set(args.choose) - {NETWORK}:
             # the strategies of choice mode train on transfer mode's stores (the sims as a source, no SIM_FCH4)
             strategies = [c for c in args.choose if c != NETWORK]
-            cfg_transfer = load_config(str(preset), [*overrides, f"transfer.strategies=[{','.join(strategies)}]",
-                                                     *transfer_overrides(out, epochs)], require="transfer").resolved()
+            transfer_base = [*overrides, f"transfer.strategies=[{','.join(strategies)}]", *transfer_overrides(out, epochs)]
+            cfg_transfer = load_config(str(preset), transfer_base, require="transfer").resolved()
         cfg = load_config(str(preset), overrides, require="transfer").resolved()
+        setting_cfgs: dict[tuple[str, str], ExperimentConfig] = {}
+        for name in args.choose if args.settings else []:  # every stage-two config checked before any work
+            base = overrides if name == NETWORK else transfer_base
+            for setting, extra in SETTINGS.items():
+                if extra:
+                    setting_cfgs[name, setting] = load_config(str(preset), [*base, *extra], require="transfer").resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
         return 2
@@ -709,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         name, md = "real_towers_transfer", transfer_table(results)
     else:
         nets = choice_networks(args.choose, cfg, net_rows, cfg_transfer, transfer_rows, out / "runs")
+        variants, setting_nets = settings_variants(nets, setting_cfgs, out / "runs") if args.settings else (None, {})
         bases: dict[str, FitPredict] = {"trees": tree_fit, **nets}
         candidates = {n: {n: 1.0} for n in nets} if args.choose else CANDIDATES
         fixed = ("trees", *nets)
@@ -716,15 +802,16 @@ def main(argv: list[str] | None = None) -> int:
         for i, outer in enumerate(outer_sites):
             log(f"outer fold {i + 1}/{len(outer_sites)}: {outer}")
             f = nested_fold(outer, sites, obs, bases, args.inner_folds, args.members, args.inner_members, log,
-                            candidates, fixed)
-            log(f"  {outer}: chose {f.chosen} ({', '.join(f'{c} {v:.3f}' for c, v in f.scores.items())}); "
-                f"{f.seconds:.0f} s")
+                            candidates, fixed, variants)
+            log(f"  {outer}: chose {f.chosen} ({', '.join(f'{c} {v:.3f}' for c, v in f.scores.items())})"
+                + (f", settings {f.settings_chosen}" if f.settings_chosen else "") + f"; {f.seconds:.0f} s")
             folds.append(f)
         results = {**common, "candidates": candidates, "criterion": CRITERION, "inner_folds": args.inner_folds,
                    "inner_members": args.inner_members,
                    "conformal": {"level": CONFORMAL_LEVEL, "offset": CONFORMAL_OFFSET},
                    "procedures": score_procedures(folds, obs, fixed),
                    "folds": [{"outer": f.outer, "chosen": f.chosen, "scores": f.scores, "inner_folds": f.inner_folds,
+                              "settings_chosen": f.settings_chosen, "settings_scores": f.settings_scores,
                               "q": f.q, "seconds": f.seconds} for f in folds]}
         if args.choose and not args.outer:
             # the procedure applied to every tower: what the preset deploys (no tower is scored here)
@@ -732,7 +819,13 @@ def main(argv: list[str] | None = None) -> int:
             _, _, scores, chosen = inner_choice(sites, obs, nets, args.inner_folds, args.inner_members, "all",
                                                 candidates, log)
             results["choice_on_all"] = {"towers": sites, "scores": scores, "chosen": chosen}
-        results["timing"] = timing(list(nets.values()), tree_fit)
+            if variants is not None:
+                setting, _, setting_scores = settings_choice(sites, obs, variants(chosen), args.inner_folds,
+                                                             args.inner_members, "all", log)
+                results["choice_on_all"].update(settings_chosen=setting, settings_scores=setting_scores)
+        results["settings"] = {name: list(extra) for name, extra in SETTINGS.items()} if args.settings else None
+        results["timing"] = timing([*nets.values(), *(n for v in setting_nets.values() for n in v.values()
+                                                      if n not in nets.values())], tree_fit)
         name = "real_towers_choice" if args.choose else "real_towers_nested"
         md = table(results)
     results["seconds"] = time.perf_counter() - t0

@@ -234,3 +234,90 @@ def test_choice_mode_chooses_among_whole_procedures_and_scores_each_alone():
     _, _, scores, chosen = nested.inner_choice(sites, obs, {"network": mean, "finetune": slope}, 3, 1, "all",
                                                candidates)
     assert chosen == "finetune" and set(scores) == set(candidates)
+
+
+def scaled_variants(x: dict, obs: dict, calls: list) -> "nested.Variants":
+    """Stage-two stand-ins: the chosen procedure's least-squares slope scaled by a "setting" (1 is the preset)."""
+    def variants(chosen):
+        calls.append(chosen)
+
+        def scaled(factor):
+            def fit(train, test, members, name):
+                xs = np.concatenate([x[s].ravel() for s in train])
+                ys = np.concatenate([obs[s].ravel() for s in train])
+                ok = np.isfinite(ys)
+                b = float(xs[ok] @ ys[ok] / (xs[ok] @ xs[ok]))
+                return {s: factor * b * x[s] for s in test}
+            return fit
+        return {"preset": scaled(1.0), "half": scaled(0.5), "double": scaled(2.0)}
+    return variants
+
+
+def test_settings_stage_chooses_on_the_training_towers_only():
+    """Stage two (--settings) re-chooses the chosen procedure's settings on the same inner folds: the outer
+    tower's target moves no score, choice, quantile or prediction; the factory gets stage one's pick."""
+    x, obs = synthetic_towers(8, 2, seed=3)
+    sites = sorted(obs)
+    outer = sites[2]
+    candidates = {"network": {"network": 1.0}, "finetune": {"finetune": 1.0}}
+
+    def run(o):
+        slope, mean = stand_in_bases(x, o, []).values()
+        picked: list = []
+        fold = nested.nested_fold(outer, sites, o, {"trees": mean, "network": mean, "finetune": slope}, k=3,
+                                  members=1, inner_members=1, candidates=candidates,
+                                  fixed=("trees", "network", "finetune"), variants=scaled_variants(x, o, picked))
+        return fold, picked
+
+    clean, picked = run(obs)
+    assert picked == ["finetune"] and clean.chosen == "finetune"
+    assert clean.settings_chosen == "preset"  # y = slope_s * x: the unscaled slope fits best
+    assert set(clean.settings_scores) == {"preset", "half", "double"}
+    assert clean.candidate[nested.NESTED_SETTINGS] == "finetune (preset)"
+    np.testing.assert_allclose(clean.pred[nested.NESTED_SETTINGS], clean.pred["finetune"])
+    poisoned_obs = dict(obs)
+    poisoned_obs[outer] = obs[outer] * 1e3 + 1e4
+    poisoned, _ = run(poisoned_obs)
+    assert clean.settings_scores == poisoned.settings_scores and clean.q == poisoned.q
+    for proc in clean.pred:
+        np.testing.assert_array_equal(clean.pred[proc], poisoned.pred[proc])
+    scored = nested.score_procedures([clean], obs, ("trees", "network", "finetune"))
+    assert list(scored)[-2:] == [nested.NESTED, nested.NESTED_SETTINGS]
+
+
+def test_settings_stage_picks_a_better_setting_when_there_is_one():
+    x, obs = synthetic_towers(8, 2, seed=5)
+    shrunk = {s: 0.5 * v for s, v in obs.items()}  # the truth is half the slope a plain fit of x would give...
+    sites = sorted(obs)
+
+    def variants(chosen):
+        # ...because these "settings" fit the slope on 2·y: only the "half" setting recovers the truth
+        doubled = {s: 2 * v for s, v in shrunk.items()}
+        return {name: fit for name, fit in scaled_variants(x, doubled, [])(chosen).items()}
+
+    setting, _, scores = nested.settings_choice(sites, shrunk, variants("finetune"), 3, 1, "all")
+    assert setting == "half", scores
+
+
+def test_settings_flag_needs_choice_mode(tmp_path, capsys):
+    assert nested.main(["--settings", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmw: error: --settings:") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_setting_is_a_valid_change_of_the_scored_procedures(tmp_path):
+    """Each SETTINGS entry loads on top of both stage-one procedure kinds (the network preset and a strategy)
+    and changes exactly what it names."""
+    from xmw_ray.config import load_config
+
+    base = load_config(str(nested.PRESET), require="transfer")
+    for name, extra in nested.SETTINGS.items():
+        cfg = load_config(str(nested.PRESET), ["transfer.strategies=[finetune]",
+                                               *nested.transfer_overrides(tmp_path, base.optim.epochs), *extra],
+                          require="transfer")
+        assert cfg.pretraining().epochs == base.optim.epochs  # pretraining keeps its optimiser
+        changed = {k for k in ("hidden_size",) if cfg.model.params[k] != base.model.params[k]}
+        changed |= {k for k in ("epochs", "lr") if getattr(cfg.optim, k) != getattr(base.optim, k)}
+        assert changed == ({"hidden_size"} if "hidden" in name else {"epochs"} if "epochs" in name
+                           else {"lr"} if "lr" in name else set()), name
