@@ -60,10 +60,10 @@ refits are named ``<outer>-loto`` as in transfer mode, so the two modes share fi
 ``--outer`` runs only the named outer folds (a second process can take the other half on the same ``--out``;
 a final run without it then reuses every fit). Writes ``<out>/real_towers_choice.md`` and ``.json``.
 With ``--settings`` a second stage, inside the same outer fold, re-chooses the chosen procedure's LSTM size,
-fine-tuning epochs and learning rate among ``SETTINGS`` (the preset's values, or one of them changed) on the same
-inner folds and criterion: the procedure ``NESTED_SETTINGS``, scored beside stage one's ``NESTED``; the choice on
-all towers then picks the settings the preset deploys too. Earlier rounds had settled those settings on these same
-towers; this stage puts them inside the inner loop.
+fine-tuning epochs, learning rate and use of the site descriptors among ``SETTINGS`` (the preset's values, or one
+of them changed) on the same inner folds and criterion: the procedure ``NESTED_SETTINGS``, scored beside stage
+one's ``NESTED``; the choice on all towers then picks the settings the preset deploys too. Earlier rounds had
+settled those settings on these same towers; this stage puts them inside the inner loop.
 
 Map variant (issue #15 item 5; ``--variant map``): the same nested protocol, candidates, conformal intervals and
 bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real-simdriver``:
@@ -137,10 +137,11 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "blend w=0.75": {"network": 0.75, "trees": 0.25},
 }
 #: Stage two of choice mode (``--settings``): the settings earlier rounds fixed by looking at these same towers'
-#: scores (the LSTM's size, the fine-tuning epochs, the learning rate), re-chosen inside each outer fold for the
-#: procedure stage one picked: the preset's values, or one of them changed by about a factor of two (the learning
-#: rate about three) either way. Declared before any stage-two score existed. Pretraining on the simulations keeps
-#: its optimiser (it reads no observed target); a new LSTM size pretrains its own model (cached by hash).
+#: scores (the LSTM's size, the fine-tuning epochs, the learning rate, the site descriptors), re-chosen inside each
+#: outer fold for the procedure stage one picked: the preset's values, or one of them changed: a factor of about two
+#: (the learning rate about three) either way, or the static inputs (descriptors, CH4, CO2) held at their mean.
+#: Declared before any stage-two score existed. Pretraining on the simulations keeps its optimiser (it reads no
+#: observed target); a new LSTM size or input use pretrains its own model (cached by hash).
 SETTINGS: dict[str, tuple[str, ...]] = {
     "preset": (),
     "hidden 8": ("model.params.hidden_size=8",),
@@ -149,6 +150,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "epochs 120": ("optim.epochs=120", "optim.patience=120"),
     "lr 0.003": ("optim.lr=0.003",),
     "lr 0.03": ("optim.lr=0.03",),
+    "no descriptors": ("model.params.static_inputs=false",),
 }
 #: The procedures scored on the outer towers: the two fixed ones, and the nested choice.
 NETWORK = "network"
@@ -653,8 +655,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="choice mode (item 6): the nested choice is among these network procedures (network = the "
                          "preset, SIM_FCH4 as a driver; a strategy = the sims as a pretraining source), trees beside")
     ap.add_argument("--settings", action="store_true",
-                    help="choice mode: a second stage re-chooses the chosen procedure's LSTM size, epochs and "
-                         "learning rate (SETTINGS) on the same inner folds")
+                    help="choice mode: a second stage re-chooses the chosen procedure's LSTM size, epochs, "
+                         "learning rate and descriptors (SETTINGS) on the same inner folds")
     ap.add_argument("--outer", nargs="+", default=None, metavar="TOWER",
                     help="only these outer folds (a shard for a second process on the same --out; not the estimate)")
     args = ap.parse_args(argv)

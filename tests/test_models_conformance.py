@@ -221,13 +221,29 @@ def test_missing_inputs_predict_as_the_training_mean(name: str) -> None:
     torch.testing.assert_close(gappy, filled, rtol=1e-6, atol=1e-6)
 
 
-def clip_options(name: str, clip: float) -> dict:
-    """``input_clip`` on the model, or on both parts of a residual model (its sim is a model of its own)."""
+def part_options(name: str, **options) -> dict:
+    """``options`` on the model, or on both parts of a residual model (its sim is a model of its own)."""
     model_name = CASES[name][0]
     if model_name != "residual":
-        return {"input_clip": clip}
+        return options
     params = MODELS[model_name].test_params
-    return {part: {**params[part], "input_clip": clip} for part in ("base", "residual")}
+    return {part: {**params[part], **options} for part in ("base", "residual")}
+
+
+def clip_options(name: str, clip: float) -> dict:
+    return part_options(name, input_clip=clip)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_static_inputs_off_makes_the_prediction_independent_of_them(name: str) -> None:
+    """``static_inputs: false`` (a nested setting on real towers): the site descriptors change nothing."""
+    off, on = tiny(name, **part_options(name, static_inputs=False)).eval(), tiny(name).eval()
+    dyn, stat, _ = make_batch()
+    other = stat * 5 + 7
+    with torch.no_grad():
+        torch.testing.assert_close(off(dyn, stat), off(dyn, other), rtol=0, atol=0)
+        assert not torch.allclose(on(dyn, stat), on(dyn, other))
+    assert build_model(**off.config()).static_inputs is False  # a checkpoint keeps the setting
 
 
 @pytest.mark.parametrize("name", TRAINABLE)

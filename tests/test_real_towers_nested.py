@@ -236,7 +236,7 @@ def test_choice_mode_chooses_among_whole_procedures_and_scores_each_alone():
     assert chosen == "finetune" and set(scores) == set(candidates)
 
 
-def scaled_variants(x: dict, obs: dict, calls: list) -> "nested.Variants":
+def scaled_variants(x: dict, obs: dict, calls: list) -> nested.Variants:
     """Stage-two stand-ins: the chosen procedure's least-squares slope scaled by a "setting" (1 is the preset)."""
     def variants(chosen):
         calls.append(chosen)
@@ -317,7 +317,11 @@ def test_every_setting_is_a_valid_change_of_the_scored_procedures(tmp_path):
                                                *nested.transfer_overrides(tmp_path, base.optim.epochs), *extra],
                           require="transfer")
         assert cfg.pretraining().epochs == base.optim.epochs  # pretraining keeps its optimiser
-        changed = {k for k in ("hidden_size",) if cfg.model.params[k] != base.model.params[k]}
+        changed = {k for k in ("hidden_size", "static_inputs")
+                   if cfg.model.params.get(k) != base.model.params.get(k)}
         changed |= {k for k in ("epochs", "lr") if getattr(cfg.optim, k) != getattr(base.optim, k)}
         assert changed == ({"hidden_size"} if "hidden" in name else {"epochs"} if "epochs" in name
-                           else {"lr"} if "lr" in name else set()), name
+                           else {"lr"} if "lr" in name else {"static_inputs"} if "descriptors" in name
+                           else set()), name
+        if "descriptors" in name:
+            assert cfg.model.params["static_inputs"] is False

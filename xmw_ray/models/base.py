@@ -84,6 +84,10 @@ class HParams(BaseModel):
     output_constraint: OutputConstraint = Field(
         "none", description="softplus: the flux is never negative (mg CH4 m-2 d-1); none: unconstrained"
     )
+    static_inputs: bool = Field(
+        True, description="False: the static inputs (site descriptors or static maps, CH4, CO2) are held at their "
+        "training mean, so the model learns from the daily drivers only (the store's layout is unchanged)"
+    )
 
 
 def resolve_output_constraint(choice: str, target_min: float | None) -> OutputConstraint:
@@ -152,6 +156,8 @@ class XmwModel(nn.Module):
         self.hp = validate_hparams(self.Params, hparams, self.registry_name or type(self).__name__)
         #: The clamp ``normalize_inputs`` applies (a wrapper model may take it from the model it wraps).
         self.input_clip: float | None = self.hp.input_clip
+        #: Whether the static inputs reach the encoder (a wrapper model may take it from the model it wraps).
+        self.static_inputs: bool = self.hp.static_inputs
         #: What each input slot means: the features of the store it was trained on (``data/features.py``), saved
         #: in the checkpoint so evaluation and inference refuse a store whose inputs mean something else.
         self.features: FeatureSet | None = None
@@ -242,6 +248,8 @@ class XmwModel(nn.Module):
             if self.input_clip is not None:
                 x = x.clamp(-self.input_clip, self.input_clip)
             out.append(x)
+        if not self.static_inputs:  # the training mean: no gradient reaches their weights, no site identity
+            out[1] = torch.zeros_like(out[1])
         return out[0], out[1]
 
     # --- the views of one computation ----------------------------------------------------------------------------

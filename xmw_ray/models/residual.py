@@ -8,7 +8,8 @@ so a checkpoint of it loads, evaluates and infers like any other model.
 
 Both parts make missing and out-of-range inputs safe the same way (``XmwModel.normalize_inputs``): the simulation
 part with its own ``input_clip`` (in ``base``), the residual part with this model's ``input_clip``, or, when that is
-unset, the one in ``residual`` (where a transfer job's model parameters put it).
+unset, the one in ``residual`` (where a transfer job's model parameters put it). ``static_inputs: false`` in either
+this model's or the ``residual`` part's parameters holds the residual part's static inputs at their mean.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class ResidualModel(XmwModel):
         inner = build_model(res.pop("name"), self.n_dynamic, self.n_static, **res)
         if self.input_clip is None:
             self.input_clip = inner.input_clip
+        self.static_inputs = self.static_inputs and inner.static_inputs
         return inner.encoder, inner.embedding_size
 
     def train(self, mode: bool = True) -> ResidualModel:
