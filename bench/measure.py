@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -15,32 +16,56 @@ class PeakRSS:
     ``tree`` sums each process's RSS, so a page shared by several processes (Ray's object store is shared memory
     that the raylet and every worker reading a block map) counts once per process that touched it. ``tree_pss``
     sums the proportional set size instead (a shared page split among its sharers): the tree's real footprint,
-    sampled every ``pss_every``-th sample because reading it walks each process's page tables."""
+    sampled every ``pss_every``-th sample because reading it walks each process's page tables.
 
-    def __init__(self, interval: float = 0.05, pss_every: int = 10) -> None:
+    Where the tree's memory is (a profile): ``by_role`` is the peak rise of the PSS summed over the processes of
+    each role (``role``: ``driver``, a Ray process by its title such as ``ray::IDLE`` or an actor's class, or the
+    program's name; an idle Ray worker that becomes an actor moves its memory from ``ray::IDLE`` to the actor's
+    role, so the roles' rises need not add up to ``tree_pss``), and with ``plasma=True`` ``plasma`` is the peak rise of the bytes held in Ray's object store
+    (asked of the raylet at each PSS sample; a private Ray API, so 0 when it cannot be read)."""
+
+    def __init__(self, interval: float = 0.05, pss_every: int = 10, plasma: bool = False) -> None:
         import psutil
 
         self._me = psutil.Process()
         self._interval = interval
         self._pss_every = pss_every
-        self.driver = self.tree = self.tree_pss = 0.0
+        self._plasma_probe = _plasma_probe() if plasma else None
+        self.driver = self.tree = self.tree_pss = self.plasma = 0.0
+        self.by_role: dict[str, float] = {}
         self.samples = 0
 
     def _tree(self) -> list:
         """This process and its descendants, listed once per sample (both figures read the same list)."""
         return [self._me, *self._me.children(recursive=True)]
 
-    @staticmethod
-    def _pss(procs: list) -> float:
+    def _role(self, proc) -> str:
+        if proc.pid == self._me.pid:
+            return "driver"
+        cmd = proc.cmdline()
+        if cmd and cmd[0].startswith("ray::"):  # a Ray worker's title: ray::IDLE, ray::Class.method, ray::task
+            return cmd[0].split(".")[0].split("->")[0]
+        prog = next((Path(a).name for a in cmd[1:] if a.endswith(".py")), None) if cmd else None
+        return prog or proc.name()
+
+    def _pss(self, procs: list) -> tuple[float, dict[str, float]]:
+        """The tree's PSS (MiB), and per role."""
         import psutil
 
-        total = 0
+        read = []  # every PSS first, in a tight loop: a page moving between processes mid-sample counts once
         for proc in procs:
             try:
-                total += proc.memory_full_info().pss
+                read.append((proc, proc.memory_full_info().pss))
             except (psutil.Error, AttributeError):  # ended meanwhile; or no PSS on this platform (then 0)
                 pass
-        return total / 2**20
+        roles: dict[str, float] = {}
+        for proc, pss in read:
+            try:
+                role = self._role(proc)
+            except psutil.Error:
+                role = "ended"
+            roles[role] = roles.get(role, 0.0) + pss / 2**20
+        return sum(pss for _, pss in read) / 2**20, roles
 
     def _rss(self, procs: list) -> tuple[float, float]:
         import psutil
@@ -57,7 +82,8 @@ class PeakRSS:
     def __enter__(self) -> PeakRSS:
         procs = self._tree()
         self._base = self._rss(procs)
-        self._base_pss = self._pss(procs)
+        self._base_pss, base_roles = self._pss(procs)
+        base_plasma = self._plasma_probe() if self._plasma_probe else 0.0
         self._stop = threading.Event()
 
         def sample() -> None:
@@ -67,7 +93,13 @@ class PeakRSS:
                 self.driver = max(self.driver, own - self._base[0])
                 self.tree = max(self.tree, total - self._base[1])
                 if self.samples % self._pss_every == 0:
-                    self.tree_pss = max(self.tree_pss, self._pss(procs) - self._base_pss)
+                    pss, roles = self._pss(procs)
+                    self.tree_pss = max(self.tree_pss, pss - self._base_pss)
+                    for role, mib in roles.items():
+                        rise = mib - base_roles.get(role, 0.0)
+                        self.by_role[role] = max(self.by_role.get(role, rise), rise)
+                    if self._plasma_probe:
+                        self.plasma = max(self.plasma, self._plasma_probe() - base_plasma)
                 self.samples += 1
                 if self._stop.wait(self._interval):
                     return
@@ -79,6 +111,35 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _plasma_probe():
+    """A callable giving the MiB held in the local Ray object store now (0.0 when Ray's private memory API
+    cannot be read), or None when Ray is not running."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+        state = get_state_from_address(ray.get_runtime_context().gcs_address)
+    except Exception:  # a private API: its absence must not stop a bench
+        return lambda: 0.0
+
+    def used() -> float:
+        try:
+            return get_memory_info_reply(state, timeout_seconds=5).store_stats.object_store_bytes_used / 2**20
+        except Exception:
+            return 0.0
+
+    return used
+
+
+def top_roles(by_role: dict[str, float], n: int = 4) -> str:
+    """``"ray::InferActor +412, driver +120"``: the ``n`` roles whose memory rose most (MiB)."""
+    top = sorted(by_role.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{role} {mib:+,.0f}" for role, mib in top)
 
 
 def linear_fit(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tuple[float, float, float]:

@@ -25,7 +25,9 @@ days x 5 daily variables x 4 bytes is 1.9 GB a year before compression; each siz
 
     .venv/bin/python bench/scale.py [--sizes 2x1,2x4] [--full] [--steps 50] [--out /tmp/xmw-bench-scale]
 
-Ends with one line per scaling stage: its fixed seconds, microseconds per cell-year, r², and its memory line.
+Ends with one line per scaling stage: its fixed seconds, microseconds per cell-year, r², and its memory line, the
+object store's (the bytes Ray's object store holds, asked of the raylet), and where the tree's PSS rose at the
+largest size, by process role (``measure.PeakRSS.by_role``): a profile of where the memory is.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from measure import PeakRSS, linear_fit, start_ray  # noqa: E402  (bench/ is on the path)
+from measure import PeakRSS, linear_fit, start_ray, top_roles  # noqa: E402  (bench/ is on the path)
 
 DEFAULT_SIZES = "2x1,2x4,2x16,1x1,1x4,1x16,0.5x1"
 FULL_SIZES = "2x1,2x4,2x16,1x1,1x4,1x16,0.5x1,0.5x4,0.5x16"
@@ -61,6 +63,8 @@ class StageResult:
     driver_mib: float
     tree_mib: float
     tree_pss_mib: float  # the tree's proportional set size: shared object-store pages counted once
+    plasma_mib: float = 0.0  # peak rise of the bytes in Ray's object store
+    roles: dict[str, float] | None = None  # peak PSS rise per process role (measure.PeakRSS.by_role)
 
     @property
     def rate(self) -> float:
@@ -94,20 +98,24 @@ def fit_lines(results: list[StageResult]) -> dict[str, dict[str, float]]:
         fixed, slope, r2 = linear_fit(x, [r.seconds for r in rows])
         mem0, mem_slope, _ = linear_fit(x, [r.tree_mib for r in rows])
         pss0, pss_slope, _ = linear_fit(x, [r.tree_pss_mib for r in rows])
+        _, plasma_slope, _ = linear_fit(x, [r.plasma_mib for r in rows])
         lines[stage] = {"fixed_s": fixed, "us_per_cell_year": slope * 1e6, "r2": r2, "mem_base_mib": mem0,
                         "mib_per_1000_cell_years": mem_slope * 1000, "pss_base_mib": pss0,
-                        "pss_mib_per_1000_cell_years": pss_slope * 1000}
+                        "pss_mib_per_1000_cell_years": pss_slope * 1000,
+                        "plasma_mib_per_1000_cell_years": plasma_slope * 1000}
     return lines
 
 
 def _stage(size: str, name: str, cell_years: int, fn) -> tuple[StageResult, object]:
-    with PeakRSS() as mem:
+    with PeakRSS(plasma=True) as mem:
         t = time.perf_counter()
         value, cell_days = fn()
         seconds = time.perf_counter() - t
-    r = StageResult(size, name, cell_years, cell_days, seconds, mem.driver, mem.tree, mem.tree_pss)
+    r = StageResult(size, name, cell_years, cell_days, seconds, mem.driver, mem.tree, mem.tree_pss, mem.plasma,
+                    dict(mem.by_role))
     print(f"  {name:9s} {seconds:8.1f} s {r.rate:14,.0f} cell-days/s   peak +{mem.driver:7,.0f} MiB driver "
-          f"+{mem.tree:7,.0f} MiB tree RSS +{mem.tree_pss:7,.0f} MiB tree PSS", flush=True)
+          f"+{mem.tree:7,.0f} MiB tree RSS +{mem.tree_pss:7,.0f} MiB tree PSS, object store +{mem.plasma:,.0f} MiB "
+          f"(PSS by process: {top_roles(mem.by_role)})", flush=True)
     return r, value
 
 
@@ -216,7 +224,10 @@ def main() -> None:
         print(f"  {stage:9s} fixed {line['fixed_s']:6.1f} s, {line['us_per_cell_year']:9.1f} us per cell-year "
               f"(r2 {line['r2']:.3f}); memory RSS {line['mem_base_mib']:7,.0f} MiB + "
               f"{line['mib_per_1000_cell_years']:6.2f}, PSS {line['pss_base_mib']:7,.0f} MiB + "
-              f"{line['pss_mib_per_1000_cell_years']:6.2f} MiB per 1,000 cell-years")
+              f"{line['pss_mib_per_1000_cell_years']:6.2f} MiB per 1,000 cell-years; object store "
+              f"{line['plasma_mib_per_1000_cell_years']:+6.2f} MiB per 1,000 cell-years")
+        largest = max((r for r in results if r.stage == stage), key=lambda r: r.cell_years)
+        print(f"            at {largest.size}: PSS by process {top_roles(largest.roles or {}, 6)}")
     train = [r for r in results if r.stage == "train"]
     if train:
         rates = [r.rate for r in train]

@@ -3,6 +3,7 @@ sampler, the size list and the per-stage fits. The benches themselves are not te
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -70,13 +71,20 @@ def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it
                 "finally:\n"
                 "    shared.close()\n"
                 "    shared.unlink()\n"
-                "print(mem.tree, mem.tree_pss)\n")
+                "import json\n"
+                "print(mem.tree, mem.tree_pss)\n"
+                "print(json.dumps(mem.by_role))\n")
     proc = subprocess.run([sys.executable, "-c", measurer], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    tree, tree_pss = map(float, proc.stdout.split())
+    figures, roles = proc.stdout.splitlines()
+    tree, tree_pss = map(float, figures.split())
     mib = size / 2**20
     assert tree > 1.7 * mib, tree  # counted in both processes
     assert 0.7 * mib < tree_pss < 1.3 * mib, tree_pss  # counted once (+ the child interpreter's own)
+    # where it is, by process role: the page is split between the measuring process and the reading child
+    roles = json.loads(roles)
+    child = {r: m for r, m in roles.items() if r != "driver"}
+    assert roles["driver"] > 0.3 * mib and max(child.values()) > 0.3 * mib, roles
 
 
 def test_sizes_are_parsed_and_refused_in_one_line():
