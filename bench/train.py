@@ -22,7 +22,10 @@ Ray is started as ``xmw`` starts a local instance (``runner.LOCAL_SYSTEM_CONFIG`
 like the plain loop), without the dashboard. The plain / Ray Train pair runs ``--runs`` times (3), one after the
 other; ingest and 2 workers once, after. Prints samples/s, the ratio Ray Train / plain on training steps
 (goal >= 0.9 in every run) and on whole epochs, ingest / training consumption (goal >= 10), 2-worker / 1-worker
-speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X``.
+speed-up, and ends with ``Ray Train/plain training steps: min M, median D, max X``. Each run also prints a profile
+of its E-epoch Ray Train run: every epoch's training-step samples/s, and the CPU seconds each process role of the
+tree used meanwhile (``measure.CpuByRole``: the driver, the Train controller and worker, Ray's raylet, GCS and
+helper actors): on 2 cores whatever Ray's own processes use is taken from the worker.
 
 ``--plain-in-actor`` (a profile): the plain loop inside a Ray actor of ``--threads`` CPUs against the same loop in
 this process, alternated ``--runs`` times; ends with ``plain loop in a Ray actor / in this process: min, median,
@@ -119,18 +122,24 @@ def plain_loop(cfg, threads: int, epochs: int, use_gpu: bool = False) -> tuple[f
 
 
 def ray_train(store: Path, hidden: int, epochs: int, workers: int, cpus: float,
-              use_gpu: bool = False, **data: object) -> tuple[float, float]:
-    """(training-step samples/s of the fastest epoch among 2..E from the loop's metrics, whole-epoch samples/s)."""
+              use_gpu: bool = False, **data: object) -> tuple[float, float, dict]:
+    """(training-step samples/s of the fastest epoch among 2..E from the loop's metrics, whole-epoch samples/s, a
+    profile of the E-epoch run: each epoch's training-step samples/s and the CPU seconds by process role)."""
+    from measure import CpuByRole  # bench/ is on the path when run as a script
+
     from xmw_ray.train.runner import run_training
 
     t0 = time.perf_counter()
     run_training(cfg_for(store, hidden, 1, workers, cpus, "one", use_gpu, **data))
     one = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = run_training(cfg_for(store, hidden, epochs, workers, cpus, "many", use_gpu, **data))
+    with CpuByRole() as cpu:
+        out = run_training(cfg_for(store, hidden, epochs, workers, cpus, "many", use_gpu, **data))
     many = time.perf_counter() - t0
-    steps = max(h["train_samples"] / h["train_seconds"] for h in out.history[1:])
-    return steps, out.history[-1]["train_samples"] * (epochs - 1) / (many - one)
+    per_epoch = [h["train_samples"] / h["train_seconds"] for h in out.history]
+    profile = {"epoch_samples_s": [round(x, 1) for x in per_epoch], "run_wall_s": round(cpu.wall, 1),
+               "cpu_s_by_role": {k: round(v, 1) for k, v in sorted(cpu.by_role.items(), key=lambda kv: -kv[1])}}
+    return max(per_epoch[1:]), out.history[-1]["train_samples"] * (epochs - 1) / (many - one), profile
 
 
 def ingest(cfg) -> float:
@@ -265,12 +274,16 @@ def main() -> None:
     runs = []
     for i in range(args.runs):  # plain then Ray Train, each time: both sides see the same machine state
         plain_sps, n = plain_loop(cfg, args.threads, args.epochs, args.use_gpu)
-        one, one_epoch = ray_train(store, args.hidden, args.epochs, 1, args.threads, args.use_gpu, **data)
+        one, one_epoch, profile = ray_train(store, args.hidden, args.epochs, 1, args.threads, args.use_gpu, **data)
         runs.append({"plain_samples_s": round(plain_sps, 1), "ray_train_1w_samples_s": round(one, 1),
                      "ratio_ray_vs_plain": round(one / plain_sps, 3),
                      "ray_train_1w_whole_epoch_samples_s": round(one_epoch, 1),
-                     "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3)})
+                     "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3), "profile": profile})
         print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
+        roles = profile["cpu_s_by_role"]
+        print(f"  profile: Ray epochs {profile['epoch_samples_s']} samples/s; CPU seconds during the "
+              f"{profile['run_wall_s']} s run ({2 * profile['run_wall_s']:.0f} core-seconds on 2 cores): "
+              + ", ".join(f"{k} {v}" for k, v in list(roles.items())[:6]), flush=True)
     out = {"train_samples": n, "hidden": args.hidden, "epochs": args.epochs, "use_gpu": args.use_gpu, **data,
            "runs": runs}
     if not args.no_extras:
@@ -278,7 +291,7 @@ def main() -> None:
         out.update({"ray_data_ingest_samples_s": round(ingest_sps, 1),
                     "ingest_vs_training": round(ingest_sps / one, 1)})
         if not args.use_gpu:  # one GPU here: two GPU workers would need two
-            two, two_epoch = ray_train(store, args.hidden, args.epochs, 2, 1, **data)
+            two, two_epoch, _ = ray_train(store, args.hidden, args.epochs, 2, 1, **data)
             out.update({"ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
                         "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
                         "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)})

@@ -15,7 +15,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from measure import PeakRSS, linear_fit  # noqa: E402
+from measure import CpuByRole, PeakRSS, linear_fit  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
 
 
@@ -106,3 +106,20 @@ def test_fits_are_per_scaling_stage_against_cell_years():
     assert lines["infer"]["us_per_cell_year"] == pytest.approx(1000.0)
     assert lines["infer"]["mib_per_1000_cell_years"] == pytest.approx(0.0, abs=1e-9)
     assert lines["infer"]["mem_base_mib"] == pytest.approx(300.0)
+
+
+def test_cpu_by_role_gives_a_busy_child_its_cpu_seconds_and_names_the_driver():
+    """bench/train.py's profile: CPU seconds per process role while a block ran (a child started inside counts
+    all of its CPU time, also when it ended before the block did: a Ray Train worker ends before its run returns)."""
+    burn = ("import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\n"
+            "print('done', flush=True)\nsys.stdin.read()\n")
+    with CpuByRole(interval=0.05) as cpu:
+        child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout.readline().strip() == "done"
+        time.sleep(0.2)  # a reading after its work
+        child.communicate("")  # ended before the block's end
+    assert cpu.wall >= 0.5 and "driver" in cpu.by_role
+    others = {r: s for r, s in cpu.by_role.items() if r != "driver"}
+    assert len(others) == 1 and list(others.values())[0] >= 0.55, cpu.by_role
+    assert cpu.by_role["driver"] < 0.5, cpu.by_role  # the driver only waited
