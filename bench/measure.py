@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: PeakRSS(plasma=True) asks the raylet for the object store's bytes every this many PSS samples (every 2 s).
+PLASMA_EVERY = 4
+
 
 class PeakRSS:
     """Peak rise of resident memory (MiB) of this process and of its whole process tree, sampled every
@@ -18,11 +21,13 @@ class PeakRSS:
     sums the proportional set size instead (a shared page split among its sharers): the tree's real footprint,
     sampled every ``pss_every``-th sample because reading it walks each process's page tables.
 
-    Where the tree's memory is (a profile): ``by_role`` is the peak rise of the PSS summed over the processes of
-    each role (``role``: ``driver``, a Ray process by its title such as ``ray::IDLE`` or an actor's class, or the
-    program's name; an idle Ray worker that becomes an actor moves its memory from ``ray::IDLE`` to the actor's
-    role, so the roles' rises need not add up to ``tree_pss``), and with ``plasma=True`` ``plasma`` is the peak rise of the bytes held in Ray's object store
-    (asked of the raylet at each PSS sample; a private Ray API, so 0 when it cannot be read)."""
+    Where the tree's memory is (a profile): ``by_role`` is, per role, the peak of the summed rise of its processes'
+    PSS, each process over its own PSS at the start (0 for a process started inside) and counted under the role it
+    has now (``role``: ``driver``, a Ray process by its title such as ``ray::IDLE`` or an actor's class, or the
+    program's name; an idle worker that becomes an actor brings only its growth to the actor's role). With
+    ``plasma=True``, ``plasma`` is the peak rise of the bytes held in Ray's object store, asked of the raylet every
+    ``PLASMA_EVERY``-th PSS sample (answering, the raylet polls its workers: a little CPU taken from the measured
+    work; a private Ray API, so 0 when it cannot be read)."""
 
     def __init__(self, interval: float = 0.05, pss_every: int = 10, plasma: bool = False) -> None:
         import psutil
@@ -42,8 +47,8 @@ class PeakRSS:
     def _role(self, proc) -> str:
         return process_role(proc, self._me.pid)
 
-    def _pss(self, procs: list) -> tuple[float, dict[str, float]]:
-        """The tree's PSS (MiB), and per role."""
+    def _pss(self, procs: list) -> tuple[float, dict[int, tuple[str, float]]]:
+        """The tree's PSS (MiB), and per process: pid → (role, MiB)."""
         import psutil
 
         read = []  # every PSS first, in a tight loop: a page moving between processes mid-sample counts once
@@ -52,14 +57,14 @@ class PeakRSS:
                 read.append((proc, proc.memory_full_info().pss))
             except (psutil.Error, AttributeError):  # ended meanwhile; or no PSS on this platform (then 0)
                 pass
-        roles: dict[str, float] = {}
+        per_process = {}
         for proc, pss in read:
             try:
                 role = self._role(proc)
             except psutil.Error:
                 role = "ended"
-            roles[role] = roles.get(role, 0.0) + pss / 2**20
-        return sum(pss for _, pss in read) / 2**20, roles
+            per_process[proc.pid] = (role, pss / 2**20)
+        return sum(pss for _, pss in read) / 2**20, per_process
 
     def _rss(self, procs: list) -> tuple[float, float]:
         import psutil
@@ -76,7 +81,7 @@ class PeakRSS:
     def __enter__(self) -> PeakRSS:
         procs = self._tree()
         self._base = self._rss(procs)
-        self._base_pss, base_roles = self._pss(procs)
+        self._base_pss, base = self._pss(procs)
         base_plasma = self._plasma_probe() if self._plasma_probe else 0.0
         self._stop = threading.Event()
 
@@ -87,12 +92,12 @@ class PeakRSS:
                 self.driver = max(self.driver, own - self._base[0])
                 self.tree = max(self.tree, total - self._base[1])
                 if self.samples % self._pss_every == 0:
-                    pss, roles = self._pss(procs)
+                    pss, per_process = self._pss(procs)
                     self.tree_pss = max(self.tree_pss, pss - self._base_pss)
-                    for role, mib in roles.items():
-                        rise = mib - base_roles.get(role, 0.0)
+                    for role, rise in role_rises(base, per_process).items():
                         self.by_role[role] = max(self.by_role.get(role, rise), rise)
-                    if self._plasma_probe:
+                    # the raylet polls every worker to answer: ask it every PLASMA_EVERY-th PSS sample only
+                    if self._plasma_probe and self.samples % (self._pss_every * PLASMA_EVERY) == 0:
                         self.plasma = max(self.plasma, self._plasma_probe() - base_plasma)
                 self.samples += 1
                 if self._stop.wait(self._interval):
@@ -105,6 +110,16 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def role_rises(start: dict[int, tuple[str, float]], now: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """Per role, the summed rise of its processes (pid → (role, MiB)): each over its own figure at ``start`` (0 for
+    one started since), counted under the role it has ``now``, so an idle Ray worker that became an actor brings
+    only its growth to the actor's role."""
+    rises: dict[str, float] = {}
+    for pid, (role, mib) in now.items():
+        rises[role] = rises.get(role, 0.0) + mib - start.get(pid, (role, 0.0))[1]
+    return rises
 
 
 def process_role(proc, driver_pid: int) -> str:

@@ -140,14 +140,19 @@ CANDIDATES: dict[str, dict[str, float]] = {
 #: scores (the LSTM's size, the fine-tuning epochs, the learning rate, the site descriptors), re-chosen inside each
 #: outer fold for the procedure stage one picked: the preset's values, or one of them changed: a factor of about two
 #: (the learning rate about three) either way, or the static inputs (descriptors, CH4, CO2) held at their mean.
-#: Declared before any stage-two score existed. Pretraining on the simulations keeps its optimiser (it reads no
-#: observed target); a new LSTM size or input use pretrains its own model (cached by hash).
+#: Declared before any stage-two score existed. A strategy's first phase keeps its optimiser (``pretrain_optim``:
+#: finetune's and residual's pretraining on the simulations reads no observed target; adversarial's DANN phase
+#: reads the training towers' targets too), so the epochs and learning rate settings change the phase on the
+#: observations only; a new LSTM size or input use changes both phases (and pretrains its own model, cached by
+#: hash). ``{half}`` and ``{double}`` are the run's epochs halved and doubled (30 and 120 for the preset's 60; a
+#: smoke run's ``--epochs`` scales them too). With ``no descriptors`` the reweight strategy's domain classifier
+#: still sees the static inputs when it weights the simulation samples; the model does not.
 SETTINGS: dict[str, tuple[str, ...]] = {
     "preset": (),
     "hidden 8": ("model.params.hidden_size=8",),
     "hidden 32": ("model.params.hidden_size=32",),
-    "epochs 30": ("optim.epochs=30", "optim.patience=30"),
-    "epochs 120": ("optim.epochs=120", "optim.patience=120"),
+    "epochs 30": ("optim.epochs={half}", "optim.patience={half}"),
+    "epochs 120": ("optim.epochs={double}", "optim.patience={double}"),
     "lr 0.003": ("optim.lr=0.003",),
     "lr 0.03": ("optim.lr=0.03",),
     "no descriptors": ("model.params.static_inputs=false",),
@@ -479,6 +484,11 @@ def choice_networks(choose: list[str] | None, cfg: ExperimentConfig, rows: dict[
     return nets
 
 
+def setting_overrides(setting: str, epochs: int) -> list[str]:
+    """``SETTINGS[setting]`` for a run of ``epochs`` fine-tuning epochs (``{half}``/``{double}`` filled in)."""
+    return [o.format(half=max(1, epochs // 2), double=2 * epochs) for o in SETTINGS[setting]]
+
+
 def settings_variants(nets: dict[str, NetworkFitter], cfgs: dict[tuple[str, str], ExperimentConfig],
                       runs_dir: Path) -> tuple[Variants, dict[str, dict[str, NetworkFitter]]]:
     """Stage two's base models: for a procedure of ``nets``, its network under each of ``SETTINGS`` (``preset``:
@@ -751,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
             base = overrides if name == NETWORK else transfer_base
             for setting, extra in SETTINGS.items():
                 if extra:
-                    setting_cfgs[name, setting] = load_config(str(preset), [*base, *extra], require="transfer").resolved()
+                    setting_cfgs[name, setting] = load_config(
+                        str(preset), [*base, *setting_overrides(setting, epochs)], require="transfer").resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
         return 2
@@ -825,7 +836,8 @@ def main(argv: list[str] | None = None) -> int:
                 setting, _, setting_scores = settings_choice(sites, obs, variants(chosen), args.inner_folds,
                                                              args.inner_members, "all", log)
                 results["choice_on_all"].update(settings_chosen=setting, settings_scores=setting_scores)
-        results["settings"] = {name: list(extra) for name, extra in SETTINGS.items()} if args.settings else None
+        results["settings"] = ({name: setting_overrides(name, cfg.optim.epochs) for name in SETTINGS}
+                               if args.settings else None)
         results["timing"] = timing([*nets.values(), *(n for v in setting_nets.values() for n in v.values()
                                                       if n not in nets.values())], tree_fit)
         name = "real_towers_choice" if args.choose else "real_towers_nested"

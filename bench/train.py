@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -207,8 +208,6 @@ def startup(store: Path, hidden: int, threads: int, runs: int, **data: object) -
     the epoch, checkpoint, shut-down) with Train's controller polling its workers at Ray's default interval against
     the interval ``ensure_ray`` sets (``runner.TRAIN_POLL_INTERVAL_S``), alternated ``runs`` times after one
     warm-up run. ``TorchTrainer.fit`` reads the interval from this process's environment on every call."""
-    import os
-
     from xmw_ray.train.runner import TRAIN_POLL_ENV, TRAIN_POLL_INTERVAL_S, run_training
 
     def one_run(interval: str) -> float:
@@ -281,8 +280,9 @@ def main() -> None:
                      "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3), "profile": profile})
         print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
         roles = profile["cpu_s_by_role"]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         print(f"  profile: Ray epochs {profile['epoch_samples_s']} samples/s; CPU seconds during the "
-              f"{profile['run_wall_s']} s run ({2 * profile['run_wall_s']:.0f} core-seconds on 2 cores): "
+              f"{profile['run_wall_s']} s run ({cores * profile['run_wall_s']:.0f} core-seconds on {cores} cores): "
               + ", ".join(f"{k} {v}" for k, v in list(roles.items())[:6]), flush=True)
     out = {"train_samples": n, "hidden": args.hidden, "epochs": args.epochs, "use_gpu": args.use_gpu, **data,
            "runs": runs}

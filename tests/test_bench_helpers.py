@@ -15,7 +15,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from measure import CpuByRole, PeakRSS, linear_fit  # noqa: E402
+from measure import CpuByRole, PeakRSS, linear_fit, role_rises  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
 
 
@@ -85,6 +85,17 @@ def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it
     roles = json.loads(roles)
     child = {r: m for r, m in roles.items() if r != "driver"}
     assert roles["driver"] > 0.3 * mib and max(child.values()) > 0.3 * mib, roles
+    # each process's rise over its own start: the new child brings its whole PSS, the driver only its growth
+    assert sum(roles.values()) < 1.3 * mib + 60, roles
+
+
+def test_role_rises_count_each_process_from_its_own_start_not_its_roles():
+    """A process present at the start that takes another role (an idle Ray worker becoming an actor) brings only
+    its growth to the new role; a process started since brings all of it."""
+    start = {1: ("ray::IDLE", 300.0), 2: ("driver", 500.0)}
+    now = {1: ("ray::FluxWorker", 340.0), 2: ("driver", 510.0), 3: ("ray::IDLE", 200.0)}
+    assert role_rises(start, now) == {"ray::FluxWorker": 40.0, "driver": 10.0, "ray::IDLE": 200.0}
+
 
 
 def test_sizes_are_parsed_and_refused_in_one_line():

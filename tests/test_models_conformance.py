@@ -246,6 +246,17 @@ def test_static_inputs_off_makes_the_prediction_independent_of_them(name: str) -
     assert build_model(**off.config()).static_inputs is False  # a checkpoint keeps the setting
 
 
+def test_a_checkpoint_config_from_before_static_inputs_builds_with_them_on() -> None:
+    """Checkpoints written before ``static_inputs`` existed have no such key: they use the static inputs."""
+    config = tiny("lstm").config()
+    del config["static_inputs"]
+    model = build_model(**config).eval()
+    assert model.static_inputs is True
+    dyn, stat, _ = make_batch()
+    with torch.no_grad():
+        assert not torch.allclose(model(dyn, stat), model(dyn, stat * 5 + 7))
+
+
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_input_clip_bounds_extreme_inputs_and_leaves_normal_ones(name: str) -> None:
     clipped, plain = tiny(name, **clip_options(name, 3.0)).eval(), tiny(name).eval()  # same seed: same weights

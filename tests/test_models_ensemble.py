@@ -88,6 +88,8 @@ def test_training_views_and_nesting_are_clear_errors():
         ensemble_from_models([ensemble])
     with pytest.raises(XmwInputError, match="input_clip belongs to each member"):
         build_model("ensemble", N_DYN, N_STAT, input_clip=4.0, members=[{"name": "lstm"}])
+    with pytest.raises(XmwInputError, match="static_inputs belongs to each member"):
+        build_model("ensemble", N_DYN, N_STAT, static_inputs=False, members=[{"name": "lstm"}])
     with pytest.raises(XmwInputError, match="'n_static' is the ensemble's"):
         build_model("ensemble", N_DYN, N_STAT, members=[{"name": "lstm", "n_static": 3}])
 

@@ -307,21 +307,50 @@ def test_settings_flag_needs_choice_mode(tmp_path, capsys):
 
 
 def test_every_setting_is_a_valid_change_of_the_scored_procedures(tmp_path):
-    """Each SETTINGS entry loads on top of both stage-one procedure kinds (the network preset and a strategy)
-    and changes exactly what it names."""
+    """Each SETTINGS entry loads on top of a stage-one strategy and changes exactly what it names; the epochs and
+    learning-rate settings keep the cached pretraining (same key), a new size or input use pretrains its own."""
     from xmw_ray.config import load_config
+    from xmw_ray.transfer.base import pretrain_key
+
+    def load(extra):
+        return load_config(str(nested.PRESET), ["transfer.strategies=[finetune]",
+                                                *nested.transfer_overrides(tmp_path, base.optim.epochs), *extra],
+                           require="transfer")
 
     base = load_config(str(nested.PRESET), require="transfer")
-    for name, extra in nested.SETTINGS.items():
-        cfg = load_config(str(nested.PRESET), ["transfer.strategies=[finetune]",
-                                               *nested.transfer_overrides(tmp_path, base.optim.epochs), *extra],
-                          require="transfer")
-        assert cfg.pretraining().epochs == base.optim.epochs  # pretraining keeps its optimiser
+    preset = load([])
+    for name in nested.SETTINGS:
+        cfg = load(nested.setting_overrides(name, base.optim.epochs))
         changed = {k for k in ("hidden_size", "static_inputs")
                    if cfg.model.params.get(k) != base.model.params.get(k)}
         changed |= {k for k in ("epochs", "lr") if getattr(cfg.optim, k) != getattr(base.optim, k)}
+        model_change = "hidden" in name or "descriptors" in name
         assert changed == ({"hidden_size"} if "hidden" in name else {"epochs"} if "epochs" in name
                            else {"lr"} if "lr" in name else {"static_inputs"} if "descriptors" in name
                            else set()), name
-        if "descriptors" in name:
-            assert cfg.model.params["static_inputs"] is False
+        assert (pretrain_key(cfg) != pretrain_key(preset)) == model_change, name
+        assert cfg.pretraining() == preset.pretraining(), name
+    assert load(nested.setting_overrides("epochs 30", 60)).optim.epochs == 30
+    assert load(nested.setting_overrides("epochs 120", 60)).optim.epochs == 120
+    assert load(nested.setting_overrides("no descriptors", 60)).model.params["static_inputs"] is False
+    assert nested.setting_overrides("epochs 30", 3) == ["optim.epochs=1", "optim.patience=1"]  # a smoke run
+
+
+def test_stage_two_reuses_stage_one_fits_and_gives_every_setting_its_own(tmp_path):
+    """The ``preset`` setting is stage one's own fitter (its fits on disk are reused); every other setting trains
+    under a label of its own, so no two settings ever share a cached fit."""
+    class Cfg:
+        pass
+
+    nets = {"finetune": nested.NetworkFitter(Cfg(), {}, tmp_path, "finetune"),
+            "network": nested.NetworkFitter(Cfg(), {}, tmp_path, label=nested.NETWORK)}
+    cfgs = {(p, s): Cfg() for p in nets for s in nested.SETTINGS if s != "preset"}
+    variants, built = nested.settings_variants(nets, cfgs, tmp_path)
+    labels = set()
+    for proc, net in nets.items():
+        fitters = variants(proc)
+        assert fitters["preset"] is net
+        assert all(fitters[s].strategy == net.strategy for s in nested.SETTINGS)
+        labels |= {f.label for f in fitters.values()}
+    assert len(labels) == 2 * len(nested.SETTINGS)
+    assert variants("finetune")["hidden 8"] is built["finetune"]["hidden 8"]  # built once per procedure

@@ -51,6 +51,8 @@ class EnsembleParams(HParams):
             raise ValueError("input_clip belongs to each member: an ensemble normalises nothing itself")
         if self.output_constraint != "none":
             raise ValueError("output_constraint belongs to each member: the mean of members >= 0 is >= 0")
+        if not self.static_inputs:
+            raise ValueError("static_inputs belongs to each member: an ensemble normalises nothing itself")
         return self
 
 

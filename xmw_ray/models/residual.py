@@ -9,7 +9,8 @@ so a checkpoint of it loads, evaluates and infers like any other model.
 Both parts make missing and out-of-range inputs safe the same way (``XmwModel.normalize_inputs``): the simulation
 part with its own ``input_clip`` (in ``base``), the residual part with this model's ``input_clip``, or, when that is
 unset, the one in ``residual`` (where a transfer job's model parameters put it). ``static_inputs: false`` in either
-this model's or the ``residual`` part's parameters holds the residual part's static inputs at their mean.
+this model's or the ``residual`` part's parameters holds the residual part's static inputs at their mean; the
+simulation part follows its own ``base`` parameters (a transfer job gives both parts the same model parameters).
 """
 
 from __future__ import annotations
