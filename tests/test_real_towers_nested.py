@@ -185,18 +185,27 @@ def test_transfer_table_of_a_run_still_going_says_which_fractions_are_done():
     assert not whole.startswith("**Partial")
 
 
+#: What ``--choose network scratch finetune residual adversarial reweight --inner-folds 3 --settings`` chose on all
+#: 15 shared towers (``choice_on_all`` of the README's run): the procedure and its setting the preset deploys.
+CHOSEN_ON_ALL = ("finetune", "epochs 30")
+
+
 def test_the_tower_preset_is_the_procedure_the_nested_choice_picked(tmp_path):
-    """configs/experiments/fluxnet-real.yaml must train exactly what choice mode scored as ``finetune`` (the
-    choice on all shared towers): the simdriver procedure turned into a transfer experiment by transfer_overrides.
-    Only the run's name and where the stores live may differ."""
+    """configs/experiments/fluxnet-real.yaml must train exactly what choice mode scored as ``finetune`` with the
+    ``epochs 30`` setting (the two-stage choice on all shared towers): the simdriver procedure turned into a
+    transfer experiment by transfer_overrides, then the setting. Only the run's name and where the stores live
+    may differ."""
     from xmw_ray.config import load_config
 
     preset = load_config(str(nested.ROOT / "configs" / "experiments" / "fluxnet-real.yaml"), require="transfer")
     out = tmp_path / "bench"
-    scored = load_config(str(nested.PRESET), ["transfer.strategies=[finetune]",
-                                              *nested.transfer_overrides(out, preset.optim.epochs)],
+    strategy, setting = CHOSEN_ON_ALL
+    base_epochs = load_config(str(nested.PRESET), require="transfer").optim.epochs
+    scored = load_config(str(nested.PRESET), [f"transfer.strategies=[{strategy}]",
+                                              *nested.transfer_overrides(out, base_epochs),
+                                              *nested.setting_overrides(setting, base_epochs)],
                          require="transfer")
-    assert preset.transfer.strategies == ["finetune"]
+    assert preset.transfer.strategies == [strategy]
 
     def comparable(cfg) -> dict:
         d = cfg.model_dump(mode="json")
