@@ -12,6 +12,7 @@ temporary name, so a crash never leaves a truncated PNG.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -69,11 +70,17 @@ def _ordinal(q: float) -> str:
 
 
 def _png(fig, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes; the figure is emptied and the cyclic garbage collected after. Why: a Matplotlib figure
+    is a web of reference cycles that only the cyclic collector frees, and it runs rarely, so a process drawing a
+    map per year held every year's figure (~25 MiB each at 1°; ``bench/scale.py``'s profile found the drawing
+    processes growing with the years)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
+    fig.clear()
+    gc.collect()
     return buf.getvalue()
 
 
