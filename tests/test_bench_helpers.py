@@ -15,7 +15,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from measure import CpuByRole, PeakRSS, linear_fit, role_rises  # noqa: E402
+from measure import PeakRSS, linear_fit, role_rises  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
 
 
@@ -121,16 +121,26 @@ def test_fits_are_per_scaling_stage_against_cell_years():
 
 def test_cpu_by_role_gives_a_busy_child_its_cpu_seconds_and_names_the_driver():
     """bench/train.py's profile: CPU seconds per process role while a block ran (a child started inside counts
-    all of its CPU time, also when it ended before the block did: a Ray Train worker ends before its run returns)."""
+    all of its CPU time, also when it ended before the block did: a Ray Train worker ends before its run returns).
+    Measured in a fresh interpreter: a test process's own Ray children would add roles of their own."""
     burn = ("import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\n"
             "print('done', flush=True)\nsys.stdin.read()\n")
-    with CpuByRole(interval=0.05) as cpu:
-        child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True)
-        assert child.stdout.readline().strip() == "done"
-        time.sleep(0.2)  # a reading after its work
-        child.communicate("")  # ended before the block's end
-    assert cpu.wall >= 0.5 and "driver" in cpu.by_role
-    others = {r: s for r, s in cpu.by_role.items() if r != "driver"}
-    assert len(others) == 1 and list(others.values())[0] >= 0.55, cpu.by_role
-    assert cpu.by_role["driver"] < 0.5, cpu.by_role  # the driver only waited
+    measurer = ("import json, subprocess, sys, time\n"
+                f"sys.path.insert(0, {str(BENCH)!r})\n"
+                "from measure import CpuByRole\n"
+                f"burn = {burn!r}\n"
+                "with CpuByRole(interval=0.05) as cpu:\n"
+                "    child = subprocess.Popen([sys.executable, '-c', burn], stdin=subprocess.PIPE,\n"
+                "                             stdout=subprocess.PIPE, text=True)\n"
+                "    assert child.stdout.readline().strip() == 'done'\n"
+                "    time.sleep(0.2)  # a reading after its work\n"
+                "    child.communicate('')  # ended before the block's end\n"
+                "print(json.dumps({'wall': cpu.wall, 'roles': cpu.by_role}))\n")
+    proc = subprocess.run([sys.executable, "-c", measurer], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    roles = got["roles"]
+    assert got["wall"] >= 0.5 and "driver" in roles
+    others = {r: sec for r, sec in roles.items() if r != "driver"}
+    assert len(others) == 1 and list(others.values())[0] >= 0.55, roles
+    assert roles["driver"] < 0.5, roles  # the measuring process only waited
