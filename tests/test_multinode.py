@@ -133,7 +133,9 @@ def two_nodes(tmp_path):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _wait_for_nodes(env: dict, address: str, n: int, timeout: float = 60.0) -> None:
+def _wait_for_nodes(env: dict, address: str, n: int, timeout: float = 150.0) -> None:
+    """Until the cluster has ``n`` live nodes. The deadline is generous: with the suite's other Ray tests beside
+    it on 2 cores, a clean-clone run saw the second node take over 60 s to join (the test then errored in set-up)."""
     probe = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
              "print(sum(1 for x in ray.nodes() if x['Alive']))")
     deadline = time.monotonic() + timeout
