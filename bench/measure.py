@@ -42,7 +42,7 @@ class PeakRSS:
 
     def _tree(self) -> list:
         """This process and its descendants, listed once per sample (both figures read the same list)."""
-        return [self._me, *self._me.children(recursive=True)]
+        return process_tree(self._me)
 
     def _role(self, proc) -> str:
         return process_role(proc, self._me.pid)
@@ -122,6 +122,11 @@ def role_rises(start: dict[int, tuple[str, float]], now: dict[int, tuple[str, fl
     return rises
 
 
+def process_tree(me) -> list:
+    """``me`` (a ``psutil.Process``) and all its descendants."""
+    return [me, *me.children(recursive=True)]
+
+
 def process_role(proc, driver_pid: int) -> str:
     """What a process of the tree is: ``driver``, a Ray worker by its title (``ray::IDLE``, an actor's class, a
     task's name), or its program (``raylet``, ``gcs_server``, ``dashboard.py``, ...)."""
@@ -153,7 +158,7 @@ class CpuByRole:
         import psutil
 
         out = {}
-        for proc in [self._me, *self._me.children(recursive=True)]:
+        for proc in process_tree(self._me):
             try:
                 t = proc.cpu_times()
                 out[proc.pid] = (process_role(proc, self._me.pid), t.user + t.system)

@@ -249,6 +249,7 @@ def main() -> None:
         ap.error("--runs must be at least 1")
     import ray
 
+    from xmw_ray.infer.plots import usable_cores
     from xmw_ray.train.runner import LOCAL_SYSTEM_CONFIG, ensure_ray
 
     if args.use_gpu:
@@ -280,7 +281,7 @@ def main() -> None:
                      "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3), "profile": profile})
         print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
         roles = profile["cpu_s_by_role"]
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
         print(f"  profile: Ray epochs {profile['epoch_samples_s']} samples/s; CPU seconds during the "
               f"{profile['run_wall_s']} s run ({cores * profile['run_wall_s']:.0f} core-seconds on {cores} cores): "
               + ", ".join(f"{k} {v}" for k, v in list(roles.items())[:6]), flush=True)

@@ -4,7 +4,6 @@ sampler, the size list and the per-stage fits. The benches themselves are not te
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
+from fresh_python import run_fresh_python  # noqa: E402
 from measure import PeakRSS, linear_fit, role_rises  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
 
@@ -74,9 +74,7 @@ def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it
                 "import json\n"
                 "print(mem.tree, mem.tree_pss)\n"
                 "print(json.dumps(mem.by_role))\n")
-    proc = subprocess.run([sys.executable, "-c", measurer], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    figures, roles = proc.stdout.splitlines()
+    figures, roles = run_fresh_python(measurer).splitlines()
     tree, tree_pss = map(float, figures.split())
     mib = size / 2**20
     assert tree > 1.7 * mib, tree  # counted in both processes
@@ -136,9 +134,7 @@ def test_cpu_by_role_gives_a_busy_child_its_cpu_seconds_and_names_the_driver():
                 "    time.sleep(0.2)  # a reading after its work\n"
                 "    child.communicate('')  # ended before the block's end\n"
                 "print(json.dumps({'wall': cpu.wall, 'roles': cpu.by_role}))\n")
-    proc = subprocess.run([sys.executable, "-c", measurer], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout)
+    got = json.loads(run_fresh_python(measurer))
     roles = got["roles"]
     assert got["wall"] >= 0.5 and "driver" in roles
     others = {r: sec for r, sec in roles.items() if r != "driver"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fresh_python import run_fresh_python
 
 from xmw_ray.data.contract import FLUX_UNIT, grid_coords
 from xmw_ray.errors import XmwInputError
@@ -125,9 +126,7 @@ def test_drawing_a_map_a_year_does_not_hold_every_years_figure():
             "    plots.annual_map_bytes(np.where(land, rng.gamma(2, 10, land.shape), np.nan), year, scale, land)\n"
             "    rss.append(psutil.Process().memory_info().rss / 2**20)\n"
             "print(max(rss[2:]) - rss[1])\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    growth = float(proc.stdout)
+    growth = float(run_fresh_python(code))
     assert growth < 60, f"{growth:.0f} MiB more after 10 maps than after 2"
 
 

@@ -28,14 +28,19 @@ def synthetic_towers(n_towers: int, years: int, seed: int) -> tuple[dict, dict]:
     return x, y
 
 
+def least_squares_slope(x: dict, obs: dict, train: list) -> float:
+    """The slope b of obs ≈ b·x over the observed days of the ``train`` towers (reads only their targets)."""
+    xs = np.concatenate([x[s].ravel() for s in train])
+    ys = np.concatenate([obs[s].ravel() for s in train])
+    ok = np.isfinite(ys)
+    return float(xs[ok] @ ys[ok] / (xs[ok] @ xs[ok]))
+
+
 def stand_in_bases(x: dict, obs: dict, calls: list) -> dict:
     """Two base models that read only their training towers' targets: a least-squares slope, and the mean."""
     def slope(train, test, members, name):
         calls.append(("slope", tuple(train), tuple(test)))
-        xs = np.concatenate([x[s].ravel() for s in train])
-        ys = np.concatenate([obs[s].ravel() for s in train])
-        ok = np.isfinite(ys)
-        b = float(xs[ok] @ ys[ok] / (xs[ok] @ xs[ok]))
+        b = least_squares_slope(x, obs, train)
         return {s: b * x[s] for s in test}
 
     def mean(train, test, members, name):
@@ -252,10 +257,7 @@ def scaled_variants(x: dict, obs: dict, calls: list) -> nested.Variants:
 
         def scaled(factor):
             def fit(train, test, members, name):
-                xs = np.concatenate([x[s].ravel() for s in train])
-                ys = np.concatenate([obs[s].ravel() for s in train])
-                ok = np.isfinite(ys)
-                b = float(xs[ok] @ ys[ok] / (xs[ok] @ xs[ok]))
+                b = least_squares_slope(x, obs, train)
                 return {s: factor * b * x[s] for s in test}
             return fit
         return {"preset": scaled(1.0), "half": scaled(0.5), "double": scaled(2.0)}
@@ -296,15 +298,11 @@ def test_settings_stage_chooses_on_the_training_towers_only():
 
 def test_settings_stage_picks_a_better_setting_when_there_is_one():
     x, obs = synthetic_towers(8, 2, seed=5)
-    shrunk = {s: 0.5 * v for s, v in obs.items()}  # the truth is half the slope a plain fit of x would give...
+    shrunk = {s: 0.5 * v for s, v in obs.items()}  # the truth scored: half the slope a plain fit of obs gives...
     sites = sorted(obs)
-
-    def variants(chosen):
-        # ...because these "settings" fit the slope on 2·y: only the "half" setting recovers the truth
-        doubled = {s: 2 * v for s, v in shrunk.items()}
-        return {name: fit for name, fit in scaled_variants(x, doubled, [])(chosen).items()}
-
-    setting, _, scores = nested.settings_choice(sites, shrunk, variants("finetune"), 3, 1, "all")
+    # ...because these "settings" fit the slope on obs = 2·truth: only the "half" setting recovers the truth
+    settings = scaled_variants(x, obs, [])("finetune")
+    setting, _, scores = nested.settings_choice(sites, shrunk, settings, 3, 1, "all")
     assert setting == "half", scores
 
 
