@@ -64,6 +64,9 @@ fine-tuning epochs, learning rate and use of the site descriptors among ``SETTIN
 of them changed) on the same inner folds and criterion: the procedure ``NESTED_SETTINGS``, scored beside stage
 one's ``NESTED``; the choice on all towers then picks the settings the preset deploys too. Earlier rounds had
 settled those settings on these same towers; this stage puts them inside the inner loop.
+With ``--driver-sets`` too, a third stage re-chooses the driver set of stage two's pick, the towers' own or the
+map-ready one (``DRIVER_SETS``), on the same inner folds and criterion: the procedure ``NESTED_DRIVERS``; its map
+stores are prepared under ``<out>/prepared`` beside the others.
 
 Map variant (issue #15 item 5; ``--variant map``): the same nested protocol, candidates, conformal intervals and
 bootstrap, with the map-ready preset ``configs/experiments/fluxnet-real-map.yaml`` in place of ``fluxnet-real-simdriver``:
@@ -82,7 +85,7 @@ runs only: their results are marked SMOKE, not the estimate.
         --fractions 1.0 0.3 [--members 3] [--out runs/bench-real-towers-transfer]
     python bench/real_towers_nested.py --variant map [--out runs/bench-real-towers-nested-map]
     python bench/real_towers_nested.py --choose network scratch finetune residual adversarial reweight
-        --inner-folds 3 --members 1 [--settings] [--outer TOWER ...] [--out runs/bench-real-towers-transfer]
+        --inner-folds 3 --members 1 [--settings [--driver-sets]] [--outer TOWER ...] [--out runs/bench-real-towers-transfer]
     smoke: python bench/real_towers_nested.py --max-outer 2 --epochs 3 --inner-folds 3 --members 1
 """
 
@@ -157,12 +160,22 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "lr 0.03": ("optim.lr=0.03",),
     "no descriptors": ("model.params.static_inputs=false",),
 }
+#: Stage three of choice mode (``--driver-sets``): the driver set of the procedure and settings stages one and two
+#: chose, re-chosen on the same inner folds and criterion: the towers' own (``tower``: TA_F, P_F, LE_F, GPP_NT, TS_1,
+#: their trailing means, flags, the solar season and the site descriptors; what the preset uses), or the map-ready set
+#: a Grid store has (``map``: ``xmw prepare sites --drivers map``, daily PREC, SOLR, TAIR, VAPR, wetland type, CH4,
+#: CO2; the simulations at the towers prepared with the same set for the pretraining). The ``network`` procedure has
+#: no map-ready form (its SIM_FCH4 driver is not a Grid-store slot), so it keeps the tower set with no choice.
+#: Declared before any stage-three score existed.
+DRIVER_SETS = ("tower", "map")
 #: The procedures scored on the outer towers: the two fixed ones, and the nested choice.
 NETWORK = "network"
 FIXED_PROCEDURES = ("trees", NETWORK)
 NESTED = "nested choice"
 #: Choice mode with ``--settings``: stage one's procedure, then its ``SETTINGS`` chosen by the same inner folds.
 NESTED_SETTINGS = "nested choice + settings"
+#: With ``--driver-sets`` too: stage two's pick, then its driver set (``DRIVER_SETS``) chosen on the same inner folds.
+NESTED_DRIVERS = "nested choice + settings + drivers"
 CRITERION = "mean of inner out-of-fold pooled NSE and median-tower NSE"
 CONFORMAL_LEVEL = 0.8
 #: c of the conformal score |resid| / (|pred| + c), mg CH4 m-2 d-1: about a tenth of a wetland's summer flux, so
@@ -181,6 +194,8 @@ Predictions = dict[str, np.ndarray]
 FitPredict = Callable[[list[str], list[str], int, str], Predictions]
 #: Stage two: the procedure stage one chose → its settings' base models (``"preset"`` is the procedure itself).
 Variants = Callable[[str], dict[str, FitPredict]]
+#: Stage three: (procedure, setting) → its driver sets' base models (``"tower"`` is stage two's own fitter).
+DriverVariants = Callable[[str, str], dict[str, FitPredict]]
 
 
 # --- the nested procedure (model-agnostic: base models are plain callables) ----------------------------------
@@ -244,6 +259,8 @@ class FoldResult:
     candidate: dict[str, str] = field(default_factory=dict)  # procedure → the candidate it applied
     settings_scores: dict[str, float] = field(default_factory=dict)  # stage two (``--settings``), else empty
     settings_chosen: str | None = None
+    drivers_scores: dict[str, float] = field(default_factory=dict)  # stage three (``--driver-sets``), else empty
+    drivers_chosen: str | None = None
     seconds: float = 0.0
 
 
@@ -270,12 +287,13 @@ def inner_choice(training: list[str], obs: Predictions, bases: dict[str, FitPred
 def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str, FitPredict], k: int,
                 members: int, inner_members: int, log: Callable[[str], None] = lambda m: None,
                 candidates: dict[str, dict[str, float]] | None = None,
-                fixed: tuple[str, ...] = FIXED_PROCEDURES, variants: Variants | None = None) -> FoldResult:
+                fixed: tuple[str, ...] = FIXED_PROCEDURES, variants: Variants | None = None,
+                drivers: DriverVariants | None = None) -> FoldResult:
     """Choose one of ``candidates`` (default ``CANDIDATES``) on the towers other than ``outer`` (inner grouped
     K-fold), refit the base models on them, predict ``outer``; the ``fixed`` base models are scored alone beside
     it. With ``variants`` a second stage chooses the chosen candidate's settings on the same inner folds and the
-    same criterion (``NESTED_SETTINGS``). ``obs[outer]`` is never read: every fit, score and quantile uses the
-    training towers."""
+    same criterion (``NESTED_SETTINGS``), and with ``drivers`` a third stage that setting's driver set
+    (``NESTED_DRIVERS``). ``obs[outer]`` is never read: every fit, score and quantile uses the training towers."""
     t0 = time.perf_counter()
     candidates = CANDIDATES if candidates is None else candidates
     training = [s for s in sites if s != outer]
@@ -296,6 +314,16 @@ def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str,
         result.candidate[NESTED_SETTINGS] = f"{chosen} ({setting})"
         result.pred[NESTED_SETTINGS] = settings[setting](training, [outer], members, f"{outer}-loto")[outer]
         result.q[NESTED_SETTINGS] = conformal_quantile(conformal_scores(voof[setting], train_obs))
+        if drivers is not None:
+            driver_sets = drivers(chosen, setting)
+            dset, doof, result.drivers_scores = (
+                settings_choice(training, obs, driver_sets, k, inner_members, outer, log) if len(driver_sets) > 1
+                else (next(iter(driver_sets)), {next(iter(driver_sets)): voof[setting]}, {}))
+            result.drivers_chosen = dset
+            result.candidate[NESTED_DRIVERS] = f"{chosen} ({setting}, {dset} drivers)"
+            result.pred[NESTED_DRIVERS] = (result.pred[NESTED_SETTINGS] if driver_sets[dset] is settings[setting]
+                                           else driver_sets[dset](training, [outer], members, f"{outer}-loto")[outer])
+            result.q[NESTED_DRIVERS] = conformal_quantile(conformal_scores(doof[dset], train_obs))
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -367,7 +395,7 @@ def score_procedures(folds: list[FoldResult], obs: Predictions,
                      fixed: tuple[str, ...] = FIXED_PROCEDURES) -> dict[str, dict]:
     """Per procedure (the ``fixed`` ones and the nested choice): outer summary, bootstrap intervals, coverage."""
     out = {}
-    for proc in [p for p in (*fixed, NESTED, NESTED_SETTINGS) if p in folds[0].pred]:
+    for proc in [p for p in (*fixed, NESTED, NESTED_SETTINGS, NESTED_DRIVERS) if p in folds[0].pred]:
         pred = {f.outer: f.pred[proc] for f in folds}
         outer_obs = {f.outer: obs[f.outer] for f in folds}
         out[proc] = {**summarise(pred, outer_obs), "interval": bootstrap(pred, outer_obs),
@@ -508,6 +536,34 @@ def settings_variants(nets: dict[str, NetworkFitter], cfgs: dict[tuple[str, str]
     return variants, built
 
 
+def map_overrides(out: Path) -> list[str]:
+    """Stage three's ``map`` driver set for a transfer-mode config: the observations and the simulations at the
+    towers prepared with ``--drivers map``, each in a folder of its own (the tower set's stores are untouched)."""
+    return ["transfer.prepare.drivers=map", f"data.store={out / 'prepared' / 'target-sites-map-transfer'}",
+            f"source.store={out / 'prepared' / 'source-sites-map'}"]
+
+
+def driver_variants(variants: Variants, cfgs: dict[tuple[str, str], ExperimentConfig],
+                    rows: dict[str, dict[str, np.ndarray]] | None, runs_dir: Path,
+                    ) -> tuple[DriverVariants, dict[tuple[str, str], dict[str, FitPredict]]]:
+    """Stage three's base models: for a procedure and setting, stage two's fitter (``tower``: its fits are stage
+    two's) and, where ``cfgs`` has a map-ready form of it, the same on the map driver set's store ``rows`` under a
+    label of its own. Built once per pair; returns the factory and what it built (for the timing line)."""
+    built: dict[tuple[str, str], dict[str, FitPredict]] = {}
+
+    def sets(chosen: str, setting: str) -> dict[str, FitPredict]:
+        if (chosen, setting) not in built:
+            tower = variants(chosen)[setting]
+            built[chosen, setting] = {"tower": tower}
+            if (chosen, setting) in cfgs:
+                assert rows is not None and isinstance(tower, NetworkFitter)
+                built[chosen, setting]["map"] = NetworkFitter(cfgs[chosen, setting], rows, runs_dir, tower.strategy,
+                                                              label=f"{tower.label}+map")
+        return dict(built[chosen, setting])
+
+    return sets, built
+
+
 def tree_fitter(variant: str, towers: str, net_rows: dict[str, dict[str, np.ndarray]]) -> TreeFitter:
     """The trees of ``variant``: on the tower drivers read from the site files (``tree_rows``), or, for ``map``,
     on the network's own store rows (the drivers a grid has) with the trees' usual trailing means."""
@@ -560,6 +616,15 @@ def table(results: dict) -> str:
         for f in results["folds"]:
             lines.append(f"| {f['outer']} | {f['chosen']} | {f['settings_chosen']} | "
                          + " | ".join(f"{f['settings_scores'][n]:.3f}" for n in names) + " |")
+    if any(f.get("drivers_chosen") for f in results["folds"]):
+        lines += ["", "Stage three, the driver set of the procedure and settings chosen above (same inner folds and "
+                  "criterion; `network` has no map-ready form, so no choice):", "",
+                  "| outer tower | procedure (settings) | driver set chosen | " + " | ".join(DRIVER_SETS) + " |",
+                  "|---|---|---|" + "---|" * len(DRIVER_SETS)]
+        for f in results["folds"]:
+            lines.append(f"| {f['outer']} | {f['chosen']} ({f['settings_chosen']}) | {f['drivers_chosen']} | "
+                         + " | ".join(f"{f['drivers_scores'][n]:.3f}" if n in f["drivers_scores"] else "-"
+                                      for n in DRIVER_SETS) + " |")
     final = results.get("choice_on_all")
     if final:
         lines.append("")
@@ -568,6 +633,9 @@ def table(results: dict) -> str:
         if final.get("settings_chosen"):
             lines[-1] += (f"; its settings: **{final['settings_chosen']}** (" + ", ".join(
                 f"{c} {v:.3f}" for c, v in final["settings_scores"].items()) + ")")
+        if final.get("drivers_chosen"):
+            lines[-1] += (f"; its driver set: **{final['drivers_chosen']}** (" + ", ".join(
+                f"{c} {v:.3f}" for c, v in final["drivers_scores"].items()) + ")")
     if results.get("variant") == "map":  # the tower variant's table is unchanged
         lines.insert(0, f"Variant map: {Path(results['config']).name}; trees on the same store's inputs and their "
                         "7- and 30-day trailing means.\n")
@@ -667,6 +735,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--settings", action="store_true",
                     help="choice mode: a second stage re-chooses the chosen procedure's LSTM size, epochs, "
                          "learning rate and descriptors (SETTINGS) on the same inner folds")
+    ap.add_argument("--driver-sets", action="store_true",
+                    help="choice mode with --settings: a third stage re-chooses the chosen procedure's driver set, "
+                         "the towers' own or the map-ready one (DRIVER_SETS), on the same inner folds")
     ap.add_argument("--outer", nargs="+", default=None, metavar="TOWER",
                     help="only these outer folds (a shard for a second process on the same --out; not the estimate)")
     args = ap.parse_args(argv)
@@ -702,6 +773,9 @@ def validate(args: argparse.Namespace) -> list[str]:
             raise XmwInputError(f"--choose: needs at least two different procedures, got {' '.join(args.choose)}")
     if args.settings and not args.choose:
         raise XmwInputError("--settings: re-chooses the settings of choice mode's pick; it needs --choose")
+    if args.driver_sets and not args.settings:
+        raise XmwInputError("--driver-sets: re-chooses the driver set of stage two's pick; it needs --choose and "
+                            "--settings")
     for f in args.fractions:
         if not 0.0 < f <= 1.0:
             raise XmwInputError(f"--fractions: {f:g} is not in (0, 1]")
@@ -757,12 +831,17 @@ def main(argv: list[str] | None = None) -> int:
             cfg_transfer = load_config(str(preset), transfer_base, require="transfer").resolved()
         cfg = load_config(str(preset), overrides, require="transfer").resolved()
         setting_cfgs: dict[tuple[str, str], ExperimentConfig] = {}
-        for name in args.choose if args.settings else []:  # every stage-two config checked before any work
+        map_cfgs: dict[tuple[str, str], ExperimentConfig] = {}
+        for name in args.choose if args.settings else []:  # every stage-two and -three config checked before any work
             base = overrides if name == NETWORK else transfer_base
             for setting, extra in SETTINGS.items():
                 if extra:
                     setting_cfgs[name, setting] = load_config(
                         str(preset), [*base, *setting_overrides(setting, epochs)], require="transfer").resolved()
+                if args.driver_sets and name != NETWORK:
+                    map_cfgs[name, setting] = load_config(
+                        str(preset), [*base, *setting_overrides(setting, epochs), *map_overrides(out)],
+                        require="transfer").resolved()
     except XmwInputError as exc:
         print(f"xmw: error: {exc}", file=sys.stderr)
         return 2
@@ -782,6 +861,12 @@ def main(argv: list[str] | None = None) -> int:
         prepare_stores(cfg_transfer, log)
         transfer_rows = store_rows(store_info(cfg_transfer.data.store, cfg_transfer.data.source))
         align(tree_fit.rows, transfer_rows)
+    map_rows = None
+    if map_cfgs:
+        prepare_stores(next(iter(map_cfgs.values())), log)  # every map-ready config shares these two stores
+        map_data = next(iter(map_cfgs.values())).data
+        map_rows = store_rows(store_info(map_data.store, map_data.source))
+        align(tree_fit.rows, map_rows)
     sites = sorted(net_rows)
     obs = {s: net_rows[s]["y"] for s in sites}
     common = {"smoke": smoke, "variant": args.variant, "towers": str(Path(args.towers).resolve()), "config": str(preset),
@@ -808,6 +893,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         nets = choice_networks(args.choose, cfg, net_rows, cfg_transfer, transfer_rows, out / "runs")
         variants, setting_nets = settings_variants(nets, setting_cfgs, out / "runs") if args.settings else (None, {})
+        drivers, driver_nets = (driver_variants(variants, map_cfgs, map_rows, out / "runs") if args.driver_sets
+                                else (None, {}))
         bases: dict[str, FitPredict] = {"trees": tree_fit, **nets}
         candidates = {n: {n: 1.0} for n in nets} if args.choose else CANDIDATES
         fixed = ("trees", *nets)
@@ -815,9 +902,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, outer in enumerate(outer_sites):
             log(f"outer fold {i + 1}/{len(outer_sites)}: {outer}")
             f = nested_fold(outer, sites, obs, bases, args.inner_folds, args.members, args.inner_members, log,
-                            candidates, fixed, variants)
+                            candidates, fixed, variants, drivers)
             log(f"  {outer}: chose {f.chosen} ({', '.join(f'{c} {v:.3f}' for c, v in f.scores.items())})"
-                + (f", settings {f.settings_chosen}" if f.settings_chosen else "") + f"; {f.seconds:.0f} s")
+                + (f", settings {f.settings_chosen}" if f.settings_chosen else "")
+                + (f", drivers {f.drivers_chosen}" if f.drivers_chosen else "") + f"; {f.seconds:.0f} s")
             folds.append(f)
         results = {**common, "candidates": candidates, "criterion": CRITERION, "inner_folds": args.inner_folds,
                    "inner_members": args.inner_members,
@@ -825,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
                    "procedures": score_procedures(folds, obs, fixed),
                    "folds": [{"outer": f.outer, "chosen": f.chosen, "scores": f.scores, "inner_folds": f.inner_folds,
                               "settings_chosen": f.settings_chosen, "settings_scores": f.settings_scores,
+                              "drivers_chosen": f.drivers_chosen, "drivers_scores": f.drivers_scores,
                               "q": f.q, "seconds": f.seconds} for f in folds]}
         if args.choose and not args.outer:
             # the procedure applied to every tower: what the preset deploys (no tower is scored here)
@@ -836,10 +925,18 @@ def main(argv: list[str] | None = None) -> int:
                 setting, _, setting_scores = settings_choice(sites, obs, variants(chosen), args.inner_folds,
                                                              args.inner_members, "all", log)
                 results["choice_on_all"].update(settings_chosen=setting, settings_scores=setting_scores)
+                if drivers is not None and len(sets := drivers(chosen, setting)) > 1:
+                    dset, _, dscores = settings_choice(sites, obs, sets, args.inner_folds, args.inner_members, "all",
+                                                       log)
+                    results["choice_on_all"].update(drivers_chosen=dset, drivers_scores=dscores)
+                elif drivers is not None:
+                    results["choice_on_all"].update(drivers_chosen="tower", drivers_scores={})
         results["settings"] = ({name: setting_overrides(name, cfg.optim.epochs) for name in SETTINGS}
                                if args.settings else None)
-        results["timing"] = timing([*nets.values(), *(n for v in setting_nets.values() for n in v.values()
-                                                      if n not in nets.values())], tree_fit)
+        fitters = [*nets.values(), *(n for v in setting_nets.values() for n in v.values())]
+        fitters += [n for v in driver_nets.values() for n in v.values()]
+        results["driver_sets"] = list(DRIVER_SETS) if args.driver_sets else None
+        results["timing"] = timing(list({id(n): n for n in fitters}.values()), tree_fit)
         name = "real_towers_choice" if args.choose else "real_towers_nested"
         md = table(results)
     results["seconds"] = time.perf_counter() - t0

@@ -361,3 +361,100 @@ def test_stage_two_reuses_stage_one_fits_and_gives_every_setting_its_own(tmp_pat
         labels |= {f.label for f in fitters.values()}
     assert len(labels) == 2 * len(nested.SETTINGS)
     assert variants("finetune")["hidden 8"] is built["finetune"]["hidden 8"]  # built once per procedure
+
+
+def biased_driver_sets(x: dict, obs: dict, map_factor: float | None) -> nested.DriverVariants:
+    """Stage-three stand-ins: ``tower`` is stage two's pick; ``map`` (absent when ``map_factor`` is None, like the
+    ``network`` procedure) the same least-squares slope scaled by ``map_factor``."""
+    variants = scaled_variants(x, obs, [])
+
+    def sets(chosen, setting):
+        out = {"tower": variants(chosen)[setting]}
+        if map_factor is not None:
+            def fit(train, test, members, name):
+                b = least_squares_slope(x, obs, train)
+                return {s: map_factor * b * x[s] for s in test}
+            out["map"] = fit
+        return out
+    return sets
+
+
+@pytest.mark.parametrize("map_factor, expected", [(1.0, "tower"), (0.8, "tower"), (None, "tower")])
+def test_driver_set_stage_chooses_on_the_training_towers_only(map_factor, expected):
+    """Stage three (--driver-sets): the driver set of stage two's pick, chosen on the same inner folds; the outer
+    tower's target moves nothing; ties go to the tower set (listed first); a procedure with one set has no choice
+    and keeps stage two's prediction and interval."""
+    x, obs = synthetic_towers(8, 2, seed=3)
+    sites = sorted(obs)
+    outer = sites[4]
+    candidates = {"network": {"network": 1.0}, "finetune": {"finetune": 1.0}}
+
+    def run(o):
+        slope, mean = stand_in_bases(x, o, []).values()
+        return nested.nested_fold(outer, sites, o, {"trees": mean, "network": mean, "finetune": slope}, k=3,
+                                  members=1, inner_members=1, candidates=candidates,
+                                  fixed=("trees", "network", "finetune"), variants=scaled_variants(x, o, []),
+                                  drivers=biased_driver_sets(x, o, map_factor))
+
+    clean = run(obs)
+    assert clean.drivers_chosen == expected
+    assert set(clean.drivers_scores) == (set() if map_factor is None else {"tower", "map"})
+    assert clean.candidate[nested.NESTED_DRIVERS] == f"finetune (preset, {expected} drivers)"
+    np.testing.assert_allclose(clean.pred[nested.NESTED_DRIVERS], clean.pred[nested.NESTED_SETTINGS])
+    assert clean.q[nested.NESTED_DRIVERS] == clean.q[nested.NESTED_SETTINGS]
+    poisoned_obs = dict(obs)
+    poisoned_obs[outer] = obs[outer] * 1e3 + 1e4
+    poisoned = run(poisoned_obs)
+    assert clean.drivers_scores == poisoned.drivers_scores and clean.q == poisoned.q
+    for proc in clean.pred:
+        np.testing.assert_array_equal(clean.pred[proc], poisoned.pred[proc])
+    scored = nested.score_procedures([clean], obs, ("trees", "network", "finetune"))
+    assert list(scored)[-3:] == [nested.NESTED, nested.NESTED_SETTINGS, nested.NESTED_DRIVERS]
+
+
+def test_driver_set_stage_picks_the_map_set_when_it_fits_better():
+    x, obs = synthetic_towers(8, 2, seed=5)
+    shrunk = {s: 0.5 * v for s, v in obs.items()}
+    sets = biased_driver_sets(x, obs, 0.5)("finetune", "preset")  # only "map" recovers the truth scored
+    chosen, oof, scores = nested.settings_choice(sorted(obs), shrunk, sets, 3, 1, "all")
+    assert chosen == "map" and scores["map"] > scores["tower"], scores
+
+
+def test_driver_sets_flag_needs_the_settings_stage(tmp_path, capsys):
+    assert nested.main(["--choose", "network", "finetune", "--driver-sets", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xmw: error: --driver-sets:") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_map_driver_set_is_the_same_procedure_on_its_own_stores(tmp_path):
+    """The ``map`` set of a stage-two config changes the prepared driver set and the two store folders, nothing
+    else; its fitter reuses none of the tower set's fits (a label of its own) and ``network`` has no map form."""
+    from xmw_ray.config import load_config
+
+    base = load_config(str(nested.PRESET), require="transfer")
+    tower_over = ["transfer.strategies=[finetune]", *nested.transfer_overrides(tmp_path, base.optim.epochs),
+                  *nested.setting_overrides("hidden 8", base.optim.epochs)]
+    tower = load_config(str(nested.PRESET), tower_over, require="transfer")
+    mapped = load_config(str(nested.PRESET), [*tower_over, *nested.map_overrides(tmp_path)], require="transfer")
+    assert tower.transfer.prepare.drivers == "tower" and mapped.transfer.prepare.drivers == "map"
+    assert {mapped.data.store, mapped.source.store}.isdisjoint({tower.data.store, tower.source.store})
+    assert mapped.model == tower.model and mapped.optim == tower.optim and mapped.pretraining() == tower.pretraining()
+
+    class Cfg:
+        pass
+
+    nets = {"finetune": nested.NetworkFitter(Cfg(), {}, tmp_path, "finetune"),
+            "network": nested.NetworkFitter(Cfg(), {}, tmp_path, label=nested.NETWORK)}
+    cfgs = {(p, s): Cfg() for p in nets for s in nested.SETTINGS if s != "preset"}
+    variants, _ = nested.settings_variants(nets, cfgs, tmp_path)
+    map_cfgs = {("finetune", s): Cfg() for s in nested.SETTINGS}
+    sets, built = nested.driver_variants(variants, map_cfgs, {}, tmp_path)
+    labels = set()
+    for s in nested.SETTINGS:
+        fitters = sets("finetune", s)
+        assert fitters["tower"] is variants("finetune")[s] and fitters["map"].strategy == "finetune"
+        labels |= {fitters["tower"].label, fitters["map"].label}
+    assert len(labels) == 2 * len(nested.SETTINGS)
+    assert set(sets("network", "hidden 8")) == {"tower"}
+    assert sets("finetune", "preset")["map"] is built["finetune", "preset"]["map"]
