@@ -190,26 +190,29 @@ def test_transfer_table_of_a_run_still_going_says_which_fractions_are_done():
     assert not whole.startswith("**Partial")
 
 
-#: What ``--choose network scratch finetune residual adversarial reweight --inner-folds 3 --settings`` chose on all
-#: 15 shared towers (``choice_on_all`` of the README's run): the procedure and its setting the preset deploys.
-CHOSEN_ON_ALL = ("finetune", "epochs 30")
+#: What ``--choose network scratch finetune residual adversarial reweight --inner-folds 3 --settings --driver-sets``
+#: chose on all 15 shared towers (``choice_on_all`` of the README's run): the procedure, its setting and its driver
+#: set, which the preset deploys.
+CHOSEN_ON_ALL = ("finetune", "epochs 30", "tower")
 
 
 def test_the_tower_preset_is_the_procedure_the_nested_choice_picked(tmp_path):
     """configs/experiments/fluxnet-real.yaml must train exactly what choice mode scored as ``finetune`` with the
-    ``epochs 30`` setting (the two-stage choice on all shared towers): the simdriver procedure turned into a
-    transfer experiment by transfer_overrides, then the setting. Only the run's name and where the stores live
-    may differ."""
+    ``epochs 30`` setting on the ``tower`` driver set (the three-stage choice on all shared towers): the simdriver
+    procedure turned into a transfer experiment by transfer_overrides, then the setting, and no map_overrides.
+    Only the run's name and where the stores live may differ."""
     from xmw_ray.config import load_config
 
     preset = load_config(str(nested.ROOT / "configs" / "experiments" / "fluxnet-real.yaml"), require="transfer")
     out = tmp_path / "bench"
-    strategy, setting = CHOSEN_ON_ALL
+    strategy, setting, drivers = CHOSEN_ON_ALL
     base_epochs = load_config(str(nested.PRESET), require="transfer").optim.epochs
     scored = load_config(str(nested.PRESET), [f"transfer.strategies=[{strategy}]",
                                               *nested.transfer_overrides(out, base_epochs),
-                                              *nested.setting_overrides(setting, base_epochs)],
+                                              *nested.setting_overrides(setting, base_epochs),
+                                              *(nested.map_overrides(out) if drivers == "map" else [])],
                          require="transfer")
+    assert preset.transfer.prepare.drivers == drivers
     assert preset.transfer.strategies == [strategy]
 
     def comparable(cfg) -> dict:

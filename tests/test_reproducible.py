@@ -1,6 +1,6 @@
 """The same training command with the same seed gives the same numbers: identical metrics every epoch and identical
 checkpoint weights, in Train's local mode and with two data-parallel workers (blocks in a fixed order, seeded local
-shuffles, seeded workers)."""
+shuffles, seeded workers), also when one worker's batch diverges and both skip it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_world import make_emission_store
+from train_world import diverging_objective, make_emission_store
 
 from xmw_ray.config import TrainConfig, validate
-from xmw_ray.models.checkpoint import MODEL_FILE
+from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model
 from xmw_ray.train.runner import TrainOutcome, run_training
 
 #: Wall-clock figures differ between runs by nature; every other logged number must not.
@@ -63,7 +63,14 @@ def test_same_seed_same_numbers_in_local_mode(ray_session, store, tmp_path) -> N
 
 @pytest.mark.slow
 def test_same_seed_same_numbers_with_two_workers(ray_session, store, tmp_path) -> None:
-    first = run_training(cfg(store, tmp_path / "a", "ddp", workers=2))
-    again = run_training(cfg(store, tmp_path / "b", "ddp", workers=2))
+    """Two data-parallel workers, twice; rank 0 alone diverges on its first batch of each epoch, so both workers
+    must skip that step together to stay in step (the suite's one 2-worker run of the plain training loop)."""
+    first = run_training(cfg(store, tmp_path / "a", "ddp", workers=2), objective=diverging_objective(0))
+    again = run_training(cfg(store, tmp_path / "b", "ddp", workers=2), objective=diverging_objective(0))
     assert len(first.history) == 2
+    assert [h["skipped_batches"] for h in first.history] == [1, 1]
     assert_same_run(first, again)
+    # the checkpoint holds the bare model (no DDP "module." prefix) and loads back
+    assert not any(key.startswith("module.") for key in numbers(first)[1])
+    model = load_checkpoint_model(first.best_checkpoint)
+    assert model.n_dynamic == numbers(first)[2]["n_dynamic"] > 0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_world import make_grid_store
+from train_world import diverging_objective, make_grid_store
 
 from xmw_ray.config import TrainConfig, load_config, validate
 from xmw_ray.errors import XmwInputError
@@ -58,30 +58,6 @@ def test_local_mode_training_learns_and_keeps_best(trained):
     assert (out.best_checkpoint / "model.pt").is_file()
     cfg = json.loads((out.best_checkpoint / "config.json").read_text())
     assert cfg["model"]["name"] == "lstm" and cfg["data"]["split"]["test_years"] == [2003, 2003]
-
-
-def diverging_objective(rank_to_diverge: int | None) -> Objective:
-    """The plain loss, except that the first batch of every epoch gives NaN on ``rank_to_diverge`` (None: all)."""
-    import ray.train
-    import torch
-
-    from xmw_ray.data import schema
-    from xmw_ray.train.losses import masked_mse
-
-    class DivergesOnce(Objective):  # defined here, so workers get it by value (tests/ is not on their path)
-        def __init__(self) -> None:
-            self.epochs_seen: set[int] = set()
-
-        def loss(self, model, bare, extras, batch, source, progress, epoch):
-            loss = masked_mse(model(batch[schema.DYNAMIC], batch[schema.STATIC]).float(), batch[schema.TARGET])
-            loss = loss / float(bare.target_std) ** 2
-            rank = ray.train.get_context().get_world_rank()
-            if epoch not in self.epochs_seen and rank_to_diverge in (None, rank):
-                self.epochs_seen.add(epoch)
-                return loss * torch.nan, {}
-            return loss, {}
-
-    return DivergesOnce()
 
 
 def test_diverged_batch_is_skipped_and_epochs_are_timed(ray_session, grid_store, tmp_path):
@@ -182,21 +158,6 @@ def test_cli_bad_config_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "none.yaml: config file not found" in proc.stderr
-
-
-@pytest.mark.slow
-def test_two_workers_data_parallel(ray_session, grid_store, tmp_path):
-    # rank 0 alone diverges on its first batch of each epoch: both workers skip that step and stay in step
-    out = run_training(make_cfg(grid_store, tmp_path, "ddp", resources__num_workers=2, optim__epochs=2),
-                       objective=diverging_objective(0))
-    assert len(out.history) == 2
-    assert [h["skipped_batches"] for h in out.history] == [1, 1]
-    assert (out.best_checkpoint / "model.pt").is_file()
-    # the checkpoint holds the bare model (no DDP "module." prefix) and loads back
-    from xmw_ray.models.checkpoint import load_checkpoint_model
-
-    model = load_checkpoint_model(out.best_checkpoint)
-    assert model.n_dynamic == 5
 
 
 def failing_objective(log: Path, fail_at: int) -> Objective:

@@ -14,6 +14,7 @@ from builders import write_tiny_extent, write_tiny_temmdm
 from xmw_ray.data import layout
 from xmw_ray.data.contract import days_to_slots
 from xmw_ray.data.grid_store import prepare_grid
+from xmw_ray.train.loop import Objective
 
 YEARS = (2000, 2001, 2002, 2003)
 
@@ -57,3 +58,27 @@ def make_emission_store(root: Path, years: tuple[int, ...] = (2000, 2001, 2002))
     write_tiny_temmdm(root / "src", years=years, seed=3, keep_arrays=False)
     prepare_grid(root / "src", root / "grid.zarr", cells_per_chunk=16)
     return root / "grid.zarr"
+
+
+def diverging_objective(rank_to_diverge: int | None) -> Objective:
+    """The plain loss, except that the first batch of every epoch gives NaN on ``rank_to_diverge`` (None: all)."""
+    import ray.train
+    import torch
+
+    from xmw_ray.data import schema
+    from xmw_ray.train.losses import masked_mse
+
+    class DivergesOnce(Objective):  # defined here, so workers get it by value (tests/ is not on their path)
+        def __init__(self) -> None:
+            self.epochs_seen: set[int] = set()
+
+        def loss(self, model, bare, extras, batch, source, progress, epoch):
+            loss = masked_mse(model(batch[schema.DYNAMIC], batch[schema.STATIC]).float(), batch[schema.TARGET])
+            loss = loss / float(bare.target_std) ** 2
+            rank = ray.train.get_context().get_world_rank()
+            if epoch not in self.epochs_seen and rank_to_diverge in (None, rank):
+                self.epochs_seen.add(epoch)
+                return loss * torch.nan, {}
+            return loss, {}
+
+    return DivergesOnce()
