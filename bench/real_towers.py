@@ -65,10 +65,11 @@ REPORTED = ("nse", "median_nse", "rmse", "kge", "n")
 
 
 # --- trees ---------------------------------------------------------------------------------------------------
-def tree_rows(towers: str) -> dict[str, dict[str, np.ndarray]]:
+def tree_rows(towers: str, windows: tuple[int, ...] = TREE_WINDOWS) -> dict[str, dict[str, np.ndarray]]:
     """``site → {"dynamic": (n_years, 365, D), "static": (n_years, 1), "y": (n_years, 365), "year": (n_years,)}``
     from the site files: the drivers, then their trailing means over the tower's continuous record (a window
-    reaches into the previous year), so the trees take no trailing means of their own (``trailing_windows=()``)."""
+    reaches into the previous year), so the trees take no trailing means of their own (``trailing_windows=()``).
+    ``windows=()``: the drivers and the season alone (issue #15's recipe for its strong trees)."""
     sources = find_site_sources(towers)
     metas = read_site_metadata(sources.meta_path)
     out = {}
@@ -80,7 +81,7 @@ def tree_rows(towers: str) -> dict[str, dict[str, np.ndarray]]:
                 for v in TREE_DRIVERS]
         pick = np.searchsorted(span, sy.years)
         feats = [c[pick] for c in cols]
-        feats += [trailing_mean(c.reshape(-1), w).reshape(c.shape)[pick] for c in cols for w in TREE_WINDOWS]
+        feats += [trailing_mean(c.reshape(-1), w).reshape(c.shape)[pick] for c in cols for w in windows]
         season = np.broadcast_to(season_features(metas[sy.site].lat), (n, DAYS_PER_YEAR, len(SEASON_VARS)))
         out[sy.site] = {"dynamic": np.concatenate([np.stack(feats, axis=-1), season], axis=-1), "static": np.full((n, 1), abs(metas[sy.site].lat)),
                         "y": sy.columns["FCH4"] * NMOL_PER_S_TO_MG_PER_DAY, "year": np.asarray(sy.years)}

@@ -7,7 +7,9 @@ Outer loop: leave-one-tower-out over the towers in ``--towers``; the outer tower
 Three procedures are scored in the same run, on the same outer towers and days:
 
 - **trees** (fixed, no choice): the project's ``GBTBaseline`` (max_iter=300, learning_rate=0.05) on the rows of
-  ``real_towers.tree_rows`` (the towers' drivers, their trailing means, the solar season, |latitude|);
+  ``real_towers.tree_rows`` (the towers' drivers, their trailing means, the solar season, |latitude|); in choice
+  mode also **trees without trailing means** (``PLAIN_TREES``: the drivers, the solar season and |latitude| only,
+  issue #15's own recipe for its strong trees), beside them;
 - **network** (fixed, no choice): ``fluxnet-real-simdriver.yaml``'s model, optimiser, epochs and driver set (the
   process model's flux as the SIM_FCH4 driver; the ``fluxnet-real`` preset until choice mode picked ``finetune``;
   its Site store, prepared by its own ``prepare`` section under ``<out>``), an ensemble of ``--members`` seeds;
@@ -168,6 +170,9 @@ SETTINGS: dict[str, tuple[str, ...]] = {
 #: no map-ready form (its SIM_FCH4 driver is not a Grid-store slot), so it keeps the tower set with no choice.
 #: Declared before any stage-three score existed.
 DRIVER_SETS = ("tower", "map")
+#: Choice mode's second tree procedure: issue #15's recipe for its strong trees (the same trees on the drivers, the
+#: solar season and |latitude|, without the trailing means ``trees`` adds), scored beside the others, never chosen.
+PLAIN_TREES = "trees without trailing means"
 #: The procedures scored on the outer towers: the two fixed ones, and the nested choice.
 NETWORK = "network"
 FIXED_PROCEDURES = ("trees", NETWORK)
@@ -892,12 +897,16 @@ def main(argv: list[str] | None = None) -> int:
         name, md = "real_towers_transfer", transfer_table(results)
     else:
         nets = choice_networks(args.choose, cfg, net_rows, cfg_transfer, transfer_rows, out / "runs")
+        extra_trees: dict[str, FitPredict] = {}
+        if args.choose:
+            extra_trees[PLAIN_TREES] = TreeFitter(tree_rows(args.towers, windows=()))
+            align(extra_trees[PLAIN_TREES].rows, net_rows)
         variants, setting_nets = settings_variants(nets, setting_cfgs, out / "runs") if args.settings else (None, {})
         drivers, driver_nets = (driver_variants(variants, map_cfgs, map_rows, out / "runs") if args.driver_sets
                                 else (None, {}))
-        bases: dict[str, FitPredict] = {"trees": tree_fit, **nets}
+        bases: dict[str, FitPredict] = {"trees": tree_fit, **extra_trees, **nets}
         candidates = {n: {n: 1.0} for n in nets} if args.choose else CANDIDATES
-        fixed = ("trees", *nets)
+        fixed = ("trees", *extra_trees, *nets)
         folds = []
         for i, outer in enumerate(outer_sites):
             log(f"outer fold {i + 1}/{len(outer_sites)}: {outer}")

@@ -461,3 +461,22 @@ def test_map_driver_set_is_the_same_procedure_on_its_own_stores(tmp_path):
     assert len(labels) == 2 * len(nested.SETTINGS)
     assert set(sets("network", "hidden 8")) == {"tower"}
     assert sets("finetune", "preset")["map"] is built["finetune", "preset"]["map"]
+
+
+def test_the_issues_strong_trees_recipe_is_the_drivers_and_season_without_trailing_means(fluxnet_dir):
+    """Choice mode scores two tree procedures: ``trees`` (drivers, their 7- and 30-day trailing means, season) and
+    ``PLAIN_TREES`` (issue #15's recipe: drivers and season only) on the same tower-years and target."""
+    from real_towers import TREE_DRIVERS, TREE_WINDOWS
+
+    from xmw_ray.data.solar import SEASON_VARS
+
+    full = nested.tree_rows(str(fluxnet_dir))
+    plain = nested.tree_rows(str(fluxnet_dir), windows=())
+    assert sorted(full) == sorted(plain)
+    for site in full:
+        d = len(TREE_DRIVERS)
+        assert plain[site]["dynamic"].shape[-1] == d + len(SEASON_VARS)
+        assert full[site]["dynamic"].shape[-1] == d * (1 + len(TREE_WINDOWS)) + len(SEASON_VARS)
+        np.testing.assert_array_equal(full[site]["dynamic"][..., :d], plain[site]["dynamic"][..., :d])
+        np.testing.assert_array_equal(full[site]["dynamic"][..., -len(SEASON_VARS):], plain[site]["dynamic"][..., d:])
+        np.testing.assert_array_equal(full[site]["y"], plain[site]["y"])
