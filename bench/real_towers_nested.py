@@ -4,7 +4,7 @@ Why: ``bench/real_towers.py`` scores a preset whose configuration was chosen on 
 Here every choice is made inside the training towers, so the outer score estimates skill on a new tower.
 
 Outer loop: leave-one-tower-out over the towers in ``--towers``; the outer tower's target is used once, to score.
-Three procedures are scored in the same run, on the same outer towers and days:
+These procedures are scored in the same run, on the same outer towers and days:
 
 - **trees** (fixed, no choice): the project's ``GBTBaseline`` (max_iter=300, learning_rate=0.05) on the rows of
   ``real_towers.tree_rows`` (the towers' drivers, their trailing means, the solar season, |latitude|); in choice
