@@ -15,16 +15,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from builders import write_tiny_temmdm
+from fresh_python import RAY_CHATTER, RAY_LOG_LINE
 from train_world import make_grid_store
 
 from xmw_ray import console
 from xmw_ray.infer.commands import budget_lines
 from xmw_ray.train.progress import epoch_line
-
-#: A line Ray's own Python logging writes (``2026-11-26 03:55:11,202	WARNING authentication_token_setup.py:85 --``).
-RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING|ERROR)\s+\S+:\d+ -- ", re.M)
-#: Other chatter Ray prints on a driver's terminal: raylet warnings, Tune's tables, C++ log lines, tracebacks.
-RAY_CHATTER = re.compile(r"\(raylet\)|Trial status:|Unhandled error|Traceback|^\[\d{4}-\d\d-\d\d [\d:,]+ [EWI] ", re.M)
 
 
 def _xmw(*argv: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -150,7 +146,8 @@ def test_a_refusal_after_ray_started_leaves_no_log(tmp_path, capsys):
 @pytest.mark.slow
 def test_ray_output_goes_to_the_run_folder_log_unless_verbose(tmp_path):
     """``xmw train`` in a fresh process (it starts its own Ray): the terminal shows the log's path, the epochs and
-    the result, and nothing of Ray's; the log holds Ray's lines. ``xmw evaluate -v`` shows Ray's output again."""
+    the result, and nothing of Ray's; the log holds Ray's lines. (``xmw evaluate -v`` showing Ray's output again:
+    ``tests/test_train.py::test_evaluate_in_fresh_process``, which starts the one other fresh Ray.)"""
     store = make_grid_store(tmp_path / "world")
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({
@@ -170,12 +167,6 @@ def test_ray_output_goes_to_the_run_folder_log_unless_verbose(tmp_path):
     assert re.findall(r"^  quiet: (\d)/2 epochs, val NSE ", proc.stderr, re.M) == ["1", "2"]
     assert len(proc.stderr.splitlines()) <= 5 and proc.stdout.count("\n") == 2
     assert RAY_LOG_LINE.search(log.read_text()), log.read_text()[-2000:]
-
-    best = tmp_path / "runs" / "quiet" / "best"
-    loud = _xmw("evaluate", "--checkpoint", str(best), "--store", str(store), "--json", "-v", cwd=tmp_path)
-    assert loud.returncode == 0, loud.stderr[-3000:]
-    assert RAY_LOG_LINE.search(loud.stderr), loud.stderr  # Ray's own lines, here on the terminal
-    assert "Ray's own output" not in loud.stderr and not (best.parent / f"evaluate-{console.RAY_LOG}").exists()
 
 
 def test_refused_command_leaves_no_log(tmp_path):

@@ -1,5 +1,5 @@
 """Ray Train: local-mode training learns, resumes, evaluates; a diverged batch is skipped on every worker together;
-a real 2-worker run; a worker failure recovered from its checkpoint; the resource check fails fast; configs reject
+a worker failure recovered from its checkpoint; the resource check fails fast; configs reject
 bad keys."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fresh_python import RAY_LOG_LINE
 from train_world import diverging_objective, make_grid_store
 
+from xmw_ray import console
 from xmw_ray.config import TrainConfig, load_config, validate
 from xmw_ray.errors import XmwInputError
 from xmw_ray.train.loop import Objective, skip_everywhere, training_progress
@@ -109,10 +111,15 @@ def test_rerun_with_same_name_resumes(ray_session, grid_store, tmp_path):
 
 
 def test_evaluate_in_fresh_process(trained, grid_store, tmp_path):
+    """``xmw evaluate`` in a new process (it starts its own Ray) scores the checkpoint as trained; with ``-v`` Ray's
+    own lines reach the terminal instead of a log file beside the checkpoint, and stdout stays the JSON report."""
     proc = subprocess.run([sys.executable, "-m", "xmw_ray.cli", "evaluate", "--checkpoint", str(trained.best_checkpoint),
-                           "--store", str(grid_store), "--split", "test", "--json"],
+                           "--store", str(grid_store), "--split", "test", "--json", "-v"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert RAY_LOG_LINE.search(proc.stderr), proc.stderr[-2000:]  # Ray's own lines, here on the terminal
+    assert "Ray's own output" not in proc.stderr
+    assert not (trained.best_checkpoint.parent / f"evaluate-{console.RAY_LOG}").exists()
     report = json.loads(proc.stdout)
     assert set(report) >= {"pooled", "median", "per_entity"}
     assert set(report["pooled"]) == {"nse", "rmse", "nrmse", "pearson_r2", "kge", "bias", "n"}
