@@ -78,31 +78,6 @@ def test_run_without_validation_trains_every_epoch_and_checkpoints_sparsely(ray_
     assert (out.best_checkpoint / "model.pt").is_file()
 
 
-def test_run_on_a_worker_without_validation_keeps_the_final_epoch(ray_session, tmp_path):
-    """On a Ray Train worker (not local mode) with no validation part, every kept checkpoint scores NaN: the
-    run's ``best`` is the final epoch's, as in local mode, not the older of the kept checkpoints."""
-    import json
-
-    from train_world import make_grid_store
-
-    from xmw_ray.config import TrainConfig
-    from xmw_ray.models.checkpoint import METRICS_FILE
-    from xmw_ray.train.runner import run_training
-
-    store = make_grid_store(tmp_path / "world")
-    cfg = TrainConfig.model_validate({
-        "data": {"source": "grid", "store": str(store), "batch_size": 64,
-                 "split": {"kind": "temporal", "train_years": [2000, 2000], "test_years": [2002, 2002],
-                           "val_fraction": 0.0}},
-        "model": {"name": "lstm", "params": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0}},
-        "optim": {"lr": 0.01, "epochs": 3, "scheduler": "none"},
-        "resources": {"num_workers": 1, "cpus_per_worker": 1},
-        "run": {"name": "noval-worker", "output_dir": str(tmp_path / "runs"), "keep_checkpoints": 2}})
-    out = run_training(cfg)
-    assert [h["epoch"] for h in out.history] == [0, 1, 2]
-    assert json.loads((out.best_checkpoint / METRICS_FILE).read_text())["epoch"] == 2
-
-
 def test_a_small_validation_part_is_decoded_once_and_scores_the_same_samples(ray_session, tmp_path, monkeypatch):
     from train_world import make_grid_store
 
