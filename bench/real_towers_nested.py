@@ -321,14 +321,13 @@ def nested_fold(outer: str, sites: list[str], obs: Predictions, bases: dict[str,
         result.q[NESTED_SETTINGS] = conformal_quantile(conformal_scores(voof[setting], train_obs))
         if drivers is not None:
             driver_sets = drivers(chosen, setting)
-            dset, doof, result.drivers_scores = (
-                settings_choice(training, obs, driver_sets, k, inner_members, outer, log) if len(driver_sets) > 1
-                else (next(iter(driver_sets)), {next(iter(driver_sets)): voof[setting]}, {}))
+            dset, doof, result.drivers_scores = driver_set_choice(training, obs, driver_sets, k, inner_members, outer,
+                                                                  log)
             result.drivers_chosen = dset
             result.candidate[NESTED_DRIVERS] = f"{chosen} ({setting}, {dset} drivers)"
             result.pred[NESTED_DRIVERS] = (result.pred[NESTED_SETTINGS] if driver_sets[dset] is settings[setting]
                                            else driver_sets[dset](training, [outer], members, f"{outer}-loto")[outer])
-            result.q[NESTED_DRIVERS] = conformal_quantile(conformal_scores(doof[dset], train_obs))
+            result.q[NESTED_DRIVERS] = conformal_quantile(conformal_scores(doof.get(dset, voof[setting]), train_obs))
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -341,6 +340,16 @@ def settings_choice(training: list[str], obs: Predictions, settings: dict[str, F
     _, oof, scores, chosen = inner_choice(training, obs, settings, k, inner_members, prefix,
                                           {name: {name: 1.0} for name in settings}, log)
     return chosen, oof, scores
+
+
+def driver_set_choice(training: list[str], obs: Predictions, sets: dict[str, FitPredict], k: int,
+                      inner_members: int, prefix: str, log: Callable[[str], None] = lambda m: None,
+                      ) -> tuple[str, dict[str, Predictions], dict[str, float]]:
+    """Stage three: the driver set chosen like stage two's settings; a procedure with one set (``network``) has no
+    choice: that set, no OOF predictions (stage two's stand) and no scores."""
+    if len(sets) == 1:
+        return next(iter(sets)), {}, {}
+    return settings_choice(training, obs, sets, k, inner_members, prefix, log)
 
 
 # --- scores on the outer towers ------------------------------------------------------------------------------
@@ -934,12 +943,10 @@ def main(argv: list[str] | None = None) -> int:
                 setting, _, setting_scores = settings_choice(sites, obs, variants(chosen), args.inner_folds,
                                                              args.inner_members, "all", log)
                 results["choice_on_all"].update(settings_chosen=setting, settings_scores=setting_scores)
-                if drivers is not None and len(sets := drivers(chosen, setting)) > 1:
-                    dset, _, dscores = settings_choice(sites, obs, sets, args.inner_folds, args.inner_members, "all",
-                                                       log)
+                if drivers is not None:
+                    dset, _, dscores = driver_set_choice(sites, obs, drivers(chosen, setting), args.inner_folds,
+                                                         args.inner_members, "all", log)
                     results["choice_on_all"].update(drivers_chosen=dset, drivers_scores=dscores)
-                elif drivers is not None:
-                    results["choice_on_all"].update(drivers_chosen="tower", drivers_scores={})
         results["settings"] = ({name: setting_overrides(name, cfg.optim.epochs) for name in SETTINGS}
                                if args.settings else None)
         fitters = [*nets.values(), *(n for v in setting_nets.values() for n in v.values())]

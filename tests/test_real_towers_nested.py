@@ -57,8 +57,7 @@ def test_outer_target_never_used_for_fits_scores_choice_or_quantiles():
     outer = sites[3]
     calls: list = []
     clean = nested.nested_fold(outer, sites, obs, stand_in_bases(x, obs, calls), k=3, members=1, inner_members=1)
-    poisoned_obs = dict(obs)
-    poisoned_obs[outer] = obs[outer] * 1e3 + 1e4  # a leak anywhere would move a fit, a score or a quantile
+    poisoned_obs = poison(obs, outer)
     poisoned = nested.nested_fold(outer, sites, poisoned_obs, stand_in_bases(x, poisoned_obs, []), k=3, members=1,
                                   inner_members=1)
     assert clean.scores == poisoned.scores
@@ -253,35 +252,47 @@ def test_choice_mode_chooses_among_whole_procedures_and_scores_each_alone():
     assert chosen == "finetune" and set(scores) == set(candidates)
 
 
+def scaled_slope(x: dict, obs: dict, factor: float) -> nested.FitPredict:
+    """A stand-in base model: the least-squares slope of the training towers, scaled by ``factor``."""
+    def fit(train, test, members, name):
+        b = least_squares_slope(x, obs, train)
+        return {s: factor * b * x[s] for s in test}
+    return fit
+
+
 def scaled_variants(x: dict, obs: dict, calls: list) -> nested.Variants:
     """Stage-two stand-ins: the chosen procedure's least-squares slope scaled by a "setting" (1 is the preset)."""
     def variants(chosen):
         calls.append(chosen)
-
-        def scaled(factor):
-            def fit(train, test, members, name):
-                b = least_squares_slope(x, obs, train)
-                return {s: factor * b * x[s] for s in test}
-            return fit
-        return {"preset": scaled(1.0), "half": scaled(0.5), "double": scaled(2.0)}
+        return {"preset": scaled_slope(x, obs, 1.0), "half": scaled_slope(x, obs, 0.5),
+                "double": scaled_slope(x, obs, 2.0)}
     return variants
+
+
+def staged_fold(x: dict, obs: dict, outer: str, **stages) -> nested.FoldResult:
+    """One outer fold of choice mode on stand-ins: stage one between ``network`` (the mean) and ``finetune`` (the
+    slope), the trees (the mean) beside them; ``stages``: the later stages' factories (``variants``, ``drivers``)."""
+    slope, mean = stand_in_bases(x, obs, []).values()
+    return nested.nested_fold(outer, sorted(obs), obs, {"trees": mean, "network": mean, "finetune": slope}, k=3,
+                              members=1, inner_members=1,
+                              candidates={"network": {"network": 1.0}, "finetune": {"finetune": 1.0}},
+                              fixed=("trees", "network", "finetune"), **stages)
+
+
+def poison(obs: dict, outer: str) -> dict:
+    """``obs`` with the outer tower's target moved far off: a leak anywhere would move a fit, score or quantile."""
+    return {**obs, outer: obs[outer] * 1e3 + 1e4}
 
 
 def test_settings_stage_chooses_on_the_training_towers_only():
     """Stage two (--settings) re-chooses the chosen procedure's settings on the same inner folds: the outer
     tower's target moves no score, choice, quantile or prediction; the factory gets stage one's pick."""
     x, obs = synthetic_towers(8, 2, seed=3)
-    sites = sorted(obs)
-    outer = sites[2]
-    candidates = {"network": {"network": 1.0}, "finetune": {"finetune": 1.0}}
+    outer = sorted(obs)[2]
 
     def run(o):
-        slope, mean = stand_in_bases(x, o, []).values()
         picked: list = []
-        fold = nested.nested_fold(outer, sites, o, {"trees": mean, "network": mean, "finetune": slope}, k=3,
-                                  members=1, inner_members=1, candidates=candidates,
-                                  fixed=("trees", "network", "finetune"), variants=scaled_variants(x, o, picked))
-        return fold, picked
+        return staged_fold(x, o, outer, variants=scaled_variants(x, o, picked)), picked
 
     clean, picked = run(obs)
     assert picked == ["finetune"] and clean.chosen == "finetune"
@@ -289,9 +300,7 @@ def test_settings_stage_chooses_on_the_training_towers_only():
     assert set(clean.settings_scores) == {"preset", "half", "double"}
     assert clean.candidate[nested.NESTED_SETTINGS] == "finetune (preset)"
     np.testing.assert_allclose(clean.pred[nested.NESTED_SETTINGS], clean.pred["finetune"])
-    poisoned_obs = dict(obs)
-    poisoned_obs[outer] = obs[outer] * 1e3 + 1e4
-    poisoned, _ = run(poisoned_obs)
+    poisoned, _ = run(poison(obs, outer))
     assert clean.settings_scores == poisoned.settings_scores and clean.q == poisoned.q
     for proc in clean.pred:
         np.testing.assert_array_equal(clean.pred[proc], poisoned.pred[proc])
@@ -372,13 +381,8 @@ def biased_driver_sets(x: dict, obs: dict, map_factor: float | None) -> nested.D
     variants = scaled_variants(x, obs, [])
 
     def sets(chosen, setting):
-        out = {"tower": variants(chosen)[setting]}
-        if map_factor is not None:
-            def fit(train, test, members, name):
-                b = least_squares_slope(x, obs, train)
-                return {s: map_factor * b * x[s] for s in test}
-            out["map"] = fit
-        return out
+        tower = {"tower": variants(chosen)[setting]}
+        return tower if map_factor is None else {**tower, "map": scaled_slope(x, obs, map_factor)}
     return sets
 
 
@@ -388,16 +392,10 @@ def test_driver_set_stage_chooses_on_the_training_towers_only(map_factor, expect
     tower's target moves nothing; ties go to the tower set (listed first); a procedure with one set has no choice
     and keeps stage two's prediction and interval."""
     x, obs = synthetic_towers(8, 2, seed=3)
-    sites = sorted(obs)
-    outer = sites[4]
-    candidates = {"network": {"network": 1.0}, "finetune": {"finetune": 1.0}}
+    outer = sorted(obs)[4]
 
     def run(o):
-        slope, mean = stand_in_bases(x, o, []).values()
-        return nested.nested_fold(outer, sites, o, {"trees": mean, "network": mean, "finetune": slope}, k=3,
-                                  members=1, inner_members=1, candidates=candidates,
-                                  fixed=("trees", "network", "finetune"), variants=scaled_variants(x, o, []),
-                                  drivers=biased_driver_sets(x, o, map_factor))
+        return staged_fold(x, o, outer, variants=scaled_variants(x, o, []), drivers=biased_driver_sets(x, o, map_factor))
 
     clean = run(obs)
     assert clean.drivers_chosen == expected
@@ -405,9 +403,7 @@ def test_driver_set_stage_chooses_on_the_training_towers_only(map_factor, expect
     assert clean.candidate[nested.NESTED_DRIVERS] == f"finetune (preset, {expected} drivers)"
     np.testing.assert_allclose(clean.pred[nested.NESTED_DRIVERS], clean.pred[nested.NESTED_SETTINGS])
     assert clean.q[nested.NESTED_DRIVERS] == clean.q[nested.NESTED_SETTINGS]
-    poisoned_obs = dict(obs)
-    poisoned_obs[outer] = obs[outer] * 1e3 + 1e4
-    poisoned = run(poisoned_obs)
+    poisoned = run(poison(obs, outer))
     assert clean.drivers_scores == poisoned.drivers_scores and clean.q == poisoned.q
     for proc in clean.pred:
         np.testing.assert_array_equal(clean.pred[proc], poisoned.pred[proc])
