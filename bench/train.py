@@ -123,9 +123,9 @@ def plain_loop(cfg, threads: int, epochs: int, use_gpu: bool = False) -> tuple[f
 
 
 def ray_train(store: Path, hidden: int, epochs: int, workers: int, cpus: float,
-              use_gpu: bool = False, **data: object) -> tuple[float, float, dict]:
-    """(training-step samples/s of the fastest epoch among 2..E from the loop's metrics, whole-epoch samples/s, a
-    profile of the E-epoch run: each epoch's training-step samples/s and the CPU seconds by process role)."""
+              use_gpu: bool = False, **data: object) -> tuple[float, float | None, dict]:
+    """(training-step samples/s of the fastest epoch among 2..E from the loop's metrics, whole-epoch samples/s or
+    None where the E-epoch run was not at least 0.5 s longer than the 1-epoch run, a profile of the E-epoch run: each epoch's training-step samples/s and the CPU seconds by process role)."""
     from measure import CpuByRole  # bench/ is on the path when run as a script
 
     from xmw_ray.train.runner import run_training
@@ -140,7 +140,23 @@ def ray_train(store: Path, hidden: int, epochs: int, workers: int, cpus: float,
     per_epoch = [h["train_samples"] / h["train_seconds"] for h in out.history]
     profile = {"epoch_samples_s": [round(x, 1) for x in per_epoch], "run_wall_s": round(cpu.wall, 1),
                "cpu_s_by_role": {k: round(v, 1) for k, v in sorted(cpu.by_role.items(), key=lambda kv: -kv[1])}}
-    return max(per_epoch[1:]), out.history[-1]["train_samples"] * (epochs - 1) / (many - one), profile
+    profile["one_epoch_run_s"], profile["many_epoch_run_s"] = round(one, 2), round(many, 2)
+    return max(per_epoch[1:]), whole_epoch_rate(out.history[-1]["train_samples"], epochs, one, many), profile
+
+
+def whole_epoch_rate(samples: int, epochs: int, one_epoch_run_s: float, many_epoch_run_s: float,
+                     min_difference_s: float = 0.5) -> float | None:
+    """Samples/s of whole epochs (training, validation, checkpoint, report): ``epochs - 1`` epochs over the
+    difference of an ``epochs``-epoch run and a 1-epoch run, so that start-up cancels. None where that difference is
+    under ``min_difference_s``: with short epochs (0.3 s on a GPU) start-up varies by more than ``epochs - 1`` of
+    them and the difference says nothing (it came out negative on an H200)."""
+    extra = many_epoch_run_s - one_epoch_run_s
+    return samples * (epochs - 1) / extra if extra >= min_difference_s else None
+
+
+def rounded(x: float | None, digits: int) -> float | None:
+    """``round`` that passes None (a figure that could not be measured) through."""
+    return None if x is None else round(x, digits)
 
 
 def ingest(cfg) -> float:
@@ -277,8 +293,9 @@ def main() -> None:
         one, one_epoch, profile = ray_train(store, args.hidden, args.epochs, 1, args.threads, args.use_gpu, **data)
         runs.append({"plain_samples_s": round(plain_sps, 1), "ray_train_1w_samples_s": round(one, 1),
                      "ratio_ray_vs_plain": round(one / plain_sps, 3),
-                     "ray_train_1w_whole_epoch_samples_s": round(one_epoch, 1),
-                     "ratio_whole_epoch_vs_plain": round(one_epoch / plain_sps, 3), "profile": profile})
+                     "ray_train_1w_whole_epoch_samples_s": rounded(one_epoch, 1),
+                     "ratio_whole_epoch_vs_plain": rounded(one_epoch and one_epoch / plain_sps, 3),
+                     "profile": profile})
         print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
         roles = profile["cpu_s_by_role"]
         cores = usable_cores()
@@ -294,8 +311,9 @@ def main() -> None:
         if not args.use_gpu:  # one GPU here: two GPU workers would need two
             two, two_epoch, _ = ray_train(store, args.hidden, args.epochs, 2, 1, **data)
             out.update({"ray_train_2w_samples_s": round(two, 1), "speedup_2w_vs_1w": round(two / one, 3),
-                        "ray_train_2w_whole_epoch_samples_s": round(two_epoch, 1),
-                        "speedup_2w_vs_1w_whole_epoch": round(two_epoch / one_epoch, 3)})
+                        "ray_train_2w_whole_epoch_samples_s": rounded(two_epoch, 1),
+                        "speedup_2w_vs_1w_whole_epoch": rounded(two_epoch and one_epoch and two_epoch / one_epoch,
+                                                                3)})
     print(json.dumps(out, indent=1))
     ratios = sorted(r["ratio_ray_vs_plain"] for r in runs)
     print(f"Ray Train/plain training steps: min {ratios[0]:.2f}, median {float(np.median(ratios)):.2f}, "

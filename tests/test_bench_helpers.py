@@ -17,6 +17,7 @@ sys.path.insert(0, str(BENCH))
 from fresh_python import run_fresh_python  # noqa: E402
 from measure import PeakRSS, linear_fit, role_rises  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
+from train import whole_epoch_rate  # noqa: E402
 
 
 def test_linear_fit_recovers_a_line_and_says_how_well():
@@ -94,6 +95,14 @@ def test_role_rises_count_each_process_from_its_own_start_not_its_roles():
     now = {1: ("ray::FluxWorker", 340.0), 2: ("driver", 510.0), 3: ("ray::IDLE", 200.0)}
     assert role_rises(start, now) == {"ray::FluxWorker": 40.0, "driver": 10.0, "ray::IDLE": 200.0}
 
+
+
+def test_whole_epoch_rate_cancels_start_up_and_refuses_a_difference_lost_in_its_noise():
+    # 5 more epochs of 1,000 samples took 10 s more than the 1-epoch run: 500 samples/s.
+    assert whole_epoch_rate(1000, 6, 20.0, 30.0) == pytest.approx(500.0)
+    # On an H200 the 6-epoch run once took less wall time than the 1-epoch run: that is no throughput figure.
+    assert whole_epoch_rate(4560, 6, 26.4, 25.7) is None
+    assert whole_epoch_rate(4560, 6, 25.0, 25.3) is None
 
 
 def test_sizes_are_parsed_and_refused_in_one_line():
