@@ -8,6 +8,7 @@
 # infer:  bench/infer.py --use-gpu --years 4 (plain GPU loop against xmw infer with one GPU actor; 1 deg and 0.5 deg)
 # train:  bench/train.py --use-gpu --runs 3 --epochs 6 (plain GPU loop against one Ray Train GPU worker)
 # train-mem, train-b512: one run each with the worker's shard kept on the GPU (data.in_memory), and with batch 512
+# infer-startup: bench/infer.py --use-gpu --startup-profile (where the inference start-up goes, 3 runs)
 #
 # Packages: where the machine's Python lacks Ray and the rest, a tarball of them built for it (.gpu/site.txz, made by
 # bench/gpu_site.sh, unpacked once into $XMW_GPU_SITE) goes first on PYTHONPATH. Each step has its own time limit so that one slow
@@ -37,9 +38,10 @@ for step in "${steps[@]}"; do
     models) timeout 90 $PY bench/models.py --device cuda --batch 256 --rounds 3 2>&1 | tee "$OUT/models.log" ;;
     infer)  timeout 300 $PY bench/infer.py --use-gpu --years 4 2>&1 | grep -v "^\s*warnings.warn\|Warning:" | tee "$OUT/infer.log" ;;
     train)  timeout 420 $PY bench/train.py --use-gpu --runs 3 --epochs 6 2>&1 | grep -v "^\s*warnings.warn\|Warning:" | tee "$OUT/train.log" ;;
+    infer-startup) timeout 200 $PY bench/infer.py --use-gpu --startup-profile --years 2 2>&1 | grep -v "^\s*warnings.warn\|Warning:" | tee "$OUT/infer-startup.log" ;;
     train-mem)  timeout 200 $PY bench/train.py --use-gpu --runs 1 --epochs 6 --in-memory --no-extras 2>&1 | grep -v "^\s*warnings.warn\|Warning:" | tee "$OUT/train-mem.log" ;;
     train-b512) timeout 200 $PY bench/train.py --use-gpu --runs 1 --epochs 6 --batch-size 512 --no-extras 2>&1 | grep -v "^\s*warnings.warn\|Warning:" | tee "$OUT/train-b512.log" ;;
-    *) echo "unknown step $step (paths, models, infer, train, train-mem, train-b512)"; exit 2 ;;
+    *) echo "unknown step $step (paths, models, infer, infer-startup, train, train-mem, train-b512)"; exit 2 ;;
   esac
   echo "=== $step rc=${PIPESTATUS[0]} $(( $(date +%s) - t0 )) s"
 done

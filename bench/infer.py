@@ -22,8 +22,15 @@ Ends with ``infer/plain throughput at 10 years: R`` (cell-days/s of ``xmw infer`
 With ``--use-gpu`` both sides run the model on the one CUDA device (float32, as the ``--use-gpu`` actors do), with
 one actor; ``--years N`` shortens the long run (the last line then names N).
 
+``--startup-profile`` (a profile, instead of the above): where the fixed start-up goes, three times in one Ray
+instance. The driver's side from one 1-year ``run_inference`` (set-up until its ``on_start`` call: checkpoint load
+and hash, store open, map store created; then actors and the year until its commit; then figures and budget), and
+an actor built like ``FluxWorker`` that times its own steps (process start until its constructor runs, thread
+sizing, CUDA initialisation, checkpoint hash and model load onto the device, store open, the first and a second
+unit of cells).
+
 Run: ``.venv/bin/python bench/infer.py [--land 0.3 --wetland 0.5] [--batch-size 2048] [--actors N] [--no-half]
-[--use-gpu] [--years 10]``.
+[--use-gpu] [--years 10] [--startup-profile]``.
 """
 
 from __future__ import annotations
@@ -138,6 +145,83 @@ def pipeline(store_path: Path, ckpt: Path, years: tuple[int, int], batch_size: i
     return marks, total, mem
 
 
+class StartupProbe:
+    """``FluxWorker``'s constructor and first units, each step timed (``time.time``: the driver's clock, one
+    machine). Wrapped with ``ray.remote`` like the inference actors (1 CPU, 1 GPU with ``use_gpu``)."""
+
+    def __init__(self, created_at: float, checkpoint: str, grid: str, use_gpu: bool, batch_size: int):
+        import torch
+
+        from xmw_ray.data.grid_store import GridStore
+        from xmw_ray.data.tower_features import file_sha256
+        from xmw_ray.infer.predictor import inference_device
+        from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model
+        from xmw_ray.train.resources import use_assigned_cpus
+
+        marks = [("process start and imports", time.time() - created_at)]
+
+        def step(name: str, fn):
+            t = time.time()
+            out = fn()
+            marks.append((name, time.time() - t))
+            return out
+
+        step("thread sizing", use_assigned_cpus)
+        self.device = step("device (CUDA initialisation)", lambda: inference_device(use_gpu))
+        if use_gpu:
+            step("first tensor on the device", lambda: torch.zeros(1, device=self.device).sum().item())
+        step("checkpoint hash", lambda: file_sha256(Path(checkpoint) / MODEL_FILE))
+        self.model = step("model load onto the device", lambda: load_checkpoint_model(checkpoint).to(self.device))
+        self.store = step("store open", lambda: GridStore.open(grid))
+        self.cells = min(batch_size, self.store.n_cells)
+        self.marks = marks
+
+    def units(self) -> list[tuple[str, float]]:
+        import torch
+
+        for name in ("first unit (read, forward, copy back)", "second unit"):
+            t = time.time()
+            dynamic, static = self.store.read_inputs(0, 0, self.cells)
+            with torch.inference_mode():
+                self.model(torch.from_numpy(dynamic).to(self.device),
+                           torch.from_numpy(static).to(self.device)).float().cpu().numpy()
+            self.marks.append((name, time.time() - t))
+        return self.marks
+
+
+def one_year_phases(store_path: Path, ckpt: Path, batch_size: int, use_gpu: bool) -> tuple[float, float, float]:
+    """Seconds of a 1-year, 1-actor ``run_inference``: until its ``on_start`` call (checkpoint, store, map store),
+    from there to the year's commit (actors, the year's units, writing), and after the commit (figures, budget)."""
+    from xmw_ray.infer.run import run_inference
+
+    out = CACHE / "maps-startup.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    marks: dict[str, float] = {}
+    t = time.perf_counter()
+    run_inference(ckpt, store_path, out, (2001, 2001), batch_size=batch_size, actors=1, use_gpu=use_gpu,
+                  on_start=lambda wanted, missing: marks.setdefault("start", time.perf_counter() - t),
+                  on_year_done=lambda y, tg: marks.setdefault("commit", time.perf_counter() - t))
+    total = time.perf_counter() - t
+    shutil.rmtree(out, ignore_errors=True)
+    return marks["start"], marks["commit"] - marks["start"], total - marks["commit"]
+
+
+def startup_profile(store_path: Path, ckpt: Path, batch_size: int, use_gpu: bool, runs: int = 3) -> None:
+    """Print where ``xmw infer``'s fixed start-up goes (see the module's ``--startup-profile``)."""
+    import ray
+
+    probe = ray.remote(StartupProbe).options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    for i in range(runs):
+        set_up, year, figures = one_year_phases(store_path, ckpt, batch_size, use_gpu)
+        print(f"run {i + 1}: xmw infer, 1 year: driver set-up {set_up:.2f} s, actors and the year until its commit "
+              f"{year:.2f} s, figures and budget {figures:.2f} s, total {set_up + year + figures:.2f} s", flush=True)
+        actor = probe.remote(time.time(), str(ckpt), str(store_path), use_gpu, batch_size)
+        steps = ray.get(actor.units.remote())
+        ray.kill(actor)
+        print(f"run {i + 1}: a FluxWorker-like actor: " + "; ".join(f"{n} {s:.2f} s" for n, s in steps)
+              + f" (sum {sum(s for _, s in steps):.2f} s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--land", type=float, default=0.3, help="land share of the synthetic world")
@@ -147,6 +231,8 @@ def main() -> None:
     ap.add_argument("--no-half", action="store_true", help="skip the 0.5 deg one-year case")
     ap.add_argument("--use-gpu", action="store_true", help="the model on the CUDA device, on both sides")
     ap.add_argument("--years", type=int, default=10, help="years of the long 1 deg run (at least 2)")
+    ap.add_argument("--startup-profile", action="store_true",
+                    help="profile: where the fixed start-up goes (driver phases, an actor's own steps), 3 runs")
     args = ap.parse_args()
     if args.years < 2:
         ap.error("--years must be at least 2 (the per-year rate is (t_N - t_1) / (N - 1))")
@@ -159,6 +245,13 @@ def main() -> None:
     n = args.years
     years10 = tuple(range(2001, 2001 + n))
     one = grid_store(1.0, years10, args.land, args.wetland)
+    if args.startup_profile:
+        ckpt = checkpoint(CACHE / "ckpt", one)
+        start_ray(num_cpus=os.cpu_count(), log_to_driver=False,
+                  **({"num_gpus": 1, "include_dashboard": False} if gpu else {}))
+        startup_profile(one, ckpt, args.batch_size, gpu)
+        ray.shutdown()
+        return
     half = None if args.no_half else grid_store(0.5, (2001, 2002), args.land, args.wetland)
     ckpt = checkpoint(CACHE / "ckpt", one)
 

@@ -16,8 +16,10 @@ class PeakRSS:
     """Peak rise of resident memory (MiB) of this process and of its whole process tree, sampled every
     ``interval`` seconds while the ``with`` block runs (the tree includes Ray's raylet, workers and actors).
 
-    ``tree`` sums each process's RSS, so a page shared by several processes (Ray's object store is shared memory
-    that the raylet and every worker reading a block map) counts once per process that touched it. ``tree_pss``
+    Both tree figures sum each process's rise over its own figure at the start (a process started inside counts
+    whole; one that ended inside counts nothing). ``tree`` sums RSS, so a page shared by several processes (Ray's
+    object store is shared memory that the raylet and every worker reading a block map) counts once per process
+    that touched it. ``tree_pss``
     sums the proportional set size instead (a shared page split among its sharers): the tree's real footprint,
     sampled every ``pss_every``-th sample because reading it walks each process's page tables.
 
@@ -47,8 +49,8 @@ class PeakRSS:
     def _role(self, proc) -> str:
         return process_role(proc, self._me.pid)
 
-    def _pss(self, procs: list) -> tuple[float, dict[int, tuple[str, float]]]:
-        """The tree's PSS (MiB), and per process: pid → (role, MiB)."""
+    def _pss(self, procs: list) -> dict[int, tuple[str, float]]:
+        """PSS per process of the tree: pid → (role, MiB)."""
         import psutil
 
         read = []  # every PSS first, in a tight loop: a page moving between processes mid-sample counts once
@@ -64,37 +66,42 @@ class PeakRSS:
             except psutil.Error:
                 role = "ended"
             per_process[proc.pid] = (role, pss / 2**20)
-        return sum(pss for _, pss in read) / 2**20, per_process
+        return per_process
 
-    def _rss(self, procs: list) -> tuple[float, float]:
+    def _rss(self, procs: list) -> dict[int, float]:
+        """RSS (MiB) per process of the tree: pid → MiB (a child that ended between listing and reading is left
+        out)."""
         import psutil
 
-        own = self._me.memory_info().rss
-        total = own
+        rss = {self._me.pid: self._me.memory_info().rss / 2**20}
         for child in procs[1:]:
             try:
-                total += child.memory_info().rss
-            except psutil.Error:  # a child that ended between listing and reading
+                rss[child.pid] = child.memory_info().rss / 2**20
+            except psutil.Error:
                 pass
-        return own / 2**20, total / 2**20
+        return rss
 
     def __enter__(self) -> PeakRSS:
+        # Rises are per process, each over its own figure at the start (0 for one started inside): a process that
+        # ends inside the block takes nothing away from the others' rise (summing the tree's totals did, and a
+        # Ray worker exiting during a test once hid a 200 MiB allocation of the driver).
         procs = self._tree()
-        self._base = self._rss(procs)
-        self._base_pss, base = self._pss(procs)
+        base_rss = self._rss(procs)
+        base = self._pss(procs)
         base_plasma = self._plasma_probe() if self._plasma_probe else 0.0
         self._stop = threading.Event()
 
         def sample() -> None:
             while True:
                 procs = self._tree()
-                own, total = self._rss(procs)
-                self.driver = max(self.driver, own - self._base[0])
-                self.tree = max(self.tree, total - self._base[1])
+                rss = self._rss(procs)
+                self.driver = max(self.driver, rss[self._me.pid] - base_rss[self._me.pid])
+                self.tree = max(self.tree, sum(mib - base_rss.get(pid, 0.0) for pid, mib in rss.items()))
                 if self.samples % self._pss_every == 0:
-                    pss, per_process = self._pss(procs)
-                    self.tree_pss = max(self.tree_pss, pss - self._base_pss)
-                    for role, rise in role_rises(base, per_process).items():
+                    per_process = self._pss(procs)
+                    rises = role_rises(base, per_process)
+                    self.tree_pss = max(self.tree_pss, sum(rises.values()))
+                    for role, rise in rises.items():
                         self.by_role[role] = max(self.by_role.get(role, rise), rise)
                     # the raylet polls every worker to answer: ask it every PLASMA_EVERY-th PSS sample only
                     if self._plasma_probe and self.samples % (self._pss_every * PLASMA_EVERY) == 0:

@@ -40,6 +40,31 @@ def test_peak_rss_sees_a_temporary_allocation_that_is_gone_at_the_end():
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory in /dev/shm (Linux)")
+def test_a_child_that_ends_inside_takes_nothing_from_the_trees_rise():
+    # A child holding 300 MiB at the start ends inside the block while this process allocates 200 MiB: summing the
+    # tree's totals gave a rise of 0 (200 - 300, floored), which failed the test above in a CI run where one of the
+    # test process's Ray workers exited meanwhile.
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys, numpy as np; a = np.ones(300 * 2**20 // 8); "
+                              "print('ready', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with PeakRSS(interval=0.01, pss_every=2) as mem:
+            child.stdin.close()
+            child.wait(timeout=30)
+            block = np.ones(200 * 2**20 // 8)
+            time.sleep(0.3)
+            del block
+    finally:
+        child.kill()
+        child.wait()
+    assert 150 < mem.driver < 400, mem.driver
+    assert mem.tree >= mem.driver - 1, (mem.tree, mem.driver)
+    assert mem.tree_pss >= 150, mem.tree_pss
+
+
 def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it_twice():
     """Ray's object store is shared memory mapped by the raylet and each worker reading a block: summed RSS
     counts it per process, PSS once (bench/scale.py's tree memory line was RSS only). The child is a fresh
