@@ -20,6 +20,9 @@ os.environ.setdefault("XMW_RUN_KEY", "xmw-test-suite")
 # wall time (test_reproducible, test_train and test_transfer_runs on 2 xdist processes, twice each, alternating:
 # 148.7 and 160.2 s against 174.2 and 181.8 s). It changes no number a test checks; a user's runs keep the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The suite's own Ray instance (ray_session) is local like the ones ensure_ray starts, which run Train without its
+# preemption watcher (xmw_ray/train/runner.py, PREEMPTION_WATCHER_ENV): the same here, a process fewer per run.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,6 +5,7 @@ bad keys."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,37 @@ def test_train_controller_polls_often_unless_the_user_set_an_interval(ray_sessio
     monkeypatch.setenv(runner.TRAIN_POLL_ENV, "3")
     runner.ensure_ray()
     assert get_env_vars_to_propagate()[runner.TRAIN_POLL_ENV] == "3"
+
+
+@pytest.mark.parametrize(("address", "user", "expected"), [
+    (None, None, "0"),  # a local instance: one node nobody drains
+    (None, "1", "1"),  # the user's choice is kept
+    ("127.0.0.1:6379", None, None),  # a cluster: Ray's default (on)
+])
+def test_a_local_instance_runs_train_without_the_preemption_watcher(monkeypatch, address, user, expected):
+    import ray
+
+    from xmw_ray.train import runner
+
+    class Started(Exception):
+        pass
+
+    seen: dict[str, str | None] = {}
+
+    def fake_init(**kwargs):  # what the instance's processes would inherit
+        seen["watcher"] = os.environ.get(runner.PREEMPTION_WATCHER_ENV)
+        raise Started
+
+    for name, value in (("RAY_ADDRESS", address), (runner.PREEMPTION_WATCHER_ENV, user)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    with pytest.raises(Started):
+        runner.ensure_ray()
+    assert seen["watcher"] == expected
 
 
 def test_request_larger_than_cluster_fails_fast(ray_session, grid_store, tmp_path):

@@ -92,7 +92,9 @@ def test_ray_job_submit_smoke_search_with_token_auth(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="xt", dir="/tmp")  # short: Ray's unix sockets live under it
     gcs, dash = free_port(), free_port()
     token = secrets.token_hex(32)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_TMPDIR": temp_dir,
+    # a cluster runs Train with Ray's defaults, the preemption watcher on (only local instances turn it off)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"}
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_TMPDIR": temp_dir,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            # several Ray instances may share this host: name ours for the state API of its own processes
            "RAY_ADDRESS": f"127.0.0.1:{gcs}", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dash}"}

@@ -140,12 +140,21 @@ def _loopback_node() -> Iterator[None]:
 TRAIN_POLL_INTERVAL_S = "0.2"
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
+#: Ray Train 2.60 starts a ``PreemptionWatcher`` actor for every run, a process that polls Ray Core every 5 s for
+#: nodes being drained (an autoscaler reclaiming a spot node). The local instance ``ensure_ray`` starts is one node
+#: that nobody drains, so there the watcher is a process per run that can see nothing (1.6-2.5 CPU-s of a 1-epoch
+#: run on the 2-core machine; 4.0 s on the H200 machine's profile): off unless the environment names a value. On a
+#: cluster (``RAY_ADDRESS``: ``ray job submit``, the cluster files) Ray's default, on, is kept.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
 
 def ensure_ray() -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit``), else start a local instance; quiet logs.
     A local instance listens on loopback only: it has no token authentication, and anyone who reaches a Ray
     port can run code. Sets :data:`TRAIN_POLL_INTERVAL_S` unless the environment names another interval (read by
-    each ``TorchTrainer.fit`` from this process's environment: a Tune trial's process calls this too)."""
+    each ``TorchTrainer.fit`` from this process's environment: a Tune trial's process calls this too), and for a
+    local instance turns Train's preemption watcher off (:data:`PREEMPTION_WATCHER_ENV`) unless the environment
+    names a value."""
     os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_INTERVAL_S)
     if not ray.is_initialized():
         route_ray_output()  # Ray's start-up lines belong in the command's log too (xmw_ray.console)
@@ -156,6 +165,8 @@ def ensure_ray() -> None:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
+            # before the instance starts, so that its processes (a Tune trial's among them) inherit it
+            os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
             with _loopback_node():
                 ray.init(num_cpus=_local_cpus(), log_to_driver=False, logging_level=logging.WARNING,
                          _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, _system_config=LOCAL_SYSTEM_CONFIG)
