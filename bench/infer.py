@@ -167,9 +167,9 @@ class StartupProbe:
             return out
 
         step("thread sizing", use_assigned_cpus)
-        self.device = step("device (CUDA initialisation)", lambda: inference_device(use_gpu))
+        self.device = step("device check", lambda: inference_device(use_gpu))
         if use_gpu:
-            step("first tensor on the device", lambda: torch.zeros(1, device=self.device).sum().item())
+            step("first tensor on the device (CUDA initialisation)", lambda: torch.zeros(1, device=self.device).sum().item())
         step("checkpoint hash", lambda: file_sha256(Path(checkpoint) / MODEL_FILE))
         self.model = step("model load onto the device", lambda: load_checkpoint_model(checkpoint).to(self.device))
         self.store = step("store open", lambda: GridStore.open(grid))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,11 +17,11 @@ class PeakRSS:
     """Peak rise of resident memory (MiB) of this process and of its whole process tree, sampled every
     ``interval`` seconds while the ``with`` block runs (the tree includes Ray's raylet, workers and actors).
 
-    Both tree figures sum each process's rise over its own figure at the start (a process started inside counts
-    whole; one that ended inside counts nothing). ``tree`` sums RSS, so a page shared by several processes (Ray's
-    object store is shared memory that the raylet and every worker reading a block map) counts once per process
-    that touched it. ``tree_pss``
-    sums the proportional set size instead (a shared page split among its sharers): the tree's real footprint,
+    ``tree`` sums each process's RSS rise over its own RSS at the start (a process started inside counts whole; one
+    that ended inside counts nothing), so a page shared by several processes (Ray's object store is shared memory
+    that the raylet and every worker reading a block map) counts once per process that touched it. ``tree_pss`` is
+    the rise of the tree's summed proportional set size (a shared page split among its sharers): its real footprint,
+    so a process that ends inside lowers it (its private pages are gone; the survivors take over its shares),
     sampled every ``pss_every``-th sample because reading it walks each process's page tables.
 
     Where the tree's memory is (a profile): ``by_role`` is, per role, the peak of the summed rise of its processes'
@@ -49,8 +50,8 @@ class PeakRSS:
     def _role(self, proc) -> str:
         return process_role(proc, self._me.pid)
 
-    def _pss(self, procs: list) -> dict[int, tuple[str, float]]:
-        """PSS per process of the tree: pid → (role, MiB)."""
+    def _pss(self, procs: list) -> tuple[float, dict[int, tuple[str, float]]]:
+        """The tree's PSS (MiB), and per process: pid → (role, MiB)."""
         import psutil
 
         read = []  # every PSS first, in a tight loop: a page moving between processes mid-sample counts once
@@ -66,7 +67,7 @@ class PeakRSS:
             except psutil.Error:
                 role = "ended"
             per_process[proc.pid] = (role, pss / 2**20)
-        return per_process
+        return sum(pss for _, pss in read) / 2**20, per_process
 
     def _rss(self, procs: list) -> dict[int, float]:
         """RSS (MiB) per process of the tree: pid → MiB (a child that ended between listing and reading is left
@@ -82,12 +83,12 @@ class PeakRSS:
         return rss
 
     def __enter__(self) -> PeakRSS:
-        # Rises are per process, each over its own figure at the start (0 for one started inside): a process that
-        # ends inside the block takes nothing away from the others' rise (summing the tree's totals did, and a
-        # Ray worker exiting during a test once hid a 200 MiB allocation of the driver).
+        # RSS rises are per process, each over its own figure at the start (0 for one started inside): a process
+        # that ends inside the block takes nothing away from the others' rise (the tree's total minus its total at
+        # the start did, and a Ray worker exiting during a test once hid a 200 MiB allocation of the driver).
         procs = self._tree()
         base_rss = self._rss(procs)
-        base = self._pss(procs)
+        base_pss, base = self._pss(procs)
         base_plasma = self._plasma_probe() if self._plasma_probe else 0.0
         self._stop = threading.Event()
 
@@ -98,10 +99,9 @@ class PeakRSS:
                 self.driver = max(self.driver, rss[self._me.pid] - base_rss[self._me.pid])
                 self.tree = max(self.tree, sum(mib - base_rss.get(pid, 0.0) for pid, mib in rss.items()))
                 if self.samples % self._pss_every == 0:
-                    per_process = self._pss(procs)
-                    rises = role_rises(base, per_process)
-                    self.tree_pss = max(self.tree_pss, sum(rises.values()))
-                    for role, rise in rises.items():
+                    pss, per_process = self._pss(procs)
+                    self.tree_pss = max(self.tree_pss, pss - base_pss)
+                    for role, rise in role_rises(base, per_process).items():
                         self.by_role[role] = max(self.by_role.get(role, rise), rise)
                     # the raylet polls every worker to answer: ask it every PLASMA_EVERY-th PSS sample only
                     if self._plasma_probe and self.samples % (self._pss_every * PLASMA_EVERY) == 0:
@@ -241,10 +241,14 @@ def linear_fit(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tupl
 
 
 def start_ray(tries: int = 6, **init_kwargs) -> float:
-    """``ray.init(**init_kwargs)``, tried again when the raylet misses Ray's fixed 30 s start-up wait (a heavily
-    loaded machine); returns the seconds it took, failed tries included."""
+    """``ray.init(**init_kwargs)`` of a local instance, tried again when the raylet misses Ray's fixed 30 s start-up
+    wait (a heavily loaded machine); returns the seconds it took, failed tries included."""
     import ray
 
+    from xmw_ray.train.runner import PREEMPTION_WATCHER_ENV
+
+    # a local instance, as ensure_ray starts one: Train's preemption watcher off (runner.PREEMPTION_WATCHER_ENV)
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     t = time.perf_counter()
     for attempt in range(tries):
         try:

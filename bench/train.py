@@ -125,7 +125,8 @@ def plain_loop(cfg, threads: int, epochs: int, use_gpu: bool = False) -> tuple[f
 def ray_train(store: Path, hidden: int, epochs: int, workers: int, cpus: float,
               use_gpu: bool = False, **data: object) -> tuple[float, float | None, dict]:
     """(training-step samples/s of the fastest epoch among 2..E from the loop's metrics, whole-epoch samples/s or
-    None where the E-epoch run was not at least 0.5 s longer than the 1-epoch run, a profile of the E-epoch run: each epoch's training-step samples/s and the CPU seconds by process role)."""
+    None where the E-epoch run was not at least 0.5 s longer than the 1-epoch run, a profile of the E-epoch run:
+    each epoch's training-step samples/s and the CPU seconds by process role)."""
     from measure import CpuByRole  # bench/ is on the path when run as a script
 
     from xmw_ray.train.runner import run_training
@@ -263,7 +264,6 @@ def main() -> None:
         ap.error("--epochs must be at least 2 (the first epoch is excluded as warm-up)")
     if args.runs < 1:
         ap.error("--runs must be at least 1")
-    import ray
 
     from xmw_ray.infer.plots import usable_cores
     from xmw_ray.train.runner import LOCAL_SYSTEM_CONFIG, ensure_ray
@@ -273,8 +273,10 @@ def main() -> None:
 
         require_cuda(ap)
     store = world()
-    ray.init(num_cpus=4, num_gpus=1 if args.use_gpu else 0, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-             _system_config=LOCAL_SYSTEM_CONFIG)
+    from measure import start_ray  # bench/ is on the path when run as a script
+
+    start_ray(num_cpus=4, num_gpus=1 if args.use_gpu else 0, include_dashboard=False, logging_level="WARNING",
+              log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG)
     ensure_ray()
     data = {"batch": args.batch_size, "in_memory": args.in_memory}
     cfg = cfg_for(store, args.hidden, 1, 1, args.threads, "plain", **data)

@@ -37,11 +37,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
+    from measure import start_ray  # bench/ is on the path when run as a script
 
     from xmw_ray.config import load_config
     from xmw_ray.tune.search import experiment_path, max_concurrent_trials, restore_or_build
 
-    ray.init(num_cpus=args.cpus, num_gpus=0, include_dashboard=True, log_to_driver=False)
+    start_ray(num_cpus=args.cpus, num_gpus=0, include_dashboard=True, log_to_driver=False)
     out = tempfile.mkdtemp(prefix="xmw_bench_tune_")
     cfg = load_config(REPO / "configs/tune/smoke.yaml",
                       [f"data.store={args.store}", f"run.output_dir={out}", f"search.num_samples={args.trials}",

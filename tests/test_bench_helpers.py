@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from fresh_python import run_fresh_python  # noqa: E402
-from measure import PeakRSS, linear_fit, role_rises  # noqa: E402
+from measure import linear_fit, role_rises  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
 from train import whole_epoch_rate  # noqa: E402
 
@@ -29,42 +28,49 @@ def test_linear_fit_recovers_a_line_and_says_how_well():
         linear_fit([2.0, 2.0], [1.0, 3.0])
 
 
+def _measure_in_fresh_python(body: str) -> list[float]:
+    """Run ``body`` inside ``with PeakRSS(interval=0.01) as mem:`` in a new interpreter (a test process's own
+    children, a Ray session's workers starting and ending on their own schedule, would move its tree's figures) and
+    return ``mem.samples, mem.driver, mem.tree``."""
+    code = ("import subprocess, sys, time\n"
+            "import numpy as np\n"
+            f"sys.path.insert(0, {str(BENCH)!r})\n"
+            "from measure import PeakRSS\n"
+            f"{body}\n"
+            "print(mem.samples, mem.driver, mem.tree)\n")
+    return [float(x) for x in run_fresh_python(code).split()]
+
+
 def test_peak_rss_sees_a_temporary_allocation_that_is_gone_at_the_end():
-    with PeakRSS(interval=0.01) as mem:
-        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
-        time.sleep(0.2)
-        del block
-    assert mem.samples >= 5
-    assert 150 < mem.driver < 400, mem.driver
-    assert mem.tree >= mem.driver - 1
+    samples, driver, tree = _measure_in_fresh_python(
+        "with PeakRSS(interval=0.01) as mem:\n"
+        "    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched\n"
+        "    time.sleep(0.2)\n"
+        "    del block")
+    assert samples >= 5
+    assert 150 < driver < 400, driver
+    assert tree >= driver - 1, (tree, driver)
+
+
+def test_a_child_that_ends_inside_takes_nothing_from_the_trees_rise():
+    # A child holding 300 MiB at the start ends inside the block while the measuring process allocates 200 MiB: the
+    # tree's total minus its total at the start gave a rise of 0 (200 - 300, floored), which failed the test above
+    # in a CI run, where one of the test process's Ray workers exited meanwhile.
+    samples, driver, tree = _measure_in_fresh_python(
+        "child = subprocess.Popen([sys.executable, '-c', 'import sys, numpy as np; a = np.ones(300 * 2**20 // 8); "
+        "print(1, flush=True); sys.stdin.read()'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+        "assert child.stdout.readline().strip() == '1'\n"
+        "with PeakRSS(interval=0.01) as mem:\n"
+        "    child.stdin.close()\n"
+        "    child.wait(timeout=30)\n"
+        "    block = np.ones(200 * 2**20 // 8)\n"
+        "    time.sleep(0.3)\n"
+        "    del block")
+    assert 150 < driver < 400, driver
+    assert tree >= driver - 1, (tree, driver)
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory in /dev/shm (Linux)")
-def test_a_child_that_ends_inside_takes_nothing_from_the_trees_rise():
-    # A child holding 300 MiB at the start ends inside the block while this process allocates 200 MiB: summing the
-    # tree's totals gave a rise of 0 (200 - 300, floored), which failed the test above in a CI run where one of the
-    # test process's Ray workers exited meanwhile.
-    import subprocess
-
-    child = subprocess.Popen([sys.executable, "-c", "import sys, numpy as np; a = np.ones(300 * 2**20 // 8); "
-                              "print('ready', flush=True); sys.stdin.read()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        with PeakRSS(interval=0.01, pss_every=2) as mem:
-            child.stdin.close()
-            child.wait(timeout=30)
-            block = np.ones(200 * 2**20 // 8)
-            time.sleep(0.3)
-            del block
-    finally:
-        child.kill()
-        child.wait()
-    assert 150 < mem.driver < 400, mem.driver
-    assert mem.tree >= mem.driver - 1, (mem.tree, mem.driver)
-    assert mem.tree_pss >= 150, mem.tree_pss
-
-
 def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it_twice():
     """Ray's object store is shared memory mapped by the raylet and each worker reading a block: summed RSS
     counts it per process, PSS once (bench/scale.py's tree memory line was RSS only). The child is a fresh

@@ -170,9 +170,15 @@ def test_a_local_instance_runs_train_without_the_preemption_watcher(monkeypatch,
             monkeypatch.setenv(name, value)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(runner, "_watcher_off_here", [False])
     with pytest.raises(Started):
         runner.ensure_ray()
     assert seen["watcher"] == expected
+    # the same process joining a cluster later: Ray's default there, whatever the local instance had
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    with pytest.raises(Started):
+        runner.ensure_ray()
+    assert seen["watcher"] == user
 
 
 def test_request_larger_than_cluster_fails_fast(ray_session, grid_store, tmp_path):

@@ -146,6 +146,7 @@ TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 #: run on the 2-core machine; 4.0 s on the H200 machine's profile): off unless the environment names a value. On a
 #: cluster (``RAY_ADDRESS``: ``ray job submit``, the cluster files) Ray's default, on, is kept.
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+_watcher_off_here: list[bool] = [False]  # ensure_ray turned the watcher off (for a local instance it started)
 
 
 def ensure_ray() -> None:
@@ -163,10 +164,15 @@ def ensure_ray() -> None:
         # Ray Data then fit on a 2-core laptop; the OS shares the cores. XMW_NUM_CPUS overrides. Its workers run
         # at normal priority: Ray's default (nice 15) lets any other process on the machine starve training.
         if address:
+            if _watcher_off_here[0]:  # a local instance of this process's past: a cluster gets Ray's default
+                os.environ.pop(PREEMPTION_WATCHER_ENV, None)
+                _watcher_off_here[0] = False
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             # before the instance starts, so that its processes (a Tune trial's among them) inherit it
-            os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+            if PREEMPTION_WATCHER_ENV not in os.environ:
+                os.environ[PREEMPTION_WATCHER_ENV] = "0"
+                _watcher_off_here[0] = True
             with _loopback_node():
                 ray.init(num_cpus=_local_cpus(), log_to_driver=False, logging_level=logging.WARNING,
                          _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, _system_config=LOCAL_SYSTEM_CONFIG)
