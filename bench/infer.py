@@ -245,15 +245,16 @@ def main() -> None:
     n = args.years
     years10 = tuple(range(2001, 2001 + n))
     one = grid_store(1.0, years10, args.land, args.wetland)
+    ckpt = checkpoint(CACHE / "ckpt", one)
+    # on a GPU machine without Ray's dashboard packages (bench/gpu.sh carries only what the benches import)
+    ray_kwargs = {"num_cpus": os.cpu_count(), "log_to_driver": False,
+                  **({"num_gpus": 1, "include_dashboard": False} if gpu else {})}
     if args.startup_profile:
-        ckpt = checkpoint(CACHE / "ckpt", one)
-        start_ray(num_cpus=os.cpu_count(), log_to_driver=False,
-                  **({"num_gpus": 1, "include_dashboard": False} if gpu else {}))
+        start_ray(**ray_kwargs)
         startup_profile(one, ckpt, args.batch_size, gpu)
         ray.shutdown()
         return
     half = None if args.no_half else grid_store(0.5, (2001, 2002), args.land, args.wetland)
-    ckpt = checkpoint(CACHE / "ckpt", one)
 
     with PeakRSS() as mem_plain:
         marks, n_one = plain_loop(one, ckpt, args.batch_size, n, gpu)
@@ -262,9 +263,7 @@ def main() -> None:
     print(f"plain PyTorch loop at 1 deg ({n_one} cells): first year {p1:.1f} s = {cd / p1:,.0f} cell-days/s; "
           f"{n} years {p10:.1f} s = {n * cd / p10:,.0f} cell-days/s; peak +{mem_plain.driver:,.0f} MiB", flush=True)
 
-    # on a GPU machine without Ray's dashboard packages (bench/gpu.sh carries only what the benches import)
-    took = start_ray(num_cpus=os.cpu_count(), log_to_driver=False,
-                     **({"num_gpus": 1, "include_dashboard": False} if gpu else {}))
+    took = start_ray(**ray_kwargs)
     print(f"ray.init (local, {os.cpu_count()} CPUs): {took:.1f} s (not counted below)", flush=True)
     marks1, t1, mem1 = pipeline(one, ckpt, (2001, 2001), args.batch_size, args.actors, gpu)
     marks10, t10, mem10 = pipeline(one, ckpt, (2001, 2000 + n), args.batch_size, args.actors, gpu)

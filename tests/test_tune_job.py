@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from train_world import make_grid_store
 
+from xmw_ray.train.runner import PREEMPTION_WATCHER_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -93,7 +95,7 @@ def test_ray_job_submit_smoke_search_with_token_auth(tmp_path):
     gcs, dash = free_port(), free_port()
     token = secrets.token_hex(32)
     # a cluster runs Train with Ray's defaults, the preemption watcher on (only local instances turn it off)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"}
+    env = {k: v for k, v in os.environ.items() if k != PREEMPTION_WATCHER_ENV}
     env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_TMPDIR": temp_dir,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            # several Ray instances may share this host: name ours for the state API of its own processes
