@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from fresh_python import run_fresh_python  # noqa: E402
-from measure import linear_fit, role_rises  # noqa: E402
+from measure import linear_fit, lower_pss_reading, role_rises  # noqa: E402
 from scale import StageResult, fit_lines, parse_sizes  # noqa: E402
 from train import whole_epoch_rate  # noqa: E402
 
@@ -117,6 +117,36 @@ def test_tree_pss_counts_a_page_shared_by_two_processes_once_where_rss_counts_it
     assert roles["driver"] > 0.3 * mib and max(child.values()) > 0.3 * mib, roles
     # each process's rise over its own start: the new child brings its whole PSS, the driver only its growth
     assert sum(roles.values()) < 1.3 * mib + 60, roles
+
+
+class _SharingPages:
+    """Two processes' PSS while one maps, page after page, 160 MiB the other holds: each reading of a process
+    advances the mapping by ``step`` MiB (a loaded machine reads slowly). The pair's true PSS stays 160 MiB."""
+
+    def __init__(self, step: float, until: float = 160.0) -> None:
+        self.mapped, self.step, self.until = 0.0, step, until
+        self.procs = [type("P", (), {"pid": 1})(), type("P", (), {"pid": 2})()]
+
+    def pss_of(self, proc) -> float:
+        self.mapped = min(self.mapped + self.step, self.until)
+        return 160.0 - self.mapped / 2 if proc.pid == 1 else self.mapped / 2
+
+
+def test_a_pss_reading_never_counts_a_page_moving_between_processes_twice():
+    """bench/scale.py's tree PSS: the holder read before the mapper's pages counted whole in both (the suite once
+    saw 229.8 MiB for a 160 MiB page): read both ways, the lower total is kept, and a settled tree is read exactly."""
+    moving = _SharingPages(step=20.0)  # still mapping through every try
+    total, per_process = lower_pss_reading(moving.procs, moving.pss_of, lambda p: f"p{p.pid}")
+    assert total <= 160.0
+    assert set(per_process) == {1, 2} and per_process[1][0] == "p1"
+    once = _SharingPages(step=20.0)  # the premise: one forward reading (the old way) counts moving pages twice
+    assert sum(once.pss_of(p) for p in once.procs) > 160.0
+    settles = _SharingPages(step=20.0, until=60.0)  # done mapping after three readings: the later tries agree
+    total, per_process = lower_pss_reading(settles.procs, settles.pss_of, lambda p: "x")
+    assert total == 160.0 and per_process == {1: ("x", 130.0), 2: ("x", 30.0)}
+    ended = _SharingPages(step=0.0)  # a process that ended between readings is left out of both
+    total, per_process = lower_pss_reading(ended.procs, lambda p: None if p.pid == 2 else 100.0, lambda p: "x")
+    assert total == 100.0 and set(per_process) == {1}
 
 
 def test_role_rises_count_each_process_from_its_own_start_not_its_roles():
