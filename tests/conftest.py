@@ -20,6 +20,11 @@ os.environ.setdefault("XMW_RUN_KEY", "xmw-test-suite")
 # wall time (test_reproducible, test_train and test_transfer_runs on 2 xdist processes, twice each, alternating:
 # 148.7 and 160.2 s against 174.2 and 181.8 s). It changes no number a test checks; a user's runs keep the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The suite's models are tiny and its two test processes already fill both cores: one OpenMP thread per process
+# (torch in the test processes, Train's local mode, fresh `xmw` processes) spends less CPU on splitting small
+# operations across threads (a local-mode module alone: 24-32 CPU-s against 36-37). Ray's workers set their own
+# count from the CPUs they were given (xmw_ray.train.resources.use_assigned_cpus), as in a user's runs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The suite's own Ray instance (ray_session) is local like the ones ensure_ray starts, which run Train without its
 # preemption watcher (xmw_ray/train/runner.py, PREEMPTION_WATCHER_ENV): the same here, a process fewer per run.
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
