@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,24 @@ def failing_objective(log: Path, fail_at: int) -> Objective:
     return FailsOnce()
 
 
+def _command_sigint(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _alive_train_controllers(within_s: float) -> int:
+    """How many Train controllers are still alive after waiting up to ``within_s`` for none to be."""
+    import time
+
+    from ray.util.state import list_actors
+
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = list_actors(filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")])
+        if not alive or time.monotonic() > deadline:
+            return len(alive)
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_path):
     """A Ray Train worker (not local mode) dies in epoch 1; its replacement resumes there from the epoch-0
@@ -242,7 +262,16 @@ def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_pa
     cfg = make_cfg(grid_store, tmp_path, "faulty", resources__num_workers=1, optim__epochs=3,
                    optim__scheduler="none", data__split=split, run__keep_checkpoints=2)
     log = tmp_path / "epochs.log"
-    out = run_training(cfg, objective=failing_objective(log, fail_at=1))
+    assert threading.current_thread() is threading.main_thread()  # where Ray Train installs its Ctrl-C handler
+    ours = signal.signal(signal.SIGINT, _command_sigint)  # what a command's Ctrl-C does before and after the run
+    try:
+        out = run_training(cfg, objective=failing_objective(log, fail_at=1))
+        # after the run Ctrl-C is the command's again, not the finished run's (Ray's handler swallowed two Ctrl-C
+        # and exited 0 on the third), and the run's controller, no longer held by that handler, goes away
+        assert signal.getsignal(signal.SIGINT) is _command_sigint
+    finally:
+        signal.signal(signal.SIGINT, ours)
+    assert _alive_train_controllers(within_s=60) == 0
     assert [h["epoch"] for h in out.history] == [0, 1, 2]
     # the worker died in epoch 1 and its replacement resumed there from the epoch-0 checkpoint, not from scratch
     assert log.read_text().split() == ["0", "1", "1", "2"]

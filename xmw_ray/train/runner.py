@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -367,7 +369,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
             dataset_config=DataConfig(datasets_to_split="all" if res.num_workers > 1 else [],
                                       execution_options=ordered_ingest()),
         )
-        result = trainer.fit()
+        with _sigint_restored():
+            result = trainer.fit()
     history = _history(result, run_dir, local)
     best_src = _best_checkpoint_dir(result, run_dir, local, history)
     best = publish_dir(best_src, run_dir / BEST_DIR)
@@ -377,6 +380,22 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         _publish(run_dir, url)
     metrics = history[_best_of(history)] if history else {}
     return TrainOutcome(run_dir=run_dir, best_checkpoint=best, metrics=metrics, history=history)
+
+
+@contextmanager
+def _sigint_restored() -> Iterator[None]:
+    """Meanwhile Ctrl-C aborts the Train run (Ray's handler); afterwards it is again what it was. ``TorchTrainer.fit``
+    leaves its handler installed when it returns: the command's next Ctrl-C (a transfer experiment's later stage,
+    writing results) then went to the finished run's controller instead of stopping the command, the third exited
+    with status 0, and the handler's hold on the controller kept that actor (and its dataset manager) alive until
+    the next run. Only the main thread installs signal handlers (a Tune trial runs ``fit`` in another)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main and before is not None:
+            signal.signal(signal.SIGINT, before)
 
 
 def _history(result: Any, run_dir: Path, local: bool) -> list[dict[str, Any]]:
