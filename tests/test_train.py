@@ -241,11 +241,13 @@ def _alive_train_controllers(within_s: float) -> int:
     """How many Train controllers are still alive after waiting up to ``within_s`` for none to be."""
     import time
 
+    import ray
     from ray.util.state import list_actors
 
     deadline = time.monotonic() + within_s
     while True:
-        alive = list_actors(filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")])
+        alive = list_actors(address=ray.get_runtime_context().gcs_address,  # this session's (xdist: one of two)
+                            filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")])
         if not alive or time.monotonic() > deadline:
             return len(alive)
         time.sleep(0.5)
