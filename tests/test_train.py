@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -253,6 +254,13 @@ def _alive_train_controllers(within_s: float) -> int:
         time.sleep(0.5)
 
 
+def _checkpoint_copies_of(run_root: Path) -> list[Path]:
+    """Ray's temporary checkpoint copies (``checkpoint_tmp_*`` in the temporary folder) of runs under ``run_root``
+    (recognised by the output folder in their config), so that other tests' runs beside this one do not count."""
+    copies = Path(tempfile.gettempdir()).glob("checkpoint_tmp_*/config.json")
+    return [c.parent for c in copies if str(run_root) in c.read_text(errors="replace")]
+
+
 @pytest.mark.slow
 def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_path):
     """A Ray Train worker (not local mode) dies in epoch 1; its replacement resumes there from the epoch-0
@@ -278,6 +286,9 @@ def test_worker_failure_recovers_from_checkpoint(ray_session, grid_store, tmp_pa
     # the worker died in epoch 1 and its replacement resumed there from the epoch-0 checkpoint, not from scratch
     assert log.read_text().split() == ["0", "1", "1", "2"]
     assert json.loads((out.best_checkpoint / METRICS_FILE).read_text())["epoch"] == 2
+    # neither the replacement worker's resume nor the driver's reading of the results left a copy of a checkpoint
+    # in the temporary folder (``Checkpoint.to_directory()`` without a path made one per call, never removed)
+    assert _checkpoint_copies_of(tmp_path) == []
 
 
 def test_without_validation_the_final_epochs_checkpoint_is_kept(tmp_path):
@@ -294,10 +305,12 @@ def test_without_validation_the_final_epochs_checkpoint_is_kept(tmp_path):
     history = [{"epoch": e, "val_loss": nan} for e in range(3)]
     result = SimpleNamespace(best_checkpoints=[(older, {"epoch": 1, "val_loss": nan}),
                                                (final, {"epoch": 2, "val_loss": nan})], checkpoint=final)
-    assert _best_checkpoint_dir(result, tmp_path, False, history) == final.path
+    with _best_checkpoint_dir(result, tmp_path, False, history) as best:
+        assert best == final.path
     # with validation the lowest finite loss wins, whichever epoch it is
     result.best_checkpoints = [(older, {"epoch": 1, "val_loss": 0.3}), (final, {"epoch": 2, "val_loss": 0.5})]
-    assert _best_checkpoint_dir(result, tmp_path, False, history) == older.path
+    with _best_checkpoint_dir(result, tmp_path, False, history) as best:
+        assert best == older.path
 
 
 def test_training_progress_moves_per_step_and_stays_in_range():

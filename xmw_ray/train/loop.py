@@ -272,22 +272,23 @@ def train_loop_per_worker(spec: WorkerSpec) -> None:
     start_epoch, best, stale, history = 0, math.inf, 0, []
 
     ckpt = ray.train.get_checkpoint()
-    resume_dir = None
+    state = None
     if ckpt is not None:
-        resume_dir = ckpt.to_directory()
+        # in place on local storage, else a download deleted afterwards (``to_directory()`` would leave a copy)
+        with ckpt.as_directory() as resume_dir:
+            state = load_train_state(resume_dir)
+            model.load_state_dict(load_model_state(resume_dir))
     elif spec.resume_dir:
-        resume_dir = spec.resume_dir
-    if resume_dir is not None:
-        state = load_train_state(resume_dir)
-        model.load_state_dict(load_model_state(resume_dir))
-        if state is not None:
-            opt.load_state_dict(state["optimizer"])
-            if sched is not None and state.get("scheduler") is not None:
-                sched.load_state_dict(state["scheduler"])
-            start_epoch, best, stale = state["epoch"] + 1, state["best_val_loss"], state["stale"]
-            history = list(state.get("history", []))
-            for name, m in extras.items():
-                m.load_state_dict(state["extras"][name])
+        state = load_train_state(spec.resume_dir)
+        model.load_state_dict(load_model_state(spec.resume_dir))
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        start_epoch, best, stale = state["epoch"] + 1, state["best_val_loss"], state["stale"]
+        history = list(state.get("history", []))
+        for name, m in extras.items():
+            m.load_state_dict(state["extras"][name])
 
     model = ray.train.torch.prepare_model(model)
     extras = {name: ray.train.torch.prepare_model(m) for name, m in extras.items()}

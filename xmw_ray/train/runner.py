@@ -372,8 +372,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
         with _sigint_restored():
             result = trainer.fit()
     history = _history(result, run_dir, local)
-    best_src = _best_checkpoint_dir(result, run_dir, local, history)
-    best = publish_dir(best_src, run_dir / BEST_DIR)
+    with _best_checkpoint_dir(result, run_dir, local, history) as best_src:
+        best = publish_dir(best_src, run_dir / BEST_DIR)
     write_text_atomic(run_dir / HISTORY_FILE, json.dumps(history, indent=1))
     url = run_url_of(cfg)
     if url is not None:
@@ -402,9 +402,14 @@ def _history(result: Any, run_dir: Path, local: bool) -> list[dict[str, Any]]:
     """Every epoch's metrics, from the latest checkpoint's training state (it carries the whole history)."""
     if local:
         latest = _latest_local_checkpoint(run_dir / "checkpoints")
+        state = load_train_state(latest) if latest else None
+    elif result.checkpoint is None:
+        state = None
     else:
-        latest = result.checkpoint.to_directory() if result.checkpoint is not None else None
-    state = load_train_state(latest) if latest else None
+        # read in place (local storage) or from a download deleted afterwards: ``to_directory()`` without a path
+        # leaves a copy in the temporary folder that nobody removes, one per run
+        with result.checkpoint.as_directory() as latest:
+            state = load_train_state(latest)
     return list(state["history"]) if state else []
 
 
@@ -416,13 +421,14 @@ def _best_kept_checkpoint(result: Any) -> Any:
     return min(scored, key=lambda t: t[0])[1] if scored else result.checkpoint
 
 
-def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool, history: list[dict[str, Any]]) -> str:
+@contextmanager
+def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool,
+                         history: list[dict[str, Any]]) -> Iterator[str]:
+    """The best checkpoint's folder while the block runs: in place on local storage; from an object store (whose
+    paths have no scheme) a download that is deleted afterwards."""
     if local:
         best_epoch = history[_best_of(history)]["epoch"]
-        keep = run_dir / "checkpoints" / f"epoch_{best_epoch:04d}"
-        return str(keep)
-    ckpt = _best_kept_checkpoint(result)
-    from pyarrow.fs import LocalFileSystem
-
-    # on an object store the path has no scheme (it is relative to the checkpoint's filesystem): download it
-    return ckpt.path if isinstance(ckpt.filesystem, LocalFileSystem) else ckpt.to_directory()
+        yield str(run_dir / "checkpoints" / f"epoch_{best_epoch:04d}")
+        return
+    with _best_kept_checkpoint(result).as_directory() as best:
+        yield best
