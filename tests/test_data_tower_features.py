@@ -19,6 +19,7 @@ from xmw_ray.data.solar import SEASON_VARS, day_length_hours, season_features, s
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.data.tower_features import (
     PHYSICAL_BOUNDS,
+    SIM_MARKER,
     TOWER_STATIC_VARS,
     outside_tower_climate,
     qc_drivers,
@@ -26,7 +27,7 @@ from xmw_ray.data.tower_features import (
     tower_static,
     tower_units,
 )
-from xmw_ray.sim.site_forcing import simulate_sites
+from xmw_ray.sim.site_forcing import SIM_PENDING, simulate_sites
 
 SITES = {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (-60.0, 20.0)}
 BASE = ["TA_F", "P_F", "LE_F", "GPP_NT", "TS_1"]
@@ -367,3 +368,41 @@ def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path, capsys):
         assert len(s[schema.YEAR]) == len({y for y, _ in want}), site
     assert store.table().num_rows == expected_samples
     assert len(store.sites) == 15
+
+
+def _bytes_of(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_simulate_sites_never_writes_over_real_tower_files(tmp_path, capsys):
+    """The simulated files carry the release's own names: aimed at the forcing folder (directly or through its
+    parent) or at a folder of someone else's files, the command refuses with one line and changes nothing."""
+    real = tmp_path / "data" / "FLUXNET-CH4"
+    write_tiny_fluxnet(real, SITES)
+    before = _bytes_of(real)
+    for out in (real, tmp_path / "data"):  # ``--out data`` writes into data/FLUXNET-CH4
+        assert main(["simulate", "sites", "--forcing", str(real), "--out", str(out)]) == 2
+        assert f"{real}: is the forcing folder itself" in capsys.readouterr().err
+        assert _bytes_of(real) == before
+    other = tmp_path / "theirs" / "FLUXNET-CH4"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    assert main(["simulate", "sites", "--forcing", str(real), "--out", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{other}: holds files that xmw simulate sites did not write" in err
+    assert _bytes_of(other) == {"notes.txt": b"mine"}
+
+
+def test_simulate_sites_writes_again_into_its_own_folder_also_after_an_interrupted_run(tmp_path):
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    out = tmp_path / "sim"
+    simulate_sites(tmp_path / "flux", out, log=lambda msg: None)
+    first = _bytes_of(out / "FLUXNET-CH4")
+    assert SIM_PENDING not in first and SIM_MARKER in first
+    simulate_sites(tmp_path / "flux", out, log=lambda msg: None)  # a finished run of ours: rewritten
+    assert _bytes_of(out / "FLUXNET-CH4") == first
+    # a run killed after its first file: no finished-marker, but the pending one says the folder is ours
+    (out / "FLUXNET-CH4" / SIM_MARKER).unlink()
+    (out / "FLUXNET-CH4" / SIM_PENDING).write_text("{}")
+    simulate_sites(tmp_path / "flux", out, log=lambda msg: None)
+    assert _bytes_of(out / "FLUXNET-CH4") == first

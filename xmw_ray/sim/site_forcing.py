@@ -138,10 +138,15 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
     metas = read_site_metadata(sources.meta_path)
     out = Path(out)
     out_dir = out / layout.FLUX_DIR if out.name != layout.FLUX_DIR else out
+    check_sites_out(out_dir, sources.meta_path.parent)
     done: dict[str, int] = {}
     meta_rows = []
     written: list[Path] = []
-    (out_dir / SIM_MARKER).unlink(missing_ok=True)  # a rerun's half-written folder must not pass as finished
+    # ours from here on, also if interrupted (a rerun may then write here again); the finished-marker goes, so
+    # a rerun's half-written folder never passes as finished
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / SIM_PENDING, json.dumps({"tool": "xmw simulate sites", "forcing": str(src.resolve())}))
+    (out_dir / SIM_MARKER).unlink(missing_ok=True)
     for daily, path in _iter_sites(src, metas):
         if daily.site not in metas:
             raise XmwInputError(f"{sources.meta_path}: site {daily.site} is missing from the metadata (data in {path.name})")
@@ -167,4 +172,26 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
                            stamp if stamp.isdigit() else f"{max(r['YEAR_END'] for r in meta_rows)}1231000000000000")
     # written last: the marker that lets ``prepare sites --sim-sites`` read this folder (``check_sim_marker``)
     write_text_atomic(out_dir / SIM_MARKER, json.dumps(sim_marker(src, [*written, meta_path]), indent=1))
+    (out_dir / SIM_PENDING).unlink(missing_ok=True)
     return done
+
+
+#: Written before the first simulated file and removed after the finished-marker (``SIM_MARKER``): a folder that
+#: holds either is ours to write again.
+SIM_PENDING = "xmw-simulated-sites.pending"
+
+
+def check_sites_out(out_dir: Path, forcing_dir: Path) -> None:
+    """Refuse an output folder that holds files ``simulate sites`` did not write: its files carry the release's
+    own names (``FLX_<site>_FLUXNET-CH4_DD_…``, the metadata table), so writing into a folder of real tower files,
+    e.g. the forcing folder itself, would replace the observations with simulations."""
+    if out_dir.resolve() == forcing_dir.resolve():
+        raise XmwInputError(f"{out_dir}: is the forcing folder itself; simulated files would replace its towers' "
+                            "files (same names): choose another --out")
+    if not out_dir.is_dir() or (out_dir / SIM_MARKER).is_file() or (out_dir / SIM_PENDING).is_file():
+        return
+    foreign = sorted(p.name for p in out_dir.iterdir())
+    if foreign:
+        raise XmwInputError(f"{out_dir}: holds files that xmw simulate sites did not write ({foreign[0]}"
+                            f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}; no {SIM_MARKER}): "
+                            "choose a new or empty folder, real tower files are never overwritten")
