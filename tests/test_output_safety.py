@@ -4,6 +4,7 @@ same target do not trip over each other, and the temporary folders of killed wri
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -191,6 +192,28 @@ def test_own_world_rerun_and_resumed(tmp_path, capsys):
     assert main(["simulate", "--out", str(out), *SIM_ARGS]) == 0
     assert _snapshot(out) == first
 
+
+
+def test_a_rerun_stopped_midway_leaves_no_finished_looking_world(tmp_path, monkeypatch):
+    """Rerun with another seed and stopped after its first year: the world holds the new year beside the old
+    ones, so the old truth.json (which ``xmw demo``, ``infer --truth`` and ``score-maps`` trust) must be gone."""
+    from xmw_ray.sim import world as sim_world
+
+    out = tmp_path / "world"
+    assert main(["simulate", "--out", str(out), *SIM_ARGS]) == 0
+    assert (out / "truth.json").is_file()
+
+    def stop_after_a_year(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim_world.TowerRecorder, "collect", stop_after_a_year)
+    with pytest.raises(KeyboardInterrupt):
+        sim_world.simulate(sim_world.SimulationSpec(out=out, res=30.0, years=(2000, 2001), sites=0, seed=9),
+                           log=lambda msg: None)
+    assert not (out / "truth.json").exists()
+    monkeypatch.undo()
+    assert main(["simulate", "--out", str(out), *SIM_ARGS]) == 0  # still ours: the rerun finishes it
+    assert json.loads((out / "truth.json").read_text())["seed"] == 0
 
 # --- atomic.py: concurrent writers and stale asides -------------------------------------------------------------
 def _fill(tmp: Path, tag: str) -> None:

@@ -120,6 +120,9 @@ def simulate(spec: SimulationSpec, log: Callable[[str], None] | None = None) -> 
         log(f"replacing existing built-in world {root}")
     root.mkdir(parents=True, exist_ok=True)
     (root / WORLD_MARKER).touch()
+    # the old summary goes before any old year does: a rerun stopped midway (another seed, other years) must not
+    # pass as a finished world whose truth.json describes files that are no longer all there
+    (root / TRUTH_FILE).unlink(missing_ok=True)
     remove_stale_years(root, range(y0, y1 + 1))
     write_statics(world, root)
     years = np.arange(y0, y1 + 1)
