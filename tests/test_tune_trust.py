@@ -205,6 +205,40 @@ def test_local_ray_instance_listens_on_loopback_only():
     assert not wide, f"listening beyond loopback: {wide}"
 
 
+RESIGN_ON_A_FULL_DISK = """
+import resource, signal, sys
+from xmw_ray.tune.trust import sign_run
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    sign_run(sys.argv[1])
+except OSError as exc:
+    print("failed:", exc.errno)
+"""
+
+
+def test_a_signature_that_cannot_be_written_whole_leaves_the_old_one(key, tmp_path):
+    """Re-signing on a full disk (the search's checkpoints fill it) must not truncate the signature in place: a
+    truncated one would make the next launch refuse to resume the whole search."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "search"
+    write_search_files(run)
+    sign_run(str(run))
+    old = (run / SIGNATURE_FILE).read_bytes()
+    for i in range(40):  # Tune saved more trials since: the new signature is larger than the old one
+        (run / f"trial_{i:02d}").mkdir()
+        (run / f"trial_{i:02d}" / "params.pkl").write_bytes(pickle.dumps({"lr": i}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", RESIGN_ON_A_FULL_DISK, str(run), str(len(old) + 100)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "failed: 27", out.stdout + out.stderr[-2000:]  # EFBIG
+    assert (run / SIGNATURE_FILE).read_bytes() == old
+    assert sorted(p.name for p in run.iterdir() if p.is_file()) == sorted(
+        [SIGNATURE_FILE, "tuner.pkl", "experiment_state-2026.json", "searcher-state-2026.pkl", "leaderboard.csv"])
+
 def test_run_signer_re_signs_during_the_search_at_its_interval(key, tmp_path):
     """Signed while Tune runs, a search killed outright can still be resumed; a later change is refused."""
     from xmw_ray.tune.trust import RunSigner

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from xmw_ray.errors import XmwInputError
+from xmw_ray.storage import write_bytes_atomic
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -135,8 +136,14 @@ def sign_run(path: str) -> int:
     fs, root = _storage(path)
     files = {rel: _file_mac(key, rel, _read(fs, f"{root}/{rel}")) for rel in _signed_files(fs, root)}
     doc = {"version": _VERSION, "files": files, "mac": _manifest_mac(key, files)}
-    with fs.open_output_stream(f"{root}/{SIGNATURE_FILE}") as f:  # one whole object: no half-written signature
-        f.write(json.dumps(doc, indent=1, sort_keys=True).encode())
+    data = json.dumps(doc, indent=1, sort_keys=True).encode()
+    from pyarrow.fs import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):  # replaced in one rename: a full disk or a kill leaves the old signature
+        write_bytes_atomic(Path(root) / SIGNATURE_FILE, data)
+    else:
+        with fs.open_output_stream(f"{root}/{SIGNATURE_FILE}") as f:  # one whole object: never half written
+            f.write(data)
     return len(files)
 
 
