@@ -1,4 +1,5 @@
-"""The line ``xmw tune`` ends with: trials the time budget ended before their first epoch are not failures."""
+"""What `xmw tune` ends with: its summary line (trials the time budget ended before their first epoch are not
+failures) and the results it writes."""
 
 from __future__ import annotations
 
@@ -25,3 +26,29 @@ def test_unreported_trials_without_a_budget_were_interrupted() -> None:
     line = summary_line("s", _rows("completed", "no report"), 4, None, 5.0)
     assert "1 ended by an interruption before a first epoch, 0 failed" in line
     assert line.startswith("search 's': 2 of 4 trials (")
+
+
+def test_results_for_an_object_store_leave_no_local_folder_when_a_step_fails(tmp_path, monkeypatch) -> None:
+    """A search whose folder is a URL writes its files locally, then uploads them: that local folder goes whether
+    the upload happens or a plot (or the upload) fails at the end of a long search."""
+    import tempfile
+    from types import SimpleNamespace
+
+    import pytest
+
+    from xmw_ray.tune import leaderboard
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own temporary folder
+    cfg = SimpleNamespace(run=SimpleNamespace(name="s"))
+    rows = [ResultRow(status="completed", val_nse=0.5, checkpoint="memory://runs/s/trial/best")]
+    files, best = leaderboard.write_results(rows, cfg, "memory://runs/s")
+    assert files["csv"] == "memory://runs/s/leaderboard.csv" and best == "memory://runs/s/trial/best"
+    assert list(tmp_path.iterdir()) == []
+
+    def broken(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(leaderboard, "plot_groups", broken)
+    with pytest.raises(OSError, match="no space"):
+        leaderboard.write_results(rows, cfg, "memory://runs/s2")
+    assert list(tmp_path.iterdir()) == []

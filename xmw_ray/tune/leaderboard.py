@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -228,25 +227,29 @@ def _copy_best(checkpoint: str, dest: Path) -> str:
 def write_results(rows: list[ResultRow], cfg: ExperimentConfig, path: str) -> tuple[dict[str, str], str | None]:
     """Write the leaderboard, plots and summary into the search folder (a local path or an fsspec URL);
     returns the files and the best checkpoint's path."""
-    remote = is_url(path)
-    local = Path(tempfile.mkdtemp(prefix="xmw_tune_results_")) if remote else Path(path)
-    local.mkdir(parents=True, exist_ok=True)
-    best = next((r for r in rows if _finite(r.val_nse) and r.checkpoint), None)
-    best_path = _copy_best(best.checkpoint, local / "best") if best and not remote else (
-        best.checkpoint if best else None)
-    write_text_atomic(local / FILES["csv"], to_csv(rows))
-    write_text_atomic(local / FILES["markdown"], to_markdown(rows, cfg.run.name))
-    plot_trials(rows, local / FILES["plot_trials"])
-    plot_groups(rows, local / FILES["plot_groups"])
-    summary = {"search": cfg.run.name, "best_checkpoint": best_path, "best": best and best.record(COLUMNS), "n_trials": len(rows)}
-    write_text_atomic(local / FILES["summary"], json.dumps(summary, indent=1, default=str))
-    files = {k: str(local / v) for k, v in FILES.items()}
-    if remote:
-        import fsspec
+    if not is_url(path):
+        return _write_files(rows, cfg, Path(path), copy_best=True)
+    import fsspec
 
+    # written locally, then uploaded; the folder goes also when a plot or an upload fails
+    with tempfile.TemporaryDirectory(prefix="xmw_tune_results_") as tmp:
+        files, best_path = _write_files(rows, cfg, Path(tmp), copy_best=False)
         fs, root = fsspec.core.url_to_fs(path)
         for key, name in FILES.items():
-            fs.put_file(str(local / name), f"{root.rstrip('/')}/{name}")
+            fs.put_file(files[key], f"{root.rstrip('/')}/{name}")
             files[key] = f"{path.rstrip('/')}/{name}"
-        shutil.rmtree(local, ignore_errors=True)
     return files, best_path
+
+
+def _write_files(rows: list[ResultRow], cfg: ExperimentConfig, folder: Path,
+                 copy_best: bool) -> tuple[dict[str, str], str | None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    best = next((r for r in rows if _finite(r.val_nse) and r.checkpoint), None)
+    best_path = (_copy_best(best.checkpoint, folder / "best") if copy_best else best.checkpoint) if best else None
+    write_text_atomic(folder / FILES["csv"], to_csv(rows))
+    write_text_atomic(folder / FILES["markdown"], to_markdown(rows, cfg.run.name))
+    plot_trials(rows, folder / FILES["plot_trials"])
+    plot_groups(rows, folder / FILES["plot_groups"])
+    summary = {"search": cfg.run.name, "best_checkpoint": best_path, "best": best and best.record(COLUMNS), "n_trials": len(rows)}
+    write_text_atomic(folder / FILES["summary"], json.dumps(summary, indent=1, default=str))
+    return {k: str(folder / v) for k, v in FILES.items()}, best_path
