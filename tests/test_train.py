@@ -313,6 +313,25 @@ def test_without_validation_the_final_epochs_checkpoint_is_kept(tmp_path):
         assert best == older.path
 
 
+
+def test_a_workers_checkpoint_folder_is_removed_also_when_writing_or_uploading_fails(tmp_path, monkeypatch):
+    """On workers each checkpoint goes to a temporary folder that Ray uploads during ``report``: it goes whether
+    that succeeds or fails (a full disk, a storage error), so a run's retries leave no model copies behind;
+    local mode writes into the run folder and keeps it."""
+    from xmw_ray.train.loop import checkpoint_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with checkpoint_folder(None, 3) as directory:
+        assert Path(directory).parent == tmp_path / "tmp"
+        (Path(directory) / "model.pt").write_bytes(b"weights")
+    with pytest.raises(OSError, match="upload failed"), checkpoint_folder(None, 4) as directory:
+        (Path(directory) / "model.pt").write_bytes(b"weights")
+        raise OSError("upload failed")
+    assert list((tmp_path / "tmp").iterdir()) == []
+    with checkpoint_folder(str(tmp_path / "run"), 5) as directory:
+        assert directory == f"{tmp_path / 'run'}/epoch_0005"
+
 def test_training_progress_moves_per_step_and_stays_in_range():
     assert training_progress(0, 0, 4, 10) == 0.0
     assert training_progress(0, 1, 4, 10) == pytest.approx(1 / 40)  # the first epoch already moves

@@ -14,10 +14,12 @@ whose weights travel in the training state for resuming.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,6 +239,22 @@ class WorkerSpec:
     epoch_queue: Any = None
 
 
+@contextlib.contextmanager
+def checkpoint_folder(local_root: str | None, epoch: int) -> Iterator[str]:
+    """Where an epoch's checkpoint is written: in local mode the run folder's ``epoch_NNNN`` (kept: local mode
+    persists nothing itself); on workers a temporary folder that Ray uploads to run storage before ``report``
+    returns, removed afterwards, also when writing or the upload fails (a full disk, a storage error: every retry
+    of a run left a copy of the model and optimiser state otherwise)."""
+    if local_root:
+        yield f"{local_root}/epoch_{epoch:04d}"
+        return
+    directory = tempfile.mkdtemp(prefix="xmw_ckpt_")
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def train_loop_per_worker(spec: WorkerSpec) -> None:
     """Ray Train entry point (bound to its :class:`WorkerSpec` by the runner)."""
     cfg = spec.config
@@ -360,12 +378,9 @@ def train_loop_per_worker(spec: WorkerSpec) -> None:
         if rank == 0 and save:
             # Local mode persists nothing itself, so checkpoints go straight to the run folder; on workers
             # they go to a temporary folder that Ray uploads to run storage before report returns.
-            ckdir = spec.local_checkpoint_root
-            directory = f"{ckdir}/epoch_{epoch:04d}" if ckdir else tempfile.mkdtemp(prefix="xmw_ckpt_")
-            write_checkpoint(directory, model, cfg.model_dump(mode="json"), metrics, train_state)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-            if not ckdir:
-                shutil.rmtree(directory, ignore_errors=True)
+            with checkpoint_folder(spec.local_checkpoint_root, epoch) as directory:
+                write_checkpoint(directory, model, cfg.model_dump(mode="json"), metrics, train_state)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         else:
             ray.train.report(metrics, checkpoint=None)
         if rank == 0 and spec.epoch_queue is not None:  # the command's terminal (train.progress)
