@@ -154,6 +154,16 @@ def test_score_maps_command_writes_files_and_table(tiny: dict, capsys) -> None:
     payload = json.loads((tiny["stores"]["truth"] / SKILL_JSON).read_text())
     assert payload["groups"][0]["nse"] == pytest.approx(1.0)
     assert out_csv.read_text().count("\n") == 4  # header + simulator + two map stores
+    again = ["score-maps", "--truth", str(tiny["world"]), str(tiny["stores"]["truth"]), "--out"]
+    assert main([*again, str(out_csv)]) == 0  # its own table: replaced
+    theirs = tiny["root"] / "notes.csv"  # a user's file, e.g. a typo in --out: refused before any scoring
+    theirs.write_text("site,comment\nA,keep me\n")
+    capsys.readouterr()
+    assert main([*again, str(theirs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{theirs}: exists and is not a comparison table of xmw score-maps; choose another --out "
+                        "or remove it") and len(err.splitlines()) == 1
+    assert theirs.read_text() == "site,comment\nA,keep me\n"
 
 
 def test_a_world_without_truth_is_one_line(tiny: dict, tmp_path: Path, capsys) -> None:

@@ -28,6 +28,25 @@ def test_report_embeds_tables_plots_and_budget(tmp_path):
     assert "150.50" in page and "Global wetland CH4 budget" in page
 
 
+def test_report_replaces_its_own_page_but_never_another_file(tmp_path, capsys):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "budget.csv").write_text("year,global\n2000,150.5\n")
+    out = tmp_path / "report.html"
+    assert main(["report", str(maps), "--out", str(out)]) == 0
+    assert main(["report", str(maps), "--out", str(out)]) == 0  # its own page: replaced
+    old_page = tmp_path / "before-the-mark.html"  # a page of an earlier version (no generator mark)
+    old_page.write_text(out.read_text().replace("<meta name='generator' content='xmw report'>", ""))
+    assert main(["report", str(maps), "--out", str(old_page)]) == 0
+    for name, text in (("index.html", "<html><body>my site</body></html>"), ("README.md", "# notes\n")):
+        theirs = tmp_path / name
+        theirs.write_text(text)
+        capsys.readouterr()
+        assert main(["report", str(maps), "--out", str(theirs)]) == 2
+        assert f"{theirs}: exists and is not a page of xmw report" in capsys.readouterr().err
+        assert theirs.read_text() == text
+
+
 def test_report_of_nothing_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r.html")]) == 2
     assert "nothing to report" in capsys.readouterr().err

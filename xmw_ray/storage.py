@@ -422,6 +422,30 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+
+def refuse_foreign_file(path: str | Path, looks_ours: Callable[[bytes], bool], what: str, flag: str) -> None:
+    """Before any work: refuse (one line) an output file (local or URL) that exists and is not ``what``, judged by
+    ``looks_ours`` on its first 4 KiB; a user's file is never replaced by a command's output."""
+    if is_url(path):
+        import fsspec
+
+        fs, key = fsspec.core.url_to_fs(str(path))
+        try:
+            with fs.open(key, "rb") as fh:
+                head = fh.read(4096)
+        except FileNotFoundError:
+            return
+    else:
+        local = Path(path)
+        if not local.exists():
+            return
+        if not local.is_file():
+            raise XmwInputError(f"{path}: {flag} names a folder; give a file path")
+        with open(local, "rb") as fh:
+            head = fh.read(4096)
+    if not looks_ours(head):
+        raise XmwInputError(f"{path}: exists and is not {what}; choose another {flag} or remove it")
+
 def write_text_atomic(path: str | Path, text: str, encoding: str | None = None) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (a URL: one PUT)."""
     if is_url(path):

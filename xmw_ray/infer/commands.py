@@ -85,6 +85,7 @@ def cmd_score_maps(args: argparse.Namespace) -> int:
     from xmw_ray import console
     from xmw_ray.infer.maps import put_bytes
     from xmw_ray.infer.skill import (
+        COMPARISON_HEAD,
         comparison_csv,
         comparison_table,
         open_maps,
@@ -92,7 +93,11 @@ def cmd_score_maps(args: argparse.Namespace) -> int:
         score_sources,
         write_skill,
     )
+    from xmw_ray.storage import refuse_foreign_file
 
+    if args.out:
+        refuse_foreign_file(args.out, lambda head: head.startswith(COMPARISON_HEAD),
+                            "a comparison table of xmw score-maps", "--out")
     names = args.names or [Path(str(m).rstrip("/")).name for m in args.maps]
     if len(names) != len(args.maps):
         raise XmwInputError(f"--names: {len(names)} names for {len(args.maps)} map stores")

@@ -333,6 +333,10 @@ def comparison_rows(skills: Sequence[MapSkill]) -> Iterator[dict[str, object]]:
                "trend_error_Tg_per_yr2": b["trend_error"]}
 
 
+#: How a comparison table written by ``xmw score-maps --out`` begins (one it may replace).
+COMPARISON_HEAD = b"source,nse_global,"
+
+
 def comparison_csv(skills: Sequence[MapSkill]) -> str:
     rows = list(comparison_rows(skills))
     out = io.StringIO()

@@ -25,7 +25,7 @@ from xmw_ray.data.contract import FLUX_UNIT
 from xmw_ray.errors import XmwInputError
 from xmw_ray.infer.budget import BUDGET_UNIT, LITERATURE_BUDGET, TRUE_BUDGET_KEY, TRUTH_FILE
 from xmw_ray.infer.plots import SCALE_FILE
-from xmw_ray.storage import write_text_atomic
+from xmw_ray.storage import refuse_foreign_file, write_text_atomic
 from xmw_ray.train.results import read_csv
 
 #: Column heads of the leaderboard and transfer tables, in words and with units.
@@ -342,11 +342,21 @@ def build_report(folders: list[Path], title: str = "Wetland CH4 emission: xmw_ra
     if not content:
         raise XmwInputError(f"{', '.join(map(str, found))}: no leaderboard, transfer table or budget found")
     parts = [f"<h1>{html.escape(title)}</h1>", _setup(found, paths), _definitions(), *content]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    return (f"{PAGE_HEAD}{GENERATOR}<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+
+
+#: How every page begins, and the mark that names it ours (pages written before the mark begin with ``PAGE_HEAD``
+#: and ``<title>``): ``--out`` replaces only such a page.
+PAGE_HEAD = "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+GENERATOR = "<meta name='generator' content='xmw report'>"
+
+
+def is_report_page(head: bytes) -> bool:
+    return head.startswith((f"{PAGE_HEAD}{GENERATOR}".encode(), f"{PAGE_HEAD}<title>".encode()))
 
 
 def write_report(folders: list[Path], out: Path) -> Path:
+    refuse_foreign_file(out, is_report_page, "a page of xmw report", "--out")
     page = build_report(folders, base=Path(out).resolve().parent)
     write_text_atomic(out, page)
     return out
