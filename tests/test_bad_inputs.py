@@ -209,6 +209,9 @@ ROWS = [
     Row("transfer-unknown-strategy-params",
         lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, strategy_params={"finetun": {}})],
         "strategy_params.finetun: unknown strategy"),
+    Row("transfer-to-object-storage",  # was run in a local folder named "s3:" under the working directory
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t), "--set", "run.output_dir=s3://bucket/runs"],
+        "run.output_dir: s3://bucket/runs: a transfer experiment writes to a local folder"),
     Row("transfer-model-param-typo",
         lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, models=[{"name": "tcn", "params": {"kernel": 3}}])],
         "models.0.params.kernel: unknown key"),

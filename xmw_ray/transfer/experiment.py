@@ -120,8 +120,17 @@ def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: floa
     return run_row("gbt", "gbt", setting, fraction, seed, acc.result()["pooled"], float("nan"), "")
 
 
+def check_local_output(cfg: ExperimentConfig) -> None:
+    """A transfer experiment keeps its runs, tables and ``best`` in a local folder: refuse an object-storage
+    ``run.output_dir`` (before any work) instead of writing into a local folder named after the URL."""
+    if is_url(cfg.run.output_dir):
+        raise XmwInputError(f"run.output_dir: {cfg.run.output_dir}: a transfer experiment writes to a local folder "
+                            "(object-storage URLs are for xmw train and xmw tune); copy the folder there afterwards")
+
+
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> dict[str, Path]:
     """Run every missing combination, then write the tables, the plot and ``<output_dir>/best``."""
+    check_local_output(cfg)
     cfg = cfg.resolved()
     exp = transfer_section(cfg)
     out = Path(cfg.run_dir()).resolve()
