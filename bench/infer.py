@@ -7,7 +7,8 @@
 3. Reference, in this process: read every chunk of the years with ``GridStore.read_block`` and run the model on
    batches of the same size, keeping each year's ``(cells, 365)`` predictions (no maps, no budget, no Ray); its
    1-year figure is the time to the end of its first year (model loading included), in the same 10-year run.
-4. ``run_inference`` (actor pool, CF Zarr maps, budget, PNGs) on 1 and 10 years at 1° and 1 year at 0.5°:
+4. ``run_inference`` (actor pool, CF Zarr maps, budget, PNGs) on 1 and 10 years at 1° (``--res``: 2°, 1° or 0.5°,
+   the full grid's ~38,800 cells; a 0.5° world of N years is built and cached once) and 1 year at 0.5°:
    cell-days per second and the ratio to the reference. Fixed start-up = the 1-year time minus one year at the
    per-year rate of the 10-year run, ``t1 - (t10 - t1) / 9``. Ray itself is started once, before (``ray.init``
    is timed on its own line). A profile line splits the per-year time into the time between the years' commits
@@ -17,7 +18,8 @@
 Peak memory is sampled every 50 ms as the rise in resident memory over the phase, for this (driver) process and
 for the whole process tree (driver + Ray's processes, actors included).
 
-Ends with ``infer/plain throughput at 10 years: R`` (cell-days/s of ``xmw infer`` over the plain loop's, 1° grid).
+Ends with ``infer/plain throughput at 10 years: R`` (cell-days/s of ``xmw infer`` over the plain loop's, on the
+``--res`` grid).
 
 With ``--use-gpu`` both sides run the model on the one CUDA device (float32, as the ``--use-gpu`` actors do), with
 one actor; ``--years N`` shortens the long run (the last line then names N).
@@ -30,7 +32,7 @@ sizing, CUDA initialisation, checkpoint hash and model load onto the device, sto
 unit of cells).
 
 Run: ``.venv/bin/python bench/infer.py [--land 0.3 --wetland 0.5] [--batch-size 2048] [--actors N] [--no-half]
-[--use-gpu] [--years 10] [--startup-profile]``.
+[--use-gpu] [--years 10] [--res 1] [--startup-profile]``.
 """
 
 from __future__ import annotations
@@ -230,7 +232,9 @@ def main() -> None:
     ap.add_argument("--actors", type=int, default=None)
     ap.add_argument("--no-half", action="store_true", help="skip the 0.5 deg one-year case")
     ap.add_argument("--use-gpu", action="store_true", help="the model on the CUDA device, on both sides")
-    ap.add_argument("--years", type=int, default=10, help="years of the long 1 deg run (at least 2)")
+    ap.add_argument("--years", type=int, default=10, help="years of the long run (at least 2)")
+    ap.add_argument("--res", type=float, default=1.0, choices=(2.0, 1.0, 0.5),
+                    help="grid spacing in degrees of the 1- and N-year runs (0.5: the full grid's cells)")
     ap.add_argument("--startup-profile", action="store_true",
                     help="profile: where the fixed start-up goes (driver phases, an actor's own steps), 3 runs")
     args = ap.parse_args()
@@ -244,7 +248,8 @@ def main() -> None:
 
     n = args.years
     years10 = tuple(range(2001, 2001 + n))
-    one = grid_store(1.0, years10, args.land, args.wetland)
+    one = grid_store(args.res, years10, args.land, args.wetland)
+    deg = f"{args.res:g} deg"
     ckpt = checkpoint(CACHE / "ckpt", one)
     # on a GPU machine without Ray's dashboard packages (bench/gpu.sh carries only what the benches import)
     ray_kwargs = {"num_cpus": os.cpu_count(), "log_to_driver": False,
@@ -254,13 +259,13 @@ def main() -> None:
         startup_profile(one, ckpt, args.batch_size, gpu)
         ray.shutdown()
         return
-    half = None if args.no_half else grid_store(0.5, (2001, 2002), args.land, args.wetland)
+    half = None if args.no_half or args.res == 0.5 else grid_store(0.5, (2001, 2002), args.land, args.wetland)
 
     with PeakRSS() as mem_plain:
         marks, n_one = plain_loop(one, ckpt, args.batch_size, n, gpu)
     p1, p10 = marks[0], marks[-1]  # one year (model loading included) and ten
     cd = n_one * 365
-    print(f"plain PyTorch loop at 1 deg ({n_one} cells): first year {p1:.1f} s = {cd / p1:,.0f} cell-days/s; "
+    print(f"plain PyTorch loop at {deg} ({n_one} cells): first year {p1:.1f} s = {cd / p1:,.0f} cell-days/s; "
           f"{n} years {p10:.1f} s = {n * cd / p10:,.0f} cell-days/s; peak +{mem_plain.driver:,.0f} MiB", flush=True)
 
     took = start_ray(**ray_kwargs)
@@ -268,10 +273,10 @@ def main() -> None:
     marks1, t1, mem1 = pipeline(one, ckpt, (2001, 2001), args.batch_size, args.actors, gpu)
     marks10, t10, mem10 = pipeline(one, ckpt, (2001, 2000 + n), args.batch_size, args.actors, gpu)
     per_year = (t10 - t1) / (n - 1)
-    print(f"xmw infer at 1 deg, 1 year: {t1:.1f} s (year committed at {marks1[0]:.1f} s) = {cd / t1:,.0f} "
+    print(f"xmw infer at {deg}, 1 year: {t1:.1f} s (year committed at {marks1[0]:.1f} s) = {cd / t1:,.0f} "
           f"cell-days/s; ratio to the plain loop {p1 / t1:.2f} (throughput), peak +{mem1.driver:,.0f} MiB driver, "
           f"+{mem1.tree:,.0f} MiB with Ray processes", flush=True)
-    print(f"xmw infer at 1 deg, {n} years: {t10:.1f} s (first year committed at {marks10[0]:.1f} s) = "
+    print(f"xmw infer at {deg}, {n} years: {t10:.1f} s (first year committed at {marks10[0]:.1f} s) = "
           f"{n * cd / t10:,.0f} cell-days/s; ratio to the plain loop {p10 / t10:.2f} (throughput), peak "
           f"+{mem10.driver:,.0f} MiB driver (x{mem10.driver / max(mem1.driver, 1):.2f} of 1 year), "
           f"+{mem10.tree:,.0f} MiB with Ray processes", flush=True)
