@@ -142,11 +142,6 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
     done: dict[str, int] = {}
     meta_rows = []
     written: list[Path] = []
-    # ours from here on, also if interrupted (a rerun may then write here again); the finished-marker goes, so
-    # a rerun's half-written folder never passes as finished
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / SIM_PENDING, json.dumps({"tool": "xmw simulate sites", "forcing": str(src.resolve())}))
-    (out_dir / SIM_MARKER).unlink(missing_ok=True)
     for daily, path in _iter_sites(src, metas):
         if daily.site not in metas:
             raise XmwInputError(f"{sources.meta_path}: site {daily.site} is missing from the metadata (data in {path.name})")
@@ -157,6 +152,8 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
             log(f"{daily.site}: no day with complete forcing ({', '.join(FORCING_COLUMNS)}), skipped")
             continue
         columns = {"FCH4": flux, "FCH4_F": flux, "FCH4_F_ANNOPTLM": flux, **daily.columns}
+        if not written:  # before the first file (bad input found earlier leaves nothing behind)
+            _claim(out_dir, src)
         written.append(write_site_file(out_dir, daily.site, daily.dates, columns))
         years = daily.dates.astype("datetime64[Y]").astype(np.int64) + 1970
         meta_rows.append({"SITE_ID": meta.site, "LAT": meta.lat, "LON": meta.lon,
@@ -174,6 +171,14 @@ def simulate_sites(forcing_dir: str | Path, out: str | Path, log: Callable[[str]
     write_text_atomic(out_dir / SIM_MARKER, json.dumps(sim_marker(src, [*written, meta_path]), indent=1))
     (out_dir / SIM_PENDING).unlink(missing_ok=True)
     return done
+
+
+def _claim(out_dir: Path, src: Path) -> None:
+    """Ours from here on, also if interrupted (a rerun may write here again); the finished-marker goes, so a
+    rerun's half-written folder never passes as finished."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / SIM_PENDING, json.dumps({"tool": "xmw simulate sites", "forcing": str(src.resolve())}))
+    (out_dir / SIM_MARKER).unlink(missing_ok=True)
 
 
 #: Written before the first simulated file and removed after the finished-marker (``SIM_MARKER``): a folder that
