@@ -64,6 +64,23 @@ def test_a_run_and_a_trial_round_trip_through_csv_and_json_lines(tmp_path):
     assert back[1].val_nse is None and back[1].test == {}  # not measured stays not measured, not NaN
 
 
+
+def test_an_append_cut_short_loses_only_its_own_row(tmp_path):
+    """A full disk or a kill mid-append leaves an unfinished last line: the experiment still resumes (that
+    combination runs again, its next append starts a line of its own); a damaged line elsewhere is one clear error."""
+    path = tmp_path / "results.jsonl"
+    rows = [run_row(st, "lstm", "spatial", 0.25, 0, POOLED, 0.5, f"/runs/{st}/best") for st in ("scratch", "finetune")]
+    append_jsonl(path, rows[0])
+    with path.open("a") as fh:
+        fh.write(json.dumps(rows[1].record(RUN_COLUMNS))[:57])  # the second row, cut short
+    assert [r.strategy for r in read_jsonl(path)] == ["scratch"]
+    append_jsonl(path, rows[1])  # the rerun's row
+    assert [r.strategy for r in read_jsonl(path)] == ["scratch", "finetune"]
+    assert path.read_text().count("\n") == 2
+    path.write_text("{oops\n" + path.read_text())
+    with pytest.raises(XmwInputError, match=rf"^{path}:1: not a JSON line"):
+        read_jsonl(path)
+
 def test_files_written_before_the_shared_row_still_read(tmp_path):
     """A ``results.jsonl`` of an experiment to resume and a ``summary.csv`` of an old run used the bare names."""
     (tmp_path / "results.jsonl").write_text(json.dumps(

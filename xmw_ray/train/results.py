@@ -193,17 +193,42 @@ def read_csv(path: Path) -> list[ResultRow]:
 
 
 def append_jsonl(path: Path, row: ResultRow, columns: Sequence[str] = RUN_COLUMNS) -> None:
-    """Append one row as a JSON line and sync it to disk, so a crash after a run never loses its score."""
-    with Path(path).open("a") as fh:
-        fh.write(json.dumps(row.record(columns), default=str) + "\n")
+    """Append one row as a JSON line and sync it to disk, so a crash after a run never loses its score. A last
+    line an interrupted append left unfinished (no newline; ``read_jsonl`` skips it) is cut off first, so the new
+    row starts a line of its own."""
+    with Path(path).open("a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        if end:
+            fh.seek(max(0, end - 65536))
+            tail = fh.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                fh.truncate(end - len(tail) + cut + 1 if cut >= 0 else max(0, end - len(tail)))
+        fh.write((json.dumps(row.record(columns), default=str) + "\n").encode())
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def read_jsonl(path: Path) -> list[ResultRow]:
-    """Every row of a JSON-lines file; none when the file does not exist yet."""
+    """Every row of a JSON-lines file; none when the file does not exist yet. An unfinished last line (no newline:
+    an append cut short by a full disk or a kill) is skipped, its combination runs again; any other line that is
+    not JSON is refused naming the file and line."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [ResultRow.from_record(json.loads(line), f"{path}:{i}")
-            for i, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise XmwInputError(f"{path}:{i}: not a JSON line ({exc.msg}); remove that line to run its combination "
+                                "again") from None
+        rows.append(ResultRow.from_record(record, f"{path}:{i}"))
+    return rows
