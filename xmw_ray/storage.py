@@ -422,7 +422,6 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-
 def refuse_foreign_file(path: str | Path, looks_ours: Callable[[bytes], bool], what: str, flag: str) -> None:
     """Before any work: refuse (one line) an output file (local or URL) that exists and is not ``what``, judged by
     ``looks_ours`` on its first 4 KiB; a user's file is never replaced by a command's output."""
@@ -445,6 +444,7 @@ def refuse_foreign_file(path: str | Path, looks_ours: Callable[[bytes], bool], w
             head = fh.read(4096)
     if not looks_ours(head):
         raise XmwInputError(f"{path}: exists and is not {what}; choose another {flag} or remove it")
+
 
 def write_text_atomic(path: str | Path, text: str, encoding: str | None = None) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (a URL: one PUT)."""

@@ -318,6 +318,12 @@ def _budget_section(path: Path, paths: _Paths) -> str:
     return "".join(parts)
 
 
+#: How every page begins, and the mark that names it ours (pages written before the mark begin with ``PAGE_HEAD``
+#: and ``<title>``): ``--out`` replaces only such a page.
+PAGE_HEAD = "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+GENERATOR = "<meta name='generator' content='xmw report'>"
+
+
 def build_report(folders: list[Path], title: str = "Wetland CH4 emission: xmw_ray report",
                  base: Path | None = None) -> str:
     """The HTML page for everything found under ``folders``; paths are shown relative to ``base`` (the page's
@@ -342,13 +348,8 @@ def build_report(folders: list[Path], title: str = "Wetland CH4 emission: xmw_ra
     if not content:
         raise XmwInputError(f"{', '.join(map(str, found))}: no leaderboard, transfer table or budget found")
     parts = [f"<h1>{html.escape(title)}</h1>", _setup(found, paths), _definitions(), *content]
-    return (f"{PAGE_HEAD}{GENERATOR}<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-
-
-#: How every page begins, and the mark that names it ours (pages written before the mark begin with ``PAGE_HEAD``
-#: and ``<title>``): ``--out`` replaces only such a page.
-PAGE_HEAD = "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-GENERATOR = "<meta name='generator' content='xmw report'>"
+    return (f"{PAGE_HEAD}{GENERATOR}<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>")
 
 
 def is_report_page(head: bytes) -> bool:

@@ -291,14 +291,13 @@ def train_loop_per_worker(spec: WorkerSpec) -> None:
 
     ckpt = ray.train.get_checkpoint()
     state = None
-    if ckpt is not None:
-        # in place on local storage, else a download deleted afterwards (``to_directory()`` would leave a copy)
-        with ckpt.as_directory() as resume_dir:
+    # Ray's checkpoint in place on local storage, else a download deleted afterwards (``to_directory()`` would
+    # leave a copy); in local mode the run folder's latest
+    source = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(spec.resume_dir)
+    with source as resume_dir:
+        if resume_dir:
             state = load_train_state(resume_dir)
             model.load_state_dict(load_model_state(resume_dir))
-    elif spec.resume_dir:
-        state = load_train_state(spec.resume_dir)
-        model.load_state_dict(load_model_state(spec.resume_dir))
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler") is not None:
@@ -376,8 +375,6 @@ def train_loop_per_worker(spec: WorkerSpec) -> None:
         # A checkpoint when validation improves, every ``checkpoint_every`` epochs (resume points) and at the end.
         save = improved or should_stop or (epoch + 1) % run_cfg.checkpoint_every == 0
         if rank == 0 and save:
-            # Local mode persists nothing itself, so checkpoints go straight to the run folder; on workers
-            # they go to a temporary folder that Ray uploads to run storage before report returns.
             with checkpoint_folder(spec.local_checkpoint_root, epoch) as directory:
                 write_checkpoint(directory, model, cfg.model_dump(mode="json"), metrics, train_state)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -202,9 +202,8 @@ def append_jsonl(path: Path, row: ResultRow, columns: Sequence[str] = RUN_COLUMN
         if end:
             fh.seek(max(0, end - 65536))
             tail = fh.read()
-            if not tail.endswith(b"\n"):
-                cut = tail.rfind(b"\n")
-                fh.truncate(end - len(tail) + cut + 1 if cut >= 0 else max(0, end - len(tail)))
+            if not tail.endswith(b"\n"):  # keep up to the last newline (none: the whole window goes)
+                fh.truncate(end - len(tail) + tail.rfind(b"\n") + 1)
         fh.write((json.dumps(row.record(columns), default=str) + "\n").encode())
         fh.flush()
         os.fsync(fh.fileno())
