@@ -114,11 +114,11 @@ from xmw_ray.data.ray_datasets import StoreInfo, sample_dataset, store_info
 from xmw_ray.data.splits import TRAIN, SplitPlan, SplitSpec
 from xmw_ray.data.tower_features import TRAILING_WINDOWS
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models.checkpoint import MODEL_FILE, load_checkpoint_model, write_ensemble_checkpoint
+from xmw_ray.models.checkpoint import BEST_DIR, MODEL_FILE, load_checkpoint_model, write_ensemble_checkpoint
 from xmw_ray.storage import write_text_atomic
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator, metrics_from_sums
-from xmw_ray.train.runner import BEST_DIR, ensure_ray
+from xmw_ray.train.runner import ensure_ray
 from xmw_ray.transfer.ensemble import member_config
 from xmw_ray.transfer.experiment import prepare_stores, run_config, transfer_section
 from xmw_ray.transfer.registry import get_strategy

@@ -150,6 +150,22 @@ def _truncated_real(how: str) -> Maker:
     return make
 
 
+def _best_with_notes(command: str) -> Maker:
+    """A run folder whose ``best`` holds a user's file: publishing the new best checkpoint there would delete it."""
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        tree = {"data": {"source": "grid", "store": str(w.grid)}, "run": {"name": "mine", "output_dir": str(tmp)}}
+        if command == "transfer":
+            tree.update(source={"store": str(w.grid)},
+                        transfer={"strategies": ["scratch"], "settings": {"temporal": {"kind": "temporal"}}})
+        if command == "tune":
+            tree.update(search={"num_samples": 1}, resources={"num_workers": 1})
+        (tmp / "mine" / "best").mkdir(parents=True)
+        (tmp / "mine" / "best" / "notes.txt").write_text("my notes")
+        return [command, "--config", _yaml(tmp / "cfg.yaml", tree)]
+
+    return make
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -199,6 +215,8 @@ ROWS = [
     Row("train-resume-ray-run-changed-store",
         lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hidden_size": 4, "num_layers": 1}},
                                                       "old-ray")], "data.store: run 'old-ray' resumes from"),
+    *[Row(f"{command}-best-holds-a-users-file", _best_with_notes(command),
+          "best: holds 'notes.txt', which is not part of a checkpoint; use another run.name") for command in ("train", "transfer", "tune")],
     # transfer: strategy parameters are checked with the config, before the tree baseline
     Row("transfer-strategy-param-typo",
         lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, strategy_params={"adversarial": {"lamda_max": 1}})],

@@ -14,6 +14,7 @@ import pytest
 
 import xmw_ray
 from xmw_ray import storage
+from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import (
     aside_target,
     is_url,
@@ -85,6 +86,23 @@ def _content(folder: Path) -> dict[str, str]:
 OLD = {"model.pt": "old weights", "config.json": "old config"}
 NEW = {"model.pt": "new weights", "config.json": "new config", "metrics.json": "new metrics"}
 
+def test_publishing_a_checkpoint_replaces_an_earlier_one_and_nothing_else(tmp_path):
+    """A run's ``best`` is replaced by the next best checkpoint; a ``best`` that holds a user's file too is
+    refused in one line and left as it was (also when the file arrives while the run trains: checked again at the
+    swap)."""
+    from xmw_ray.models.checkpoint import publish_checkpoint
+
+    new = _fill(tmp_path / "new", NEW)
+    dest = _fill(tmp_path / "run" / "best", {**OLD, "train_state.pt": "old state"})
+    publish_checkpoint(new, dest)
+    assert _content(dest) == NEW
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(XmwInputError, match=r"best: holds 'notes.txt', which is not part of a checkpoint"):
+        publish_checkpoint(_fill(tmp_path / "newer", OLD), dest)
+    assert _content(dest) == {**NEW, "notes.txt": "mine"}
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["best"]
+
+
 #: Runs ``publish_dir`` and dies (``os._exit``, no cleanup, like a kill) at its ``step``-th storage operation;
 #: prints "done" when it got through. With ``exchange`` off it takes the two-rename path.
 _CRASHING_PUBLISH = textwrap.dedent("""
@@ -107,7 +125,7 @@ _CRASHING_PUBLISH = textwrap.dedent("""
     storage._remove = crashing(storage._remove)
     storage.shutil.copytree = crashing(shutil.copytree)
     os.rename = crashing(os.rename)
-    storage.publish_dir(src, dest)
+    storage.publish_dir(src, dest, lambda key: True, "checkpoint")
     print("done")
 """)
 
@@ -131,7 +149,7 @@ def test_publish_dir_survives_a_crash_at_every_step(tmp_path, use_exchange):
         assert got in (OLD, NEW), (step, got)
         seen_old |= got == OLD
         seen_new |= got == NEW
-        publish_dir(new, dest)  # the next writer: sweeps what the dead one left
+        publish_dir(new, dest, lambda key: True, "checkpoint")  # the next writer: sweeps what the dead one left
         assert _content(dest) == NEW
         assert sorted(p.name for p in dest.parent.iterdir()) == ["best"], step
         if proc.returncode == 0:

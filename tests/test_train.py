@@ -338,3 +338,76 @@ def test_training_progress_moves_per_step_and_stays_in_range():
     assert training_progress(2, 5, 4, 10) == pytest.approx(25 / 40)
     assert training_progress(3, 15, 4, 10) == 1.0  # more steps than counted: the epoch ends at its share
     assert training_progress(2, 5, 4, None) == 0.5  # steps unknown: per epoch
+
+
+def _bucket_checkpoint(path: str, files: dict[str, bytes]):
+    """A Ray checkpoint on an object store (fsspec's in-memory one behind pyarrow): not a local folder."""
+    import pyarrow.fs
+    from fsspec.implementations.memory import MemoryFileSystem
+    from ray.train import Checkpoint
+
+    mem = MemoryFileSystem()
+    for name, data in files.items():
+        mem.pipe_file(f"{path}/{name}", data)
+    return Checkpoint(path=path, filesystem=pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(mem)))
+
+
+def test_a_checkpoint_read_from_a_bucket_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
+    """Resuming and publishing read Ray's checkpoints from run storage: from a bucket that is a download, which goes
+    afterwards, also when the download fails (Ray's ``as_directory`` left its download folder, a lock file beside
+    it and lock files under ``_ray_lockfiles``)."""
+    from types import SimpleNamespace
+
+    from xmw_ray.train.runner import _best_checkpoint_dir
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    good = _bucket_checkpoint("/bucket/run/checkpoint_000001", {"model.pt": b"weights", "sub/config.json": b"{}"})
+    result = SimpleNamespace(checkpoint=good, best_checkpoints=[(good, {"epoch": 1, "val_loss": 0.2})])
+    with _best_checkpoint_dir(result, tmp_path, False, [{"epoch": 1, "val_loss": 0.2}]) as best:
+        assert (Path(best) / "model.pt").read_bytes() == b"weights"
+        assert (Path(best) / "sub" / "config.json").read_bytes() == b"{}"
+    assert list(temp.iterdir()) == []
+    gone = _bucket_checkpoint("/bucket/run/checkpoint_000002", {})
+    result = SimpleNamespace(checkpoint=gone, best_checkpoints=[])
+    with pytest.raises(FileNotFoundError), _best_checkpoint_dir(result, tmp_path, False, []):
+        pass
+    assert list(temp.iterdir()) == []
+
+
+def test_publishing_a_run_to_a_bucket_replaces_best_whole_with_the_model_last(tmp_path, monkeypatch):
+    """A run on object storage uploads ``best`` with the model file last, after removing what an earlier run's
+    ``best`` held, so a reader (``xmw infer``) never pairs the new model with an old run's files; a user's
+    object there is refused, not deleted."""
+    import fsspec
+
+    from xmw_ray.train.runner import _publish
+
+    url = "memory://bucket/runs/r"
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/bucket/runs/r/best/model.pt", b"old weights")
+    fs.pipe_file("/bucket/runs/r/best/train_state.pt", b"old state")
+    run = tmp_path / "r"
+    (run / "best").mkdir(parents=True)
+    for name in ("config.json", "metrics.json", "model.pt"):
+        (run / "best" / name).write_bytes(name.encode())
+    (run / "history.json").write_text("[]")
+    puts: list[str] = []
+    real_put = type(fs).put_file
+    monkeypatch.setattr(type(fs), "put_file", lambda self, lpath, rpath, **kw: puts.append(rpath.rsplit("/", 1)[1])
+                        or real_put(self, lpath, rpath, **kw))
+    try:
+        _publish(run, url)
+        assert sorted(fs.ls("/bucket/runs/r/best", detail=False)) == [
+            f"/bucket/runs/r/best/{n}" for n in ("config.json", "metrics.json", "model.pt")]
+        assert fs.cat_file("/bucket/runs/r/best/model.pt") == b"model.pt"
+        assert sorted(puts) == ["config.json", "metrics.json", "model.pt"] and puts[-1] == "model.pt"
+        assert fs.cat_file("/bucket/runs/r/history.json") == b"[]"
+        fs.pipe_file("/bucket/runs/r/best/notes.txt", b"mine")
+        with pytest.raises(XmwInputError, match="holds 'notes.txt'.*use another run.name"):
+            _publish(run, url)
+        assert fs.cat_file("/bucket/runs/r/best/notes.txt") == b"mine"
+    finally:
+        fs.rm("/bucket", recursive=True)

@@ -163,22 +163,26 @@ def _refuse_unwritable_parent(out: Path) -> None:
         raise OSError(code, os.strerror(code), str(ancestor))
 
 
-def refuse_foreign_local(out: str | Path, replaceable: Callable[[str], bool], what: str) -> bool:
+#: The way out that a refusal names: outputs given on the command line.
+CHOOSE_OUT = "choose another --out or remove it"
+
+
+def refuse_foreign_local(out: str | Path, replaceable: Callable[[str], bool], what: str,
+                         instead: str = CHOOSE_OUT) -> bool:
     """Whether ``out`` (a local path) holds something to replace; ``XmwInputError`` when replacing it could lose
     data: ``out`` is a file, or a folder holding a file for which ``replaceable(relative path)`` is false (another
-    kind of store, a user's file). The local twin of ``refuse_foreign_objects``."""
+    kind of store, a user's file). The local twin of ``refuse_foreign_objects``; ``instead`` ends the line."""
     out = Path(out)
     _refuse_unwritable_parent(out)
     if out.is_symlink() and not out.exists():
-        raise XmwInputError(f"{out}: is a broken link, not a {what}; choose another --out or remove it")
+        raise XmwInputError(f"{out}: is a broken link, not a {what}; {instead}")
     if not out.exists():
         return False
     if not out.is_dir():
-        raise XmwInputError(f"{out}: is a file, not a {what}; choose another --out or remove it")
+        raise XmwInputError(f"{out}: is a file, not a {what}; {instead}")
     foreign = next((key for key in _held_files(out) if not replaceable(key)), None)  # the first: --out ~ is quick
     if foreign is not None:
-        raise XmwInputError(f"{out}: holds {foreign!r}, which is not part of a {what}; "
-                            "choose another --out or remove it")
+        raise XmwInputError(f"{out}: holds {foreign!r}, which is not part of a {what}; {instead}")
     return next(_held_entries(out), None) is not None
 
 
@@ -321,7 +325,7 @@ def recover_aside(out: str | Path) -> bool:
 
 @contextmanager
 def directory_aside(out: str | Path, replaceable: Callable[[str], bool] | None = None,
-                    what: str = "store") -> Iterator[Path]:
+                    what: str = "store", instead: str = CHOOSE_OUT) -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to fill; on success it replaces ``out``, on failure it is removed.
 
     With ``replaceable`` (see ``refuse_foreign_local``) an ``out`` that holds anything else is refused, before the
@@ -329,7 +333,7 @@ def directory_aside(out: str | Path, replaceable: Callable[[str], bool] | None =
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    check = (lambda: refuse_foreign_local(out, replaceable, what)) if replaceable else (lambda: None)
+    check = (lambda: refuse_foreign_local(out, replaceable, what, instead)) if replaceable else (lambda: None)
     check()
     sweep_stale_asides(out)
     tmp = _aside(out, "tmp")
@@ -342,7 +346,7 @@ def directory_aside(out: str | Path, replaceable: Callable[[str], bool] | None =
         raise
 
 
-def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool]) -> list[str]:
+def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool], instead: str = CHOOSE_OUT) -> list[str]:
     """The keys (relative to ``url``) of the objects already under ``url``; ``XmwInputError`` when one of them is
     not ``replaceable``: replacing a store there deletes the prefix, and must never take other data with it."""
     import fsspec
@@ -354,12 +358,13 @@ def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool]) -> list
     foreign = [key for key in old if not replaceable(key)]
     if foreign:
         raise XmwInputError(f"{url}: holds {foreign[0]!r}, which is not part of what would be written there; "
-                            "choose another --out or remove it")
+                            f"{instead}")
     return old
 
 
 @contextmanager
-def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool]) -> Iterator[Path]:
+def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool],
+                 instead: str = CHOOSE_OUT) -> Iterator[Path]:
     """Yield a local temporary folder to fill; on success publish it at ``url`` (an fsspec URL), ``commit_file`` last.
 
     Object stores (S3, GCS) have no directory rename, so the commit point is one object: readers must refuse a
@@ -377,7 +382,7 @@ def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool])
     tmp = Path(tempfile.mkdtemp(prefix="xmw-upload-"))
     try:
         yield tmp
-        old = refuse_foreign_objects(url, replaceable)
+        old = refuse_foreign_objects(url, replaceable, instead)
         if commit_file in old:
             fs.rm_file(f"{root}/{commit_file}")
         rest = [f"{root}/{key}" for key in old if key != commit_file]
@@ -455,11 +460,13 @@ def write_text_atomic(path: str | Path, text: str, encoding: str | None = None) 
         tmp.write_text(text, encoding=encoding)
 
 
-def publish_dir(src: str | Path, dest: str | Path) -> Path:
+def publish_dir(src: str | Path, dest: str | Path, replaceable: Callable[[str], bool], what: str,
+                instead: str = CHOOSE_OUT) -> Path:
     """Copy the folder ``src`` to ``dest`` (e.g. a run's ``best``), replacing what is there in one atomic step:
-    a crash at any point leaves ``dest`` holding the old or the new content, never neither (see the module)."""
+    a crash at any point leaves ``dest`` holding the old or the new content, never neither (see the module).
+    A ``dest`` holding a file that is not ``replaceable`` (a user's notes in a run's ``best``) is refused."""
     dest = Path(dest)
-    with directory_aside(dest) as tmp:
+    with directory_aside(dest, replaceable, what, instead) as tmp:
         shutil.copytree(src, tmp)
     return dest
 

@@ -23,7 +23,16 @@ from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import XmwModel
 from xmw_ray.models.ensemble import ensemble_from_models
 from xmw_ray.models.registry import build_model
-from xmw_ray.storage import directory_aside, file_aside, published_dir, write_text_atomic
+from xmw_ray.storage import (
+    directory_aside,
+    file_aside,
+    is_url,
+    publish_dir,
+    published_dir,
+    refuse_foreign_local,
+    refuse_foreign_objects,
+    write_text_atomic,
+)
 
 #: Version of the model file's payload (``save_model``).
 CHECKPOINT_FORMAT = 1
@@ -31,6 +40,10 @@ MODEL_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+#: The folder a run, a transfer experiment and a search publish their best checkpoint to.
+BEST_DIR = "best"
+#: Every file a checkpoint folder holds: what publishing a ``best`` folder may replace.
+CHECKPOINT_FILES = frozenset({MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE})
 #: The ``config.json`` key listing an ensemble checkpoint's member directories.
 ENSEMBLE_MEMBERS_KEY = "ensemble_members"
 
@@ -83,6 +96,25 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     if ckpt.get("features") is not None:  # absent in checkpoints written before descriptors existed
         model.features = FeatureSet.from_record(ckpt["features"], str(path))
     return model.to(map_location)
+
+
+#: The way out a refused ``best`` names: it lies in a run folder named by the config.
+OTHER_RUN = "use another run.name, or move that file out"
+
+
+def refuse_foreign_checkpoint(dest: str | os.PathLike) -> None:
+    """Before any work: refuse (one line) a ``dest`` (a run's ``best``, a local folder or a URL) holding anything
+    but a checkpoint's files, which publishing a checkpoint there would delete."""
+    if is_url(dest):
+        refuse_foreign_objects(str(dest), CHECKPOINT_FILES.__contains__, OTHER_RUN)
+    else:
+        refuse_foreign_local(dest, CHECKPOINT_FILES.__contains__, "checkpoint", OTHER_RUN)
+
+
+def publish_checkpoint(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy the checkpoint folder ``src`` to the local ``dest`` in one atomic step (``storage.publish_dir``),
+    replacing an earlier checkpoint there, never anything else."""
+    return publish_dir(src, dest, CHECKPOINT_FILES.__contains__, "checkpoint", OTHER_RUN)
 
 
 def write_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, config: dict[str, Any],

@@ -255,6 +255,22 @@ def checkpoint_folder(local_root: str | None, epoch: int) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def reading_checkpoint(ckpt: ray.train.Checkpoint) -> Iterator[str]:
+    """A Ray checkpoint's folder while the block runs: in place on local storage; from an object store, a download
+    into a temporary folder that is removed on exit whatever happens. Ray's own ``as_directory`` leaves its
+    download folder, a lock file beside it and lock files under ``_ray_lockfiles`` in the temporary folder when
+    the download fails, and lock files on every call (one run's resume and publish left several)."""
+    import pyarrow.fs
+
+    if isinstance(ckpt.filesystem, pyarrow.fs.LocalFileSystem):
+        yield ckpt.path
+        return
+    with tempfile.TemporaryDirectory(prefix="xmw-checkpoint-") as tmp:
+        pyarrow.fs.copy_files(ckpt.path, tmp, source_filesystem=ckpt.filesystem)
+        yield tmp
+
+
 def train_loop_per_worker(spec: WorkerSpec) -> None:
     """Ray Train entry point (bound to its :class:`WorkerSpec` by the runner)."""
     cfg = spec.config
@@ -291,9 +307,8 @@ def train_loop_per_worker(spec: WorkerSpec) -> None:
 
     ckpt = ray.train.get_checkpoint()
     state = None
-    # Ray's checkpoint in place on local storage, else a download deleted afterwards (``to_directory()`` would
-    # leave a copy); in local mode the run folder's latest
-    source = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(spec.resume_dir)
+    # Ray's checkpoint (in place, or a download deleted afterwards); in local mode the run folder's latest
+    source = reading_checkpoint(ckpt) if ckpt is not None else contextlib.nullcontext(spec.resume_dir)
     with source as resume_dir:
         if resume_dir:
             state = load_train_state(resume_dir)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,9 +31,25 @@ from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets, store_info
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import resolve_output_constraint
-from xmw_ray.models.checkpoint import load_train_state
-from xmw_ray.storage import is_url, local_run_dir, publish_dir, run_path, write_text_atomic
-from xmw_ray.train.loop import Objective, WorkerSpec, train_loop_per_worker
+from xmw_ray.models.checkpoint import (
+    BEST_DIR,
+    CHECKPOINT_FILES,
+    MODEL_FILE,
+    OTHER_RUN,
+    load_train_state,
+    publish_checkpoint,
+    refuse_foreign_checkpoint,
+)
+from xmw_ray.storage import (
+    is_url,
+    join_path,
+    local_run_dir,
+    run_path,
+    upload_aside,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+from xmw_ray.train.loop import Objective, WorkerSpec, reading_checkpoint, train_loop_per_worker
 from xmw_ray.train.progress import epoch_feed
 from xmw_ray.train.resources import check_fits
 
@@ -40,7 +57,6 @@ if TYPE_CHECKING:
     import pyarrow.fs
     from ray.data import ExecutionOptions
 
-BEST_DIR = "best"
 HISTORY_FILE = "history.json"
 #: The tensor columns a training worker consumes (ids stay behind: torch cannot collate strings).
 TRAIN_COLUMNS = [schema.DYNAMIC, schema.STATIC, schema.TARGET]
@@ -76,14 +92,12 @@ def run_storage(output_dir: str) -> tuple[pyarrow.fs.FileSystem | None, str]:
 
 
 def _publish(run_dir: Path, url: str) -> None:
-    """Copy the best checkpoint and the history to run storage, history last (whole objects, no partial file)."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
-    best = run_dir / BEST_DIR
-    for f in sorted(p for p in best.rglob("*") if p.is_file()):
-        fs.put_file(str(f), f"{root}/{BEST_DIR}/{f.relative_to(best).as_posix()}")
-    fs.put_file(str(run_dir / HISTORY_FILE), f"{root}/{HISTORY_FILE}")
+    """Copy the best checkpoint and then the history to run storage. ``best`` goes through ``upload_aside`` with
+    the model file as its commit object: a reader of a bucket checkpoint (``xmw infer``) reads that file, so it
+    finds the old model, none, or the new one, never the new model beside an old run's other files."""
+    with upload_aside(join_path(url, BEST_DIR), MODEL_FILE, CHECKPOINT_FILES.__contains__, OTHER_RUN) as tmp:
+        shutil.copytree(run_dir / BEST_DIR, tmp, dirs_exist_ok=True)
+    write_bytes_atomic(join_path(url, HISTORY_FILE), (run_dir / HISTORY_FILE).read_bytes())
 
 
 LOCAL_MIN_CPUS = 4
@@ -316,6 +330,9 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     uses the ``val`` split of ``cfg.data``.
     """
     check_resume_matches(cfg)
+    refuse_foreign_checkpoint(run_dir_of(cfg) / BEST_DIR)
+    if run_url_of(cfg) is not None:
+        refuse_foreign_checkpoint(join_path(run_url_of(cfg), BEST_DIR))
     if datasets is None:  # a missing or wrong store is refused before Ray starts
         store_info(cfg.data.store, cfg.data.source)
     ensure_ray()
@@ -373,7 +390,7 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
             result = trainer.fit()
     history = _history(result, run_dir, local)
     with _best_checkpoint_dir(result, run_dir, local, history) as best_src:
-        best = publish_dir(best_src, run_dir / BEST_DIR)
+        best = publish_checkpoint(best_src, run_dir / BEST_DIR)
     write_text_atomic(run_dir / HISTORY_FILE, json.dumps(history, indent=1))
     url = run_url_of(cfg)
     if url is not None:
@@ -406,9 +423,7 @@ def _history(result: Any, run_dir: Path, local: bool) -> list[dict[str, Any]]:
     elif result.checkpoint is None:
         state = None
     else:
-        # read in place (local storage) or from a download deleted afterwards: ``to_directory()`` without a path
-        # leaves a copy in the temporary folder that nobody removes, one per run
-        with result.checkpoint.as_directory() as latest:
+        with reading_checkpoint(result.checkpoint) as latest:
             state = load_train_state(latest)
     return list(state["history"]) if state else []
 
@@ -430,5 +445,5 @@ def _best_checkpoint_dir(result: Any, run_dir: Path, local: bool,
         best_epoch = history[_best_of(history)]["epoch"]
         yield str(run_dir / "checkpoints" / f"epoch_{best_epoch:04d}")
         return
-    with _best_kept_checkpoint(result).as_directory() as best:
+    with reading_checkpoint(_best_kept_checkpoint(result)) as best:
         yield best

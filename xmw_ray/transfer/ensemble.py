@@ -12,10 +12,10 @@ import math
 from typing import Any
 
 from xmw_ray.config import ExperimentConfig
-from xmw_ray.models.checkpoint import write_ensemble_checkpoint
+from xmw_ray.models.checkpoint import BEST_DIR, write_ensemble_checkpoint
 from xmw_ray.storage import local_run_dir
 from xmw_ray.train.evaluate import evaluate_checkpoint
-from xmw_ray.train.runner import BEST_DIR, TrainOutcome
+from xmw_ray.train.runner import TrainOutcome
 from xmw_ray.transfer.base import Strategy
 
 MEMBER_SEED_STRIDE = 100

@@ -20,7 +20,8 @@ from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
-from xmw_ray.storage import is_url, publish_dir
+from xmw_ray.models.checkpoint import BEST_DIR, publish_checkpoint, refuse_foreign_checkpoint
+from xmw_ray.storage import is_url
 from xmw_ray.train.evaluate import evaluate_checkpoint
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
 from xmw_ray.train.results import ResultRow, append_jsonl, read_jsonl
@@ -32,7 +33,6 @@ from xmw_ray.transfer.table import write_results
 RESULTS_FILE = "results.jsonl"
 #: Test metrics of a run whose setting holds no test part (``kind: all``).
 NO_TEST: dict[str, float] = {**dict.fromkeys(METRIC_KEYS[:-1], float("nan")), "n": 0}
-BEST_DIR = "best"
 
 
 def run_row(strategy: str, model: str, setting: str, fraction: float, seed: int, test: dict[str, Any],
@@ -121,11 +121,13 @@ def gbt_row(cfg: ExperimentConfig, setting: str, spec: SplitSpec, fraction: floa
 
 
 def check_local_output(cfg: ExperimentConfig) -> None:
-    """A transfer experiment keeps its runs, tables and ``best`` in a local folder: refuse an object-storage
-    ``run.output_dir`` (before any work) instead of writing into a local folder named after the URL."""
+    """Before any work: a transfer experiment keeps its runs, tables and ``best`` in a local folder, so refuse an
+    object-storage ``run.output_dir`` (instead of writing into a local folder named after the URL), and a ``best``
+    there holding anything but a checkpoint (publishing the new one would delete it)."""
     if is_url(cfg.run.output_dir):
         raise XmwInputError(f"run.output_dir: {cfg.run.output_dir}: a transfer experiment writes to a local folder "
                             "(object-storage URLs are for xmw train and xmw tune); copy the folder there afterwards")
+    refuse_foreign_checkpoint(Path(cfg.run_dir()) / BEST_DIR)
 
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> dict[str, Path]:
@@ -208,4 +210,4 @@ def _copy_best(rows: list[ResultRow], out: Path, deploy_setting: str | None = No
     row = best_row(rows, deploy_setting)
     if row is None:
         return best
-    return publish_dir(row.checkpoint, best)
+    return publish_checkpoint(row.checkpoint, best)

@@ -147,11 +147,14 @@ def run_search(cfg: ExperimentConfig, *, cluster: dict[str, float] | None = None
     leaves (finished, failed or interrupted by Ctrl-C) is signed at the end, so a later launch may resume it."""
     import ray
 
+    from xmw_ray.models.checkpoint import BEST_DIR, refuse_foreign_checkpoint
     from xmw_ray.train.runner import ensure_ray
     from xmw_ray.tune.leaderboard import collect_rows, write_results
     from xmw_ray.tune.trust import sign_run
 
     cfg = with_absolute_stores(cfg)
+    if not is_url(experiment_path(cfg)):  # the leaderboard's ``best`` replaces an earlier one, nothing else
+        refuse_foreign_checkpoint(Path(experiment_path(cfg)) / BEST_DIR)
     ensure_ray()
     have = cluster or cfg.search.cluster or ray.cluster_resources()
     concurrency = max_concurrent_trials(cfg, have)
