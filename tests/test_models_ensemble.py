@@ -165,3 +165,19 @@ def test_members_with_different_splits_are_refused(world, tmp_path):
     other = write_checkpoint(tmp_path / "other", world["members"][0], {"data": {"split": {**SPLIT, "seed": 1}}}, {})
     with pytest.raises(XmwInputError, match="its data split differs"):
         write_ensemble_checkpoint([world["dirs"][0], other], tmp_path / "ens", {})
+
+
+def test_an_ensemble_replaces_an_earlier_checkpoint_and_nothing_else(tmp_path):
+    """A transfer ensemble is written to its run's ``best``: an earlier checkpoint there is replaced, a user's file
+    is refused in one line and left where it was."""
+    parts = members()
+    for name, model in (("a", parts[0]), ("b", parts[1])):
+        write_checkpoint(tmp_path / name, model, {"data": {"split": SPLIT}}, {})
+    best = tmp_path / "run" / "best"
+    write_ensemble_checkpoint([tmp_path / "a", tmp_path / "b"], best, {"n": 1})
+    write_ensemble_checkpoint([tmp_path / "a", tmp_path / "b"], best, {"n": 2})
+    assert json.loads((best / "metrics.json").read_text()) == {"n": 2}
+    (best / "notes.txt").write_text("mine")
+    with pytest.raises(XmwInputError, match="holds 'notes.txt', which is not part of a checkpoint"):
+        write_ensemble_checkpoint([tmp_path / "a", tmp_path / "b"], best, {"n": 3})
+    assert (best / "notes.txt").read_text() == "mine"

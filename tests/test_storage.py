@@ -92,8 +92,12 @@ def test_publishing_a_checkpoint_replaces_an_earlier_one_and_nothing_else(tmp_pa
     swap)."""
     from xmw_ray.models.checkpoint import publish_checkpoint
 
-    new = _fill(tmp_path / "new", NEW)
+    # the epoch folder published holds what a write killed there left: it is not copied (the next publish would
+    # refuse it as not a checkpoint's)
+    new = _fill(tmp_path / "new", {**NEW, ".metrics.json.tmp-123@host.0a1b2c3d": "half"})
     dest = _fill(tmp_path / "run" / "best", {**OLD, "train_state.pt": "old state"})
+    publish_checkpoint(new, dest)
+    assert _content(dest) == NEW
     publish_checkpoint(new, dest)
     assert _content(dest) == NEW
     (dest / "notes.txt").write_text("mine")

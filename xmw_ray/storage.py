@@ -150,14 +150,14 @@ def sweep_stale_asides(out: str | Path) -> list[Path]:
     return swept
 
 
-def _refuse_unwritable_parent(out: Path) -> None:
+def _refuse_unwritable_parent(out: Path, instead: str) -> None:
     """Fail before any work when ``out`` cannot be created: its nearest existing ancestor is a file, or a folder
     this process may not write into (``OSError`` naming it, which the CLI reports in one line)."""
     ancestor = out.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise XmwInputError(f"{ancestor}: is a file, not a folder to write {out.name} into; choose another --out")
+        raise XmwInputError(f"{ancestor}: is a file, not a folder to write {out.name} into; {instead}")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         code = errno.EROFS if os.statvfs(ancestor).f_flag & os.ST_RDONLY else errno.EACCES
         raise OSError(code, os.strerror(code), str(ancestor))
@@ -173,7 +173,7 @@ def refuse_foreign_local(out: str | Path, replaceable: Callable[[str], bool], wh
     data: ``out`` is a file, or a folder holding a file for which ``replaceable(relative path)`` is false (another
     kind of store, a user's file). The local twin of ``refuse_foreign_objects``; ``instead`` ends the line."""
     out = Path(out)
-    _refuse_unwritable_parent(out)
+    _refuse_unwritable_parent(out, instead)
     if out.is_symlink() and not out.exists():
         raise XmwInputError(f"{out}: is a broken link, not a {what}; {instead}")
     if not out.exists():
@@ -464,10 +464,17 @@ def publish_dir(src: str | Path, dest: str | Path, replaceable: Callable[[str], 
                 instead: str = CHOOSE_OUT) -> Path:
     """Copy the folder ``src`` to ``dest`` (e.g. a run's ``best``), replacing what is there in one atomic step:
     a crash at any point leaves ``dest`` holding the old or the new content, never neither (see the module).
-    A ``dest`` holding a file that is not ``replaceable`` (a user's notes in a run's ``best``) is refused."""
-    dest = Path(dest)
+    Only ``src``'s ``replaceable`` files are copied (not, say, the temporary file of a write killed in a run's
+    epoch folder), so the next publish replaces all of them; a ``dest`` holding a file that is not
+    ``replaceable`` (a user's notes in a run's ``best``) is refused."""
+    dest, root = Path(dest), Path(src)
+
+    def others(folder: str, names: list[str]) -> list[str]:
+        rel = Path(folder).relative_to(root)
+        return [n for n in names if not os.path.isdir(os.path.join(folder, n)) and not replaceable((rel / n).as_posix())]
+
     with directory_aside(dest, replaceable, what, instead) as tmp:
-        shutil.copytree(src, tmp)
+        shutil.copytree(src, tmp, ignore=others)
     return dest
 
 

@@ -253,7 +253,7 @@ def check_netcdf_out(nc_path: str) -> None:
     if is_url(nc_path):
         raise XmwInputError(f"{nc_path}: --netcdf takes a local file path, not a URL")
     path = Path(nc_path)
-    _refuse_unwritable_parent(path)
+    _refuse_unwritable_parent(path, "choose another --netcdf")
     if path.exists() and not _is_maps_netcdf(path):
         raise XmwInputError(f"{nc_path}: exists and is not a NetCDF copy of flux maps; choose another --netcdf "
                             "or remove it")

@@ -182,6 +182,6 @@ def write_ensemble_checkpoint(member_dirs: list[str | os.PathLike], out_dir: str
     config = {**configs[0], "model": {"name": ensemble.registry_name, "params": ensemble.hp.model_dump()},
               ENSEMBLE_MEMBERS_KEY: [str(d) for d in member_dirs]}
     out = Path(out_dir)
-    with directory_aside(out) as tmp:
+    with directory_aside(out, CHECKPOINT_FILES.__contains__, "checkpoint", OTHER_RUN) as tmp:
         write_checkpoint(tmp, ensemble, config, metrics)
     return out

@@ -17,7 +17,6 @@ from typing import Any
 
 from xmw_ray.config import ExperimentConfig
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models.checkpoint import BEST_DIR, publish_checkpoint
 from xmw_ray.storage import file_aside, is_url, write_text_atomic
 from xmw_ray.train.results import ResultRow, leaderboard_columns, markdown_table
 from xmw_ray.train.results import to_csv as rows_to_csv
@@ -219,10 +218,13 @@ def plot_groups(rows: list[ResultRow], path: Path) -> None:
     plt.close(fig)
 
 
-def _copy_best(checkpoint: str, dest: Path) -> str:
+def _copy_best(checkpoint: str, folder: Path) -> str:
+    """The best trial's checkpoint copied to ``folder/best`` (a URL one is named where it is)."""
+    from xmw_ray.models.checkpoint import BEST_DIR, publish_checkpoint  # torch: not for readers (xmw report)
+
     if is_url(checkpoint):
         return checkpoint
-    return str(publish_checkpoint(checkpoint, dest))
+    return str(publish_checkpoint(checkpoint, folder / BEST_DIR))
 
 
 def write_results(rows: list[ResultRow], cfg: ExperimentConfig, path: str) -> tuple[dict[str, str], str | None]:
@@ -246,7 +248,7 @@ def _write_files(rows: list[ResultRow], cfg: ExperimentConfig, folder: Path,
                  copy_best: bool) -> tuple[dict[str, str], str | None]:
     folder.mkdir(parents=True, exist_ok=True)
     best = next((r for r in rows if _finite(r.val_nse) and r.checkpoint), None)
-    best_path = (_copy_best(best.checkpoint, folder / BEST_DIR) if copy_best else best.checkpoint) if best else None
+    best_path = (_copy_best(best.checkpoint, folder) if copy_best else best.checkpoint) if best else None
     write_text_atomic(folder / FILES["csv"], to_csv(rows))
     write_text_atomic(folder / FILES["markdown"], to_markdown(rows, cfg.run.name))
     plot_trials(rows, folder / FILES["plot_trials"])
