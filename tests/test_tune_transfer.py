@@ -26,7 +26,7 @@ class CraftedResult:
         self.config = {"model": "lstm", "strategy": strategy, "lr": 0.01, "weight_decay": 0.0,
                        "hp": {"lstm": {"hidden_size": 8, "num_layers": 1, "dropout": 0.0}}}
         checkpoint.mkdir(parents=True)
-        (checkpoint / "which.txt").write_text(trial_id)
+        (checkpoint / "metrics.json").write_text(trial_id)  # which trial: a file a checkpoint holds
         self.metrics_dataframe = pd.DataFrame(
             [{"epoch": e, "timestamp": 100 + e, CHECKPOINT_KEY: str(checkpoint), **r} for e, r in enumerate(reports)])
         self.metrics = {"trial_id": trial_id}
@@ -65,7 +65,7 @@ def test_trials_of_different_strategies_rank_on_validation_nse_not_on_their_own_
     header = markdown.splitlines()[2]
     assert "val_nse" in header and "test_nse" in header
     files, best = write_results(rows, cfg, str(tmp_path / "search"))
-    assert (Path(best) / "which.txt").read_text() == "t_scratch"  # best/ is the top validation NSE
+    assert (Path(best) / "metrics.json").read_text() == "t_scratch"  # best/ is the top validation NSE
     with open(files["csv"]) as f:
         assert [r["trial_id"] for r in csv.DictReader(f)] == ["t_scratch", "t_finetune"]
 
