@@ -166,6 +166,20 @@ def _best_with_notes(command: str) -> Maker:
     return make
 
 
+def _unfinished_world(command: str) -> Maker:
+    """A built-in world that ``xmw simulate`` began and never finished (its marker, no ``truth.json``): its years
+    may be fewer than asked or from two seeds."""
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        world = tmp / "world"
+        shutil.copytree(w.root / "tem", world)
+        shutil.copytree(w.flux, world / "FLUXNET-CH4")
+        (world / ".xmw-world").touch()
+        src = world if command == "grid" else world / "FLUXNET-CH4"
+        return ["prepare", command, "--src", str(src), "--out", str(tmp / "out")]
+
+    return make
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -182,6 +196,8 @@ ROWS = [
     *[Row(f"simulate-sites-truncated-{how}", _truncated_sim(how, "simulate"), "file cut short")
       for how in ("mid-value", "no-final-newline", "mid-row")],
     # prepare grid / sites
+    *[Row(f"prepare-{command}-unfinished-world", _unfinished_world(command),
+          "world: an unfinished xmw simulate (no truth.json") for command in ("grid", "sites")],
     Row("prepare-grid-missing-src", lambda w, t: ["prepare", "grid", "--src", str(t / "nope"), "--out", str(t / "g")],
         "nope"),
     Row("prepare-grid-empty-src", lambda w, t: (t / "empty").mkdir() or

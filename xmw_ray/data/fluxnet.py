@@ -200,6 +200,7 @@ def find_site_sources(src: str | Path) -> SiteSources:
     src = Path(src)
     if not src.is_dir():
         raise XmwInputError(f"{src}: not a directory")
+    layout.refuse_unfinished_world(src)
     folder = src / layout.FLUX_DIR if (src / layout.FLUX_DIR).is_dir() else src
     files = sorted(p for p in folder.iterdir() if p.is_file())
     if not files:

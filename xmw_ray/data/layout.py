@@ -20,6 +20,7 @@ from xmw_ray.data.contract import (
     UNITS,
     grid_coords,
 )
+from xmw_ray.errors import XmwInputError
 from xmw_ray.storage import file_aside, write_text_atomic
 
 TEM_DIR = "TEM-MDM"
@@ -27,6 +28,19 @@ FLUX_DIR = "FLUXNET-CH4"
 ANNUAL_FILES = {"CH4": "ch4-1979-2018.txt", "CO2": "kco21979-2018.txt"}
 SITE_META_FILE = "FLUXNET_CH4_2024.csv"
 SITE_DAILY_FILE = "FLUXNET_T1_DD.csv"
+#: The built-in world's summary (``xmw simulate``), written last: a world folder without it is unfinished.
+TRUTH_FILE = "truth.json"
+#: Written first into a built-in world's folder, so that a run killed before ``truth.json`` is still known as one.
+WORLD_MARKER = ".xmw-world"
+
+
+def refuse_unfinished_world(src: Path) -> None:
+    """Refuse (one line) a built-in world that ``xmw simulate`` has not finished (stopped, killed or being rerun):
+    its years may be fewer than asked or from two seeds, and preparing it would quietly train on that."""
+    root = src.parent if src.name in (TEM_DIR, FLUX_DIR) else src
+    if (root / WORLD_MARKER).is_file() and not (root / TRUTH_FILE).is_file():
+        raise XmwInputError(f"{root}: an unfinished xmw simulate (no {TRUTH_FILE}; stopped or still running): "
+                            "rerun it to the end first")
 
 
 def static_path(root: Path, var: str) -> Path:

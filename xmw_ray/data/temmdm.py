@@ -210,6 +210,7 @@ def open_temmdm(src: str | Path, years: tuple[int, int] | None = None) -> TemMdm
     src = Path(src)
     if not src.is_dir():
         raise XmwInputError(f"{src}: not a directory")
+    layout.refuse_unfinished_world(src)
     if (src / layout.TEM_DIR).is_dir():
         root = src
     elif src.name == layout.TEM_DIR:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xmw_ray.data.contract import MONTH_STARTS
+from xmw_ray.data.layout import TRUTH_FILE
 from xmw_ray.errors import XmwInputError
 
 #: Milligrams in one teragram.
@@ -38,8 +39,7 @@ MEMBER_COLUMNS = ("global_member_min", "global_member_max", "global_member_std")
 #: The literature range drawn on budget figures: bottom-up wetland emissions of the Global Methane Budget.
 LITERATURE_BUDGET = {"central": 159.0, "low": 119.0, "high": 203.0,
                      "citation": "Saunois et al. 2024 (Global Methane Budget)"}
-#: Where the built-in world (``xmw simulate``) records its true budget, and the key that holds it.
-TRUTH_FILE = "truth.json"
+#: The key of the built-in world's ``truth.json`` (``layout.TRUTH_FILE``) that holds its true budget.
 TRUE_BUDGET_KEY = "true_wetland_budget_Tg_per_year"  # the true world the towers observe, not the simulator
 #: Why a Grid store without a wetland extent gets maps but no budget.
 NO_EXTENT = "no wetland extent: budget not computed (prepare grid --wetland-area FILE)"

@@ -128,7 +128,7 @@ def open_truth(world: str | Path, years: Sequence[int] | None = None) -> TruthWo
     world, a world written before the true flux was kept, or one without a true flux for ``years``."""
     import xarray as xr
 
-    from xmw_ray.sim.world import TRUTH_FILE
+    from xmw_ray.data.layout import TRUTH_FILE
 
     root = Path(world)
     summary_path = root / TRUTH_FILE

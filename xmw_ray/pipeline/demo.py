@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmw_ray import console
-from xmw_ray.data.layout import WETLAND_EXTENT_FILE
+from xmw_ray.data.layout import TRUTH_FILE, WETLAND_EXTENT_FILE
 from xmw_ray.data.presets import CONFIGS_DIR
 
 
@@ -71,7 +71,7 @@ def demo_stages(out: Path, res: float, years: tuple[int, int], sites: int, seed:
     maps, sim_maps = out / "maps", out / "maps-simulator-only"
     return [
         Stage("simulate", ["simulate", "--out", str(world), "--res", str(res), "--years", f"{y0}-{y1}",
-                           "--sites", str(sites), "--seed", str(seed)], world / "truth.json"),
+                           "--sites", str(sites), "--seed", str(seed)], world / TRUTH_FILE),
         Stage("prepare grid", ["prepare", "grid", "--src", str(world), "--out", str(grid),
                                "--wetland-area", str(world / WETLAND_EXTENT_FILE)], grid),
         Stage("prepare sites", ["prepare", "sites", "--src", str(world), "--grid", str(grid), "--out", str(site_store)],

@@ -22,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from xmw_ray.data.contract import FLUX_UNIT
+from xmw_ray.data.layout import TRUTH_FILE
 from xmw_ray.errors import XmwInputError
-from xmw_ray.infer.budget import BUDGET_UNIT, LITERATURE_BUDGET, TRUE_BUDGET_KEY, TRUTH_FILE
+from xmw_ray.infer.budget import BUDGET_UNIT, LITERATURE_BUDGET, TRUE_BUDGET_KEY
 from xmw_ray.infer.plots import SCALE_FILE
 from xmw_ray.storage import refuse_foreign_file, write_text_atomic
 from xmw_ray.train.results import read_csv

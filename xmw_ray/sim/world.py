@@ -33,9 +33,8 @@ from xmw_ray.sim.towers import TowerRecorder, plan_towers, write_towers
 from xmw_ray.sim.weather import Weather, WeatherGenerator
 from xmw_ray.storage import aside_target, refuse_foreign_local, write_text_atomic
 
-TRUTH_FILE = "truth.json"
-#: Written first into a world folder, so that a run killed before ``truth.json`` is still known as a world.
-WORLD_MARKER = ".xmw-world"
+TRUTH_FILE = layout.TRUTH_FILE
+WORLD_MARKER = layout.WORLD_MARKER
 #: What ``simulate`` writes at the top of its folder (and ``truth.json``'s aside while it is written, whose old
 #: ``.tmp`` name is kept for worlds written before): a folder holding anything else is not a world to replace.
 WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.TRUE_DIR, layout.WETLAND_EXTENT_FILE.split("/", 1)[0], TRUTH_FILE,
