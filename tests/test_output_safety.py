@@ -319,3 +319,44 @@ def test_write_text_atomic_leaves_no_aside(tmp_path):
     (tmp_path / f".a.txt.tmp-{_dead_pid()}").write_text("half")
     write_text_atomic(path, "whole")
     assert path.read_text() == "whole" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+#: A command that holds a half-built folder aside (as ``prepare``, ``simulate sites`` and uploads do) and waits.
+_HELD_ASIDE = """
+import argparse, sys, time
+from xmw_ray import cli, storage
+
+def slow(args):
+    with storage.directory_aside(sys.argv[1]) as tmp:
+        tmp.mkdir()
+        (tmp / "half.bin").write_bytes(b"x" * 1000)
+        print("ready", flush=True)
+        time.sleep(60)
+    return 0
+
+def parser():
+    p = argparse.ArgumentParser()
+    p.set_defaults(func=slow)
+    return p
+
+cli.build_parser = parser
+sys.exit(cli.main([]))
+"""
+
+
+def test_sigterm_ends_a_command_through_its_cleanup(tmp_path):
+    """A batch scheduler's time limit, ``timeout`` or a pod's stop sends SIGTERM: the command ends as on Ctrl-C,
+    removing the half-built folder it held aside (by default the process died and left it), with status 143."""
+    import signal
+
+    out = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_ASIDE, str(out)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".store.tmp-")]  # held aside
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(tmp_path.iterdir()) == []

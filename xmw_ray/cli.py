@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from xmw_ray import console
 from xmw_ray.console import RAY_LOG
@@ -64,10 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status of a command ended by SIGTERM (the shell's 128 + signal number).
+SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+def _end_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(SIGTERM_STATUS)
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the command runs, SIGTERM (a batch scheduler's time limit, ``timeout``, a pod's stop) ends it as
+    Ctrl-C does, through every ``finally``: the temporary folders and half-built stores it holds are removed. By
+    default the process just died, leaving them (a hidden copy of a store, a Site store bound for a bucket). Ray
+    installs its own handler, to the same effect, when a command starts it; a handler someone else set is kept."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _end_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
     except XmwInputError as exc:
         console.err(f"xmw: error: {exc}")
         return 2
