@@ -257,3 +257,25 @@ def test_run_signer_re_signs_during_the_search_at_its_interval(key, tmp_path):
         verify_run(str(run))
     signer.on_step_end(iteration=3, trials=[])
     verify_run(str(run))
+
+
+def test_a_kill_while_the_user_key_is_written_leaves_no_empty_key(tmp_path, monkeypatch):
+    """The per-user key appears whole or not at all: a process killed while writing it (here: once the file is
+    open) left an empty key file, and every later ``xmw tune`` was refused ("the run signing key is empty")."""
+    for var in KEY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / ".config" / "xmw_ray"
+
+    def killed(fd, *_args, **_kwargs):
+        os.close(fd)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fdopen", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_key()
+    assert list(folder.iterdir()) == []  # neither the key nor its aside
+    first = run_key()
+    assert len((folder / "run.key").read_text().strip()) == 64 and run_key() == first
+    assert [p.name for p in folder.iterdir()] == ["run.key"]

@@ -427,6 +427,28 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def create_file_once(path: str | Path, data: bytes, mode: int = 0o600) -> bool:
+    """Create the local file ``path`` holding ``data`` unless it exists; True when this call created it. Written
+    aside (with ``mode`` from its creation: a secret is never readable by others, not even for a moment), synced,
+    then hard-linked into place, which fails rather than replace a file that another process made meanwhile. A
+    kill leaves no file or the whole one, never an empty one."""
+    path = Path(path)
+    tmp = _aside(path, "tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def refuse_foreign_file(path: str | Path, looks_ours: Callable[[bytes], bool], what: str, flag: str) -> None:
     """Before any work: refuse (one line) an output file (local or URL) that exists and is not ``what``, judged by
     ``looks_ours`` on its first 4 KiB; a user's file is never replaced by a command's output."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from xmw_ray.errors import XmwInputError
-from xmw_ray.storage import write_bytes_atomic
+from xmw_ray.storage import create_file_once, write_bytes_atomic
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -56,18 +56,15 @@ def _read_secret_file(path: Path) -> bytes | None:
 
 
 def _user_key() -> bytes:
-    """The per-user key, created on first use (``O_EXCL``, mode 0600: never readable by others)."""
+    """The per-user key, created on first use (mode 0600: never readable by others). Created whole or not at all
+    (``storage.create_file_once``): a kill while it was written left an empty key that refused every later search,
+    and a second first launch at the same moment could read it empty; whoever creates it first, all read that one."""
     path = USER_KEY_PATH.expanduser()
     existing = _read_secret_file(path)
     if existing is not None:
         return existing
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it meanwhile
-        return _read_secret_file(path) or b""
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+    create_file_once(path, (secrets.token_hex(32) + "\n").encode())
     return _read_secret_file(path) or b""
 
 
