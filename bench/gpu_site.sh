@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYV=${1:-3.12}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" .gpu/site.txz.tmp' EXIT
 PLAT=()
 for p in manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_28_x86_64 manylinux_2_5_x86_64 manylinux1_x86_64; do
   PLAT+=(--platform "$p")

@@ -66,11 +66,13 @@ def _build(res: float, years: tuple[int, ...], land: float, wetland: float, out:
     from xmw_ray.data.grid_store import prepare_grid
 
     src = Path(out).with_name(Path(out).name + ".src")
-    write_tiny_temmdm(src, res=res, years=years, seed=0, land_fraction=land, wetland_fraction=wetland,
-                      spoil_cells=0, keep_arrays=False)
-    extent, _ = write_tiny_extent(src, res=res)
-    summary = prepare_grid(src, out, wetland_area=extent)
-    shutil.rmtree(src, ignore_errors=True)
+    try:
+        write_tiny_temmdm(src, res=res, years=years, seed=0, land_fraction=land, wetland_fraction=wetland,
+                          spoil_cells=0, keep_arrays=False)
+        extent, _ = write_tiny_extent(src, res=res)
+        summary = prepare_grid(src, out, wetland_area=extent)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
     return summary["cells"]
 
 
@@ -138,12 +140,14 @@ def pipeline(store_path: Path, ckpt: Path, years: tuple[int, int], batch_size: i
     out = CACHE / "maps.zarr"
     shutil.rmtree(out, ignore_errors=True)
     marks: list[float] = []
-    with PeakRSS() as mem:
-        t = time.perf_counter()
-        run_inference(ckpt, store_path, out, years, batch_size=batch_size, actors=actors, use_gpu=use_gpu,
-                      on_year_done=lambda y, tg: marks.append(time.perf_counter() - t))
-        total = time.perf_counter() - t
-    shutil.rmtree(out, ignore_errors=True)
+    try:
+        with PeakRSS() as mem:
+            t = time.perf_counter()
+            run_inference(ckpt, store_path, out, years, batch_size=batch_size, actors=actors, use_gpu=use_gpu,
+                          on_year_done=lambda y, tg: marks.append(time.perf_counter() - t))
+            total = time.perf_counter() - t
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     return marks, total, mem
 
 
@@ -200,11 +204,13 @@ def one_year_phases(store_path: Path, ckpt: Path, batch_size: int, use_gpu: bool
     shutil.rmtree(out, ignore_errors=True)
     marks: dict[str, float] = {}
     t = time.perf_counter()
-    run_inference(ckpt, store_path, out, (2001, 2001), batch_size=batch_size, actors=1, use_gpu=use_gpu,
-                  on_start=lambda wanted, missing: marks.setdefault("start", time.perf_counter() - t),
-                  on_year_done=lambda y, tg: marks.setdefault("commit", time.perf_counter() - t))
-    total = time.perf_counter() - t
-    shutil.rmtree(out, ignore_errors=True)
+    try:
+        run_inference(ckpt, store_path, out, (2001, 2001), batch_size=batch_size, actors=1, use_gpu=use_gpu,
+                      on_start=lambda wanted, missing: marks.setdefault("start", time.perf_counter() - t),
+                      on_year_done=lambda y, tg: marks.setdefault("commit", time.perf_counter() - t))
+        total = time.perf_counter() - t
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     return marks["start"], marks["commit"] - marks["start"], total - marks["commit"]
 
 

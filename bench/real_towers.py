@@ -50,6 +50,7 @@ from xmw_ray.data.solar import SEASON_VARS, season_features
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.data.tower_features import on_span, qc_drivers, trailing_mean
 from xmw_ray.models.checkpoint import load_checkpoint_model
+from xmw_ray.storage import write_text_atomic
 from xmw_ray.train.evaluate import predict_batch
 from xmw_ray.train.metrics import MetricAccumulator
 from xmw_ray.train.runner import ensure_ray
@@ -242,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             "difference": {k: float(np.mean([e[k] for e in ensembles])) - trees[k] for k in keys}}
     results["seconds"] = time.perf_counter() - t0
     md = table(results)
-    (out / "real_towers.json").write_text(json.dumps(results, indent=1, default=float))
-    (out / "real_towers.md").write_text(md + "\n")
+    write_text_atomic(out / "real_towers.json", json.dumps(results, indent=1, default=float))
+    write_text_atomic(out / "real_towers.md", md + "\n")
     print(md)
     print(f"({results['seconds']:.0f} s; {out / 'real_towers.json'})")
     return 0

@@ -119,7 +119,23 @@ def _stage(size: str, name: str, cell_years: int, fn) -> tuple[StageResult, obje
     return r, value
 
 
-def run_size(root: Path, res: float, years: int, steps: int) -> list[StageResult]:
+#: Marks a size's work folder as this bench's: only such a folder is ever deleted.
+WORK_MARKER = ".xmw-bench-scale"
+
+
+def claim_work_folder(work: Path) -> Path:
+    """``work`` emptied and marked as this bench's; a folder there that it did not make is refused, not deleted
+    (``--out`` is the user's choice)."""
+    if work.exists():
+        if not (work / WORK_MARKER).is_file():
+            raise SystemExit(f"{work}: exists and was not made by bench/scale.py; choose another --out or remove it")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / WORK_MARKER).touch()
+    return work
+
+
+def run_size(work: Path, res: float, years: int, steps: int) -> list[StageResult]:
     import torch
 
     from xmw_ray.data.grid_store import GridStore, prepare_grid
@@ -134,8 +150,6 @@ def run_size(root: Path, res: float, years: int, steps: int) -> list[StageResult
     from xmw_ray.train.runner import TRAIN_COLUMNS
 
     size = f"{res:g}x{years}"
-    work = root / size
-    shutil.rmtree(work, ignore_errors=True)
     y0, y1 = FIRST_YEAR, FIRST_YEAR + years - 1
     print(f"{size}: {res:g} deg, {y0}-{y1}", flush=True)
 
@@ -185,7 +199,6 @@ def run_size(root: Path, res: float, years: int, steps: int) -> list[StageResult
         return res_, res_.cells * 365 * years
 
     infer_r, _ = _stage(size, "infer", cell_years, infer)
-    shutil.rmtree(work, ignore_errors=True)  # a 0.5-degree 16-year world is ~10 GB
     return [sim_r, prep_r, stats_r, train_r, infer_r]
 
 
@@ -211,7 +224,11 @@ def main() -> None:
     print(f"ray.init ({os.cpu_count()} CPUs): {took:.1f} s", flush=True)
     results: list[StageResult] = []
     for res, years in sizes:
-        results += run_size(args.out, res, years, args.steps)
+        work = claim_work_folder(args.out / f"{res:g}x{years}")
+        try:
+            results += run_size(work, res, years, args.steps)
+        finally:  # a 0.5-degree 16-year world is ~10 GB: never left behind, also when a stage fails
+            shutil.rmtree(work, ignore_errors=True)
     ray.shutdown()
 
     print("\nstage      size    cell-years   seconds   cell-days/s  driver MiB  tree RSS MiB  tree PSS MiB")

@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -323,4 +324,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # every run's checkpoints (the cached world and store stay for the next bench)
+        shutil.rmtree(CACHE / "runs", ignore_errors=True)

@@ -19,6 +19,7 @@ the slot-based share counts both.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,11 +40,22 @@ def main() -> None:
     import ray
     from measure import start_ray  # bench/ is on the path when run as a script
 
+    start_ray(num_cpus=args.cpus, num_gpus=0, include_dashboard=True, log_to_driver=False)
+    out = tempfile.mkdtemp(prefix="xmw_bench_tune_")  # every trial's checkpoints: removed at the end, whatever happens
+    try:
+        _search(args, out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        ray.shutdown()
+
+
+def _search(args: argparse.Namespace, out: str) -> None:
+    """Run the search into ``out`` and print its figures."""
+    import ray
+
     from xmw_ray.config import load_config
     from xmw_ray.tune.search import experiment_path, max_concurrent_trials, restore_or_build
 
-    start_ray(num_cpus=args.cpus, num_gpus=0, include_dashboard=True, log_to_driver=False)
-    out = tempfile.mkdtemp(prefix="xmw_bench_tune_")
     cfg = load_config(REPO / "configs/tune/smoke.yaml",
                       [f"data.store={args.store}", f"run.output_dir={out}", f"search.num_samples={args.trials}",
                        f"optim.epochs={args.epochs}", "search.evaluate_test=false",
@@ -82,7 +94,6 @@ def main() -> None:
     print(f"training (steady epochs) {train:.1f} s of {busy:.1f} slot-s; "
           f"Ray overhead share (idle slots included): {max(0.0, 1 - train / busy):.1%}")
     print(f"ratio slot-time / training-time: {busy / train:.2f}x")
-    ray.shutdown()
 
 
 if __name__ == "__main__":

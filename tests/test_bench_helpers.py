@@ -210,3 +210,19 @@ def test_cpu_by_role_gives_a_busy_child_its_cpu_seconds_and_names_the_driver():
     others = {r: sec for r, sec in roles.items() if r != "driver"}
     assert len(others) == 1 and list(others.values())[0] >= 0.55, roles
     assert roles["driver"] < 0.5, roles  # the measuring process only waited
+
+
+def test_the_scale_bench_deletes_only_work_folders_it_made(tmp_path):
+    """``bench/scale.py --out`` is the user's: a size's folder there is emptied only when the bench made it (its
+    marker), else refused and kept (the bench deleted ``--out/<size>`` whatever it held)."""
+    from scale import claim_work_folder
+
+    mine = tmp_path / "0.5x16"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="was not made by bench/scale.py"):
+        claim_work_folder(mine)
+    assert (mine / "thesis.txt").read_text() == "mine"
+    ours = claim_work_folder(tmp_path / "10x2")
+    (ours / "grid.zarr").mkdir()
+    assert claim_work_folder(ours) == ours and sorted(p.name for p in ours.iterdir()) == [".xmw-bench-scale"]
