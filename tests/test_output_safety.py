@@ -360,3 +360,17 @@ def test_sigterm_ends_a_command_through_its_cleanup(tmp_path):
     finally:
         proc.kill()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluating_a_checkpoint_on_a_read_only_share_logs_in_the_users_cache(tmp_path, monkeypatch):
+    """``xmw evaluate`` keeps Ray's log beside the checkpoint; where this user may not write (a lab's published
+    model), the log goes to the user's cache (the command failed on creating it: permission denied)."""
+    from xmw_ray.train.commands import evaluate_log
+
+    shared = tmp_path / "lab" / "model" / "best"
+    shared.mkdir(parents=True)
+    monkeypatch.setenv("XMW_CACHE_DIR", str(tmp_path / "cache"))
+    assert evaluate_log(str(shared)) == tmp_path / "lab" / "model" / "evaluate-ray.log"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != shared.parent and real_access(p, mode, **kw))
+    assert evaluate_log(str(shared)) == tmp_path / "cache" / "logs" / "evaluate-ray.log"

@@ -72,11 +72,15 @@ def local_run_dir(output_dir: str, name: str) -> Path:
     return local_mirror(output_dir) / name if is_url(output_dir) else Path(run_path(output_dir, name))
 
 
+def cache_root() -> Path:
+    """This user's own folder for what the commands keep locally: ``$XMW_CACHE_DIR``, else ``~/.cache/xmw``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmw")
+
+
 def local_mirror(url: str) -> Path:
     """The local folder that mirrors ``url`` (a run stored in object storage is written here first, then
     uploaded): ``$XMW_CACHE_DIR/runs/<scheme>/<bucket>/<path>``."""
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmw")
-    return cache / "runs" / url.replace(_URL_SEP, "/", 1).rstrip("/")
+    return cache_root() / "runs" / url.replace(_URL_SEP, "/", 1).rstrip("/")
 
 
 #: What follows ``.NAME.tmp-`` / ``.NAME.old-`` in an aside's name: the writer's pid, then ``@host.token`` (asides

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import shutil
 import textwrap
+from pathlib import Path
 
 
 def presets(command: str) -> list[tuple[str, str]]:
@@ -96,16 +98,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def evaluate_log(checkpoint: str) -> Path:
+    """Where ``xmw evaluate`` logs Ray's output: beside the checkpoint (in its run folder), never inside it; for a
+    checkpoint on a share this user may not write (a lab's published model), in the user's cache instead (the
+    command failed there on creating its log)."""
     from xmw_ray import console
-    from xmw_ray.storage import is_url, local_mirror
+    from xmw_ray.storage import cache_root, is_url, local_mirror
+
+    ckpt = local_mirror(checkpoint) if is_url(checkpoint) else Path(checkpoint).resolve()
+    logs = ckpt.parent
+    if logs.is_dir() and not os.access(logs, os.W_OK | os.X_OK):
+        logs = cache_root() / "logs"
+    return logs / f"evaluate-{console.RAY_LOG}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from xmw_ray import console
     from xmw_ray.train.evaluate import evaluate_checkpoint, format_report
 
-    # beside the checkpoint (in its run folder), never inside it
-    ckpt = local_mirror(args.checkpoint) if is_url(args.checkpoint) else Path(args.checkpoint).resolve()
-    with console.ray_output(ckpt.parent / f"evaluate-{console.RAY_LOG}", args.verbose):
+    with console.ray_output(evaluate_log(args.checkpoint), args.verbose):
         report = evaluate_checkpoint(args.checkpoint, args.store, split=args.split, aggregation=args.aggregation)
     console.out(json.dumps(report) if args.json else format_report(report))
     return 0
