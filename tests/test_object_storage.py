@@ -152,6 +152,22 @@ def test_grid_store_on_s3_is_replaced_in_place_but_never_over_foreign_objects(st
     assert not s3.exists(f"{BUCKET}/shared/zarr.json")
 
 
+def test_a_grid_store_that_fails_on_s3_leaves_no_objects(stores):
+    """Object stores have no rename: a preparation that fails midway (here: the static maps written, then the first
+    year fails) removes what it wrote, rather than leaving a partial store that readers refuse and the bucket keeps."""
+    s3 = _s3()
+    url = f"s3://{BUCKET}/failing/grid.zarr"
+
+    def fail_at_the_first_year(msg):
+        if str(msg).startswith("writing"):  # the years come after the statics are written
+            raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        prepare_grid(stores["root"] / "src", url, cells_per_chunk=16, progress=fail_at_the_first_year)
+    s3.invalidate_cache()
+    assert s3.find(f"{BUCKET}/failing/grid.zarr") == []
+
+
 @pytest.mark.slow
 def test_train_reads_s3_and_keeps_run_storage_on_s3(ray_s3, stores, tmp_path):
     check_training_keeps_run_storage(stores, f"s3://{BUCKET}/runs", "s3run", _s3(), tmp_path / "cache")

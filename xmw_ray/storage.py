@@ -366,6 +366,19 @@ def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool], instead
     return old
 
 
+def remove_objects(url: str) -> None:
+    """Delete every object under ``url``: what a write that failed there left (its caller refused any object not
+    its own first, ``refuse_foreign_objects``)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)
+    keys = [key for key in fs.find(root) if key.startswith(root + "/")]
+    if keys:
+        fs.rm(keys)
+
+
 @contextmanager
 def upload_aside(url: str, commit_file: str, replaceable: Callable[[str], bool],
                  instead: str = CHOOSE_OUT) -> Iterator[Path]:

@@ -44,7 +44,13 @@ from xmw_ray.data.options import DEFAULT_CELLS_PER_CHUNK, DEFAULT_CHUNKS_PER_SHA
 from xmw_ray.data.temmdm import TemMdmSource, open_temmdm
 from xmw_ray.data.wetland_extent import WetlandExtent, read_wetland_extent
 from xmw_ray.errors import XmwInputError
-from xmw_ray.storage import directory_aside, is_url, refuse_foreign_local, refuse_foreign_objects
+from xmw_ray.storage import (
+    directory_aside,
+    is_url,
+    refuse_foreign_local,
+    refuse_foreign_objects,
+    remove_objects,
+)
 
 GRID_FORMAT = "xmw-grid-v1"
 #: Bytes of one latitude band read at a time during the validity pass.
@@ -218,7 +224,11 @@ def prepare_grid(
         raise XmwInputError(f"{source.tem_dir}: no valid cell ({VALID_RULE})")
     if is_url(out):  # no rename on object stores: readers refuse the store until ``complete`` is set, last
         refuse_foreign_objects(str(out), grid_store_key)
-        _write_store(source, str(out), mask, extent, cells_per_chunk, chunks_per_shard, progress)
+        try:
+            _write_store(source, str(out), mask, extent, cells_per_chunk, chunks_per_shard, progress)
+        except BaseException:  # what it wrote (all of it ours, checked above) goes: no partial store is left
+            remove_objects(str(out))
+            raise
     else:
         with directory_aside(out, grid_store_key, "Grid store") as tmp:
             _write_store(source, str(tmp), mask, extent, cells_per_chunk, chunks_per_shard, progress)
