@@ -374,3 +374,7 @@ def test_evaluating_a_checkpoint_on_a_read_only_share_logs_in_the_users_cache(tm
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != shared.parent and real_access(p, mode, **kw))
     assert evaluate_log(str(shared)) == tmp_path / "cache" / "logs" / "evaluate-ray.log"
+    monkeypatch.setattr(os, "access", real_access)
+    (shared.parent / "evaluate-ray.log").write_text("another user's")  # a shared group folder
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p).name != "evaluate-ray.log" and real_access(p, mode, **kw))
+    assert evaluate_log(str(shared)) == tmp_path / "cache" / "logs" / "evaluate-ray.log"

@@ -172,3 +172,19 @@ def test_combined_files_alone_prepare_the_same_site_store(sim_dir, tmp_path):
     assert a.sites == b.sites and all("-" in s for s in b.sites)
     sa, sb = a.samples(), b.samples()
     np.testing.assert_allclose(sa["target"], sb["target"], rtol=1e-5, equal_nan=True)
+
+
+def test_an_unfinished_world_is_refused_also_from_inside_its_folders(tmp_path, monkeypatch):
+    """``--src .`` run inside a world's FLUXNET-CH4 folder names the same unfinished world."""
+    from xmw_ray.data.layout import FLUX_DIR, WORLD_MARKER, refuse_unfinished_world
+    from xmw_ray.errors import XmwInputError
+
+    world = tmp_path / "world"
+    (world / FLUX_DIR).mkdir(parents=True)
+    (world / WORLD_MARKER).touch()
+    monkeypatch.chdir(world / FLUX_DIR)
+    for src in (Path("."), world, world / FLUX_DIR):
+        with pytest.raises(XmwInputError, match="an unfinished xmw simulate"):
+            refuse_unfinished_world(src)
+    (world / "truth.json").write_text("{}")
+    refuse_unfinished_world(Path("."))

@@ -172,3 +172,21 @@ def test_sweep_restores_best_left_aside_by_a_killed_writer(tmp_path):
     aside = _fill(tmp_path / f".best.old-{dead.pid}@{os.uname().nodename}.0123abcd", OLD)
     assert storage.sweep_stale_asides(tmp_path / "best") == []
     assert not aside.exists() and _content(tmp_path / "best") == OLD
+
+
+def test_a_file_created_once_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    """Some SMB and FUSE mounts have no hard links: the file is then created in place, exclusively, instead of the
+    first ``xmw tune`` failing there for good ("operation not permitted" on the aside)."""
+    import errno
+
+    from xmw_ray.storage import create_file_once
+
+    def no_links(_src, _dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    key = tmp_path / "run.key"
+    assert create_file_once(key, b"secret\n") is True
+    assert create_file_once(key, b"other\n") is False
+    assert key.read_bytes() == b"secret\n" and (key.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["run.key"]

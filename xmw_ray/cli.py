@@ -78,9 +78,10 @@ def _end_on_sigterm(signum: int, _frame: object) -> None:
 @contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
     """While the command runs, SIGTERM (a batch scheduler's time limit, ``timeout``, a pod's stop) ends it as
-    Ctrl-C does, through every ``finally``: the temporary folders and half-built stores it holds are removed. By
-    default the process just died, leaving them (a hidden copy of a store, a Site store bound for a bucket). Ray
-    installs its own handler, to the same effect, when a command starts it; a handler someone else set is kept."""
+    Ctrl-C does, through every ``finally``: the temporary folders and half-built stores it holds are removed, exit
+    status 143. By default the process just died, leaving them (a hidden copy of a store, a Site store bound for a
+    bucket). A command that starts Ray gets Ray's handler instead, to the same effect (exit status 15); a handler
+    someone else set is kept."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
@@ -89,7 +90,8 @@ def _sigterm_unwinds() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signal.getsignal(signal.SIGTERM) is _end_on_sigterm:  # Ray's, once it started, stays for its shutdown
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:

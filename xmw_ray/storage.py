@@ -366,17 +366,20 @@ def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool], instead
     return old
 
 
-def remove_objects(url: str) -> None:
-    """Delete every object under ``url``: what a write that failed there left (its caller refused any object not
-    its own first, ``refuse_foreign_objects``)."""
+def remove_objects(url: str, ours: Callable[[str], bool]) -> None:
+    """Delete the objects under ``url`` that are ``ours`` (relative key): what a write that failed there left. Best
+    effort: a failure here (the connection that failed the write) must not hide the write's own error."""
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(url)
-    root = root.rstrip("/")
-    fs.invalidate_cache(root)
-    keys = [key for key in fs.find(root) if key.startswith(root + "/")]
-    if keys:
-        fs.rm(keys)
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        root = root.rstrip("/")
+        fs.invalidate_cache(root)
+        keys = [key for key in fs.find(root) if key.startswith(root + "/") and ours(key[len(root) + 1:])]
+        if keys:
+            fs.rm(keys)
+    except Exception:  # noqa: BLE001 - the caller re-raises the write's error
+        pass
 
 
 @contextmanager
@@ -450,20 +453,39 @@ def create_file_once(path: str | Path, data: bytes, mode: int = 0o600) -> bool:
     then hard-linked into place, which fails rather than replace a file that another process made meanwhile. A
     kill leaves no file or the whole one, never an empty one."""
     path = Path(path)
+    sweep_stale_asides(path)
     tmp = _aside(path, "tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(tmp, data, mode)
         try:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # a file system without hard links (some SMB and FUSE mounts): create it in place, exclusively; there
+            # a kill between creating and writing can still leave it empty
+            try:
+                _write_synced(path, data, mode)
+            except FileExistsError:
+                return False
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: ``os.link``'s errors where the file system has no hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK})
+
+
+def _write_synced(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (``FileExistsError`` if it exists) with ``mode`` and ``data``, synced to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def refuse_foreign_file(path: str | Path, looks_ours: Callable[[bytes], bool], what: str, flag: str) -> None:

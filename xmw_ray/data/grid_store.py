@@ -227,7 +227,7 @@ def prepare_grid(
         try:
             _write_store(source, str(out), mask, extent, cells_per_chunk, chunks_per_shard, progress)
         except BaseException:  # what it wrote (all of it ours, checked above) goes: no partial store is left
-            remove_objects(str(out))
+            remove_objects(str(out), grid_store_key)
             raise
     else:
         with directory_aside(out, grid_store_key, "Grid store") as tmp:

@@ -37,6 +37,7 @@ WORLD_MARKER = ".xmw-world"
 def refuse_unfinished_world(src: Path) -> None:
     """Refuse (one line) a built-in world that ``xmw simulate`` has not finished (stopped, killed or being rerun):
     its years may be fewer than asked or from two seeds, and preparing it would quietly train on that."""
+    src = src.resolve()  # ``--src .`` inside FLUXNET-CH4 has no name to look at
     root = src.parent if src.name in (TEM_DIR, FLUX_DIR) else src
     if (root / WORLD_MARKER).is_file() and not (root / TRUTH_FILE).is_file():
         raise XmwInputError(f"{root}: an unfinished xmw simulate (no {TRUTH_FILE}; stopped or still running): "

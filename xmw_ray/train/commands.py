@@ -106,10 +106,11 @@ def evaluate_log(checkpoint: str) -> Path:
     from xmw_ray.storage import cache_root, is_url, local_mirror
 
     ckpt = local_mirror(checkpoint) if is_url(checkpoint) else Path(checkpoint).resolve()
-    logs = ckpt.parent
-    if logs.is_dir() and not os.access(logs, os.W_OK | os.X_OK):
-        logs = cache_root() / "logs"
-    return logs / f"evaluate-{console.RAY_LOG}"
+    log = ckpt.parent / f"evaluate-{console.RAY_LOG}"
+    if (log.parent.is_dir() and not os.access(log.parent, os.W_OK | os.X_OK)) or \
+            (log.exists() and not os.access(log, os.W_OK)):  # or another user's log in a shared folder
+        return cache_root() / "logs" / log.name
+    return log
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
