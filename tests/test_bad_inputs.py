@@ -180,6 +180,16 @@ def _unfinished_world(command: str) -> Maker:
     return make
 
 
+def _planted_search_state(w: Workspace, tmp: Path) -> list[str]:
+    """A new search's folder in which someone already put a state file that a later resume would unpickle (Ray
+    picks the newest name): signing the search would vouch for it."""
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "experiment_state-9999-12-31_23-59-59.json").write_text("{}")
+    tree = {"data": {"source": "grid", "store": str(w.grid)}, "run": {"name": "mine", "output_dir": str(tmp)},
+            "search": {"num_samples": 1}, "resources": {"num_workers": 1}}
+    return ["tune", "--config", _yaml(tmp / "cfg.yaml", tree)]
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -254,6 +264,8 @@ ROWS = [
     # tune
     Row("tune-without-its-section",
         lambda w, t: ["tune", "--config", _train_cfg(w, t, {"name": "lstm"})], "cfg.yaml: search: missing section"),
+    Row("tune-planted-state", _planted_search_state,
+        "experiment_state-9999-12-31_23-59-59.json: a new search's folder already holds state"),
     Row("tune-model-without-space", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"models": ["residual"]})],
         "search: model 'residual' has no search space"),
     Row("tune-unknown-strategy", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"strategies": ["finetun"]})],

@@ -279,3 +279,25 @@ def test_a_kill_while_the_user_key_is_written_leaves_no_empty_key(tmp_path, monk
     first = run_key()
     assert len((folder / "run.key").read_text().strip()) == 64 and run_key() == first
     assert [p.name for p in folder.iterdir()] == ["run.key"]
+
+
+def test_a_failed_trials_error_is_read_back_as_text_never_unpickled(ray_session, tmp_path):
+    """Tune writes a failed trial's exception as ``error.txt`` and ``error.pkl``, and building the result grid at the
+    end of every search unpickled ``error.pkl`` from run storage (no signature checked then): with
+    ``PlainTextErrors`` the trial's metadata no longer names the pickle, so the text is read instead."""
+    from ray import tune
+
+    from xmw_ray.tune.trust import PlainTextErrors
+
+    def failing_trial(config: dict) -> None:  # nested: shipped to the worker by value
+        raise ValueError("trial broke")
+
+    tuner = tune.Tuner(failing_trial, run_config=tune.RunConfig(
+        name="broken", storage_path=str(tmp_path), callbacks=[PlainTextErrors()], verbose=0))
+    grid = tuner.fit()
+    assert len(grid) == 1 and grid.errors
+    error = grid[0].error
+    assert isinstance(error, str) and "trial broke" in error  # the text file's content, not an unpickled exception
+    assert list((tmp_path / "broken").rglob("error.pkl"))  # Tune still writes it; nothing reads it
+    state = json.loads(max((tmp_path / "broken").glob("experiment_state-*.json")).read_text())
+    assert '"pickled_error_filename": null' in json.dumps(state).replace('\\"', '"')

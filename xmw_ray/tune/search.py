@@ -93,7 +93,7 @@ def build_tuner(cfg: ExperimentConfig, concurrency: int) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     from xmw_ray.train.runner import run_storage
-    from xmw_ray.tune.trust import RunSigner
+    from xmw_ray.tune.trust import PlainTextErrors, RunSigner
 
     s = cfg.search
     storage_fs, storage_path = run_storage(cfg.run.output_dir)
@@ -108,7 +108,7 @@ def build_tuner(cfg: ExperimentConfig, concurrency: int) -> Any:
                                     time_budget_s=s.time_budget_s),
         run_config=tune.RunConfig(name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
                                   failure_config=tune.FailureConfig(max_failures=s.max_trial_failures),
-                                  callbacks=[WorkerGroupSweeper(), RunSigner(experiment_path(cfg)),
+                                  callbacks=[WorkerGroupSweeper(), PlainTextErrors(), RunSigner(experiment_path(cfg)),
                                              TrialProgress(s.num_samples)], verbose=1),
     )
 
@@ -150,11 +150,12 @@ def run_search(cfg: ExperimentConfig, *, cluster: dict[str, float] | None = None
     from xmw_ray.models.checkpoint import BEST_DIR, refuse_foreign_checkpoint
     from xmw_ray.train.runner import ensure_ray
     from xmw_ray.tune.leaderboard import collect_rows, write_results
-    from xmw_ray.tune.trust import sign_run
+    from xmw_ray.tune.trust import refuse_planted_state, sign_run
 
     cfg = with_absolute_stores(cfg)
     if not is_url(experiment_path(cfg)):  # the leaderboard's ``best`` replaces an earlier one, nothing else
         refuse_foreign_checkpoint(Path(experiment_path(cfg)) / BEST_DIR)
+    refuse_planted_state(experiment_path(cfg))
     ensure_ray()
     have = cluster or cfg.search.cluster or ray.cluster_resources()
     concurrency = max_concurrent_trials(cfg, have)

@@ -94,6 +94,10 @@ def _storage(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
     return (fs or LocalFileSystem()), fs_path.rstrip("/")
 
 
+#: The file Tune writes first, when a search is created: without it there is nothing to resume.
+TUNER_FILE = "tuner.pkl"
+
+
 def restore_reads(relpath: str) -> bool:
     """Whether resuming may unpickle this file: a ``*.json``/``*.pkl`` at the root, a ``*.pkl`` anywhere below."""
     if relpath == SIGNATURE_FILE:
@@ -142,6 +146,17 @@ def sign_run(path: str) -> int:
         with fs.open_output_stream(f"{root}/{SIGNATURE_FILE}") as f:  # one whole object: never half written
             f.write(data)
     return len(files)
+
+
+def refuse_planted_state(path: str) -> None:
+    """Before a new search starts at ``path`` (no ``tuner.pkl``: nothing to resume), refuse a folder that already
+    holds files a later resume would unpickle (``experiment_state-*.json``, ``searcher-state-*.pkl``, ...): no
+    search of this installation left them, and the search's signature would otherwise vouch for them."""
+    fs, root = _storage(path)
+    planted = [rel for rel in _signed_files(fs, root) if rel != TUNER_FILE]
+    if planted and TUNER_FILE not in _signed_files(fs, root):
+        raise XmwInputError(f"{path.rstrip('/')}/{planted[0]}: a new search's folder already holds state that no "
+                            "search left there (a resume would unpickle it); use another run.name or remove it")
 
 
 def verify_run(path: str) -> None:
@@ -200,3 +215,20 @@ class RunSigner(tune.Callback):
             sign_run(self.path)
         except Exception as exc:  # storage briefly unreachable: the next interval, or the end of the search, signs
             logger.warning("signing %s failed: %s", self.path, exc)
+
+
+class PlainTextErrors(tune.Callback):
+    """Tune callback: a failed trial's error is read back as text (``error.txt``), never unpickled.
+
+    When a trial fails, Tune writes its exception twice into the trial folder: ``error.txt`` and ``error.pkl``.
+    Building the ``ResultGrid`` at the end of every search, new or resumed, then runs ``cloudpickle.loads`` on
+    ``error.pkl`` from run storage. Someone who could write to the bucket could swap it in the meantime and run code
+    on the driver, and no signature is checked at that point. Dropping the pickled file's name from the trial's
+    metadata as soon as the error is recorded makes Tune fall back to the text file. Only the message is needed
+    (``leaderboard`` only records whether a trial failed)."""
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial.run_metadata.pickled_error_filename = None
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial.run_metadata.pickled_error_filename = None
