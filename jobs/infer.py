@@ -1,4 +1,4 @@
-"""``ray job submit -- python jobs/infer.py --checkpoint CKPT --grid STORE --years Y0-Y1 --out MAPS [...]``: the same
+"""``ray job submit --entrypoint-resources '{"tune_driver": 1}' -- python jobs/infer.py --checkpoint CKPT --grid STORE --years Y0-Y1 --out MAPS [...]``: the same
 code path as ``xmw infer``."""
 
 import sys

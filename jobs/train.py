@@ -1,4 +1,4 @@
-"""``ray job submit -- python jobs/train.py --config FILE [--set k=v ...]``: the same code path as ``xmw train``."""
+"""``ray job submit --entrypoint-resources '{"tune_driver": 1}' -- python jobs/train.py --config FILE [--set k=v ...]``: the same code path as ``xmw train``."""
 
 import sys
 

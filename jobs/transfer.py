@@ -1,4 +1,4 @@
-"""``ray job submit -- python jobs/transfer.py --config FILE [--set k=v ...]``: the same code path as ``xmw transfer``."""
+"""``ray job submit --entrypoint-resources '{"tune_driver": 1}' -- python jobs/transfer.py --config FILE [--set k=v ...]``: the same code path as ``xmw transfer``."""
 
 import sys
 

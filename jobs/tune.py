@@ -1,4 +1,4 @@
-"""``ray job submit -- python jobs/tune.py --config FILE [--set k=v ...]``: the same code path as ``xmw tune``."""
+"""``ray job submit --entrypoint-resources '{"tune_driver": 1}' -- python jobs/tune.py --config FILE [--set k=v ...]``: the same code path as ``xmw tune``."""
 
 import sys
 

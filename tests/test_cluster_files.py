@@ -365,3 +365,15 @@ def test_docs_name_only_cluster_files_that_exist():
             "cluster/kuberay/rayjob-tune.yaml", "cluster/Dockerfile"} <= named
     for rel in named:
         assert (ROOT / rel).is_file(), f"docs/cluster.md names {rel}, which does not exist"
+
+
+def test_every_documented_job_submission_keeps_the_driver_off_the_head():
+    """A job's driver runs on the head unless it asks for a resource the head lacks, and the head carries Ray's
+    broad autoscaler role (EC2 and S3 full access): every ``ray job submit … -- python`` the docs and job files
+    show asks for ``tune_driver``, which only the ``tune_cpu`` nodes advertise."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "jobs").glob("*.py"))]
+    commands = [(f.name, m.group(0)) for f in files
+                for m in re.finditer(r"ray job submit(?:[^`\n]|\\\n)*?-- python", f.read_text())]
+    assert len(commands) >= 8
+    for name, command in commands:
+        assert "--entrypoint-resources '{\"tune_driver\": 1}'" in command, (name, command)
