@@ -265,7 +265,7 @@ ROWS = [
     Row("tune-without-its-section",
         lambda w, t: ["tune", "--config", _train_cfg(w, t, {"name": "lstm"})], "cfg.yaml: search: missing section"),
     Row("tune-planted-state", _planted_search_state,
-        "experiment_state-9999-12-31_23-59-59.json: a new search's folder already holds state"),
+        "experiment_state-9999-12-31_23-59-59.json: a new search's folder already holds a file a resume"),
     Row("tune-model-without-space", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"models": ["residual"]})],
         "search: model 'residual' has no search space"),
     Row("tune-unknown-strategy", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"strategies": ["finetun"]})],

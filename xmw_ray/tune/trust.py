@@ -151,12 +151,14 @@ def sign_run(path: str) -> int:
 def refuse_planted_state(path: str) -> None:
     """Before a new search starts at ``path`` (no ``tuner.pkl``: nothing to resume), refuse a folder that already
     holds files a later resume would unpickle (``experiment_state-*.json``, ``searcher-state-*.pkl``, ...): no
-    search of this installation left them, and the search's signature would otherwise vouch for them."""
+    search left them (another command's run of the same name, or a planted file), and the search's signature
+    would otherwise vouch for them."""
     fs, root = _storage(path)
-    planted = [rel for rel in _signed_files(fs, root) if rel != TUNER_FILE]
-    if planted and TUNER_FILE not in _signed_files(fs, root):
-        raise XmwInputError(f"{path.rstrip('/')}/{planted[0]}: a new search's folder already holds state that no "
-                            "search left there (a resume would unpickle it); use another run.name or remove it")
+    found = _signed_files(fs, root)
+    if found and TUNER_FILE not in found:
+        raise XmwInputError(f"{path.rstrip('/')}/{found[0]}: a new search's folder already holds a file a resume "
+                            "would unpickle, and no search left it there (another command's run of the same name, "
+                            "or someone else's file); use another run.name or remove it")
 
 
 def verify_run(path: str) -> None:
@@ -228,7 +230,20 @@ class PlainTextErrors(tune.Callback):
     (``leaderboard`` only records whether a trial failed)."""
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        trial.run_metadata.pickled_error_filename = None
+        _forget_pickled_error(trial)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _forget_pickled_error(trial)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        for trial in trials:  # a failure on a path that calls neither hook above
+            _forget_pickled_error(trial)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:  # before the result grid is built
+        for trial in trials:
+            _forget_pickled_error(trial)
+
+
+def _forget_pickled_error(trial: Any) -> None:
+    if trial.run_metadata.pickled_error_filename is not None:  # setting it invalidates Tune's cached state
         trial.run_metadata.pickled_error_filename = None
