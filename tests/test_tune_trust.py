@@ -305,7 +305,7 @@ def test_a_failed_trials_error_is_read_back_as_text_never_unpickled(ray_session,
 
 def test_no_trial_leaves_the_search_naming_a_pickled_error():
     """Whatever path a failure took, no trial names ``error.pkl`` when the search ends (the result grid is built
-    right after) or after any step (the saved state a resume reads)."""
+    right after), and the state Tune saves says so too."""
     from types import SimpleNamespace
 
     from ray.tune.trainable.metadata import _TrainingRunMetadata
@@ -315,8 +315,6 @@ def test_no_trial_leaves_the_search_naming_a_pickled_error():
     trials = [SimpleNamespace(run_metadata=_TrainingRunMetadata()) for _ in range(2)]
     for trial in trials:
         trial.run_metadata.pickled_error_filename = "error.pkl"
-    PlainTextErrors().on_step_end(iteration=1, trials=trials[:1])
-    assert trials[0].run_metadata.pickled_error_filename is None
-    assert '"pickled_error_filename": null' in trials[0].run_metadata.get_json_state()  # the saved state too
     PlainTextErrors().on_experiment_end(trials=trials)
     assert [t.run_metadata.pickled_error_filename for t in trials] == [None, None]
+    assert '"pickled_error_filename": null' in trials[0].run_metadata.get_json_state()  # the saved state too

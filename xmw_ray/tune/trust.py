@@ -235,12 +235,8 @@ class PlainTextErrors(tune.Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         _forget_pickled_error(trial)
 
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        for trial in trials:  # a failure on a path that calls neither hook above
-            _forget_pickled_error(trial)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:  # before the result grid is built
-        for trial in trials:
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for trial in trials:  # before the result grid is built: a failure on a path that called neither hook above
             _forget_pickled_error(trial)
 
 
