@@ -26,6 +26,7 @@ from xmw_ray.console import Step
 from xmw_ray.data import layout
 from xmw_ray.data.atmosphere import annual_concentrations
 from xmw_ray.data.contract import DAYS_IN_MONTH, UNITS, days_to_slots
+from xmw_ray.data.layout import TRUTH_FILE, WORLD_MARKER
 from xmw_ray.errors import XmwInputError
 from xmw_ray.sim.process import SIMULATOR, TRUE_WORLD, Forcing, run, spin_up
 from xmw_ray.sim.statics import StaticWorld, build_world, write_statics
@@ -33,8 +34,6 @@ from xmw_ray.sim.towers import TowerRecorder, plan_towers, write_towers
 from xmw_ray.sim.weather import Weather, WeatherGenerator
 from xmw_ray.storage import aside_target, refuse_foreign_local, write_text_atomic
 
-TRUTH_FILE = layout.TRUTH_FILE
-WORLD_MARKER = layout.WORLD_MARKER
 #: What ``simulate`` writes at the top of its folder (and ``truth.json``'s aside while it is written, whose old
 #: ``.tmp`` name is kept for worlds written before): a folder holding anything else is not a world to replace.
 WORLD_ENTRIES = (layout.TEM_DIR, layout.FLUX_DIR, layout.TRUE_DIR, layout.WETLAND_EXTENT_FILE.split("/", 1)[0], TRUTH_FILE,
