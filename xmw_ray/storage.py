@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from xmw_ray.errors import XmwInputError
 
@@ -350,15 +351,20 @@ def directory_aside(out: str | Path, replaceable: Callable[[str], bool] | None =
         raise
 
 
-def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool], instead: str = CHOOSE_OUT) -> list[str]:
-    """The keys (relative to ``url``) of the objects already under ``url``; ``XmwInputError`` when one of them is
-    not ``replaceable``: replacing a store there deletes the prefix, and must never take other data with it."""
+def _object_keys(url: str) -> tuple[Any, str, list[str]]:
+    """(file system, root, the keys of the objects under ``url`` relative to it), listed afresh (no cached listing)."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/")
     fs.invalidate_cache(root)
-    old = [key[len(root) + 1:] for key in fs.find(root) if key.startswith(root + "/")]
+    return fs, root, [key[len(root) + 1:] for key in fs.find(root) if key.startswith(root + "/")]
+
+
+def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool], instead: str = CHOOSE_OUT) -> list[str]:
+    """The keys (relative to ``url``) of the objects already under ``url``; ``XmwInputError`` when one of them is
+    not ``replaceable``: replacing a store there deletes the prefix, and must never take other data with it."""
+    _, _, old = _object_keys(url)
     foreign = [key for key in old if not replaceable(key)]
     if foreign:
         raise XmwInputError(f"{url}: holds {foreign[0]!r}, which is not part of what would be written there; "
@@ -369,15 +375,11 @@ def refuse_foreign_objects(url: str, replaceable: Callable[[str], bool], instead
 def remove_objects(url: str, ours: Callable[[str], bool]) -> None:
     """Delete the objects under ``url`` that are ``ours`` (relative key): what a write that failed there left. Best
     effort: a failure here (the connection that failed the write) must not hide the write's own error."""
-    import fsspec
-
     try:
-        fs, root = fsspec.core.url_to_fs(url)
-        root = root.rstrip("/")
-        fs.invalidate_cache(root)
-        keys = [key for key in fs.find(root) if key.startswith(root + "/") and ours(key[len(root) + 1:])]
-        if keys:
-            fs.rm(keys)
+        fs, root, keys = _object_keys(url)
+        mine = [f"{root}/{key}" for key in keys if ours(key)]
+        if mine:
+            fs.rm(mine)
     except Exception:  # noqa: BLE001 - the caller re-raises the write's error
         pass
 
