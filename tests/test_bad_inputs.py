@@ -190,6 +190,49 @@ def _planted_search_state(w: Workspace, tmp: Path) -> list[str]:
     return ["tune", "--config", _yaml(tmp / "cfg.yaml", tree)]
 
 
+def _not_utf8_config(w: Workspace, tmp: Path) -> list[str]:
+    """A config saved in Latin-1 (an editor's default on some systems)."""
+    (tmp / "cfg.yaml").write_bytes(f"data:\n  store: {w.grid}\nrun:\n  name: caf\xe9\n".encode("latin-1"))
+    return ["train", "--config", str(tmp / "cfg.yaml")]
+
+
+def _site_ints_csv(text: bytes) -> Maker:
+    """``prepare sites --wetland-types`` with a CSV of the bytes given."""
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        (tmp / "types.csv").write_bytes(text)
+        return ["prepare", "sites", "--src", str(w.flux), "--out", str(tmp / "s"), "--wetland-types",
+                str(tmp / "types.csv")]
+
+    return make
+
+
+def _grid_lacking(entry: str) -> Maker:
+    """A copy of the Grid store that lost one array (a copy cut short)."""
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        shutil.copytree(w.grid, tmp / "grid.zarr")
+        shutil.rmtree(tmp / "grid.zarr" / entry)
+        return ["inspect", str(tmp / "grid.zarr")]
+
+    return make
+
+
+def _damaged_checkpoint_config(text: str) -> Maker:
+    def make(w: Workspace, tmp: Path) -> list[str]:
+        shutil.copytree(w.checkpoint, tmp / "ckpt")
+        (tmp / "ckpt" / "config.json").write_text(text)
+        return ["evaluate", "--checkpoint", str(tmp / "ckpt"), "--store", str(w.grid)]
+
+    return make
+
+
+def _damaged_run_config(w: Workspace, tmp: Path) -> list[str]:
+    """A run whose last checkpoint's config.json was cut short: resuming it must say so, not raise."""
+    shutil.copytree(w.root / "runs" / "old", tmp / "runs" / "cut")
+    (tmp / "runs" / "cut" / "checkpoints" / "epoch_0001" / "config.json").write_text('{"model": {"na')
+    tree = {"data": {"source": "grid", "store": str(w.grid)}, "run": {"name": "cut", "output_dir": str(tmp / "runs")}}
+    return ["train", "--config", _yaml(tmp / "cfg.yaml", tree)]
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -219,8 +262,26 @@ ROWS = [
     Row("prepare-sites-date-cut", _truncated_sim("mid-date", "prepare"), "column TIMESTAMP has an unreadable date"),
     *[Row(f"prepare-sites-truncated-real-{how}", _truncated_real(how), "file cut short", real_towers=True)
       for how in ("mid-value", "no-final-newline", "mid-row")],
+    Row("prepare-sites-wetland-types-not-utf8", _site_ints_csv(b"site_id,wetlandtype\nXX-Caf\xe9,3\n"),
+        "types.csv: not UTF-8 text (byte 26"),
+    Row("prepare-sites-wetland-types-short-row", _site_ints_csv(b"wetlandtype,site_id\n3\n"),
+        "types.csv: line 2: site_id is missing"),
+    # configs and --set
+    Row("train-config-not-utf8", _not_utf8_config, "cfg.yaml: not UTF-8 text"),
+    Row("train-config-is-a-folder", lambda w, t: (t / "cfg.yaml").mkdir() or ["train", "--config", str(t / "cfg.yaml")],
+        "cfg.yaml: a folder, where a config file is expected"),
+    Row("train-set-not-yaml", lambda w, t: ["train", "--config", _train_cfg(w, t, {}), "--set", "data.store=@home/x"],
+        "--set data.store=@home/x: not a YAML value"),
+    # demo: its options before its folder
+    Row("demo-bad-res", lambda w, t: ["demo", "--out", str(t / "demo"), "--res", "7"], "--res 7.0: must divide"),
     # inspect / evaluate
     Row("inspect-missing-store", lambda w, t: ["inspect", str(t / "nope.zarr")], "nope.zarr"),
+    Row("inspect-grid-lacking-an-array", _grid_lacking("cell_ilat"), "grid.zarr: Grid store lacks 'cell_ilat'"),
+    Row("evaluate-checkpoint-config-cut", _damaged_checkpoint_config('{"model": {'),
+        "config.json: not a checkpoint's config"),
+    Row("evaluate-checkpoint-without-split",  # the workspace's checkpoint records a model but no data section
+        lambda w, t: ["evaluate", "--checkpoint", str(w.checkpoint), "--store", str(w.grid)],
+        "records no data.split, so its test part is unknown; use --split all"),
     Row("evaluate-missing-checkpoint", lambda w, t: ["evaluate", "--checkpoint", str(t / "nockpt"), "--store",
                                                      str(w.grid)], "nockpt"),
     # train: typos and impossible values in the model, a resumed run whose model changed
@@ -241,6 +302,10 @@ ROWS = [
     Row("train-resume-ray-run-changed-store",
         lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hidden_size": 4, "num_layers": 1}},
                                                       "old-ray")], "data.store: run 'old-ray' resumes from"),
+    Row("train-resume-config-cut", _damaged_run_config, "epoch_0001/config.json: not a checkpoint's config"),
+    Row("train-split-without-training-years",  # the default split trains on 1979-1998; the store holds 2000-2001
+        lambda w, t: ["train", "--config", _train_cfg(w, t, {})],
+        "data.split: train_years 1979-1998 less test_years 1999-2018 leaves none of"),
     *[Row(f"{command}-best-holds-a-users-file", _best_with_notes(command),
           "best: holds 'notes.txt', which is not part of a checkpoint; use another run.name") for command in ("train", "transfer", "tune")],
     # transfer: strategy parameters are checked with the config, before the tree baseline
@@ -259,6 +324,12 @@ ROWS = [
     Row("transfer-model-param-typo",
         lambda w, t: ["transfer", "--config", _transfer_cfg(w, t, models=[{"name": "tcn", "params": {"kernel": 3}}])],
         "models.0.params.kernel: unknown key"),
+    Row("transfer-missing-store",  # refused before Ray starts and before the experiment's folder is made
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t), "--set", f"data.store={t / 'nope'}"],
+        "nope: store not found"),
+    Row("transfer-source-split-without-training-years",
+        lambda w, t: ["transfer", "--config", _transfer_cfg(w, t), "--set", "source.split.train_years=[1990,1995]"],
+        "source.split: train_years 1990-1995"),
     Row("transfer-without-its-section",
         lambda w, t: ["transfer", "--config", _train_cfg(w, t, {"name": "lstm"})], "cfg.yaml: transfer: missing section"),
     # tune
@@ -266,6 +337,9 @@ ROWS = [
         lambda w, t: ["tune", "--config", _train_cfg(w, t, {"name": "lstm"})], "cfg.yaml: search: missing section"),
     Row("tune-planted-state", _planted_search_state,
         "experiment_state-9999-12-31_23-59-59.json: a new search's folder already holds a file a resume"),
+    Row("tune-missing-store",  # every trial would fail after Ray started, leaving a search folder behind
+        lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"num_samples": 1}), "--set", f"data.store={t / 'nope'}",
+                      "--set", "resources.num_workers=1"], "nope: store not found"),
     Row("tune-model-without-space", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"models": ["residual"]})],
         "search: model 'residual' has no search space"),
     Row("tune-unknown-strategy", lambda w, t: ["tune", "--config", _tune_cfg(w, t, {"strategies": ["finetun"]})],

@@ -144,3 +144,16 @@ def test_sites_rerun_is_identical(tmp_path):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     store = SiteStore.open(tmp_path / "a")
     assert store.sites == ("XX-Aaa", "XX-Bbb") and store.years_of("XX-Bbb") == (2015, 2016)
+
+
+def test_wetland_class_from_metadata_against_xmethanewets_table(fluxnet_dir):
+    """What the comment on ``fluxnet._WETLAND_CLASS`` says: the rule (SITE_CLASSIFICATION and TREE) agrees with
+    X-MethaneWet's own per-tower table except at these towers, which ``--wetland-types xmw`` takes from the table."""
+    from xmw_ray.data.presets import xmw_wetland_types
+
+    meta = read_site_metadata(next(fluxnet_dir.glob("FLX_AA-Flx_CH4-META_*.csv")))
+    table = xmw_wetland_types()
+    assert set(table) <= set(meta)
+    differ = {s: (meta[s].wetland_class(), v) for s, v in table.items() if meta[s].wetland_class() != v}
+    assert differ == {"BW-Gum": (3, 4), "BW-Nxr": (3, 5), "CA-SCC": (0, 1), "DE-SfN": (1, 2), "FI-Si2": (1, 2),
+                      "US-BZB": (2, 1), "US-Los": (1, 2), "US-ORv": (4, 3)}

@@ -47,6 +47,35 @@ def test_report_replaces_its_own_page_but_never_another_file(tmp_path, capsys):
         assert theirs.read_text() == text
 
 
+def test_files_that_only_share_a_name_with_ours_are_left_off_with_a_note(tmp_path, capsys):
+    """The folders are searched by file name: a user's own budget.csv, a truth.json of another tool or a
+    leaderboard.csv of another program must neither end the report with a traceback nor hide what is ours."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "budget.csv").write_text("year,global\n2000,150.5\n")
+    theirs = {tmp_path / "notes" / "budget.csv": "year,global\n2000,abc\n",
+              tmp_path / "other" / "truth.json": "not json\n",
+              tmp_path / "ml" / "leaderboard.csv": "x,y\n1,2\n",
+              tmp_path / "exp" / "summary.csv": "x,y\n1,2\n"}
+    for path, text in theirs.items():
+        path.parent.mkdir()
+        path.write_text(text)
+    (tmp_path / "exp" / "results.csv").write_text("x,y\n1,2\n")
+    out = tmp_path / "report.html"
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for path in theirs:
+        assert f"xmw report: {path}: left off the page" in err, err
+    assert "150.50" in out.read_text()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "notes"), "--out", str(tmp_path / "notes.html")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "left off the page" in lines[0] and lines[1].startswith("xmw: error: "), lines
+    assert not (tmp_path / "notes.html").exists()
+
+
 def test_report_of_nothing_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r.html")]) == 2
     assert "nothing to report" in capsys.readouterr().err

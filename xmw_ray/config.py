@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xmw_ray.data.splits import SplitSpec
-from xmw_ray.errors import XmwInputError
+from xmw_ray.errors import XmwInputError, reading
 from xmw_ray.storage import join_path
 
 
@@ -384,7 +384,12 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in pair:
             raise XmwInputError(f"--set {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else "")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise XmwInputError(f"--set {pair}: not a YAML value ({str(exc).splitlines()[0]}); a string that "
+                                f"starts with @, *, %, ` or a bracket goes in YAML quotes") from None
+        _set_dotted(tree, key.strip(), value)
     return tree
 
 
@@ -423,10 +428,13 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if path is not None:
         p = Path(path)
         source = str(p)
+        if p.is_dir():
+            raise XmwInputError(f"{p}: a folder, where a config file is expected")
         if not p.is_file():
             raise XmwInputError(f"{p}: config file not found")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            with reading(p):
+                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise XmwInputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):

@@ -72,7 +72,9 @@ KOPPEN_CLASSES = ("Af", "Am", "Aw", "As", "BWh", "BWk", "BSh", "BSk", "Csa", "Cs
                   "Dfd", "ET", "EF")
 #: SITE_CLASSIFICATION → X-MethaneWet wetland class (1 forested bog, 2 unforested bog, 3 forested swamp,
 #: 4 unforested swamp; 0 not a wetland). Peatland-like classes are bogs, flooded mineral ones swamps; TREE=1 →
-#: forested. Consistent with every tower of X-MethaneWet's own override table.
+#: forested. X-MethaneWet's own table (``configs/presets/xmw_site_wetland_type.csv``, ``--wetland-types xmw``) is
+#: not a function of these two fields: it differs for 8 of its 43 towers (e.g. DE-SfN, a bog with trees, is 2
+#: there and 1 here; BW-Nxr is 5, a class outside 1-4; ``tests/test_data_fluxnet.py`` lists them).
 _WETLAND_CLASS = {"bog": 2, "fen": 2, "wet tundra": 2, "drained": 2, "swamp": 4, "marsh": 4, "salt marsh": 4,
                   "mangrove": 4}
 #: What each static slot holds for a tower when no Grid store is given (slot names stay the grid's names).

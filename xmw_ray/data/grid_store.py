@@ -236,6 +236,11 @@ def prepare_grid(
             "wetland_extent": None if extent is None else extent.attrs()}
 
 
+#: What every Grid store holds (the writer above; ``land_mask`` is optional: older stores have none).
+GRID_ARRAYS = ("dynamic", "target", "static", "annual", "cell_ilat", "cell_ilon", "cell_area")
+GRID_ATTRS = ("dynamic_vars", "static_vars", "annual_vars", "units", "grid", "years", "cells_per_chunk")
+
+
 class GridStore:
     """Read side of the Grid store (local path or any URL zarr/fsspec understands)."""
 
@@ -262,6 +267,11 @@ class GridStore:
             raise XmwInputError(f"{path}: not a Grid store (format attribute missing)")
         if not attrs.get("complete"):
             raise XmwInputError(f"{path}: Grid store is incomplete (preparation did not finish)")
+        arrays = GRID_ARRAYS + (("wetland_fraction",) if attrs.get("wetland_extent") else ())
+        lacking = [a for a in GRID_ATTRS if a not in attrs] or [a for a in arrays if a not in root]
+        if lacking:  # a copy cut short or a hand-edited store: one line, not a KeyError at first use
+            raise XmwInputError(f"{path}: Grid store lacks {lacking[0]!r} (damaged or partly copied; prepare it "
+                                f"again with xmw prepare grid)")
         return cls(root, str(path), attrs)
 
     # --- description ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from xmw_ray.errors import XmwInputError
+from xmw_ray.errors import XmwInputError, reading
 
 #: The repository's ``configs/`` folder (next to the package in a source checkout): experiment presets and these.
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -19,15 +19,19 @@ def read_site_ints(path: str | Path, column: str) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise XmwInputError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with reading(path), path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or "site_id" not in reader.fieldnames or column not in reader.fieldnames:
             raise XmwInputError(f"{path}: expected columns site_id and {column}")
         out: dict[str, int] = {}
-        for n, row in enumerate(reader, start=2):
+        for row in reader:
+            n = reader.line_num
+            missing = [c for c in ("site_id", column) if row.get(c) is None]
+            if missing:  # a short row: DictReader fills the absent fields with None
+                raise XmwInputError(f"{path}: line {n}: {missing[0]} is missing")
             try:
                 out[row["site_id"].strip()] = int(row[column])
-            except (TypeError, ValueError):
+            except ValueError:
                 raise XmwInputError(f"{path}: line {n}: {column} is not an integer ({row[column]!r})") from None
     return out
 

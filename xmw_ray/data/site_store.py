@@ -114,7 +114,8 @@ MAP_DYNAMIC_VARS: tuple[str, ...] = DAILY_VARS
 #: training tower, and a model never taught it would meet the grid's real elevations.
 MAP_STATIC_VARS: tuple[str, ...] = ("wetlandtype", *ANNUAL_VARS)
 MAP_STATIC_SOURCES = {"wetlandtype": "wetland class 1-4 from SITE_CLASSIFICATION and TREE (or the --wetland-types "
-                                     "override; NaN when the class is not recorded)",
+                                     "override; NaN when the class is not recorded or is 0, not a wetland: every Grid store cell is 1-4, so a map "
+                                     "model has no value for it)",
                       **dict.fromkeys(ANNUAL_VARS, "global annual record (atmosphere.annual_concentrations)")}
 DROP_REASONS = ("no_target", "cell_not_in_grid", "year_not_in_grid", "input_gap", "npp_gap")
 
@@ -235,6 +236,7 @@ def _map_samples(sy: SiteYears, meta: SiteMeta, target: str, wetland_type: int |
     years = sy.years[keep]
     wetland = meta.wetland_class() if wetland_type is None else wetland_type
     annual = annual_concentrations(years)
+    # 0 (not a wetland) lies outside every Grid store's cells (wetlandtype 1-4): unknown to a map model, as unrecorded
     static = np.column_stack([np.full(len(years), wetland or np.nan),
                               *(annual[v] for v in ANNUAL_VARS)])
     return {"year": years, "dynamic": daily[keep].astype(np.float32), "static": static.astype(np.float32),

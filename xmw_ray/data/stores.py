@@ -197,7 +197,21 @@ def store_kind(info: StoreInfo) -> StoreKind:
 def store_info(path: str, kind: str | None = None) -> StoreInfo:
     """Open a store (kind detected unless given) and describe it; a path holding no store is read as a Grid store,
     whose reader says what is wrong with it."""
+    if not is_url(path) and not Path(path).exists():
+        raise XmwInputError(f"{path}: store not found (xmw prepare grid / xmw prepare sites writes one)")
     return STORE_KINDS[kind or detect_kind(path) or GridKind.name].info(path)
+
+
+def check_trains_on_store(info: StoreInfo, spec: SplitSpec, key: str) -> None:
+    """Before any Ray work: ``spec`` (the config's ``key``, e.g. ``data.split``) leaves some of the store's years
+    to train on. A default split (training 1979-1998) on a store of later years used to fail after Ray started,
+    with a traceback from the normalisation statistics."""
+    if info.plan(spec).years_needed("train"):
+        return
+    years = f"{info.all_years[0]}-{info.all_years[-1]}" if info.all_years else "none"
+    how = (f"train_years {spec.train_years[0]}-{spec.train_years[1]} less test_years "
+           f"{spec.test_years[0]}-{spec.test_years[1]}" if spec.kind == "temporal" else f"kind {spec.kind}")
+    raise XmwInputError(f"{key}: {how} leaves none of {info.path}'s years ({years}) to train on")
 
 
 def store_fingerprint(path: str) -> str:

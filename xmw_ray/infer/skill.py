@@ -182,6 +182,10 @@ class _MapsReader:
             attrs = {}
         if attrs.get("xmw_format") != MAPS_FORMAT:
             raise XmwInputError(f"{path}: not a flux-map store (xmw infer --out)")
+        lacking = [a for a in ("grid_resolution_deg", "years") if a not in attrs] or \
+            [a for a in (FLUX_VAR, AREA_VAR) if a not in self.root]
+        if lacking:  # a copy cut short: one line, not a KeyError
+            raise XmwInputError(f"{path}: flux-map store lacks {lacking[0]!r} (damaged or partly copied)")
         self.res = float(attrs["grid_resolution_deg"])
         self.years = tuple(int(y) for y in attrs["years"])
         self.daily = self.root[FLUX_VAR]

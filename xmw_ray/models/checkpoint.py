@@ -156,7 +156,18 @@ def load_config_json(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise XmwInputError(f"{directory}: not a checkpoint ({CONFIG_FILE} missing)")
-    return json.loads(path.read_text())
+    return parse_config_json(path.read_bytes(), path)
+
+
+def parse_config_json(raw: bytes, where: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's ``config.json``; one line naming ``where`` when it is not a JSON object (cut short, edited)."""
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
+        raise XmwInputError(f"{where}: not a checkpoint's config ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise XmwInputError(f"{where}: not a checkpoint's config (not a JSON object)")
+    return config
 
 
 def write_ensemble_checkpoint(member_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,

@@ -14,8 +14,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from xmw_ray import console
     from xmw_ray.data.commands import parse_years
     from xmw_ray.pipeline.demo import run_demo
+    from xmw_ray.sim.commands import simulation_spec
 
     years = parse_years(args.years)
+    # the world's options checked before the demo's folder is made: a refusal leaves nothing behind
+    simulation_spec(argparse.Namespace(out=str(Path(args.out) / "world"), res=args.res, years=args.years,
+                                       sites=args.sites, seed=args.seed))
     # one log for every stage (they share one Ray instance); with -v each stage shows Ray's output
     with console.ray_output(Path(args.out) / console.RAY_LOG, args.verbose):
         outputs = run_demo(Path(args.out), res=args.res, years=years, sites=args.sites, seed=args.seed,

@@ -17,10 +17,13 @@ import html
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
+from xmw_ray import console
 from xmw_ray.data.contract import FLUX_UNIT
 from xmw_ray.data.layout import TRUTH_FILE
 from xmw_ray.errors import XmwInputError
@@ -28,6 +31,8 @@ from xmw_ray.infer.budget import BUDGET_UNIT, LITERATURE_BUDGET, TRUE_BUDGET_KEY
 from xmw_ray.infer.plots import SCALE_FILE
 from xmw_ray.storage import refuse_foreign_file, write_text_atomic
 from xmw_ray.train.results import read_csv
+
+T = TypeVar("T")
 
 #: Column heads of the leaderboard and transfer tables, in words and with units.
 HEADS = {
@@ -262,10 +267,27 @@ DEFINITIONS = (
 )
 
 
+#: What goes wrong reading a file that only shares a name with one of ours (a user's own ``budget.csv``, a
+#: ``truth.json`` of another tool): it is left off the page with a note, the rest is reported.
+_NOT_OURS = (XmwInputError, ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError)
+
+
+def _read_or_skip(path: Path, draw: Callable[..., T], *args: object, empty: T) -> T:
+    """``draw(path, *args)``, or ``empty`` and one line on stderr naming the file when it is not one of ours:
+    the folders are searched by file name, so a name alone does not make a file ours, and one such file must
+    neither end the report nor stop the rest from being shown."""
+    try:
+        return draw(path, *args)
+    except _NOT_OURS as exc:
+        reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).removeprefix(f"{path}: ")
+        console.err(f"xmw report: {path}: left off the page, not readable as xmw's {path.name} ({reason})")
+        return empty
+
+
 def _setup(found: list[Path], paths: _Paths) -> str:
     rows: list[tuple[str, str]] = []
     for f in sorted({p for folder in found for p in folder.rglob(TRUTH_FILE)}):
-        rows += _world_rows(f)
+        rows += _read_or_skip(f, _world_rows, empty=[])
     for store in sorted({p.parent for folder in found for p in folder.rglob("_done")}):  # flux-map stores
         try:
             attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
@@ -275,9 +297,9 @@ def _setup(found: list[Path], paths: _Paths) -> str:
             rows += _maps_rows(attrs)
     for f in sorted({p.parent for folder in found for p in folder.rglob("results.csv")}):
         if (f / "summary.csv").is_file():
-            rows += _transfer_rows(f)
+            rows += _read_or_skip(f / "results.csv", lambda p: _transfer_rows(p.parent), empty=[])
     for f in sorted({p for folder in found for p in folder.rglob("leaderboard.csv")}):
-        rows += _search_rows(f)
+        rows += _read_or_skip(f, _search_rows, empty=[])
     if not rows:
         return ""
     return "<h2>Set-up</h2>" + _table(["", "what"], [[html.escape(k), html.escape(v)] for k, v in rows])
@@ -336,16 +358,20 @@ def build_report(folders: list[Path], title: str = "Wetland CH4 emission: xmw_ra
     content: list[str] = []
     for heading, name, draw, intro in SECTIONS:
         for path in sorted(p for f in found for p in f.rglob(name)):
+            table = _read_or_skip(path, draw, paths, empty="")
+            if not table:
+                continue
             content.append(f"<h2>{heading}</h2><p>{html.escape(intro)} From "
                            f"<code>{html.escape(paths.show(path.parent))}</code>.</p>")
-            content.append(draw(path, paths))
+            content.append(table)
             for png in sorted(path.parent.glob("*.png")):
                 content.append(_img(png))
             best = path.parent / "best"
             if best.exists():
                 content.append(f"<p>Best checkpoint: <code>{html.escape(paths.show(best))}</code></p>")
     for path in sorted(p for f in found for p in f.rglob("budget.csv")):
-        content.append(_budget_section(path, paths))
+        content.append(_read_or_skip(path, _budget_section, paths, empty=""))
+    content = [c for c in content if c]
     if not content:
         raise XmwInputError(f"{', '.join(map(str, found))}: no leaderboard, transfer table or budget found")
     parts = [f"<h1>{html.escape(title)}</h1>", _setup(found, paths), _definitions(), *content]

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from xmw_ray.config import validate
 from xmw_ray.data import schema
 from xmw_ray.data.features import check_pairing
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
-from xmw_ray.models.checkpoint import load_checkpoint_model, load_config_json
+from xmw_ray.models.checkpoint import CONFIG_FILE, load_checkpoint_model, load_config_json
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
 
 
@@ -39,7 +40,12 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
                             f"{model.n_static}")
     check_pairing(model.features, f"checkpoint {checkpoint}", info.features, store,
                   "evaluate on a store prepared like the checkpoint's training store")
-    spec = SplitSpec.model_validate(cfg["data"]["split"]) if split != "all" else None
+    data = cfg.get("data")
+    rule = data.get("split") if isinstance(data, dict) else None
+    if split != "all" and not isinstance(rule, dict):
+        raise XmwInputError(f"{checkpoint}: its {CONFIG_FILE} records no data.split, so its {split} part is "
+                            "unknown; use --split all")
+    spec = validate(rule, SplitSpec, f"{checkpoint}/{CONFIG_FILE} data.split") if split != "all" else None
     ensure_ray()  # only once the checkpoint and the store are known to fit each other
     ds = sample_dataset(info, spec, split)
     acc = MetricAccumulator(aggregation)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xmw_ray.errors import XmwInputError
+from xmw_ray.errors import XmwInputError, reading
 from xmw_ray.storage import write_text_atomic
 from xmw_ray.train.metrics import METRIC_KEYS
 
@@ -188,8 +188,12 @@ def write_csv(rows: Iterable[ResultRow], columns: Sequence[str], path: Path) -> 
 
 def read_csv(path: Path) -> list[ResultRow]:
     """Every row of a CSV file written by :func:`write_csv` (or by hand with some of its columns)."""
-    with Path(path).open(newline="") as fh:
-        return [ResultRow.from_record(r, f"{path}:{i}") for i, r in enumerate(csv.DictReader(fh), start=2)]
+    with reading(path), Path(path).open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        names = reader.fieldnames or []
+        if not any(c in _KINDS or _metric_of(c)[0] or _legacy_metric(c)[0] for c in names):
+            raise XmwInputError(f"{path}: no column of an xmw results table (it has {', '.join(names) or 'none'})")
+        return [ResultRow.from_record(r, f"{path}:{i}") for i, r in enumerate(reader, start=2)]
 
 
 def append_jsonl(path: Path, row: ResultRow, columns: Sequence[str] = RUN_COLUMNS) -> None:

@@ -29,6 +29,7 @@ from xmw_ray.console import route_ray_output
 from xmw_ray.data import schema
 from xmw_ray.data.arrow_fs import arrow_filesystem
 from xmw_ray.data.ray_datasets import SampleDatasets, build_datasets, store_info
+from xmw_ray.data.stores import check_trains_on_store
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.base import resolve_output_constraint
 from xmw_ray.models.checkpoint import (
@@ -37,6 +38,7 @@ from xmw_ray.models.checkpoint import (
     MODEL_FILE,
     OTHER_RUN,
     load_train_state,
+    parse_config_json,
     publish_checkpoint,
     refuse_foreign_checkpoint,
 )
@@ -245,7 +247,7 @@ def _stored_run_config(cfg: TrainConfig) -> tuple[str, dict[str, Any]] | None:
         found += sorted(fs.glob(f"{base}/{pattern}"))
     for path in [*reversed(found), f"{base}/{BEST_DIR}/{CONFIG_FILE}"]:
         if fs.isfile(path):
-            return path, json.loads(fs.cat_file(path))
+            return path, parse_config_json(fs.cat_file(path), path)
     return None
 
 
@@ -333,8 +335,8 @@ def run_training(cfg: TrainConfig, datasets: SampleDatasets | None = None, *,
     refuse_foreign_checkpoint(run_dir_of(cfg) / BEST_DIR)
     if run_url_of(cfg) is not None:
         refuse_foreign_checkpoint(join_path(run_url_of(cfg), BEST_DIR))
-    if datasets is None:  # a missing or wrong store is refused before Ray starts
-        store_info(cfg.data.store, cfg.data.source)
+    if datasets is None:  # a missing or wrong store, or a split with nothing to train on, before Ray starts
+        check_trains_on_store(store_info(cfg.data.store, cfg.data.source), cfg.data.split, "data.split")
     ensure_ray()
     res = cfg.resources
     check_fits(res.num_workers, res.cpus_per_worker, res.use_gpu)

@@ -11,10 +11,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from xmw_ray import console
     from xmw_ray.config import load_config
     from xmw_ray.train.runner import ensure_ray
-    from xmw_ray.transfer.experiment import check_local_output, run_experiment
+    from xmw_ray.transfer.experiment import check_local_output, check_stores, run_experiment
 
     cfg = load_config(args.config, args.overrides, require="transfer")
     check_local_output(cfg)
+    check_stores(cfg.resolved())  # before Ray starts
     with console.ray_output(Path(cfg.run_dir()) / console.RAY_LOG, args.verbose):
         ensure_ray()
         paths = run_experiment(cfg)

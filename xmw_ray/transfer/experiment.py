@@ -19,6 +19,7 @@ from xmw_ray.config import ExperimentConfig, ModelSection, TransferSection
 from xmw_ray.data import schema
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
+from xmw_ray.data.stores import check_trains_on_store
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import BEST_DIR, publish_checkpoint, refuse_foreign_checkpoint
 from xmw_ray.storage import is_url
@@ -57,14 +58,8 @@ def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
 
     prep = transfer_section(cfg).prepare
     if prep is None:
-        for sec in (s for s in (cfg.source, cfg.data) if s is not None):
-            if not Path(sec.store).exists() and not is_url(sec.store):
-                raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
-                                    "config's header)")
         return
     forcing = Path(prep.forcing)
-    if not forcing.is_dir():
-        raise XmwInputError(f"{forcing}: transfer.prepare.forcing folder not found")
     sim_files = Path(cfg.run_dir()) / "prepared" / "simulated-sites"
     need_source = cfg.source is not None and not prep.sim_input and not Path(cfg.source.store).exists()
     need_target = not Path(cfg.data.store).exists()
@@ -77,6 +72,33 @@ def prepare_stores(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
         log(f"preparing observations {forcing} -> {cfg.data.store}")
         prepare_sites(forcing, cfg.data.store, drivers=prep.drivers,
                       sim_sites=sim_files if prep.sim_input else None, progress=log)
+
+
+def check_stores(cfg: ExperimentConfig) -> None:
+    """Before any Ray work and before the experiment's folder is made (``cfg`` resolved): every store it reads is
+    there, or is built by ``transfer.prepare`` from a forcing folder that is; the source and the observations
+    share one layout; the source's split and each setting leave years to train on."""
+    exp = transfer_section(cfg)
+    prep = exp.prepare
+    if prep is not None and not Path(prep.forcing).is_dir():
+        raise XmwInputError(f"{prep.forcing}: transfer.prepare.forcing folder not found")
+    infos = {}
+    for key, sec in (("source", cfg.source), ("data", cfg.data)):
+        if sec is None:
+            continue
+        if not is_url(sec.store) and not Path(sec.store).exists():
+            if prep is not None:  # built by transfer.prepare; checked when it is
+                continue
+            raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
+                                "config's header)")
+        infos[key] = store_info(sec.store, sec.source)
+    if "source" in infos:
+        check_trains_on_store(infos["source"], cfg.source.split, "source.split")
+    if "data" in infos:
+        for name, spec in exp.settings.items():
+            check_trains_on_store(infos["data"], spec, f"transfer.settings.{name}")
+    if len(infos) == 2:
+        check_layouts(infos["source"], infos["data"])
 
 
 def transfer_section(cfg: ExperimentConfig) -> TransferSection:
@@ -134,6 +156,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = _log) -> 
     """Run every missing combination, then write the tables, the plot and ``<output_dir>/best``."""
     check_local_output(cfg)
     cfg = cfg.resolved()
+    check_stores(cfg)
     exp = transfer_section(cfg)
     out = Path(cfg.run_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,7 @@ def run_search(cfg: ExperimentConfig, *, cluster: dict[str, float] | None = None
     leaves (finished, failed or interrupted by Ctrl-C) is signed at the end, so a later launch may resume it."""
     import ray
 
+    from xmw_ray.data.stores import check_trains_on_store, store_info
     from xmw_ray.models.checkpoint import BEST_DIR, refuse_foreign_checkpoint
     from xmw_ray.train.runner import ensure_ray
     from xmw_ray.tune.leaderboard import collect_rows, write_results
@@ -156,6 +157,9 @@ def run_search(cfg: ExperimentConfig, *, cluster: dict[str, float] | None = None
     if not is_url(experiment_path(cfg)):  # the leaderboard's ``best`` replaces an earlier one, nothing else
         refuse_foreign_checkpoint(Path(experiment_path(cfg)) / BEST_DIR)
     refuse_planted_state(experiment_path(cfg))
+    for key, section in (("data", cfg.data), ("source", cfg.source)):  # every trial reads them: check them once
+        if section is not None:
+            check_trains_on_store(store_info(section.store, section.source), section.split, f"{key}.split")
     ensure_ray()
     have = cluster or cfg.search.cluster or ray.cluster_resources()
     concurrency = max_concurrent_trials(cfg, have)
