@@ -262,8 +262,9 @@ ROWS = [
     Row("prepare-sites-date-cut", _truncated_sim("mid-date", "prepare"), "column TIMESTAMP has an unreadable date"),
     *[Row(f"prepare-sites-truncated-real-{how}", _truncated_real(how), "file cut short", real_towers=True)
       for how in ("mid-value", "no-final-newline", "mid-row")],
-    Row("prepare-sites-wetland-types-not-utf8", _site_ints_csv(b"site_id,wetlandtype\nXX-Caf\xe9,3\n"),
-        "types.csv: not UTF-8 text (byte 26"),
+    Row("prepare-sites-wetland-types-not-utf8",  # the byte counted in the file, not in the csv reader's chunk
+        _site_ints_csv(b"site_id,wetlandtype\n" + b"XX-Aaa,3\n" * 2500 + b"XX-Caf\xe9,3\n"),
+        f"types.csv: not UTF-8 text (byte {20 + 9 * 2500 + 6} cannot be decoded)"),
     Row("prepare-sites-wetland-types-short-row", _site_ints_csv(b"wetlandtype,site_id\n3\n"),
         "types.csv: line 2: site_id is missing"),
     # configs and --set

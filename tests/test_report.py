@@ -76,6 +76,23 @@ def test_files_that_only_share_a_name_with_ours_are_left_off_with_a_note(tmp_pat
     assert not (tmp_path / "notes.html").exists()
 
 
+def test_a_damaged_run_config_leaves_the_rest_of_the_transfer_set_up(tmp_path, capsys):
+    """A transfer run's ``config.json`` cut short loses only its split's line, not the experiment's set-up, and
+    is not blamed on ``results.csv``."""
+    exp = tmp_path / "transfer"
+    (exp / "runs" / "scratch-lstm" / "best").mkdir(parents=True)
+    (exp / "runs" / "scratch-lstm" / "best" / "config.json").write_text('{"data": {"spl')
+    row = "scratch,lstm,temporal,1.0,0,0.5,runs/scratch-lstm/best"
+    (exp / "results.csv").write_text(f"strategy,model,setting,fraction,seed,test_nse,checkpoint\n{row}\n")
+    (exp / "summary.csv").write_text("strategy,model,setting,fraction,seeds,test_nse,test_rmse,test_kge\n"
+                                     "scratch,lstm,temporal,1.0,1,0.5,30.0,0.4\n")
+    capsys.readouterr()
+    assert main(["report", str(exp), "--out", str(tmp_path / "r.html")]) == 0
+    assert "left off the page" not in capsys.readouterr().err
+    page = (tmp_path / "r.html").read_text()
+    assert "transfer experiment" in page and "strategies scratch" in page
+
+
 def test_report_of_nothing_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r.html")]) == 2
     assert "nothing to report" in capsys.readouterr().err

@@ -123,9 +123,12 @@ def test_presets_validate():
 
 
 def test_cli_too_big_fails_fast(ray_session, tmp_path, capsys):
+    from train_world import make_emission_store
+
     from xmw_ray.cli import main
 
-    rc = main(["tune", "--config", str(REPO / "configs/tune/smoke.yaml"), "--set", "data.store=none",
+    store = make_emission_store(tmp_path / "world")  # a store that is there: the stores are checked first
+    rc = main(["tune", "--config", str(REPO / "configs/tune/smoke.yaml"), "--set", f"data.store={store}",
                "--set", f"run.output_dir={tmp_path}", "--set", "resources.num_workers=8"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "one trial needs 8.25 CPU" in err

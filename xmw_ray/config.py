@@ -307,10 +307,15 @@ class ExperimentConfig(TrainConfig):
     transfer: TransferSection | None = Field(None, description="required by xmw transfer")
     search: SearchSection | None = Field(None, description="required by xmw tune")
 
-    @model_validator(mode="after")
-    def _source_for_strategies(self) -> ExperimentConfig:
+    def strategies_on_source(self) -> set[str]:
+        """The strategies of ``transfer`` and ``search`` that pretrain on ``source`` (every one but scratch)."""
         needs = set(self.transfer.strategies) - {"scratch"} if self.transfer is not None else set()
         needs |= set(self.search.strategies) - {NO_TRANSFER, "scratch"} if self.search is not None else set()
+        return needs
+
+    @model_validator(mode="after")
+    def _source_for_strategies(self) -> ExperimentConfig:
+        needs = self.strategies_on_source()
         if self.source is None and needs:
             raise KeyedValueError("source", f"missing (strategies {', '.join(sorted(needs))} pretrain on it)")
         if self.search is not None and self.resources.num_workers < 1:

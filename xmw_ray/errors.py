@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class XmwInputError(Exception):
@@ -17,7 +18,19 @@ def reading(path: str | os.PathLike) -> Iterator[None]:
     where the file should be become one line naming ``path``, not a traceback."""
     try:
         yield
-    except UnicodeDecodeError as exc:
-        raise XmwInputError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except UnicodeDecodeError:
+        raise XmwInputError(f"{path}: not UTF-8 text ({_first_bad_byte(path)})") from None
     except IsADirectoryError:
         raise XmwInputError(f"{path}: a folder, where a file is expected") from None
+
+
+def _first_bad_byte(path: str | os.PathLike) -> str:
+    """Where the file stops being UTF-8, counted in the whole file: a stream's decoder (``csv`` reads through one)
+    reports a position within its current chunk."""
+    try:
+        Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {exc.start} cannot be decoded"
+    except OSError:
+        pass
+    return "a byte cannot be decoded"

@@ -514,10 +514,11 @@ def refuse_foreign_file(path: str | Path, looks_ours: Callable[[bytes], bool], w
         raise XmwInputError(f"{path}: exists and is not {what}; choose another {flag} or remove it")
 
 
-def write_text_atomic(path: str | Path, text: str, encoding: str | None = None) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (a URL: one PUT)."""
+def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (a URL: one PUT); UTF-8 whatever the
+    machine's locale, as every reader of our files expects."""
     if is_url(path):
-        write_bytes_atomic(path, text.encode(encoding or "utf-8"))
+        write_bytes_atomic(path, text.encode(encoding))
         return
     with file_aside(path) as tmp:
         tmp.write_text(text, encoding=encoding)

@@ -206,8 +206,11 @@ def check_trains_on_store(info: StoreInfo, spec: SplitSpec, key: str) -> None:
     """Before any Ray work: ``spec`` (the config's ``key``, e.g. ``data.split``) leaves some of the store's years
     to train on. A default split (training 1979-1998) on a store of later years used to fail after Ray started,
     with a traceback from the normalisation statistics."""
-    if info.plan(spec).years_needed("train"):
-        return
+    try:
+        if info.plan(spec).years_needed("train"):
+            return
+    except XmwInputError as exc:  # the split itself does not fit the store: name where it is configured
+        raise XmwInputError(f"{key}: {exc}") from None
     years = f"{info.all_years[0]}-{info.all_years[-1]}" if info.all_years else "none"
     how = (f"train_years {spec.train_years[0]}-{spec.train_years[1]} less test_years "
            f"{spec.test_years[0]}-{spec.test_years[1]}" if spec.kind == "temporal" else f"kind {spec.kind}")

@@ -233,10 +233,12 @@ def _transfer_rows(folder: Path) -> list[tuple[str, str]]:
             if r.setting != setting or not r.checkpoint:
                 continue
             config = folder / "runs" / Path(r.checkpoint).parent.name / "best" / "config.json"
-            if config.is_file():
-                split = json.loads(config.read_text()).get("data", {}).get("split", {})
-                out.append((f"split '{setting}'", _describe_split(split)))
-                break
+            try:
+                split = json.loads(config.read_text(encoding="utf-8")).get("data", {}).get("split", {})
+            except (OSError, ValueError, AttributeError):  # not there, cut short, or not a config: the next run's
+                continue
+            out.append((f"split '{setting}'", _describe_split(split)))
+            break
     return out
 
 

@@ -92,7 +92,7 @@ def check_stores(cfg: ExperimentConfig) -> None:
             raise XmwInputError(f"{sec.store}: store not found (run xmw simulate / xmw prepare first, see the "
                                 "config's header)")
         infos[key] = store_info(sec.store, sec.source)
-    if "source" in infos:
+    if "source" in infos and cfg.strategies_on_source():
         check_trains_on_store(infos["source"], cfg.source.split, "source.split")
     if "data" in infos:
         for name, spec in exp.settings.items():

@@ -157,7 +157,8 @@ def run_search(cfg: ExperimentConfig, *, cluster: dict[str, float] | None = None
     if not is_url(experiment_path(cfg)):  # the leaderboard's ``best`` replaces an earlier one, nothing else
         refuse_foreign_checkpoint(Path(experiment_path(cfg)) / BEST_DIR)
     refuse_planted_state(experiment_path(cfg))
-    for key, section in (("data", cfg.data), ("source", cfg.source)):  # every trial reads them: check them once
+    source = cfg.source if cfg.strategies_on_source() else None  # unread when every strategy is scratch
+    for key, section in (("data", cfg.data), ("source", source)):  # every trial reads them: check them once
         if section is not None:
             check_trains_on_store(store_info(section.store, section.source), section.split, f"{key}.split")
     ensure_ray()
