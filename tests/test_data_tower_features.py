@@ -274,6 +274,39 @@ def test_driver_qc_masks_and_counts_impossible_and_foreign_values(tmp_path, caps
     assert "driver QC: nothing masked" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("drivers", ["tower", "xmw", "map"])
+def test_target_qc_masks_impossible_daily_fluxes_and_keeps_a_burst(tmp_path, capsys, drivers):
+    """A daily-mean flux beyond ``TARGET_BOUNDS`` (a mean over a handful of half-hours: -1710 and 3318 nmol m-2 s-1
+    occur in the release) is a missing target day, counted and named in one line; a large but possible burst
+    passes. Every driver set reads the target through the same rule."""
+    from xmw_ray.data.fluxnet import NMOL_PER_S_TO_MG_PER_DAY
+
+    frames = write_tiny_fluxnet(tmp_path / "flux", SITES)
+    a = frames["XX-Aaa"]
+    for stamp, value in ((20150401, -1710.0), (20150402, 3318.0), (20150403, 1500.0)):
+        a.loc[a.TIMESTAMP == stamp, "FCH4"] = value
+    _rewrite(tmp_path / "flux", "XX-Aaa", a)
+    out = tmp_path / "store"
+    capsys.readouterr()
+    assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out), "--drivers", drivers]) == 0
+    printed = capsys.readouterr().out
+    assert "target QC: masked 2 impossible daily fluxes (FCH4 2; outside -50..2000 nmol m-2 s-1)" in printed
+    store = SiteStore.open(out)
+    assert store.meta["target_qc"]["FCH4"] == 2
+    s = store.samples(pc.field("site") == "XX-Aaa")
+    years = list(s[schema.YEAR])
+
+    def target(stamp: int) -> float:
+        year, day = _day(stamp)
+        return float(s[schema.TARGET][years.index(year), day])
+
+    assert np.isnan(target(20150401)) and np.isnan(target(20150402))
+    assert target(20150403) == pytest.approx(1500.0 * NMOL_PER_S_TO_MG_PER_DAY, rel=1e-5)
+    write_tiny_fluxnet(tmp_path / "clean", SITES)
+    assert main(["prepare", "sites", "--src", str(tmp_path / "clean"), "--out", str(tmp_path / "c")]) == 0
+    assert "target QC: nothing masked" in capsys.readouterr().out
+
+
 def test_tower_climate_rules():
     """Percentile-range rule for the seasonal vars (a whole season is never foreign), whole wet years for P_F (a
     single storm is never judged), nothing judged on too short a record."""
@@ -347,18 +380,27 @@ def test_normstats_skip_nan_inputs(tmp_path):
 
 
 def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path, capsys):
+    """Every measured day whose flux is physically possible is a target day; the impossible ones (``TARGET_BOUNDS``)
+    are masked, and their number is the store's ``target_qc``."""
+    from xmw_ray.data.tower_features import TARGET_BOUNDS
+
     assert main(["prepare", "sites", "--src", str(fluxnet_dir), "--out", str(tmp_path / "store"),
                  "--drivers", "tower"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("driver QC: ") for line in printed) == 1, printed  # checked and said, masked or not
+    assert sum(line.startswith("target QC: ") for line in printed) == 1, printed
     store = SiteStore.open(tmp_path / "store")
     assert set(store.meta["driver_qc"]) == set(BASE)
     sources = find_site_sources(fluxnet_dir)
-    expected_samples = 0
+    expected_samples, impossible = 0, 0
+    low, high = TARGET_BOUNDS["FCH4"]
     for site, path in sources.daily_paths.items():
         raw = pd.read_csv(path, usecols=["TIMESTAMP", "FCH4"])
         raw = raw[raw.TIMESTAMP % 10000 != 229]
         measured = raw[np.isfinite(raw.FCH4) & (raw.FCH4 != -9999)]
+        possible = (measured.FCH4 >= low) & (measured.FCH4 <= high)
+        impossible += int((~possible).sum())
+        measured = measured[possible]
         want = {_day(t) for t in measured.TIMESTAMP}
         expected_samples += len({y for y, _ in want})
         s = store.samples(pc.field("site") == site)
@@ -368,6 +410,7 @@ def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path, capsys):
         assert len(s[schema.YEAR]) == len({y for y, _ in want}), site
     assert store.table().num_rows == expected_samples
     assert len(store.sites) == 15
+    assert impossible > 0 and store.meta["target_qc"]["FCH4"] == impossible
 
 
 def _bytes_of(folder):

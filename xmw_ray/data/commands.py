@@ -40,7 +40,7 @@ def _prepare_grid(args: argparse.Namespace) -> int:
 def _prepare_sites(args: argparse.Namespace) -> int:
     from xmw_ray.data.presets import resolve_site_ints
     from xmw_ray.data.site_store import prepare_sites
-    from xmw_ray.data.tower_features import qc_line
+    from xmw_ray.data.tower_features import qc_line, target_qc_line
 
     overrides = resolve_site_ints(args.wetland_types, "wetlandtype") if args.wetland_types else None
     summary = prepare_sites(args.src, args.out, grid=args.grid, target=args.target, wetland_types=overrides,
@@ -50,6 +50,7 @@ def _prepare_sites(args: argparse.Namespace) -> int:
     dropped = {k: v for k, v in summary["dropped"].items() if v}
     console.out("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
     console.out(qc_line(summary["driver_qc"]))
+    console.out(target_qc_line(summary["target_qc"], args.target))
     if summary["unknown_descriptors"]:
         console.out("descriptors the metadata does not give (stored as NaN, unknown): "
               + ", ".join(f"{k} at {n} towers" for k, n in summary["unknown_descriptors"].items()))

@@ -28,7 +28,8 @@ drops a site-year; the metadata records ``drivers`` and ``sim_source``.
 Driver quality control (both sets, ``tower_features.qc_drivers``): impossible values and values far outside a
 tower's own climate in TA_F, TS_1, P_F, LE_F and GPP_NT are masked to NaN before anything is computed from them
 (with ``xmw`` a masked day is then a gap like any other); the counts per var are the summary's and the metadata's
-``driver_qc``. With ``tower`` the summary's ``unknown_descriptors`` counts towers per descriptor the metadata does
+``driver_qc``. Target days whose daily-mean flux is physically impossible (``tower_features.TARGET_BOUNDS``)
+are masked to NaN, a missing target day, and counted per column in ``target_qc``. With ``tower`` the summary's ``unknown_descriptors`` counts towers per descriptor the metadata does
 not give (NaN in the store).
 """
 
@@ -85,10 +86,12 @@ from xmw_ray.data.options import (
 from xmw_ray.data.tower_features import (
     QC_KINDS,
     SIM_VAR,
+    TARGET_BOUNDS,
     TOWER_BASE_VARS,
     TOWER_STATIC_VARS,
     SimulatedFlux,
     qc_drivers,
+    qc_target,
     tower_dynamic,
     tower_dynamic_vars,
     tower_features,
@@ -432,6 +435,7 @@ def prepare_sites(
                 sim_source=None if sim_sites is None else str(sim_sites))
     drops: Counter = Counter()
     qc: dict[str, Counter] = {}
+    target_qc: Counter = Counter()
     unknown: Counter = Counter()
     kept: dict[str, dict] = {}
     site_info: dict[str, SiteMeta] = {}
@@ -442,9 +446,11 @@ def prepare_sites(
         read = f"{sy.site}: {len(sy.years)} years"
         progress(read if towers is None else Step(read, number, towers, "towers read"))
         columns_qc, counts = qc_drivers(sy.columns)
+        columns_qc, target_counts = qc_target(columns_qc)
         sy = replace(sy, columns=columns_qc)
         for var, kinds in counts.items():
             qc.setdefault(var, Counter()).update(kinds)
+        target_qc.update(target_counts)
         if tower:
             got = _tower_samples(sy, metas[sy.site], target, sim, drops)
         elif map_set:
@@ -460,6 +466,7 @@ def prepare_sites(
         raise XmwInputError(f"{src}: no site-year kept (dropped: {dict(drops) or 'no daily rows'})")
     meta["dropped"] = {r: int(drops.get(r, 0)) for r in DROP_REASONS}
     meta["driver_qc"] = {var: {k: int(kinds.get(k, 0)) for k in QC_KINDS} for var, kinds in qc.items()}
+    meta["target_qc"] = {column: int(target_qc.get(column, 0)) for column in TARGET_BOUNDS if column in target_qc}
     meta["unknown_descriptors"] = dict(sorted(unknown.items()))
     pa_schema = _schema(meta)
     if is_url(out):
@@ -470,7 +477,8 @@ def prepare_sites(
             tmp.mkdir(parents=True)
             _write_parquet(tmp, kept, site_info, pa_schema)
     return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"],
-            "driver_qc": meta["driver_qc"], "unknown_descriptors": meta["unknown_descriptors"]}
+            "driver_qc": meta["driver_qc"], "target_qc": meta["target_qc"],
+            "unknown_descriptors": meta["unknown_descriptors"]}
 
 
 class SiteStore:

@@ -24,7 +24,9 @@ Rules (``prepare sites --drivers tower``):
   mean, ``unknown_descriptors`` counts it), never a silent 0. No CH4/CO2 annual values.
 - driver quality control (``qc_drivers``, before any of the above): a base value outside ``PHYSICAL_BOUNDS`` is
   impossible; one far outside the tower's own climate (``outside_tower_climate``) is not that tower's weather.
-  Both are masked to NaN and counted per var, and ``prepare sites`` prints the counts.
+  Both are masked to NaN and counted per var, and ``prepare sites`` prints the counts. The target columns get the
+  physical rule alone (``qc_target``, ``TARGET_BOUNDS``): a real burst of emission is far outside a tower's usual
+  range, so no tower-range rule is applied to them.
 """
 
 from __future__ import annotations
@@ -274,6 +276,41 @@ def qc_drivers(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
         cleaned[var] = values
         counts[var] = {"impossible": int(impossible.sum()), "outside_tower_climate": int(foreign.sum())}
     return cleaned, counts
+
+
+#: Physically possible daily-mean CH4 fluxes of a wetland tower (nmol CH4 m-2 s-1, the release's unit), for every
+#: target column. Net uptake by the most active upland soils is about 1 nmol m-2 s-1 (0.1-0.5 g CH4 m-2 yr-1), and
+#: eddy-covariance noise on a day's mean is a few tens at most; the highest ecosystem-scale emissions (rice, hot-spot
+#: fens at peak) stay below about 1000 (1.4 g CH4 m-2 d-1). A day's mean outside is a processing fault (e.g. a mean
+#: over a handful of half-hours), never a flux. Set from these physical limits, not from any skill score.
+TARGET_BOUNDS = {column: (-50.0, 2000.0) for column in ("FCH4", "FCH4_F", "FCH4_F_ANNOPTLM")}
+
+
+def qc_target(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """``columns`` with target values outside ``TARGET_BOUNDS`` set to NaN (a missing target day, masked out of
+    every loss and metric), and ``{column: n masked}`` for the target columns present."""
+    cleaned, counts = dict(columns), {}
+    for column, (low, high) in TARGET_BOUNDS.items():
+        if column not in columns:
+            continue
+        values = np.array(columns[column], dtype=np.float64)
+        impossible = np.isfinite(values) & ((values < low) | (values > high))
+        values[impossible] = np.nan
+        cleaned[column] = values
+        counts[column] = int(impossible.sum())
+    return cleaned, counts
+
+
+def target_qc_line(counts: dict[str, int], target: str) -> str:
+    """One line for ``prepare sites``' output: the impossible daily fluxes masked in the column(s) the target
+    reads (``xmw-fill`` reads FCH4_F, then FCH4_F_ANNOPTLM)."""
+    read = ("FCH4",) if target == "FCH4" else ("FCH4_F",) if target == "FCH4_F" else ("FCH4_F", "FCH4_F_ANNOPTLM")
+    parts = [f"{c} {counts[c]}" for c in read if counts.get(c)]
+    lo, hi = TARGET_BOUNDS[read[0]]
+    if not parts:
+        return f"target QC: nothing masked (daily means outside {lo:g}..{hi:g} nmol m-2 s-1 are impossible)"
+    return (f"target QC: masked {sum(counts[c] for c in read if counts.get(c))} impossible daily fluxes "
+            f"({', '.join(parts)}; outside {lo:g}..{hi:g} nmol m-2 s-1)")
 
 
 def qc_line(counts: dict[str, dict[str, int]]) -> str:
