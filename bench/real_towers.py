@@ -8,7 +8,7 @@ Two evaluations, side by side in one run, both scored on measured daily FCH4 (mg
 
 Trees: the project's one tree baseline (``xmw_ray.baselines.gbt.GBTBaseline``, its default settings, the ``gbt``
 rows of ``xmw transfer``) on per-day rows of the towers' drivers TA_F, P_F, SW_IN_F, VPD_F, PA_F, WS_F, LE_F, GPP_NT,
-TS_1 (after the stores' driver QC, ``tower_features.qc_drivers``), their NaN-aware 7- and 30-day trailing means over
+TS_1 (after the stores' driver QC, ``tower_features.qc_drivers``, and target QC, ``qc_target``), their NaN-aware 7- and 30-day trailing means over
 each tower's continuous record, the solar season from the tower's latitude (``solar.SEASON_VARS``: day length, TOA
 radiation, sun trend; never the bare day of year) and |latitude|, read straight from the site files (NaN left to
 the trees).
@@ -48,7 +48,7 @@ from xmw_ray.data.fluxnet import find_site_sources, iter_site_years, read_site_m
 from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.solar import SEASON_VARS, season_features
 from xmw_ray.data.splits import SplitSpec
-from xmw_ray.data.tower_features import on_span, qc_drivers, trailing_mean
+from xmw_ray.data.tower_features import on_span, qc_drivers, qc_target, trailing_mean
 from xmw_ray.models.checkpoint import load_checkpoint_model
 from xmw_ray.storage import write_text_atomic
 from xmw_ray.train.evaluate import predict_batch
@@ -77,7 +77,7 @@ def tree_rows(towers: str, windows: tuple[int, ...] = TREE_WINDOWS) -> dict[str,
     for sy in iter_site_years(sources, [*TREE_DRIVERS, "FCH4"]):
         n = len(sy.years)
         span = np.arange(sy.years.min(), sy.years.max() + 1)
-        columns, _ = qc_drivers(sy.columns)
+        columns, _ = qc_target(qc_drivers(sy.columns)[0])  # the QC prepare sites applies: the same days
         cols = [on_span(sy.years, columns[v], span) if v in columns else np.full((len(span), DAYS_PER_YEAR), np.nan)
                 for v in TREE_DRIVERS]
         pick = np.searchsorted(span, sy.years)
@@ -85,7 +85,7 @@ def tree_rows(towers: str, windows: tuple[int, ...] = TREE_WINDOWS) -> dict[str,
         feats += [trailing_mean(c.reshape(-1), w).reshape(c.shape)[pick] for c in cols for w in windows]
         season = np.broadcast_to(season_features(metas[sy.site].lat), (n, DAYS_PER_YEAR, len(SEASON_VARS)))
         out[sy.site] = {"dynamic": np.concatenate([np.stack(feats, axis=-1), season], axis=-1), "static": np.full((n, 1), abs(metas[sy.site].lat)),
-                        "y": sy.columns["FCH4"] * NMOL_PER_S_TO_MG_PER_DAY, "year": np.asarray(sy.years)}
+                        "y": columns["FCH4"] * NMOL_PER_S_TO_MG_PER_DAY, "year": np.asarray(sy.years)}
     return out
 
 
