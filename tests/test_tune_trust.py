@@ -134,13 +134,16 @@ def test_signature_on_s3_is_checked_through_the_run_storage_filesystem(key, s3_e
 
 def test_cli_refuses_to_resume_a_planted_search_without_unpickling_it(key, ray_session, tmp_path, capsys):
     """A planted ``tuner.pkl`` under the run name: one line, exit 2, and the planted code never ran."""
+    from train_world import make_emission_store
+
     from xmw_ray.cli import main
 
+    store = make_emission_store(tmp_path / "world")  # a store that is there: the stores are checked first
     run = tmp_path / "tune-smoke"
     run.mkdir()
     marker = tmp_path / "planted-code-ran"
     (run / "tuner.pkl").write_bytes(pickle.dumps(Planted(marker)))
-    rc = main(["tune", "--config", str(REPO / "configs/tune/smoke.yaml"), "--set", "data.store=none",
+    rc = main(["tune", "--config", str(REPO / "configs/tune/smoke.yaml"), "--set", f"data.store={store}",
                "--set", f"run.output_dir={tmp_path}"])
     err = capsys.readouterr().err
     assert not marker.exists()
