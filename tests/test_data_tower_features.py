@@ -276,23 +276,24 @@ def test_driver_qc_masks_and_counts_impossible_and_foreign_values(tmp_path, caps
 
 @pytest.mark.parametrize("drivers", ["tower", "xmw", "map"])
 def test_target_qc_masks_impossible_daily_fluxes_and_keeps_a_burst(tmp_path, capsys, drivers):
-    """A daily-mean flux beyond ``TARGET_BOUNDS`` (a mean over a handful of half-hours: -1710 and 3318 nmol m-2 s-1
-    occur in the release) is a missing target day, counted and named in one line; a large but possible burst
-    passes. Every driver set reads the target through the same rule."""
+    """A daily-mean flux beyond ``TARGET_BOUNDS`` (a mean over a few noisy half-hours: -1710 nmol m-2 s-1 occurs in
+    the release) is a missing target day, counted and named in one line; a burst the size of a rewetted fen's
+    (3318) passes. Every driver set reads the target through the same rule."""
     from xmw_ray.data.fluxnet import NMOL_PER_S_TO_MG_PER_DAY
 
     frames = write_tiny_fluxnet(tmp_path / "flux", SITES)
     a = frames["XX-Aaa"]
-    for stamp, value in ((20150401, -1710.0), (20150402, 3318.0), (20150403, 1500.0)):
+    for stamp, value in ((20150401, -1710.0), (20150402, 12000.0), (20150403, 3318.0)):
         a.loc[a.TIMESTAMP == stamp, "FCH4"] = value
     _rewrite(tmp_path / "flux", "XX-Aaa", a)
     out = tmp_path / "store"
     capsys.readouterr()
     assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out), "--drivers", drivers]) == 0
     printed = capsys.readouterr().out
-    assert "target QC: masked 2 impossible daily fluxes (FCH4 2; outside -50..2000 nmol m-2 s-1)" in printed
+    assert "target QC: masked 2 impossible daily fluxes (FCH4 2; outside -50..10000 nmol m-2 s-1): 2 target days " \
+           "lost" in printed
     store = SiteStore.open(out)
-    assert store.meta["target_qc"]["FCH4"] == 2
+    assert store.meta["target_qc"]["FCH4"] == 2 and store.meta["target_qc"]["target_days_lost"] == 2
     s = store.samples(pc.field("site") == "XX-Aaa")
     years = list(s[schema.YEAR])
 
@@ -301,10 +302,30 @@ def test_target_qc_masks_impossible_daily_fluxes_and_keeps_a_burst(tmp_path, cap
         return float(s[schema.TARGET][years.index(year), day])
 
     assert np.isnan(target(20150401)) and np.isnan(target(20150402))
-    assert target(20150403) == pytest.approx(1500.0 * NMOL_PER_S_TO_MG_PER_DAY, rel=1e-5)
+    assert target(20150403) == pytest.approx(3318.0 * NMOL_PER_S_TO_MG_PER_DAY, rel=1e-5)
     write_tiny_fluxnet(tmp_path / "clean", SITES)
     assert main(["prepare", "sites", "--src", str(tmp_path / "clean"), "--out", str(tmp_path / "c")]) == 0
     assert "target QC: nothing masked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("target", "lost"), [("FCH4_F", 2), ("xmw-fill", 1)])
+def test_target_qc_counts_the_days_each_target_loses(tmp_path, capsys, target, lost):
+    """Two impossible FCH4_F days: both are lost with ``--target FCH4_F``; ``xmw-fill`` refills the one whose
+    FCH4_F_ANNOPTLM is there and loses only the other. The line says which."""
+    frames = write_tiny_fluxnet(tmp_path / "flux", SITES)
+    a = frames["XX-Aaa"]
+    a.loc[a.TIMESTAMP.isin([20150501, 20150502]), "FCH4_F"] = -300.0
+    a.loc[a.TIMESTAMP == 20150502, "FCH4_F_ANNOPTLM"] = -9999
+    _rewrite(tmp_path / "flux", "XX-Aaa", a)
+    capsys.readouterr()
+    assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(tmp_path / "s"),
+                 "--drivers", "tower", "--target", target]) == 0
+    assert (f"target QC: masked 2 impossible daily fluxes (FCH4_F 2; outside -50..10000 nmol m-2 s-1): {lost} target "
+            f"days lost") in capsys.readouterr().out
+    s = SiteStore.open(tmp_path / "s").samples(pc.field("site") == "XX-Aaa")
+    years = list(s[schema.YEAR])
+    kept = [np.isfinite(s[schema.TARGET][years.index(y), d]) for y, d in (_day(20150501), _day(20150502))]
+    assert kept == ([False, False] if target == "FCH4_F" else [True, False])
 
 
 def test_tower_climate_rules():
@@ -411,6 +432,7 @@ def test_all_real_towers_keep_every_measured_day(fluxnet_dir, tmp_path, capsys):
     assert store.table().num_rows == expected_samples
     assert len(store.sites) == 15
     assert impossible > 0 and store.meta["target_qc"]["FCH4"] == impossible
+    assert store.meta["target_qc"]["target_days_lost"] == impossible
 
 
 def _bytes_of(folder):

@@ -29,7 +29,8 @@ Driver quality control (both sets, ``tower_features.qc_drivers``): impossible va
 tower's own climate in TA_F, TS_1, P_F, LE_F and GPP_NT are masked to NaN before anything is computed from them
 (with ``xmw`` a masked day is then a gap like any other); the counts per var are the summary's and the metadata's
 ``driver_qc``. Target days whose daily-mean flux is physically impossible (``tower_features.TARGET_BOUNDS``)
-are masked to NaN, a missing target day, and counted per column in ``target_qc``. With ``tower`` the summary's ``unknown_descriptors`` counts towers per descriptor the metadata does
+are masked to NaN and counted per column in ``target_qc``, with the target days that cost (``target_days_lost``:
+``xmw-fill`` refills a masked FCH4_F day from FCH4_F_ANNOPTLM). With ``tower`` the summary's ``unknown_descriptors`` counts towers per descriptor the metadata does
 not give (NaN in the store).
 """
 
@@ -87,11 +88,13 @@ from xmw_ray.data.tower_features import (
     QC_KINDS,
     SIM_VAR,
     TARGET_BOUNDS,
+    TARGET_DAYS_LOST,
     TOWER_BASE_VARS,
     TOWER_STATIC_VARS,
     SimulatedFlux,
     qc_drivers,
     qc_target,
+    target_days_lost,
     tower_dynamic,
     tower_dynamic_vars,
     tower_features,
@@ -447,7 +450,9 @@ def prepare_sites(
         progress(read if towers is None else Step(read, number, towers, "towers read"))
         columns_qc, counts = qc_drivers(sy.columns)
         columns_qc, target_counts = qc_target(columns_qc)
+        before = target_days(sy, target)
         sy = replace(sy, columns=columns_qc)
+        target_counts[TARGET_DAYS_LOST] = target_days_lost(before, target_days(sy, target))
         for var, kinds in counts.items():
             qc.setdefault(var, Counter()).update(kinds)
         target_qc.update(target_counts)
@@ -466,7 +471,8 @@ def prepare_sites(
         raise XmwInputError(f"{src}: no site-year kept (dropped: {dict(drops) or 'no daily rows'})")
     meta["dropped"] = {r: int(drops.get(r, 0)) for r in DROP_REASONS}
     meta["driver_qc"] = {var: {k: int(kinds.get(k, 0)) for k in QC_KINDS} for var, kinds in qc.items()}
-    meta["target_qc"] = {column: int(target_qc.get(column, 0)) for column in TARGET_BOUNDS if column in target_qc}
+    meta["target_qc"] = {key: int(target_qc.get(key, 0)) for key in (*TARGET_BOUNDS, TARGET_DAYS_LOST)
+                         if key in target_qc}
     meta["unknown_descriptors"] = dict(sorted(unknown.items()))
     pa_schema = _schema(meta)
     if is_url(out):
