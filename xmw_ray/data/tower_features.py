@@ -260,6 +260,14 @@ def outside_tower_climate(var: str, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _mask_outside(values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """(a float64 copy of ``values`` with those outside ``low..high`` set to NaN, the mask of those values)."""
+    values = np.array(values, dtype=np.float64)
+    outside = np.isfinite(values) & ((values < low) | (values > high))
+    values[outside] = np.nan
+    return values, outside
+
+
 def qc_drivers(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
     """``columns`` (var → a tower's ``(n_years, 365)`` record) with impossible values (``PHYSICAL_BOUNDS``), then
     values far outside the tower's own climate (``outside_tower_climate``, judged on the possible ones), set to NaN;
@@ -268,9 +276,7 @@ def qc_drivers(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
     for var, (low, high) in PHYSICAL_BOUNDS.items():
         if var not in columns:
             continue
-        values = np.array(columns[var], dtype=np.float64)
-        impossible = np.isfinite(values) & ((values < low) | (values > high))
-        values[impossible] = np.nan
+        values, impossible = _mask_outside(columns[var], low, high)
         foreign = outside_tower_climate(var, values)
         values[foreign] = np.nan
         cleaned[var] = values
@@ -298,10 +304,7 @@ def qc_target(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], di
     for column, (low, high) in TARGET_BOUNDS.items():
         if column not in columns:
             continue
-        values = np.array(columns[column], dtype=np.float64)
-        impossible = np.isfinite(values) & ((values < low) | (values > high))
-        values[impossible] = np.nan
-        cleaned[column] = values
+        cleaned[column], impossible = _mask_outside(columns[column], low, high)
         counts[column] = int(impossible.sum())
     return cleaned, counts
 
