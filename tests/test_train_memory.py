@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from fresh_python import run_fresh_python
 
 from xmw_ray.train.loop import ShardCache
 
@@ -135,3 +136,19 @@ def test_part_sizes_count_a_partial_last_chunk_by_its_own_cells(ray_session, tmp
         read = sum(len(b["target"]) for b in sample_dataset(info, spec, part).iter_batches(batch_size=None))
         assert part_bytes(info, spec, part) == read * one, part
         assert part_rows(info, spec, part) == read, part
+
+
+def test_read_only_batches_become_tensors_without_a_torch_warning():
+    """Ray Data hands out read-only numpy views; turning one into a tensor used to print torch's "non-writable
+    array" UserWarning on every training run's terminal. A fresh interpreter, because torch warns once per process."""
+    out = run_fresh_python(
+        "import warnings, numpy as np, torch\n"
+        "warnings.simplefilter('error')\n"
+        "from xmw_ray.train.loop import batch_dicts\n"
+        "class Shard:\n"
+        "    def iter_batches(self, **kw):\n"
+        "        x = np.arange(6, dtype=np.float32); x.flags.writeable = False\n"
+        "        yield {'x': x}\n"
+        "b, = batch_dicts(Shard(), 6, torch.device('cpu'))\n"
+        "print(b['x'].tolist())\n")
+    assert out.split() == ["[0.0,", "1.0,", "2.0,", "3.0,", "4.0,", "5.0]"]

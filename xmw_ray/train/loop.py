@@ -116,7 +116,15 @@ def batch_dicts(shard: Any, batch_size: int, device: torch.device, shuffle_buffe
         kwargs["local_shuffle_buffer_size"] = shuffle_buffer
         kwargs["local_shuffle_seed"] = seed
     for batch in shard.iter_batches(**kwargs):
-        yield {k: torch.as_tensor(v, dtype=torch.float32).to(device) for k, v in batch.items()}
+        yield {k: _tensor(v, device) for k, v in batch.items()}
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A float32 tensor of one batch column. Ray Data's arrays may be read-only views, which torch would share
+    and warn about; those are copied first (the same values, no warning on the user's terminal)."""
+    if not array.flags.writeable:
+        array = np.array(array, dtype=np.float32)
+    return torch.as_tensor(array, dtype=torch.float32).to(device)
 
 
 class ShardCache:
