@@ -243,6 +243,20 @@ def test_descriptors_the_metadata_does_not_give_are_unknown_and_counted(tmp_path
     assert "class at 1 towers" in printed and "moss_brown at 2 towers" in printed
 
 
+def test_the_map_set_counts_towers_whose_wetland_class_is_unknown(tmp_path, capsys):
+    """With ``--drivers map`` a tower whose SITE_CLASSIFICATION is empty (or not a wetland class) gets a NaN
+    wetlandtype, and the summary and the command's output say so instead of passing it on silently."""
+    write_tiny_fluxnet(tmp_path / "flux", SITES)
+    write_fluxnet_meta(tmp_path / "flux", [
+        {"SITE_ID": "XX-Aaa", "LAT": 50.0, "LON": 10.0, "SITE_CLASSIFICATION": "Bog", "TREE": 0},
+        {"SITE_ID": "XX-Bbb", "LAT": -60.0, "LON": 20.0, "SITE_CLASSIFICATION": "", "TREE": 1},
+    ])
+    out = tmp_path / "store"
+    assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out), "--drivers", "map"]) == 0
+    assert SiteStore.open(out).meta["unknown_descriptors"] == {"wetlandtype": 1}
+    assert "wetlandtype at 1 towers" in capsys.readouterr().out
+
+
 def test_driver_qc_masks_and_counts_impossible_and_foreign_values(tmp_path, capsys):
     """Planted impossible values (beyond ``PHYSICAL_BOUNDS``) and a value far outside the tower's own record are
     NaN in the store, flagged missing, counted per var and kind, and named in one line of ``prepare sites``; the

@@ -30,8 +30,9 @@ tower's own climate in TA_F, TS_1, P_F, LE_F and GPP_NT are masked to NaN before
 (with ``xmw`` a masked day is then a gap like any other); the counts per var are the summary's and the metadata's
 ``driver_qc``. Target days whose daily-mean flux is physically impossible (``tower_features.TARGET_BOUNDS``)
 are masked to NaN and counted per column in ``target_qc``, with the target days that cost (``target_days_lost``:
-``xmw-fill`` refills a masked FCH4_F day from FCH4_F_ANNOPTLM). With ``tower`` the summary's ``unknown_descriptors`` counts towers per descriptor the metadata does
-not give (NaN in the store).
+``xmw-fill`` refills a masked FCH4_F day from FCH4_F_ANNOPTLM). With ``tower`` the summary's
+``unknown_descriptors`` counts towers per descriptor the metadata does not give (NaN in the store); with ``map``
+it counts towers whose wetland class is unknown (``wetlandtype``, NaN in the store).
 """
 
 from __future__ import annotations
@@ -359,7 +360,7 @@ def prepare_sites(
     sim_sites: str | Path | None = None,
 ) -> dict:
     """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}, "driver_qc": {var:
-    {kind: n}}, "unknown_descriptors": {descriptor: n_towers}}`` (the last empty with ``xmw``).
+    {kind: n}}, "target_qc", "unknown_descriptors": {descriptor: n_towers}}`` (the last empty with ``xmw``).
 
     ``drivers`` picks the driver set (``xmw`` or ``tower``, see the module docstring); ``sim_sites`` (tower set
     only) is an ``xmw simulate sites`` folder whose FCH4 becomes the ``SIM_FCH4`` input.
@@ -465,6 +466,8 @@ def prepare_sites(
         if got is not None:
             if tower:
                 unknown.update(unknown_descriptors(got["static"][0]))
+            elif map_set and np.isnan(got["static"][0, 0]):
+                unknown["wetlandtype"] += 1
             kept[sy.site] = got
             site_info[sy.site] = metas[sy.site]
     if not kept:
