@@ -157,3 +157,33 @@ def test_wetland_class_from_metadata_against_xmethanewets_table(fluxnet_dir):
     differ = {s: (meta[s].wetland_class(), v) for s, v in table.items() if meta[s].wetland_class() != v}
     assert differ == {"BW-Gum": (3, 4), "BW-Nxr": (3, 5), "CA-SCC": (0, 1), "DE-SfN": (1, 2), "FI-Si2": (1, 2),
                       "US-BZB": (2, 1), "US-Los": (1, 2), "US-ORv": (4, 3)}
+
+
+def test_npp_takes_gpp_dt_where_gpp_nt_is_missing_and_counts_those_days(tmp_path, capsys):
+    """Half the real towers' site-years lack enough GPP_NT days in some month while GPP_DT (the daytime
+    partitioning of the same NEE) has them; those days come from GPP_DT, are counted, and the year is kept. A
+    tower without GPP_DT still drops the year as ``npp_gap``."""
+    from xmw_ray.cli import main
+    from xmw_ray.data.fluxnet import MONTH_OF_DAY, NPP_PER_GPP, UMOL_PER_S_TO_GC_PER_DAY
+
+    frames = write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (60.0, 20.0)})
+    march_2015 = slice(31 + 28, 31 + 28 + 31)
+    for site, frame in frames.items():
+        frame.loc[frame.index[march_2015], "GPP_NT"] = -9999
+        if site == "XX-Aaa":
+            frame["GPP_DT"] = 3.0
+        frame.to_csv(tmp_path / "flux" / f"FLX_{site}_FLUXNET-CH4_DD_2015-2016_1-1.csv", index=False)
+    out = tmp_path / "s"
+    assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out)]) == 0
+    store = SiteStore.open(out)
+    assert store.meta["dropped"]["npp_gap"] == 1  # XX-Bbb 2015: no GPP_DT to stand in
+    assert store.meta["gpp_dt_days"] == 31
+    assert "NPP: 31 days of GPP_NT missing taken from GPP_DT" in capsys.readouterr().out
+    rows = store.table()
+    s = store.samples()
+    first = [i for i, (site, year) in enumerate(zip(rows["site"].to_pylist(), rows["year"].to_pylist(), strict=True))
+             if site == "XX-Aaa" and year == 2015]
+    assert len(first) == 1
+    march = MONTH_OF_DAY == 2
+    expected = NPP_PER_GPP * 3.0 * UMOL_PER_S_TO_GC_PER_DAY * 31
+    np.testing.assert_allclose(s[schema.DYNAMIC][first[0], march, 4], expected, rtol=1e-5)

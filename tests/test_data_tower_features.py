@@ -363,7 +363,7 @@ def test_tower_climate_rules():
     cleaned, counts = qc_drivers({"TA_F": ta, "SW_IN_F": np.full((3, 365), 5000.0)})
     assert counts == {"TA_F": {"impossible": 0, "outside_tower_climate": 1}} and (cleaned["SW_IN_F"] == 5000).all()
     assert np.isnan(cleaned["TA_F"][1, 200]) and ta[1, 200] == 58.0  # the caller's array is not changed
-    assert set(PHYSICAL_BOUNDS) == set(BASE)
+    assert set(PHYSICAL_BOUNDS) == {*BASE, "GPP_DT"}  # every base var, and the xmw set's stand-in for GPP_NT
 
 
 

@@ -51,6 +51,8 @@ def _prepare_sites(args: argparse.Namespace) -> int:
     console.out("dropped site-years: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
     console.out(qc_line(summary["driver_qc"]))
     console.out(target_qc_line(summary["target_qc"]))
+    if summary["gpp_dt_days"]:
+        console.out(f"NPP: {summary['gpp_dt_days']} days of GPP_NT missing taken from GPP_DT")
     if summary["unknown_descriptors"]:
         console.out("descriptors the metadata does not give (stored as NaN, unknown): "
               + ", ".join(f"{k} at {n} towers" for k, n in summary["unknown_descriptors"].items()))

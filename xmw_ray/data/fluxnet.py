@@ -50,6 +50,10 @@ HUGE = 1e30
 DRIVER_COLUMNS = {"PREC": "P_F", "SOLR": "SW_IN_F", "TAIR": "TA_F"}
 VPD_COLUMN = "VPD_F"
 GPP_COLUMN = "GPP_NT"
+#: Where a day's GPP_NT is missing, NPP takes that day from GPP_DT, the daytime (light-response) partitioning of the
+#: same NEE: the two differ by a few percent on average, while without a stand-in about half the shared towers'
+#: site-years lack enough GPP_NT days in some month and are dropped (``npp_gap``).
+GPP_FALLBACK_COLUMN = "GPP_DT"
 #: Carbon-use efficiency NPP/GPP (Waring et al. 1998, ~0.47 across biomes; 0.5 is the common round value).
 NPP_PER_GPP = 0.5
 #: µmol CO2 m-2 s-1 → g C m-2 d-1.
@@ -370,6 +374,19 @@ def target_days(sy: SiteYears, choice: str) -> np.ndarray:
     if choice == "xmw-fill" and sy.has("FCH4_F_ANNOPTLM"):
         nmol = np.where(np.isnan(nmol), sy.columns["FCH4_F_ANNOPTLM"], nmol)
     return nmol * NMOL_PER_S_TO_MG_PER_DAY
+
+
+def gpp_days(sy: SiteYears) -> tuple[np.ndarray | None, int]:
+    """A tower's daily GPP (µmol CO2 m-2 s-1, ``(n, 365)``): GPP_NT with its missing days taken from GPP_DT where
+    that is present, and how many days came from GPP_DT; ``(None, 0)`` when the tower has neither column."""
+    nt = sy.columns.get(GPP_COLUMN)
+    dt = sy.columns.get(GPP_FALLBACK_COLUMN)
+    if nt is None:
+        return (None, 0) if dt is None else (dt, int(np.isfinite(dt).sum()))
+    if dt is None:
+        return nt, 0
+    take = ~np.isfinite(nt) & np.isfinite(dt)
+    return np.where(take, dt, nt), int(take.sum())
 
 
 def npp_from_gpp(gpp_umol: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ slot means and where it comes from), static slot meanings, target choice and dro
 
 Sample rules (``fluxnet.py`` holds the unit and driver formulas): a site-year is dropped, and counted, when it has
 no target day (``no_target``), its drivers still have a gap after the ``_F`` columns and the short-gap fill
-(``input_gap``), its NPP has a gap (``npp_gap``; no ``GPP_NT`` column counts here too), or, with ``--grid``,
+(``input_gap``), its NPP has a gap (``npp_gap``: a month with too few GPP days after GPP_NT's missing days are taken from GPP_DT where the tower has it, ``fluxnet.gpp_days``, counted as ``gpp_dt_days``; a tower with neither column counts here too), or, with ``--grid``,
 the tower's cell is not a valid cell of the Grid store (``cell_not_in_grid``) or the year is not in it
 (``year_not_in_grid``). With ``--grid`` NPP, the static maps and CH4/CO2 come from the Grid store at the tower's
 cell (``contract.site_cell``, X-MethaneWet's behaviour); without it they come from the tower itself
@@ -64,6 +64,7 @@ from xmw_ray.data.features import CONTRACT_MEANINGS, Feature, FeatureSet
 from xmw_ray.data.fluxnet import (
     DRIVER_COLUMNS,
     GPP_COLUMN,
+    GPP_FALLBACK_COLUMN,
     SITE_STATIC_FEATURES,
     SITE_STATIC_SOURCES,
     VPD_COLUMN,
@@ -71,6 +72,7 @@ from xmw_ray.data.fluxnet import (
     SiteYears,
     fill_short_gaps,
     find_site_sources,
+    gpp_days,
     iter_site_years,
     npp_from_gpp,
     read_site_metadata,
@@ -124,6 +126,9 @@ MAP_STATIC_SOURCES = {"wetlandtype": "wetland class 1-4 from SITE_CLASSIFICATION
                                      "override; NaN when the class is not recorded or is 0, not a wetland: every Grid store cell is 1-4, so a map "
                                      "model has no value for it)",
                       **dict.fromkeys(ANNUAL_VARS, "global annual record (atmosphere.annual_concentrations)")}
+#: The summary's and metadata's count of GPP_NT days NPP took from GPP_DT (``fluxnet.gpp_days``; the ``xmw`` set
+#: without ``--grid``, else 0).
+GPP_DT_DAYS = "gpp_dt_days"
 DROP_REASONS = ("no_target", "cell_not_in_grid", "year_not_in_grid", "input_gap", "npp_gap")
 
 
@@ -285,8 +290,9 @@ def _site_samples(
         static[:, : len(STATIC_VARS)] = meta.static_vector(wetland_type)
         annual = annual_concentrations(sy.years)
         static[:, len(STATIC_VARS):] = np.stack([annual[v] for v in ANNUAL_VARS], axis=1)
-        if sy.has(GPP_COLUMN):
-            npp = monthly_to_days(npp_from_gpp(sy.columns[GPP_COLUMN]))
+        gpp, _ = gpp_days(sy)
+        if gpp is not None:
+            npp = monthly_to_days(npp_from_gpp(gpp))
     reason[(reason == "") & ~np.isfinite(daily).all(axis=(1, 2))] = "input_gap"
     reason[(reason == "") & ~np.isfinite(npp).all(axis=1)] = "npp_gap"
     drops.update(r for r in reason if r)
@@ -434,13 +440,15 @@ def prepare_sites(
         if lookup is None:  # static slots hold tower metadata (fluxnet.SITE_STATIC_SOURCES)
             meta["units"].update(clelev="m", cltveg="IGBP class", vegetation_type_11="degrees_north",
                                  wetlandtype="class", climatetype="Koppen class")
-        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN]
+        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN,
+                   GPP_FALLBACK_COLUMN]
     meta.update(format=SITE_FORMAT, target=target, drivers=drivers,
                 sim_source=None if sim_sites is None else str(sim_sites))
     drops: Counter = Counter()
     qc: dict[str, Counter] = {}
     target_qc: Counter = Counter()
     unknown: Counter = Counter()
+    gpp_dt_days = 0
     kept: dict[str, dict] = {}
     site_info: dict[str, SiteMeta] = {}
     towers = len(sources.daily_paths) if sources.combined_path is None else None  # a combined file: unknown
@@ -457,6 +465,8 @@ def prepare_sites(
         for var, kinds in counts.items():
             qc.setdefault(var, Counter()).update(kinds)
         target_qc.update(target_counts)
+        if not tower and not map_set and lookup is None:
+            gpp_dt_days += gpp_days(sy)[1]
         if tower:
             got = _tower_samples(sy, metas[sy.site], target, sim, drops)
         elif map_set:
@@ -473,6 +483,7 @@ def prepare_sites(
     if not kept:
         raise XmwInputError(f"{src}: no site-year kept (dropped: {dict(drops) or 'no daily rows'})")
     meta["dropped"] = {r: int(drops.get(r, 0)) for r in DROP_REASONS}
+    meta[GPP_DT_DAYS] = gpp_dt_days
     meta["driver_qc"] = {var: {k: int(kinds.get(k, 0)) for k in QC_KINDS} for var, kinds in qc.items()}
     meta["target_qc"] = {key: int(target_qc.get(key, 0)) for key in (*TARGET_BOUNDS, TARGET_DAYS_LOST)
                          if key in target_qc}
@@ -487,7 +498,7 @@ def prepare_sites(
             _write_parquet(tmp, kept, site_info, pa_schema)
     return {"samples": sum(len(g["year"]) for g in kept.values()), "sites": len(kept), "dropped": meta["dropped"],
             "driver_qc": meta["driver_qc"], "target_qc": meta["target_qc"],
-            "unknown_descriptors": meta["unknown_descriptors"]}
+            "unknown_descriptors": meta["unknown_descriptors"], GPP_DT_DAYS: meta[GPP_DT_DAYS]}
 
 
 class SiteStore:

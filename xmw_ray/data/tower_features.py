@@ -205,19 +205,21 @@ def unknown_descriptors(static: np.ndarray) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-#: Physically possible daily values of each base var (inclusive; the product's units). A value outside is a
+#: Physically possible daily values of each base var and GPP_DT (inclusive; the product's units). A value outside is a
 #: sensor, processing or unit fault, never weather. Bounds come from records and energy limits, not from skill:
 #: TA_F: the air-temperature records -89.2 °C (Vostok) and 56.7 °C (Death Valley); TS_1: frozen polar ground to
 #: sun-baked bare soil; P_F: the 24-hour rainfall record, 1825 mm (Foc-Foc, La Réunion, 1966); LE_F: the daily-mean
 #: top-of-atmosphere shortwave never exceeds ~560 W m-2 (``solar.toa_insolation``), so evaporation, even fed by
 #: advected heat, stays below ~1000, and condensation is small; GPP_NT (daily mean, umol CO2 m-2 s-1): the most
-#: productive ecosystems reach ~40 (≈ 40 g C m-2 d-1), and negative values are partitioning noise of a few units.
+#: productive ecosystems reach ~40 (≈ 40 g C m-2 d-1), and negative values are partitioning noise of a few units;
+#: GPP_DT (read only by the ``xmw`` set, as the stand-in for missing GPP_NT days): the same.
 PHYSICAL_BOUNDS = {
     "TA_F": (-90.0, 60.0),
     "TS_1": (-60.0, 80.0),
     "P_F": (0.0, 2000.0),
     "LE_F": (-200.0, 1000.0),
     "GPP_NT": (-10.0, 100.0),
+    "GPP_DT": (-10.0, 100.0),
 }
 #: Tower-climate rule for the non-precipitation vars: a value beyond the tower's own 1st..99th percentile range
 #: widened by ``CLIMATE_RANGE_FACTOR`` times that range on each side. Percentiles span the seasonal cycle (a
