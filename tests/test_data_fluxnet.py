@@ -161,29 +161,36 @@ def test_wetland_class_from_metadata_against_xmethanewets_table(fluxnet_dir):
 
 def test_npp_takes_gpp_dt_where_gpp_nt_is_missing_and_counts_those_days(tmp_path, capsys):
     """Half the real towers' site-years lack enough GPP_NT days in some month while GPP_DT (the daytime
-    partitioning of the same NEE) has them; those days come from GPP_DT, are counted, and the year is kept. A
-    tower without GPP_DT still drops the year as ``npp_gap``."""
+    partitioning of the same NEE) has them: those days come from GPP_DT scaled to the tower's GPP_NT level, are
+    counted (only in kept site-years), and the year is kept. An impossible GPP_DT value is masked and counted, never
+    used. A tower without GPP_DT still drops the year as ``npp_gap``."""
     from xmw_ray.cli import main
     from xmw_ray.data.fluxnet import MONTH_OF_DAY, NPP_PER_GPP, UMOL_PER_S_TO_GC_PER_DAY
 
     frames = write_tiny_fluxnet(tmp_path / "flux", {"XX-Aaa": (50.0, 10.0), "XX-Bbb": (60.0, 20.0)})
-    march_2015 = slice(31 + 28, 31 + 28 + 31)
+    march_2015, jan_2016 = slice(31 + 28, 31 + 28 + 31), slice(365, 365 + 31)
     for site, frame in frames.items():
         frame.loc[frame.index[march_2015], "GPP_NT"] = -9999
         if site == "XX-Aaa":
             frame["GPP_DT"] = 3.0
+            frame.loc[frame.index[march_2015][0], "GPP_DT"] = 500.0  # impossible: masked, not a fill
+            frame.loc[frame.index[jan_2016], "GPP_NT"] = -9999  # filled, but 2016 has no target: not counted
+            frame.loc[frame.index[365:], ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM"]] = -9999
         frame.to_csv(tmp_path / "flux" / f"FLX_{site}_FLUXNET-CH4_DD_2015-2016_1-1.csv", index=False)
     out = tmp_path / "s"
     assert main(["prepare", "sites", "--src", str(tmp_path / "flux"), "--out", str(out)]) == 0
     store = SiteStore.open(out)
     assert store.meta["dropped"]["npp_gap"] == 1  # XX-Bbb 2015: no GPP_DT to stand in
-    assert store.meta["gpp_dt_days"] == 31
-    assert "NPP: 31 days of GPP_NT missing taken from GPP_DT" in capsys.readouterr().out
+    assert store.meta["dropped"]["no_target"] == 1  # XX-Aaa 2016
+    assert store.meta["gpp_dt_days"] == 30
+    assert store.meta["driver_qc"]["GPP_DT"]["impossible"] == 1
+    assert "NPP: 30 days of GPP_NT missing taken from GPP_DT" in capsys.readouterr().out
     rows = store.table()
+    kept = list(zip(rows["site"].to_pylist(), rows["year"].to_pylist(), strict=True))
     s = store.samples()
-    first = [i for i, (site, year) in enumerate(zip(rows["site"].to_pylist(), rows["year"].to_pylist(), strict=True))
-             if site == "XX-Aaa" and year == 2015]
-    assert len(first) == 1
     march = MONTH_OF_DAY == 2
-    expected = NPP_PER_GPP * 3.0 * UMOL_PER_S_TO_GC_PER_DAY * 31
-    np.testing.assert_allclose(s[schema.DYNAMIC][first[0], march, 4], expected, rtol=1e-5)
+    frame = frames["XX-Aaa"]
+    nt = frame["GPP_NT"][(frame["TIMESTAMP"] % 10000 != 229) & (frame["GPP_NT"] != -9999)]  # Feb 29 is dropped
+    level = nt.mean()  # GPP_DT (3.0 every day) scaled to the tower's GPP_NT level
+    expected = NPP_PER_GPP * level * UMOL_PER_S_TO_GC_PER_DAY * 31
+    np.testing.assert_allclose(s[schema.DYNAMIC][kept.index(("XX-Aaa", 2015)), march, 4], expected, rtol=1e-5)

@@ -26,7 +26,7 @@ simulated flux at the tower, and metadata descriptors). With ``tower`` input gap
 drops a site-year; the metadata records ``drivers`` and ``sim_source``.
 
 Driver quality control (both sets, ``tower_features.qc_drivers``): impossible values and values far outside a
-tower's own climate in TA_F, TS_1, P_F, LE_F and GPP_NT are masked to NaN before anything is computed from them
+tower's own climate in TA_F, TS_1, P_F, LE_F, GPP_NT and GPP_DT (each where the set reads it) are masked to NaN before anything is computed from them
 (with ``xmw`` a masked day is then a gap like any other); the counts per var are the summary's and the metadata's
 ``driver_qc``. Target days whose daily-mean flux is physically impossible (``tower_features.TARGET_BOUNDS``)
 are masked to NaN and counted per column in ``target_qc``, with the target days that cost (``target_days_lost``:
@@ -273,6 +273,7 @@ def _site_samples(
     reason[~np.isfinite(tgt).any(axis=1)] = "no_target"
     static = np.empty((n, len(STATIC_VARS) + len(ANNUAL_VARS)), dtype=np.float32)
     npp = np.full((n, DAYS_PER_YEAR), np.nan)
+    from_dt = np.zeros(n, dtype=np.int64)  # GPP_NT days taken from GPP_DT (no Grid store)
     if grid is not None:
         cell = grid.cell(meta)
         in_grid = np.array([int(y) in grid.year_index for y in sy.years])
@@ -290,7 +291,7 @@ def _site_samples(
         static[:, : len(STATIC_VARS)] = meta.static_vector(wetland_type)
         annual = annual_concentrations(sy.years)
         static[:, len(STATIC_VARS):] = np.stack([annual[v] for v in ANNUAL_VARS], axis=1)
-        gpp, _ = gpp_days(sy)
+        gpp, from_dt = gpp_days(sy)
         if gpp is not None:
             npp = monthly_to_days(npp_from_gpp(gpp))
     reason[(reason == "") & ~np.isfinite(daily).all(axis=(1, 2))] = "input_gap"
@@ -305,6 +306,7 @@ def _site_samples(
         "dynamic": dynamic,
         "static": static[keep],
         "target": tgt[keep].astype(np.float32),
+        GPP_DT_DAYS: int(from_dt[keep].sum()),
     }
 
 
@@ -366,7 +368,9 @@ def prepare_sites(
     sim_sites: str | Path | None = None,
 ) -> dict:
     """Build the Site store at ``out``; returns ``{"samples", "sites", "dropped": {reason: n}, "driver_qc": {var:
-    {kind: n}}, "target_qc", "unknown_descriptors": {descriptor: n_towers}}`` (the last empty with ``xmw``).
+    {kind: n}}, "target_qc", "unknown_descriptors": {descriptor: n_towers}, "gpp_dt_days"}`` (unknown descriptors
+    are empty with ``xmw``; ``gpp_dt_days``, the GPP_NT days of kept site-years NPP took from GPP_DT, is 0 but
+    with ``xmw`` without ``--grid``).
 
     ``drivers`` picks the driver set (``xmw`` or ``tower``, see the module docstring); ``sim_sites`` (tower set
     only) is an ``xmw simulate sites`` folder whose FCH4 becomes the ``SIM_FCH4`` input.
@@ -440,8 +444,8 @@ def prepare_sites(
         if lookup is None:  # static slots hold tower metadata (fluxnet.SITE_STATIC_SOURCES)
             meta["units"].update(clelev="m", cltveg="IGBP class", vegetation_type_11="degrees_north",
                                  wetlandtype="class", climatetype="Koppen class")
-        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, GPP_COLUMN,
-                   GPP_FALLBACK_COLUMN]
+        gpp = () if lookup is not None else (GPP_COLUMN, GPP_FALLBACK_COLUMN)  # NPP: the grid's, else the tower's
+        columns = ["FCH4", "FCH4_F", "FCH4_F_ANNOPTLM", *DRIVER_COLUMNS.values(), VPD_COLUMN, *gpp]
     meta.update(format=SITE_FORMAT, target=target, drivers=drivers,
                 sim_source=None if sim_sites is None else str(sim_sites))
     drops: Counter = Counter()
@@ -465,8 +469,6 @@ def prepare_sites(
         for var, kinds in counts.items():
             qc.setdefault(var, Counter()).update(kinds)
         target_qc.update(target_counts)
-        if not tower and not map_set and lookup is None:
-            gpp_dt_days += gpp_days(sy)[1]
         if tower:
             got = _tower_samples(sy, metas[sy.site], target, sim, drops)
         elif map_set:
@@ -478,6 +480,7 @@ def prepare_sites(
                 unknown.update(unknown_descriptors(got["static"][0]))
             elif map_set and np.isnan(got["static"][0, 0]):
                 unknown["wetlandtype"] += 1
+            gpp_dt_days += got.pop(GPP_DT_DAYS, 0)
             kept[sy.site] = got
             site_info[sy.site] = metas[sy.site]
     if not kept:
