@@ -285,6 +285,9 @@ ROWS = [
         "records no data.split, so its test part is unknown; use --split all"),
     Row("evaluate-missing-checkpoint", lambda w, t: ["evaluate", "--checkpoint", str(t / "nockpt"), "--store",
                                                      str(w.grid)], "nockpt"),
+    Row("evaluate-predictions-on-a-grid-store",
+        lambda w, t: ["evaluate", "--checkpoint", str(w.checkpoint), "--store", str(w.grid), "--split", "all",
+                      "--predictions", str(t / "p.csv")], "p.csv: only for a Site store"),
     # train: typos and impossible values in the model, a resumed run whose model changed
     Row("train-model-param-typo", lambda w, t: ["train", "--config", _train_cfg(w, t, {"params": {"hiddn_size": 8}})],
         "cfg.yaml: model.params.hiddn_size: unknown key"),

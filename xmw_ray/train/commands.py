@@ -118,7 +118,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from xmw_ray.train.evaluate import evaluate_checkpoint, format_report
 
     with console.ray_output(evaluate_log(args.checkpoint), args.verbose):
-        report = evaluate_checkpoint(args.checkpoint, args.store, split=args.split, aggregation=args.aggregation)
+        report = evaluate_checkpoint(args.checkpoint, args.store, split=args.split, aggregation=args.aggregation,
+                                     predictions=args.predictions)
     console.out(json.dumps(report) if args.json else format_report(report))
     return 0
 
@@ -141,4 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aggregation", choices=["daily", "monthly"], default="daily",
                    help="score daily values, or monthly means of them (default daily)")
     p.add_argument("--json", action="store_true", help='one JSON object {"pooled", "median", "per_entity"}')
+    p.add_argument("--predictions", metavar="FILE.csv", default=None,
+                   help="Site store only: also write every scored tower-day (site, date, observed, predicted, mg "
+                        "CH4 m-2 d-1; an ensemble adds its members' lowest and highest prediction) to this CSV")
     p.set_defaults(func=cmd_evaluate)
