@@ -478,7 +478,7 @@ def prepare_sites(
         if got is not None:
             if tower:
                 unknown.update(unknown_descriptors(got["static"][0]))
-            elif map_set and np.isnan(got["static"][0, 0]):
+            elif map_set and np.isnan(got["static"][0, MAP_STATIC_VARS.index("wetlandtype")]):
                 unknown["wetlandtype"] += 1
             gpp_dt_days += got.pop(GPP_DT_DAYS, 0)
             kept[sy.site] = got

@@ -52,14 +52,6 @@ def inference_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def ensemble_size(model: torch.nn.Module) -> int:
-    """How many members' spread inference keeps: an ensemble's member count when it has two or more, else 0 (one
-    model, or an ensemble of one, has no spread to show)."""
-    from xmw_ray.models.ensemble import EnsembleModel
-
-    return len(model.members) if isinstance(model, EnsembleModel) and len(model.members) > 1 else 0
-
-
 class FluxWorker:
     """One inference actor (wrapped with ``ray.remote`` by the driver): one model, many cell ranges."""
 
@@ -91,7 +83,7 @@ class FluxWorker:
             return flux.float().cpu().numpy()
 
     def predict_members(self, year_index: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For an ensemble (``ensemble_size`` > 0): the ensemble's daily flux ``(n, 365)`` as ``predict`` gives it,
+        """For an ensemble (``models.ensemble.ensemble_size`` > 0): the ensemble's daily flux ``(n, 365)`` as ``predict`` gives it,
         each cell's spread (standard deviation across the members, ddof 0, of each member's annual-mean flux,
         ``(n,)`` mg CH4 m-2 d-1) and each member's monthly sums of daily flux ``(members, n, 12)`` (mg CH4 m-2, for
         the members' budgets); the members' daily flux itself stays here."""

@@ -31,7 +31,8 @@ from xmw_ray.infer.budget import NO_EXTENT, BudgetAccumulator, band_of_lat, budg
 from xmw_ray.infer.maps import FluxMaps, MapSpec, get_bytes, join, put_bytes
 from xmw_ray.infer.options import DEFAULT_BATCH_SIZE, DEFAULT_MAP_SCALE, MAP_SCALES
 from xmw_ray.infer.plots import SCALE_FILE
-from xmw_ray.infer.predictor import FluxWorker, ensemble_size, local_checkpoint
+from xmw_ray.infer.predictor import FluxWorker, local_checkpoint
+from xmw_ray.models.ensemble import ensemble_size
 from xmw_ray.storage import is_url
 
 BUDGET_FILE = "budget.csv"

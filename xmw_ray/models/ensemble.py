@@ -132,3 +132,9 @@ def ensemble_from_models(models: Sequence[XmwModel]) -> EnsembleModel:
     for part, model in zip(ensemble.members, models, strict=True):
         part.load_state_dict(model.state_dict())
     return ensemble.eval()
+
+
+def ensemble_size(model: torch.nn.Module) -> int:
+    """How many members' spread a prediction can show: an ensemble's member count when it has two or more, else 0
+    (one model, or an ensemble of one, has no spread)."""
+    return len(model.members) if isinstance(model, EnsembleModel) and len(model.members) > 1 else 0

@@ -18,8 +18,8 @@ from xmw_ray.data.ray_datasets import sample_dataset, store_info
 from xmw_ray.data.splits import SplitSpec
 from xmw_ray.errors import XmwInputError
 from xmw_ray.models.checkpoint import CONFIG_FILE, load_checkpoint_model, load_config_json
-from xmw_ray.models.ensemble import EnsembleModel
-from xmw_ray.storage import write_text_atomic
+from xmw_ray.models.ensemble import ensemble_size
+from xmw_ray.storage import refuse_foreign_file, write_text_atomic
 from xmw_ray.train.metrics import METRIC_KEYS, MetricAccumulator
 
 
@@ -33,6 +33,8 @@ def predict_batch(model: torch.nn.Module, dynamic: np.ndarray, static: np.ndarra
 #: ensemble of two or more members adds ``SPREAD_COLUMNS``, the lowest and highest member's prediction that day.
 PREDICTION_COLUMNS = ("site", "date", "observed_mg_ch4_m2_d", "predicted_mg_ch4_m2_d")
 SPREAD_COLUMNS = ("member_min", "member_max")
+#: ``-MM-DD`` of each day of the stores' 365-day year (Feb 29 is not in them).
+_MONTH_DAYS = np.array([f"-{m:02d}-{d:02d}" for m, n in enumerate(DAYS_IN_MONTH, 1) for d in range(1, n + 1)])
 
 
 def check_predictions_path(path: str | Path, store_kind: str, store: str) -> Path:
@@ -44,26 +46,15 @@ def check_predictions_path(path: str | Path, store_kind: str, store: str) -> Pat
                             "predictions are maps: xmw infer)")
     if not path.parent.is_dir():
         raise XmwInputError(f"--predictions {path}: folder {path.parent} not found")
-    if path.is_dir():
-        raise XmwInputError(f"--predictions {path}: is a folder, not a file")
-    if path.exists():
-        try:
-            with path.open(encoding="utf-8") as f:
-                first = f.readline().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError):
-            first = ""
-        if not first.startswith(",".join(PREDICTION_COLUMNS)):
-            raise XmwInputError(f"--predictions {path}: exists and is not a predictions file of xmw evaluate; "
-                                "choose another path (it is left as it is)")
+    header = ",".join(PREDICTION_COLUMNS).encode()
+    refuse_foreign_file(path, lambda head: head.startswith(header), "a predictions file of xmw evaluate",
+                        "--predictions")
     return path
 
 
 def _dates(years: np.ndarray) -> np.ndarray:
-    """``YYYY-MM-DD`` of every day of each 365-day year (Feb 29 is not in the stores), ``(n, 365)``."""
-    month = np.repeat(np.arange(1, 13), DAYS_IN_MONTH)
-    day = np.concatenate([np.arange(1, n + 1) for n in DAYS_IN_MONTH])
-    md = np.array([f"-{m:02d}-{d:02d}" for m, d in zip(month, day, strict=True)])
-    return np.char.add(np.asarray(years, dtype=int).astype(str)[:, None], md[None, :])
+    """``YYYY-MM-DD`` of every day of each 365-day year, ``(n, 365)``."""
+    return np.char.add(np.asarray(years, dtype=int).astype(str)[:, None], _MONTH_DAYS[None, :])
 
 
 def _prediction_lines(batch: dict[str, np.ndarray], pred: np.ndarray, spread: np.ndarray | None) -> list[str]:
@@ -101,7 +92,7 @@ def evaluate_checkpoint(checkpoint: str, store: str, split: str = "test", aggreg
                             "unknown; use --split all")
     spec = validate(rule, SplitSpec, f"{checkpoint}/{CONFIG_FILE} data.split") if split != "all" else None
     out_path = check_predictions_path(predictions, info.kind, store) if predictions is not None else None
-    members = model.members if isinstance(model, EnsembleModel) and len(model.members) >= 2 else None
+    members = model.members if ensemble_size(model) else None
     ensure_ray()  # only once the checkpoint and the store are known to fit each other
     ds = sample_dataset(info, spec, split)
     acc = MetricAccumulator(aggregation)
